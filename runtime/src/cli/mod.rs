@@ -1,0 +1,268 @@
+//! The `troupe` command line: `head`, `node`, `up`/`down` (a local multi-process cluster) and
+//! `status`.
+
+mod processes;
+mod status;
+
+pub use status::{to_json as status_json, to_table as status_table};
+mod up;
+
+use crate::head::{self, HeadConfig};
+use crate::node::{self, resources, NodeConfig};
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use troupe_proto::NodeResources;
+
+/// Default port of the head's gRPC server.
+pub const DEFAULT_HEAD_PORT: u16 = 7380;
+
+#[derive(Debug, Parser)]
+#[command(name = "troupe", version, about = "A Ray-style actor runtime for RL post-training")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a head: the control plane of a cluster.
+    Head {
+        /// gRPC port (0 picks a free one).
+        #[arg(long, default_value_t = DEFAULT_HEAD_PORT)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Where uploaded executables and records are kept.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Serve Prometheus metrics on this port (0 picks a free one).
+        #[arg(long)]
+        metrics_port: Option<u16>,
+        /// Write the bound address here once serving (for scripts that start the head).
+        #[arg(long)]
+        address_file: Option<PathBuf>,
+        /// A node silent this long is declared dead.
+        #[arg(long, default_value_t = 5000)]
+        node_timeout_ms: u64,
+    },
+    /// Run a node agent that starts workers for the head.
+    Node {
+        /// The head's address (host:port).
+        #[arg(long, env = "TROUPE_ADDRESS")]
+        head: String,
+        /// Address this agent and its workers bind to and advertise.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// The agent's gRPC port (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// CPUs offered (default: this machine's).
+        #[arg(long)]
+        cpus: Option<f64>,
+        /// Memory offered in bytes (default: this machine's).
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Declare this many GPUs, numbered from 0.
+        #[arg(long, conflicts_with = "gpu_ids")]
+        gpus: Option<u32>,
+        /// Declare these GPU device ids.
+        #[arg(long, value_delimiter = ',')]
+        gpu_ids: Option<Vec<u32>>,
+        /// Model name of declared GPUs (becomes the `gpu-model` label).
+        #[arg(long, default_value = "declared")]
+        gpu_model: String,
+        /// A custom resource, NAME=QTY (repeatable).
+        #[arg(long = "resource", value_parser = parse_quantity)]
+        resources: Vec<(String, f64)>,
+        /// A node label, K=V (repeatable).
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// Worker logs and cached executables (default: a directory under /tmp).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+    /// Start a local cluster: a head and N node agents as separate processes, left running.
+    Up {
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// GPUs declared on each node.
+        #[arg(long, default_value_t = 0)]
+        gpus_per_node: u32,
+        /// CPUs declared on each node (default: this machine's).
+        #[arg(long)]
+        cpus_per_node: Option<f64>,
+        /// Head port (0 picks a free one).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Serve head metrics on this port.
+        #[arg(long)]
+        metrics_port: Option<u16>,
+        /// Where the cluster's state and logs go (default: $TROUPE_HOME or /tmp/troupe-up).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Stop the cluster that `troupe up` started.
+    Down {
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Show nodes and actors.
+    Status {
+        /// The head's address (default: $TROUPE_ADDRESS, then the cluster `troupe up` started).
+        #[arg(long)]
+        head: Option<String>,
+        /// One JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_quantity(text: &str) -> Result<(String, f64), String> {
+    let (name, quantity) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected NAME=QTY"))?;
+    let quantity: f64 = quantity
+        .parse()
+        .map_err(|_| format!("`{text}`: {quantity} is not a number"))?;
+    if name.is_empty() || !quantity.is_finite() || quantity < 0.0 {
+        return Err(format!("`{text}`: expected NAME=QTY with QTY >= 0"));
+    }
+    Ok((name.to_string(), quantity))
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected KEY=VALUE"))?;
+    if key.is_empty() {
+        return Err(format!("`{text}`: the key is empty"));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    crate::init_logging("info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Head {
+            port,
+            host,
+            data_dir,
+            metrics_port,
+            address_file,
+            node_timeout_ms,
+        } => {
+            let bind: SocketAddr = format!("{host}:{port}")
+                .parse()
+                .with_context(|| format!("`{host}:{port}` is not an address to bind"))?;
+            let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("troupe-head-{}", std::process::id())));
+            let mut config = HeadConfig::local(data_dir);
+            config.bind = bind;
+            config.node_timeout = Duration::from_millis(node_timeout_ms.max(500));
+            config.metrics_bind = match metrics_port {
+                Some(port) => Some(format!("{host}:{port}").parse()?),
+                None => None,
+            };
+            let handle = head::start(config).await?;
+            println!("troupe head listening on {}", handle.address);
+            if let Some(metrics) = handle.metrics_address {
+                println!("metrics on http://{metrics}/metrics");
+            }
+            if let Some(path) = address_file {
+                let mut text = handle.address.to_string();
+                if let Some(metrics) = handle.metrics_address {
+                    text.push('\n');
+                    text.push_str(&metrics.to_string());
+                }
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            }
+            processes::until_signal(handle.wait()).await;
+            Ok(())
+        }
+        Command::Node {
+            head,
+            host,
+            port,
+            cpus,
+            memory,
+            gpus,
+            gpu_ids,
+            gpu_model,
+            resources: custom,
+            labels,
+            work_dir,
+        } => {
+            let detected = resources::detect_gpus();
+            let gpu_list = if gpus.is_some() || gpu_ids.is_some() {
+                resources::declared_gpus(gpus, gpu_ids.as_deref(), &gpu_model)
+            } else {
+                detected
+            };
+            let mut seen = std::collections::HashSet::new();
+            if let Some(duplicate) = gpu_list.iter().find(|gpu| !seen.insert(gpu.index)) {
+                bail!("--gpu-ids lists device {} twice", duplicate.index);
+            }
+            let cpus = cpus.unwrap_or_else(resources::detect_cpus);
+            if !cpus.is_finite() || cpus < 0.0 {
+                bail!("--cpus {cpus} is not a CPU count");
+            }
+            let resources = NodeResources {
+                cpu_milli: (cpus * 1000.0).round() as u64,
+                memory_bytes: memory.unwrap_or_else(resources::detect_memory_bytes),
+                gpus: gpu_list,
+                custom: custom.into_iter().collect(),
+                labels: labels.into_iter().collect(),
+            };
+            let work_dir = work_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("troupe-node-{}", std::process::id())));
+            let handle = node::start(NodeConfig {
+                head_address: head,
+                host,
+                port,
+                resources,
+                work_dir,
+                local_executables: HashMap::new(),
+            })
+            .await?;
+            println!("troupe node {} serving on {}", handle.node_id(), handle.address);
+            processes::until_signal(async {
+                // The handle kills the workers when dropped.
+                std::future::pending::<()>().await
+            })
+            .await;
+            drop(handle);
+            Ok(())
+        }
+        Command::Up {
+            nodes,
+            gpus_per_node,
+            cpus_per_node,
+            port,
+            metrics_port,
+            dir,
+        } => up::up(up::UpOptions {
+            nodes,
+            gpus_per_node,
+            cpus_per_node,
+            port,
+            metrics_port,
+            dir: up::state_dir(dir),
+        })
+        .await,
+        Command::Down { dir } => up::down(&up::state_dir(dir)).await,
+        Command::Status { head, json } => status::show(head, json).await,
+    }
+}

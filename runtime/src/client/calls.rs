@@ -1,0 +1,240 @@
+//! The call path: find where an actor's worker listens (asking the head, waiting for it to be
+//! ready), send the call over that worker's stream, and turn every failure into an error that
+//! names the actor, its node and the method, and says whether a restart is coming.
+
+use super::Client;
+use crate::actor::ActorRef;
+use crate::error::{Error, Result};
+use crate::transport::{CallOutcome, Connection, LinkError};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use troupe_proto::{ActorInfo, ActorState, CallFailure, FailureKind, GetActorRequest};
+
+/// Where one incarnation of an actor serves calls.
+pub(crate) struct Route {
+    incarnation: u64,
+    node_id: String,
+    connection: Arc<Connection>,
+}
+
+/// An incarnation known to be going away: the next call waits for a later one.
+pub(crate) type Dying = std::collections::HashMap<String, u64>;
+
+/// How long, after a call stream broke, the caller waits for the head to learn of the death.
+const DEATH_NOTICE_WAIT: Duration = Duration::from_secs(3);
+
+impl Client {
+    /// Calls `method` on `actor`.
+    pub(crate) async fn call(
+        &self,
+        actor: &ActorRef,
+        method: u32,
+        method_name: &str,
+        args: Bytes,
+    ) -> Result<Bytes> {
+        let route = self.route(actor).await?;
+        let outcome = match route.connection.call(method, args).await {
+            Ok(CallOutcome::Failed(failure)) if failure.kind() == FailureKind::Exiting => {
+                Err(LinkError(failure.message))
+            }
+            other => other,
+        };
+        match outcome {
+            Ok(CallOutcome::Ok(reply)) => Ok(reply),
+            Ok(CallOutcome::Failed(failure)) => {
+                if failure.kind() == FailureKind::Panic {
+                    self.forget_route(actor.id(), route.incarnation);
+                    self.mark_dying(actor.id(), route.incarnation);
+                }
+                Err(failure_error(actor, &route.node_id, method_name, failure))
+            }
+            Err(LinkError(reason)) => {
+                self.mark_dying(actor.id(), route.incarnation);
+                self.forget_route(actor.id(), route.incarnation);
+                let (restarting, reason) = self.death_notice(actor, route.incarnation, reason).await;
+                Err(Error::Died {
+                    actor: actor.id().to_string(),
+                    type_name: actor.type_name().to_string(),
+                    node: route.node_id.clone(),
+                    method: method_name.to_string(),
+                    reason,
+                    restarting,
+                })
+            }
+        }
+    }
+
+    /// Waits until the actor is ALIVE (or fails if it is dead or not ready in time).
+    pub(crate) async fn wait_ready(&self, actor: &ActorRef, timeout: Duration) -> Result<ActorInfo> {
+        let started = Instant::now();
+        let mut actors = self.actors.clone();
+        let dying = self.dying_incarnation(actor.id());
+        let request = GetActorRequest {
+            id: actor.id().to_string(),
+            wait_ready: true,
+            wait_past_incarnation: dying.is_some(),
+            incarnation: dying.unwrap_or(0),
+            timeout_ms: timeout.as_millis() as u64,
+            ..GetActorRequest::default()
+        };
+        let info = tokio::time::timeout(timeout + Duration::from_secs(5), actors.get_actor(request))
+            .await
+            .map_err(|_| not_ready(actor, started, "the head did not answer".to_string()))?
+            .map_err(|status| Error::rpc(format!("looking up actor {}", actor.id()), status))?
+            .into_inner();
+        match info.state() {
+            ActorState::Alive if dying != Some(info.incarnation) => {
+                self.clear_dying(actor.id(), info.incarnation);
+                Ok(info)
+            }
+            ActorState::Dead => Err(Error::Dead {
+                actor: actor.id().to_string(),
+                type_name: actor.type_name().to_string(),
+                reason: info.death_reason,
+            }),
+            state => {
+                let mut detail = format!("state {}", state.as_str_name());
+                if !info.pending_reason.is_empty() {
+                    detail.push_str(&format!(" ({})", info.pending_reason));
+                }
+                Err(not_ready(actor, started, detail))
+            }
+        }
+    }
+
+    async fn route(&self, actor: &ActorRef) -> Result<Arc<Route>> {
+        if let Some(route) = self.cached_route(actor.id()) {
+            if !route.connection.is_closed() {
+                return Ok(route);
+            }
+        }
+        let info = self.wait_ready(actor, self.ready_timeout).await?;
+        let connection = self
+            .connection(&info.worker_address)
+            .await
+            .map_err(|LinkError(reason)| Error::Died {
+                actor: actor.id().to_string(),
+                type_name: actor.type_name().to_string(),
+                node: info.node_id.clone(),
+                method: "(connect)".to_string(),
+                reason,
+                restarting: false,
+            })?;
+        let route = Arc::new(Route {
+            incarnation: info.incarnation,
+            node_id: info.node_id.clone(),
+            connection,
+        });
+        if let Ok(mut routes) = self.routes.lock() {
+            routes.insert(actor.id().to_string(), route.clone());
+        }
+        Ok(route)
+    }
+
+    fn mark_dying(&self, actor_id: &str, incarnation: u64) {
+        if let Ok(mut dying) = self.dying.lock() {
+            dying.insert(actor_id.to_string(), incarnation);
+        }
+    }
+
+    fn dying_incarnation(&self, actor_id: &str) -> Option<u64> {
+        self.dying.lock().ok()?.get(actor_id).copied()
+    }
+
+    fn clear_dying(&self, actor_id: &str, alive_incarnation: u64) {
+        if let Ok(mut dying) = self.dying.lock() {
+            if dying.get(actor_id).is_some_and(|dead| *dead != alive_incarnation) {
+                dying.remove(actor_id);
+            }
+        }
+    }
+
+    fn cached_route(&self, actor_id: &str) -> Option<Arc<Route>> {
+        self.routes.lock().ok()?.get(actor_id).cloned()
+    }
+
+    fn forget_route(&self, actor_id: &str, incarnation: u64) {
+        if let Ok(mut routes) = self.routes.lock() {
+            if routes
+                .get(actor_id)
+                .is_some_and(|route| route.incarnation == incarnation)
+            {
+                routes.remove(actor_id);
+            }
+        }
+    }
+
+    async fn connection(&self, address: &str) -> Result<Arc<Connection>, LinkError> {
+        let mut connections = self.connections.lock().await;
+        if let Some(existing) = connections.get(address) {
+            if !existing.is_closed() {
+                return Ok(existing.clone());
+            }
+        }
+        let connection = Connection::open(address).await?;
+        connections.insert(address.to_string(), connection.clone());
+        Ok(connection)
+    }
+
+    /// After a stream broke: asks the head whether the actor is being restarted.
+    async fn death_notice(&self, actor: &ActorRef, incarnation: u64, link_reason: String) -> (bool, String) {
+        let mut actors = self.actors.clone();
+        let request = GetActorRequest {
+            id: actor.id().to_string(),
+            wait_past_incarnation: true,
+            incarnation,
+            timeout_ms: DEATH_NOTICE_WAIT.as_millis() as u64,
+            ..GetActorRequest::default()
+        };
+        let answer = tokio::time::timeout(DEATH_NOTICE_WAIT + Duration::from_secs(2), actors.get_actor(request)).await;
+        match answer {
+            Ok(Ok(info)) => {
+                let info = info.into_inner();
+                let restarting = info.state() != ActorState::Dead;
+                let reason = if info.death_reason.is_empty() {
+                    link_reason
+                } else {
+                    info.death_reason
+                };
+                (restarting, reason)
+            }
+            Ok(Err(status)) => (false, format!("{link_reason} (the head could not say more: {})", status.message())),
+            Err(_) => (false, format!("{link_reason} (the head did not answer)")),
+        }
+    }
+}
+
+fn not_ready(actor: &ActorRef, started: Instant, detail: String) -> Error {
+    Error::NotReady {
+        actor: actor.id().to_string(),
+        type_name: actor.type_name().to_string(),
+        waited_ms: started.elapsed().as_millis() as u64,
+        detail,
+    }
+}
+
+fn failure_error(actor: &ActorRef, node: &str, method_name: &str, failure: CallFailure) -> Error {
+    let method = if failure.method.is_empty() {
+        method_name.to_string()
+    } else {
+        failure.method.clone()
+    };
+    match failure.kind() {
+        FailureKind::Panic => Error::Panicked {
+            actor: actor.id().to_string(),
+            type_name: actor.type_name().to_string(),
+            node: node.to_string(),
+            method,
+            message: failure.message,
+            backtrace: failure.backtrace,
+        },
+        _ => Error::Rejected {
+            actor: actor.id().to_string(),
+            type_name: actor.type_name().to_string(),
+            node: node.to_string(),
+            method,
+            message: failure.message,
+        },
+    }
+}

@@ -1,0 +1,137 @@
+//! The embedded cluster: a head and one node agent running inside the driver process, on the
+//! driver's tokio runtime, talking gRPC over loopback exactly as separate processes would.
+
+use super::executable;
+use super::Cluster;
+use crate::client::{self, Client};
+use crate::error::Result;
+use crate::head::{self, HeadConfig, HeadHandle};
+use crate::node::{self, resources, NodeConfig, NodeHandle};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use troupe_proto::NodeResources;
+
+/// Settings of an embedded cluster; defaults are this machine's CPUs and memory and its detected
+/// GPUs (none without the `cuda` feature).
+#[derive(Debug, Clone, Default)]
+pub struct LocalClusterBuilder {
+    cpus: Option<f64>,
+    memory_bytes: Option<u64>,
+    gpus: Option<u32>,
+    gpu_model: Option<String>,
+    custom: BTreeMap<String, f64>,
+    labels: BTreeMap<String, String>,
+}
+
+impl LocalClusterBuilder {
+    /// CPUs the node offers (default: this machine's logical CPUs).
+    pub fn cpus(mut self, cpus: f64) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+
+    /// Memory the node offers, in bytes (default: this machine's).
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory_bytes = Some(bytes);
+        self
+    }
+
+    /// Declares `count` GPUs instead of detecting them.
+    pub fn gpus(mut self, count: u32) -> Self {
+        self.gpus = Some(count);
+        self
+    }
+
+    /// The model name of declared GPUs (label `gpu-model`).
+    pub fn gpu_model(mut self, model: impl Into<String>) -> Self {
+        self.gpu_model = Some(model.into());
+        self
+    }
+
+    /// A custom resource the node offers.
+    pub fn resource(mut self, name: impl Into<String>, quantity: f64) -> Self {
+        self.custom.insert(name.into(), quantity);
+        self
+    }
+
+    /// A node label.
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    fn resources(&self) -> NodeResources {
+        let gpus = match self.gpus {
+            Some(count) => resources::declared_gpus(Some(count), None, self.gpu_model.as_deref().unwrap_or("declared")),
+            None => resources::detect_gpus(),
+        };
+        NodeResources {
+            cpu_milli: (self.cpus.unwrap_or_else(resources::detect_cpus) * 1000.0).round() as u64,
+            memory_bytes: self.memory_bytes.unwrap_or_else(resources::detect_memory_bytes),
+            gpus,
+            custom: self.custom.clone().into_iter().collect(),
+            labels: self.labels.clone().into_iter().collect(),
+        }
+    }
+
+    /// Starts the head and the node agent and connects to them.
+    pub async fn start(self) -> Result<Cluster> {
+        let data_dir = std::env::temp_dir().join(format!(
+            "troupe-local-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
+        let head = head::start(HeadConfig::local(data_dir.join("head"))).await?;
+        let exe = executable::current_exe()?;
+        let exe_name = executable::local_name(&exe);
+        let head_address = head.address.to_string();
+        let node = node::start(NodeConfig {
+            head_address: head_address.clone(),
+            host: "127.0.0.1".to_string(),
+            port: 0,
+            resources: self.resources(),
+            work_dir: data_dir.join("node"),
+            local_executables: HashMap::from([(exe_name.clone(), exe)]),
+        })
+        .await?;
+        let client = Client::connect(&head_address, super::new_session_id(), exe_name, Vec::new()).await?;
+        client.open_session().await?;
+        client::set_current(&client);
+        let embedded = Embedded {
+            _head: head,
+            node,
+            data_dir,
+        };
+        Ok(Cluster::from_parts(client, Some(std::sync::Arc::new(embedded))))
+    }
+}
+
+/// The head and node agent of an embedded cluster; dropping it kills the workers and removes
+/// the scratch directory (set TROUPE_KEEP_LOGS=1 to keep worker logs).
+pub(crate) struct Embedded {
+    _head: HeadHandle,
+    node: NodeHandle,
+    data_dir: PathBuf,
+}
+
+impl Embedded {
+    pub(crate) fn shutdown(&self) {
+        self.node.kill_workers();
+    }
+
+    /// Where this cluster keeps worker logs.
+    #[allow(dead_code)]
+    pub(crate) fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("node").join("logs")
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.node.kill_workers();
+        if std::env::var_os("TROUPE_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+

@@ -1,0 +1,208 @@
+//! `Cluster`: what a driver holds. It is either embedded (`Cluster::local()`: a head and a node
+//! agent inside the driver, workers as child processes of the driver's own executable) or
+//! connected to a running cluster (`Cluster::connect(addr)`, which first ships the driver's
+//! executable to the head so node agents can start workers from it). Either way actors are
+//! spawned, looked up, killed and inspected through it.
+
+mod executable;
+mod local;
+
+pub use local::LocalClusterBuilder;
+
+use crate::actor::{Actor, ActorHandle, ActorRef, SpawnOptions};
+use crate::client::{self, Client};
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use std::sync::Arc;
+use troupe_proto::{ActorInfo, ActorState, ClusterStatusReply, CreateActorRequest, GetActorRequest, KillActorRequest};
+
+/// A connection to a troupe cluster, embedded or remote.
+pub struct Cluster {
+    client: Arc<Client>,
+    embedded: Option<Arc<local::Embedded>>,
+}
+
+impl Clone for Cluster {
+    fn clone(&self) -> Self {
+        Cluster {
+            client: self.client.clone(),
+            embedded: self.embedded.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("head", &self.client.head_address)
+            .field("embedded", &self.embedded.is_some())
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// An embedded cluster: head and one node agent in this process, with this machine's CPUs and
+    /// memory (and GPUs, with the `cuda` feature). Workers are child processes of this executable.
+    pub async fn local() -> Result<Cluster> {
+        LocalClusterBuilder::default().start().await
+    }
+
+    /// Configures an embedded cluster (declared GPUs, CPUs, custom resources, labels).
+    pub fn local_builder() -> LocalClusterBuilder {
+        LocalClusterBuilder::default()
+    }
+
+    /// Connects to a running cluster's head (`host:port` or `http://host:port`) and uploads this
+    /// executable to it unless the head has it already.
+    pub async fn connect(address: &str) -> Result<Cluster> {
+        crate::rpc::normalize_address(address).map_err(|why| Error::Invalid {
+            what: "cluster address".to_string(),
+            why,
+        })?;
+        let hash = executable::ensure_uploaded(address).await?;
+        let client = Client::connect(address, new_session_id(), hash, Vec::new()).await?;
+        client.open_session().await?;
+        client::set_current(&client);
+        Ok(Cluster {
+            client,
+            embedded: None,
+        })
+    }
+
+    /// The cluster of this process: the last one created or connected, or, inside a worker, the
+    /// one the worker belongs to.
+    pub fn current() -> Result<Cluster> {
+        let client = client::current().ok_or(Error::NoCluster)?;
+        Ok(Cluster {
+            client,
+            embedded: None,
+        })
+    }
+
+    pub(crate) fn from_parts(client: Arc<Client>, embedded: Option<Arc<local::Embedded>>) -> Cluster {
+        Cluster { client, embedded }
+    }
+
+    /// The head's address (host:port).
+    pub fn address(&self) -> &str {
+        &self.client.head_address
+    }
+
+    /// Spawns an actor of the type named `type_name` with encoded constructor arguments. The
+    /// generated `Type::spawn` calls this; user code does not need to.
+    pub async fn spawn_raw(&self, type_name: &str, args: Bytes, options: SpawnOptions) -> Result<ActorRef> {
+        let resources = options.resource_request()?;
+        let request = CreateActorRequest {
+            type_name: type_name.to_string(),
+            constructor_args: args,
+            name: options.name.clone().unwrap_or_default(),
+            resources: Some(resources),
+            max_restarts: options.max_restarts,
+            max_concurrency: options.max_concurrency,
+            detached: options.detached,
+            owner_session: self.client.session_id.clone(),
+            binary_hash: self.client.binary_hash.clone(),
+            worker_args: self.client.worker_args.clone(),
+            env: options.env.clone().into_iter().collect(),
+        };
+        let mut actors = self.client.actors.clone();
+        let info = actors
+            .create_actor(request)
+            .await
+            .map_err(|status| Error::rpc(format!("spawning an actor of type {type_name}"), status))?
+            .into_inner();
+        Ok(ActorRef::new(&info.id, type_name, self.client.clone()))
+    }
+
+    /// Finds a live actor by the name it was spawned with; fails if it has another type.
+    pub async fn get_actor<A: Actor>(&self, name: &str) -> Result<A::Handle> {
+        let info = self.lookup(GetActorRequest {
+            name: name.to_string(),
+            ..GetActorRequest::default()
+        })
+        .await?;
+        if info.type_name != A::TYPE_NAME {
+            return Err(Error::Invalid {
+                what: format!("actor named `{name}`"),
+                why: format!("it is a {}, not a {}", info.type_name, A::TYPE_NAME),
+            });
+        }
+        if info.state() == ActorState::Dead {
+            return Err(Error::Dead {
+                actor: info.id,
+                type_name: info.type_name,
+                reason: info.death_reason,
+            });
+        }
+        Ok(A::Handle::from(ActorRef::new(&info.id, &info.type_name, self.client.clone())))
+    }
+
+    /// The head's record of an actor: state, node, GPUs, restarts, pid, ...
+    pub async fn actor_info(&self, actor: &impl ActorHandle) -> Result<ActorInfo> {
+        self.lookup(GetActorRequest {
+            id: actor.actor_ref().id().to_string(),
+            ..GetActorRequest::default()
+        })
+        .await
+    }
+
+    async fn lookup(&self, request: GetActorRequest) -> Result<ActorInfo> {
+        let what = if request.id.is_empty() {
+            format!("looking up the actor named `{}`", request.name)
+        } else {
+            format!("looking up actor {}", request.id)
+        };
+        let mut actors = self.client.actors.clone();
+        Ok(actors
+            .get_actor(request)
+            .await
+            .map_err(|status| Error::rpc(what, status))?
+            .into_inner())
+    }
+
+    /// Stops an actor for good; calls in flight fail with `Error::Died { restarting: false }`.
+    pub async fn kill(&self, actor: &impl ActorHandle) -> Result<()> {
+        self.kill_by_id(actor.actor_ref().id(), false).await
+    }
+
+    /// Kills an actor's worker but lets it restart per its `max_restarts`.
+    pub async fn restart(&self, actor: &impl ActorHandle) -> Result<()> {
+        self.kill_by_id(actor.actor_ref().id(), true).await
+    }
+
+    async fn kill_by_id(&self, id: &str, allow_restart: bool) -> Result<()> {
+        let mut actors = self.client.actors.clone();
+        actors
+            .kill_actor(KillActorRequest {
+                id: id.to_string(),
+                allow_restart,
+            })
+            .await
+            .map_err(|status| Error::rpc(format!("killing actor {id}"), status))?;
+        Ok(())
+    }
+
+    /// Nodes with their resources and usage, and every actor.
+    pub async fn status(&self) -> Result<ClusterStatusReply> {
+        let mut cluster = self.client.cluster.clone();
+        Ok(cluster
+            .status(troupe_proto::Empty {})
+            .await
+            .map_err(|status| Error::rpc("reading the cluster status", status))?
+            .into_inner())
+    }
+
+    /// Ends this driver's session: its non-detached actors stop. An embedded cluster stops too
+    /// once its last `Cluster` clone is gone.
+    pub async fn shutdown(self) {
+        self.client.close_session();
+        client::clear_current(&self.client);
+        if let Some(embedded) = &self.embedded {
+            embedded.shutdown();
+        }
+    }
+}
+
+fn new_session_id() -> String {
+    format!("session-{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,254 @@
+//! The head: the control plane. One tonic server with the `Nodes`, `Actors` and `Cluster`
+//! services; it owns the scheduler and the cluster's state, watches node heartbeats, sends start
+//! and stop orders to node agents, stores uploaded executables and serves Prometheus metrics.
+
+mod binaries;
+pub(crate) use binaries::is_sha256_hex;
+pub(crate) mod metrics;
+mod service;
+mod state;
+
+use crate::error::{Error, Result};
+use binaries::BinaryStore;
+use state::{HeadState, Order};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use troupe_proto::node_agent_client::NodeAgentClient;
+use troupe_proto::{StopWorkerRequest, WorkerExitedRequest};
+
+/// How the head runs.
+#[derive(Debug, Clone)]
+pub struct HeadConfig {
+    /// Address to serve gRPC on; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Where uploaded executables (and, later, job records) are kept.
+    pub data_dir: PathBuf,
+    /// Port for Prometheus metrics over HTTP, if any (0 picks a free one).
+    pub metrics_bind: Option<SocketAddr>,
+    /// How often node agents heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A node silent for this long is declared dead.
+    pub node_timeout: Duration,
+}
+
+impl HeadConfig {
+    /// Loopback, a free port, the given data directory, heartbeats every 500 ms, dead after 5 s.
+    pub fn local(data_dir: PathBuf) -> Self {
+        HeadConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            metrics_bind: None,
+            heartbeat_interval: Duration::from_millis(500),
+            node_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The shared head object behind every service.
+pub(crate) struct Head {
+    state: Mutex<HeadState>,
+    changed: watch::Sender<u64>,
+    config: HeadConfig,
+    binaries: BinaryStore,
+    started: Instant,
+}
+
+/// A running head; dropping it stops the server.
+pub struct HeadHandle {
+    pub address: SocketAddr,
+    pub metrics_address: Option<SocketAddr>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for HeadHandle {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl HeadHandle {
+    /// Waits until the server stops (it runs until the process ends or the handle drops).
+    pub async fn wait(mut self) {
+        if let Some(server) = self.tasks.first_mut() {
+            let _ = server.await;
+        }
+    }
+}
+
+/// Starts a head on the current tokio runtime.
+pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|err| Error::io(format!("creating {}", config.data_dir.display()), err))?;
+    let binaries = BinaryStore::open(config.data_dir.join("binaries"))?;
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|err| Error::io(format!("binding the head to {}", config.bind), err))?;
+    let address = listener
+        .local_addr()
+        .map_err(|err| Error::io("reading the head's address", err))?;
+    let (changed, _) = watch::channel(0);
+    let head = Arc::new(Head {
+        state: Mutex::new(HeadState::default()),
+        changed,
+        config: config.clone(),
+        binaries,
+        started: Instant::now(),
+    });
+    let mut tasks = vec![tokio::spawn(service::serve(head.clone(), listener))];
+    tasks.push(tokio::spawn(watch_nodes(head.clone())));
+    let mut metrics_address = None;
+    if let Some(bind) = config.metrics_bind {
+        let (bound, task) = metrics::serve(head.clone(), bind).await?;
+        metrics_address = Some(bound);
+        tasks.push(task);
+    }
+    tracing::info!(%address, data_dir = %config.data_dir.display(), "head serving");
+    Ok(HeadHandle {
+        address,
+        metrics_address,
+        tasks,
+    })
+}
+
+impl Head {
+    /// Runs `change` under the state lock, then wakes waiters and carries out the orders.
+    fn update<R>(self: &Arc<Self>, change: impl FnOnce(&mut HeadState) -> (R, Vec<Order>)) -> R {
+        let (result, orders) = {
+            let mut state = match self.state.lock() {
+                Ok(state) => state,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            change(&mut state)
+        };
+        self.changed.send_modify(|version| *version += 1);
+        for order in orders {
+            self.carry_out(order);
+        }
+        result
+    }
+
+    /// Reads the state without changing it.
+    fn read<R>(&self, look: impl FnOnce(&HeadState) -> R) -> R {
+        let state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        look(&state)
+    }
+
+    fn carry_out(self: &Arc<Self>, order: Order) {
+        let head = self.clone();
+        tokio::spawn(async move {
+            match order {
+                Order::Start {
+                    node_address,
+                    request,
+                } => {
+                    let actor_id = request.actor_id.clone();
+                    let incarnation = request.incarnation;
+                    let outcome = match crate::rpc::connect_lazy(&node_address) {
+                        Ok(channel) => {
+                            let mut agent = NodeAgentClient::new(channel);
+                            tokio::time::timeout(Duration::from_secs(30), agent.start_worker(request))
+                                .await
+                                .map_err(|_| "the node agent did not answer within 30 s".to_string())
+                                .and_then(|reply| reply.map_err(|status| status.message().to_string()))
+                        }
+                        Err(err) => Err(err),
+                    };
+                    match outcome {
+                        Ok(reply) => {
+                            let pid = reply.into_inner().pid;
+                            head.update(|state| {
+                                if let Some(actor) = state.actors.get_mut(&actor_id) {
+                                    if actor.info.incarnation == incarnation && actor.info.pid == 0 {
+                                        actor.info.pid = pid;
+                                    }
+                                }
+                                ((), Vec::new())
+                            });
+                        }
+                        Err(why) => {
+                            tracing::warn!(actor = actor_id, %why, "could not start worker");
+                            head.worker_exited(WorkerExitedRequest {
+                                actor_id,
+                                incarnation,
+                                start_error: why,
+                                ..WorkerExitedRequest::default()
+                            });
+                        }
+                    }
+                }
+                Order::Stop {
+                    node_address,
+                    actor_id,
+                    incarnation,
+                } => {
+                    if let Ok(channel) = crate::rpc::connect_lazy(&node_address) {
+                        let mut agent = NodeAgentClient::new(channel);
+                        let request = StopWorkerRequest {
+                            actor_id: actor_id.clone(),
+                            grace_ms: 0,
+                            incarnation,
+                        };
+                        let answer = tokio::time::timeout(Duration::from_secs(10), agent.stop_worker(request)).await;
+                        if !matches!(answer, Ok(Ok(_))) {
+                            tracing::warn!(actor = actor_id, node = node_address, "stop order not confirmed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// A worker exited or could not start.
+    fn worker_exited(self: &Arc<Self>, report: WorkerExitedRequest) {
+        let reason = describe_exit(&report);
+        self.update(|state| {
+            let orders = state.worker_failed(&report.actor_id, report.incarnation, reason, false);
+            ((), orders)
+        });
+    }
+}
+
+/// Words for how a worker ended.
+fn describe_exit(report: &WorkerExitedRequest) -> String {
+    let mut reason = if !report.start_error.is_empty() {
+        format!("its worker could not start: {}", report.start_error)
+    } else if report.signal != 0 {
+        format!("its worker process was killed by signal {}", report.signal)
+    } else {
+        format!("its worker process exited with code {}", report.exit_code)
+    };
+    let tail = report.log_tail.trim();
+    if !tail.is_empty() {
+        reason.push_str("; last output:\n");
+        reason.push_str(tail);
+    }
+    reason
+}
+
+/// Declares nodes dead when their heartbeats stop.
+async fn watch_nodes(head: Arc<Head>) {
+    let period = (head.config.heartbeat_interval / 2).max(Duration::from_millis(50));
+    let mut ticker = tokio::time::interval(period);
+    loop {
+        ticker.tick().await;
+        let timeout = head.config.node_timeout;
+        let any_silent = head.read(|state| {
+            let now = Instant::now();
+            state
+                .nodes
+                .values()
+                .any(|node| node.alive && now.duration_since(node.last_heartbeat) > timeout)
+        });
+        if any_silent {
+            head.update(|state| ((), state.check_nodes(Instant::now(), timeout)));
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The head's gRPC services. Each handler validates its request (naming the bad field), then
+//! changes or reads the head's state; none may panic on input.
+
+use super::{Head, Order};
+use crate::rpc::{check_id, check_text, invalid};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use troupe_proto::actors_server::{Actors, ActorsServer};
+use troupe_proto::cluster_server::{Cluster, ClusterServer};
+use troupe_proto::nodes_server::{Nodes, NodesServer};
+use troupe_proto::*;
+
+/// Longest a GetActor wait may last.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+
+pub(super) async fn serve(head: Arc<Head>, listener: tokio::net::TcpListener) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let service = HeadService(head);
+    let limit = crate::rpc::MAX_MESSAGE_BYTES;
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(NodesServer::new(service.clone()).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .add_service(ActorsServer::new(service.clone()).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .add_service(ClusterServer::new(service).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .serve_with_incoming(incoming)
+        .await;
+    if let Err(err) = result {
+        tracing::error!(%err, "head server stopped");
+    }
+}
+
+#[derive(Clone)]
+struct HeadService(Arc<Head>);
+
+fn check_resources(resources: &NodeResources) -> Result<(), Status> {
+    if resources.gpus.len() > 1024 {
+        return Err(invalid("resources.gpus", "more than 1024 devices"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for gpu in &resources.gpus {
+        if !seen.insert(gpu.index) {
+            return Err(invalid("resources.gpus", format!("device {} listed twice", gpu.index)));
+        }
+        check_text("resources.gpus.model", &gpu.model, 128)?;
+    }
+    check_custom("resources.custom", &resources.custom)?;
+    for (key, value) in &resources.labels {
+        check_id("resources.labels key", key)?;
+        check_text("resources.labels value", value, 256)?;
+    }
+    Ok(())
+}
+
+fn check_custom(field: &str, custom: &std::collections::HashMap<String, f64>) -> Result<(), Status> {
+    for (name, quantity) in custom {
+        check_id(&format!("{field} name"), name)?;
+        if !quantity.is_finite() || *quantity < 0.0 {
+            return Err(invalid(field, format!("{name}={quantity} is not a quantity")));
+        }
+    }
+    Ok(())
+}
+
+fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
+    check_id("type_name", &request.type_name)?;
+    check_text("name", &request.name, 256)?;
+    if request.max_restarts < -1 {
+        return Err(invalid("max_restarts", format!("{} (use -1 for no limit)", request.max_restarts)));
+    }
+    if request.max_concurrency == 0 || request.max_concurrency > 100_000 {
+        return Err(invalid("max_concurrency", format!("{} is not in 1..=100000", request.max_concurrency)));
+    }
+    check_id("binary_hash", &request.binary_hash)?;
+    for arg in &request.worker_args {
+        check_text("worker_args", arg, 4096)?;
+    }
+    for (key, value) in &request.env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(invalid("env", format!("`{key}` is not a variable name")));
+        }
+        if value.contains('\0') {
+            return Err(invalid("env", format!("the value of {key} contains a NUL byte")));
+        }
+    }
+    let resources = request
+        .resources
+        .as_ref()
+        .ok_or_else(|| invalid("resources", "missing"))?;
+    if resources.gpu_milli > 1000 && resources.gpu_milli % 1000 != 0 {
+        return Err(invalid(
+            "resources.gpu_milli",
+            format!("{}: above one GPU, GPUs must be whole", resources.gpu_milli),
+        ));
+    }
+    check_custom("resources.custom", &resources.custom)?;
+    for (key, value) in &resources.label_selector {
+        check_id("resources.label_selector key", key)?;
+        check_text("resources.label_selector value", value, 256)?;
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Nodes for HeadService {
+    async fn register_node(&self, request: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeReply>, Status> {
+        let request = request.into_inner();
+        crate::rpc::normalize_address(&request.address).map_err(|why| invalid("address", why))?;
+        check_text("hostname", &request.hostname, 256)?;
+        if !request.node_id.is_empty() {
+            check_id("node_id", &request.node_id)?;
+        }
+        let resources = request.resources.ok_or_else(|| invalid("resources", "missing"))?;
+        check_resources(&resources)?;
+        let node_id = self.0.update(|state| {
+            state.register_node(&request.node_id, &request.address, &request.hostname, resources, Instant::now())
+        });
+        tracing::info!(node = node_id, address = request.address, "node registered");
+        Ok(Response::new(RegisterNodeReply {
+            node_id,
+            heartbeat_interval_ms: self.0.config.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
+        let request = request.into_inner();
+        check_id("node_id", &request.node_id)?;
+        let reregister = self.0.update(|state| state.heartbeat(&request.node_id, &request.running, Instant::now()));
+        Ok(Response::new(HeartbeatReply { reregister }))
+    }
+
+    async fn worker_exited(&self, request: Request<WorkerExitedRequest>) -> Result<Response<Empty>, Status> {
+        let mut report = request.into_inner();
+        check_id("node_id", &report.node_id)?;
+        check_id("actor_id", &report.actor_id)?;
+        let known = self.0.read(|state| state.actors.contains_key(&report.actor_id));
+        if !known {
+            return Err(Status::not_found(format!("no actor with id {}", report.actor_id)));
+        }
+        if report.log_tail.len() > 16 * 1024 {
+            let cut = report.log_tail.len() - 16 * 1024;
+            let boundary = (cut..report.log_tail.len()).find(|i| report.log_tail.is_char_boundary(*i)).unwrap_or(report.log_tail.len());
+            report.log_tail = report.log_tail[boundary..].to_string();
+        }
+        self.0.worker_exited(report);
+        Ok(Response::new(Empty {}))
+    }
+
+    type FetchBinaryStream = ReceiverStream<Result<BinaryChunk, Status>>;
+
+    async fn fetch_binary(&self, request: Request<BinaryRef>) -> Result<Response<Self::FetchBinaryStream>, Status> {
+        let hash = request.into_inner().hash;
+        let chunks = self.0.binaries.stream(&hash).await?;
+        Ok(Response::new(chunks))
+    }
+}
+
+#[tonic::async_trait]
+impl Actors for HeadService {
+    async fn create_actor(&self, request: Request<CreateActorRequest>) -> Result<Response<ActorInfo>, Status> {
+        let request = request.into_inner();
+        check_create(&request)?;
+        if !request.binary_hash.starts_with("local-") && !self.0.binaries.has(&request.binary_hash) {
+            return Err(invalid(
+                "binary_hash",
+                format!("no executable with hash {} was uploaded", request.binary_hash),
+            ));
+        }
+        let info = self.0.update(|state| match state.create_actor(request, Instant::now()) {
+            Ok((info, orders)) => (Ok(info), orders),
+            Err(status) => (Err(status), Vec::new()),
+        })?;
+        Ok(Response::new(info))
+    }
+
+    async fn get_actor(&self, request: Request<GetActorRequest>) -> Result<Response<ActorInfo>, Status> {
+        let request = request.into_inner();
+        match (request.id.is_empty(), request.name.is_empty()) {
+            (false, true) => check_id("id", &request.id)?,
+            (true, false) => check_text("name", &request.name, 256)?,
+            _ => return Err(invalid("id/name", "give exactly one of id and name")),
+        }
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
+        let mut changes = self.0.changed.subscribe();
+        loop {
+            let info = self
+                .0
+                .read(|state| state.find_actor(&request.id, &request.name).map(|actor| actor.info.clone()))?;
+            let state = info.state();
+            let past = info.incarnation != request.incarnation;
+            let settled = if request.wait_ready && request.wait_past_incarnation {
+                state == ActorState::Dead || (state == ActorState::Alive && past)
+            } else if request.wait_ready {
+                matches!(state, ActorState::Alive | ActorState::Dead)
+            } else if request.wait_past_incarnation {
+                state != ActorState::Alive || past
+            } else {
+                true
+            };
+            let now = Instant::now();
+            if settled || now >= deadline {
+                return Ok(Response::new(info));
+            }
+            if tokio::time::timeout(deadline - now, changes.changed()).await.is_err() {
+                continue;
+            }
+        }
+    }
+
+    async fn kill_actor(&self, request: Request<KillActorRequest>) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        check_id("id", &request.id)?;
+        self.0.update(|state| match state.kill_actor(&request.id, request.allow_restart, "killed by request") {
+            Ok(orders) => (Ok(()), orders),
+            Err(status) => (Err(status), Vec::new()),
+        })?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_actors(&self, _request: Request<Empty>) -> Result<Response<ListActorsReply>, Status> {
+        let mut actors: Vec<ActorInfo> = self.0.read(|state| state.actors.values().map(|actor| actor.info.clone()).collect());
+        actors.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Response::new(ListActorsReply { actors }))
+    }
+
+    async fn get_actor_spec(&self, request: Request<GetActorSpecRequest>) -> Result<Response<ActorSpec>, Status> {
+        let request = request.into_inner();
+        check_id("actor_id", &request.actor_id)?;
+        let spec = self.0.read(|state| state.actor_spec(&request.actor_id, request.incarnation))?;
+        Ok(Response::new(spec))
+    }
+
+    async fn worker_ready(&self, request: Request<WorkerReadyRequest>) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        check_id("actor_id", &request.actor_id)?;
+        if request.constructor_error.is_empty() {
+            crate::rpc::normalize_address(&request.worker_address).map_err(|why| invalid("worker_address", why))?;
+        }
+        let constructor_error: String = request.constructor_error.chars().take(16 * 1024).collect();
+        self.0.update(|state| {
+            match state.worker_ready(&request.actor_id, request.incarnation, &request.worker_address, request.pid, &constructor_error) {
+                Ok(orders) => (Ok(()), orders),
+                Err(status) => (Err(status), Vec::new()),
+            }
+        })?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn report_calls(&self, request: Request<CallStats>) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        check_id("actor_id", &request.actor_id)?;
+        self.0.update(|state| {
+            state.counters.calls_total = state.counters.calls_total.saturating_add(request.calls_delta);
+            ((), Vec::<Order>::new())
+        });
+        Ok(Response::new(Empty {}))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for HeadService {
+    async fn version(&self, _request: Request<Empty>) -> Result<Response<VersionReply>, Status> {
+        Ok(Response::new(VersionReply {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol: "troupe.v1".to_string(),
+        }))
+    }
+
+    async fn status(&self, _request: Request<Empty>) -> Result<Response<ClusterStatusReply>, Status> {
+        Ok(Response::new(self.0.read(super::metrics::status_of)))
+    }
+
+    type SessionStream = ReceiverStream<Result<SessionEvent, Status>>;
+
+    async fn session(&self, request: Request<Streaming<SessionPing>>) -> Result<Response<Self::SessionStream>, Status> {
+        let mut pings = request.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), pings.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("the session sent no id within 10 s"))??
+            .ok_or_else(|| invalid("session_id", "the session stream closed before naming itself"))?;
+        check_id("session_id", &first.session_id)?;
+        let session_id = first.session_id;
+        let (events, outgoing) = mpsc::channel(4);
+        let head = self.0.clone();
+        tracing::debug!(session = session_id, "driver session opened");
+        tokio::spawn(async move {
+            // Ends when the driver drops the stream, exits, or is killed (the socket closes).
+            while let Ok(Some(_)) = pings.message().await {}
+            tracing::info!(session = session_id, "driver session closed: stopping its actors");
+            head.update(|state| ((), state.session_closed(&session_id)));
+            drop(events);
+        });
+        Ok(Response::new(ReceiverStream::new(outgoing)))
+    }
+
+    async fn has_binary(&self, request: Request<BinaryRef>) -> Result<Response<HasBinaryReply>, Status> {
+        let hash = request.into_inner().hash;
+        check_id("hash", &hash)?;
+        Ok(Response::new(HasBinaryReply { present: self.0.binaries.has(&hash) }))
+    }
+
+    async fn upload_binary(&self, request: Request<Streaming<BinaryChunk>>) -> Result<Response<BinaryRef>, Status> {
+        let hash = self.0.binaries.receive(request.into_inner()).await?;
+        Ok(Response::new(BinaryRef { hash }))
+    }
+}

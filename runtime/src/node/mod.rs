@@ -1,0 +1,205 @@
+//! The node agent: registers the node's resources with the head, heartbeats, starts and stops
+//! worker processes on the head's orders (each with its devices and thread counts in its
+//! environment, its output captured to a log file), and reports how they exit.
+
+mod executables;
+pub mod resources;
+mod service;
+mod workers;
+
+pub(crate) use service::env as service_env;
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use troupe_proto::nodes_client::NodesClient;
+use troupe_proto::{HeartbeatRequest, NodeResources, RegisterNodeRequest};
+use workers::WorkerTable;
+
+/// How a node agent runs.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The head's gRPC address (host:port).
+    pub head_address: String,
+    /// The host this agent and its workers bind to and advertise.
+    pub host: String,
+    /// Port for the agent's own gRPC server (0 picks a free one).
+    pub port: u16,
+    /// What this node offers.
+    pub resources: NodeResources,
+    /// Worker logs and the executable cache live here.
+    pub work_dir: PathBuf,
+    /// Executables this agent can run without fetching them: hash to path (an embedded
+    /// cluster's own driver binary).
+    pub local_executables: HashMap<String, PathBuf>,
+}
+
+pub(crate) struct NodeAgent {
+    config: NodeConfig,
+    node_id: Mutex<String>,
+    workers: WorkerTable,
+    executables: executables::ExecutableCache,
+    head: NodesClient<tonic::transport::Channel>,
+}
+
+/// A running node agent. Dropping it kills its workers and stops it.
+pub struct NodeHandle {
+    agent: Arc<NodeAgent>,
+    pub address: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    /// The id the head gave this node.
+    pub fn node_id(&self) -> String {
+        self.agent.node_id.lock().map(|id| id.clone()).unwrap_or_default()
+    }
+
+    /// Kills every worker of this node now.
+    pub fn kill_workers(&self) {
+        self.agent.workers.kill_all();
+    }
+
+    /// Runs until the process is stopped.
+    pub async fn wait(mut self) {
+        if let Some(server) = self.tasks.first_mut() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for NodeHandle {
+    fn drop(&mut self) {
+        self.agent.workers.kill_all();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a node agent on the current tokio runtime and registers it with the head.
+pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
+    std::fs::create_dir_all(config.work_dir.join("logs"))
+        .map_err(|err| Error::io(format!("creating {}", config.work_dir.display()), err))?;
+    let channel = crate::rpc::connect_lazy(&config.head_address).map_err(|why| Error::Invalid {
+        what: "head address".to_string(),
+        why,
+    })?;
+    let head = NodesClient::new(channel.clone())
+        .max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|err| Error::io(format!("binding the node agent to {}:{}", config.host, config.port), err))?;
+    let port = listener
+        .local_addr()
+        .map_err(|err| Error::io("reading the node agent's address", err))?
+        .port();
+    let address = format!("{}:{port}", config.host);
+    let agent = Arc::new(NodeAgent {
+        executables: executables::ExecutableCache::new(
+            config.work_dir.join("executables"),
+            config.local_executables.clone(),
+            head.clone(),
+        ),
+        workers: WorkerTable::new(config.work_dir.join("logs"))?,
+        config,
+        node_id: Mutex::new(String::new()),
+        head,
+    });
+    let server = tokio::spawn(service::serve(agent.clone(), listener));
+    let interval = agent.register(&address, Duration::from_secs(30)).await?;
+    let heartbeat = tokio::spawn(heartbeat_loop(agent.clone(), address.clone(), interval));
+    Ok(NodeHandle {
+        agent,
+        address,
+        tasks: vec![server, heartbeat],
+    })
+}
+
+impl NodeAgent {
+    fn node_id(&self) -> String {
+        self.node_id.lock().map(|id| id.clone()).unwrap_or_default()
+    }
+
+    /// Registers (or registers again), retrying until `patience` runs out.
+    async fn register(&self, address: &str, patience: Duration) -> Result<Duration> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let hostname = hostname();
+        loop {
+            let request = RegisterNodeRequest {
+                node_id: self.node_id(),
+                address: address.to_string(),
+                resources: Some(self.config.resources.clone()),
+                hostname: hostname.clone(),
+            };
+            let mut head = self.head.clone();
+            match tokio::time::timeout(Duration::from_secs(5), head.register_node(request)).await {
+                Ok(Ok(reply)) => {
+                    let reply = reply.into_inner();
+                    if let Ok(mut id) = self.node_id.lock() {
+                        *id = reply.node_id.clone();
+                    }
+                    tracing::info!(node = reply.node_id, %address, "registered with the head");
+                    return Ok(Duration::from_millis(reply.heartbeat_interval_ms.clamp(50, 10_000)));
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+                    return Err(Error::rpc("registering with the head", status));
+                }
+                outcome => {
+                    if tokio::time::Instant::now() >= deadline {
+                        let why = match outcome {
+                            Ok(Err(status)) => status.message().to_string(),
+                            _ => "no answer".to_string(),
+                        };
+                        return Err(Error::Rpc {
+                            context: format!("registering with the head at {}", self.config.head_address),
+                            code: tonic::Code::Unavailable,
+                            status_message: why,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat_loop(agent: Arc<NodeAgent>, address: String, mut interval: Duration) {
+    let mut failures = 0_u32;
+    loop {
+        tokio::time::sleep(interval).await;
+        let request = HeartbeatRequest {
+            node_id: agent.node_id(),
+            running: agent.workers.running(),
+        };
+        let mut head = agent.head.clone();
+        match tokio::time::timeout(Duration::from_secs(5), head.heartbeat(request)).await {
+            Ok(Ok(reply)) => {
+                failures = 0;
+                if reply.into_inner().reregister {
+                    // The head gave this node up: its actors run elsewhere now. Never run twice.
+                    tracing::warn!("the head no longer knows this node: stopping its workers and registering again");
+                    agent.workers.kill_all();
+                    match agent.register(&address, Duration::from_secs(30)).await {
+                        Ok(new_interval) => interval = new_interval,
+                        Err(err) => tracing::error!(%err, "could not register again"),
+                    }
+                }
+            }
+            _ => {
+                failures += 1;
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::warn!(failures, head = agent.config.head_address, "heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}

@@ -1,0 +1,225 @@
+//! Worker processes of one node: starting them (from one long-lived spawner thread, so that the
+//! parent-death signal that kills a worker when its agent dies is tied to the agent's life, not
+//! to some short-lived thread), their environment, their log files, stopping them, and
+//! noticing when they exit.
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// Everything needed to start one worker.
+pub(crate) struct Launch {
+    pub actor_id: String,
+    pub incarnation: u64,
+    pub executable: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A worker that is running.
+struct Running {
+    incarnation: u64,
+    pid: u32,
+}
+
+/// How a worker process ended.
+pub(crate) struct Exit {
+    pub actor_id: String,
+    pub incarnation: u64,
+    pub exit_code: i32,
+    pub signal: i32,
+    pub log_tail: String,
+}
+
+type SpawnJob = (Launch, PathBuf, oneshot::Sender<std::io::Result<tokio::process::Child>>);
+
+pub(crate) struct WorkerTable {
+    log_dir: PathBuf,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    spawner: Mutex<std_mpsc::Sender<SpawnJob>>,
+}
+
+impl WorkerTable {
+    pub(crate) fn new(log_dir: PathBuf) -> Result<Self> {
+        let (jobs, receiver) = std_mpsc::channel::<SpawnJob>();
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::Builder::new()
+            .name("troupe-spawner".to_string())
+            .spawn(move || {
+                let _entered = runtime.enter();
+                while let Ok((launch, log_path, reply)) = receiver.recv() {
+                    let _ = reply.send(spawn_process(&launch, &log_path));
+                }
+            })
+            .map_err(|err| Error::io("starting the spawner thread", err))?;
+        Ok(WorkerTable {
+            log_dir,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            spawner: Mutex::new(jobs),
+        })
+    }
+
+    /// Starts a worker and returns its pid, its log path, and a receiver for its exit.
+    pub(crate) async fn start(&self, launch: Launch) -> std::io::Result<(u32, PathBuf, oneshot::Receiver<Exit>)> {
+        let log_path = self
+            .log_dir
+            .join(format!("{}-{}.log", launch.actor_id, launch.incarnation));
+        let actor_id = launch.actor_id.clone();
+        let incarnation = launch.incarnation;
+        let (reply, child) = oneshot::channel();
+        self.spawner
+            .lock()
+            .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
+            .send((launch, log_path.clone(), reply))
+            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+        let mut child = child
+            .await
+            .map_err(|_| std::io::Error::other("the spawner thread dropped the request"))??;
+        let pid = child.id().unwrap_or(0);
+        if let Ok(mut running) = self.running.lock() {
+            if let Some(previous) = running.insert(actor_id.clone(), Running { incarnation, pid }) {
+                // An older incarnation still listed: it must not keep running.
+                kill(previous.pid);
+            }
+        }
+        let (exited, exit) = oneshot::channel();
+        let running = self.running.clone();
+        let tail_path = log_path.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            if let Ok(mut table) = running.lock() {
+                if table.get(&actor_id).is_some_and(|entry| entry.incarnation == incarnation) {
+                    table.remove(&actor_id);
+                }
+            }
+            let (exit_code, signal) = match status {
+                Ok(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    (status.code().unwrap_or(-1), status.signal().unwrap_or(0))
+                }
+                Err(_) => (-1, 0),
+            };
+            let _ = exited.send(Exit {
+                actor_id,
+                incarnation,
+                exit_code,
+                signal,
+                log_tail: log_tail(&tail_path, 20),
+            });
+        });
+        Ok((pid, log_path, exit))
+    }
+
+    /// Stops the worker of `actor_id` (only `incarnation`, unless it is 0) with SIGKILL, or
+    /// SIGTERM first when `grace` is given.
+    pub(crate) fn stop(&self, actor_id: &str, incarnation: u64, grace: std::time::Duration) -> bool {
+        let pid = match self.running.lock() {
+            Ok(table) => match table.get(actor_id) {
+                Some(entry) if incarnation == 0 || entry.incarnation == incarnation => entry.pid,
+                _ => return false,
+            },
+            Err(_) => return false,
+        };
+        if grace.is_zero() {
+            kill(pid);
+        } else {
+            // SAFETY: kill(2) with a pid this agent started; no memory is touched.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGTERM);
+            }
+            let running = self.running.clone();
+            let actor_id = actor_id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let still = running
+                    .lock()
+                    .map(|table| table.get(&actor_id).is_some_and(|entry| entry.pid == pid))
+                    .unwrap_or(false);
+                if still {
+                    kill(pid);
+                }
+            });
+        }
+        true
+    }
+
+    /// "actor_id:incarnation" for each running worker.
+    pub(crate) fn running(&self) -> Vec<String> {
+        self.running
+            .lock()
+            .map(|table| {
+                table
+                    .iter()
+                    .map(|(actor, entry)| format!("{actor}:{}", entry.incarnation))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// SIGKILLs every worker.
+    pub(crate) fn kill_all(&self) {
+        if let Ok(table) = self.running.lock() {
+            for entry in table.values() {
+                kill(entry.pid);
+            }
+        }
+    }
+}
+
+fn kill(pid: u32) {
+    if pid > 0 {
+        // SAFETY: kill(2) on a pid this agent started; no memory is touched.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+}
+
+fn spawn_process(launch: &Launch, log_path: &Path) -> std::io::Result<tokio::process::Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)?;
+    let mut command = tokio::process::Command::new(&launch.executable);
+    command
+        .args(&launch.args)
+        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(false);
+    let parent = std::process::id() as i32;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// The last `lines` lines of a log file (reads at most its last 8 KiB).
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let start = len.saturating_sub(8192);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut buffer = Vec::new();
+    if file.read_to_end(&mut buffer).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&buffer);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

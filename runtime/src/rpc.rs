@@ -1,0 +1,109 @@
+//! gRPC plumbing shared by every process: address parsing, channels with bounded connect
+//! times and keep-alives, message size limits, and turning invalid input into clear statuses.
+
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message any troupe service accepts or sends (arguments, replies, binary chunks).
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+
+/// How long connecting to any troupe process may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Accepts `host:port` or `http://host:port` and returns the URI form.
+pub fn normalize_address(address: &str) -> Result<String, String> {
+    let trimmed = address.trim();
+    if trimmed.is_empty() {
+        return Err("the address is empty".to_string());
+    }
+    let uri = if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|err| format!("`{address}` is not an address: {err}"))?;
+    if parsed.port_u16().is_none() {
+        return Err(format!("`{address}` has no port (expected host:port)"));
+    }
+    Ok(uri)
+}
+
+/// An endpoint with troupe's timeouts: connect within 5 s, HTTP/2 keep-alive every 5 s, and a
+/// connection declared dead if a keep-alive goes unanswered for 10 s.
+pub fn endpoint(address: &str) -> Result<Endpoint, String> {
+    let uri = normalize_address(address)?;
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|err| format!("`{address}` is not an address: {err}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    Ok(endpoint)
+}
+
+/// Connects now (fails within the connect timeout).
+pub async fn connect(address: &str) -> Result<Channel, String> {
+    endpoint(address)?
+        .connect()
+        .await
+        .map_err(|err| format!("cannot connect to {address}: {err}"))
+}
+
+/// A channel that connects on first use (and reconnects after failures).
+pub fn connect_lazy(address: &str) -> Result<Channel, String> {
+    Ok(endpoint(address)?.connect_lazy())
+}
+
+/// `InvalidArgument` naming the field.
+pub fn invalid(field: &str, why: impl std::fmt::Display) -> tonic::Status {
+    tonic::Status::invalid_argument(format!("{field}: {why}"))
+}
+
+/// Checks an id-like field: non-empty, at most 128 characters, printable ASCII, no spaces.
+pub fn check_id(field: &str, value: &str) -> Result<(), tonic::Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "is empty"));
+    }
+    check_text(field, value, 128)?;
+    if value.chars().any(|c| c.is_whitespace()) {
+        return Err(invalid(field, "contains whitespace"));
+    }
+    Ok(())
+}
+
+/// Checks free text: at most `max` characters, no control characters.
+pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), tonic::Status> {
+    if value.chars().count() > max {
+        return Err(invalid(field, format!("is longer than {max} characters")));
+    }
+    if value.chars().any(|c| c.is_control()) {
+        return Err(invalid(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_with_and_without_scheme() {
+        assert_eq!(normalize_address("127.0.0.1:80").unwrap(), "http://127.0.0.1:80");
+        assert_eq!(normalize_address("http://h:9").unwrap(), "http://h:9");
+        assert!(normalize_address("").is_err());
+        assert!(normalize_address("localhost").unwrap_err().contains("no port"));
+        assert!(normalize_address("not an address:12").is_err());
+    }
+
+    #[test]
+    fn ids_and_text_are_checked() {
+        assert!(check_id("id", "a-1").is_ok());
+        assert!(check_id("id", "").is_err());
+        assert!(check_id("id", "a b").is_err());
+        assert!(check_text("name", "x\u{7}", 10).is_err());
+        assert!(check_text("name", &"x".repeat(11), 10).is_err());
+    }
+}

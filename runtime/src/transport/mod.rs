@@ -1,0 +1,6 @@
+//! Actor-call streams, caller side: one long-lived bidirectional gRPC stream per worker this
+//! process talks to, with calls pipelined over it and replies matched by call id.
+
+mod connection;
+
+pub(crate) use connection::{CallOutcome, Connection, LinkError};

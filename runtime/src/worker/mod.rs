@@ -1,0 +1,167 @@
+//! The worker: the process a node agent starts for one actor. It is the driver's own executable
+//! started again (`troupe::init()` notices the worker environment and never returns): it asks
+//! the head what to construct, runs the constructor, serves the actor's calls, and exits when its
+//! node agent goes away or a method panics.
+
+mod panics;
+mod server;
+
+use crate::client::Client;
+use crate::node::service_env as env;
+use std::sync::Arc;
+use std::time::Duration;
+use troupe_proto::actors_client::ActorsClient;
+use troupe_proto::{GetActorSpecRequest, WorkerReadyRequest};
+
+/// Whether this process was started as a worker.
+pub(crate) fn is_worker() -> bool {
+    std::env::var_os(env::ACTOR_ID).is_some()
+}
+
+/// Runs the worker to completion and returns the process exit code.
+pub(crate) fn run_to_exit() -> i32 {
+    let threads = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|value| value.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .thread_name("troupe-worker")
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("troupe worker: cannot start the async runtime: {err}");
+            return 70;
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("troupe worker: {err}");
+            tracing::error!(%err, "worker failed");
+            1
+        }
+    }
+}
+
+fn required(name: &str) -> anyhow::Result<String> {
+    std::env::var(name).map_err(|_| anyhow::anyhow!("the environment variable {name} is not set"))
+}
+
+async fn run() -> anyhow::Result<()> {
+    panics::install_hook();
+    watch_parent();
+    let actor_id = required(env::ACTOR_ID)?;
+    let incarnation: u64 = required(env::INCARNATION)?.parse()?;
+    let head_address = required(env::HEAD_ADDRESS)?;
+    let bind_host = std::env::var(env::BIND_HOST).unwrap_or_else(|_| "127.0.0.1".to_string());
+    let session = std::env::var(env::SESSION).unwrap_or_default();
+    let binary_hash = std::env::var(env::BINARY_HASH).unwrap_or_default();
+    let node_id = std::env::var(env::NODE_ID).unwrap_or_default();
+
+    let client = Client::connect(&head_address, session, binary_hash, Vec::new()).await?;
+    crate::client::set_current(&client);
+    let mut actors: ActorsClient<_> = client.actors.clone();
+    let spec = actors
+        .get_actor_spec(GetActorSpecRequest {
+            actor_id: actor_id.clone(),
+            incarnation,
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("asking the head what to run: {}", status.message()))?
+        .into_inner();
+
+    let constructed = construct(&spec).await;
+    let actor = match constructed {
+        Ok(actor) => actor,
+        Err(why) => {
+            let report = WorkerReadyRequest {
+                actor_id: actor_id.clone(),
+                incarnation,
+                constructor_error: why.clone(),
+                ..WorkerReadyRequest::default()
+            };
+            let _ = actors.worker_ready(report).await;
+            anyhow::bail!("constructing {}: {why}", spec.type_name);
+        }
+    };
+    let listener = tokio::net::TcpListener::bind((bind_host.as_str(), 0)).await?;
+    let address = format!("{bind_host}:{}", listener.local_addr()?.port());
+    let context = Arc::new(server::WorkerContext::new(
+        actor,
+        spec.max_concurrency.max(1),
+        format!("{actor_id} on node {node_id}"),
+    ));
+    let serving = tokio::spawn(server::serve(context.clone(), listener));
+    actors
+        .worker_ready(WorkerReadyRequest {
+            actor_id: actor_id.clone(),
+            incarnation,
+            worker_address: address.clone(),
+            pid: std::process::id(),
+            constructor_error: String::new(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("reporting ready to the head: {}", status.message()))?;
+    tracing::info!(actor = actor_id, %address, "worker serving");
+    tokio::spawn(report_calls(client.clone(), actor_id, context));
+    serving.await?;
+    Ok(())
+}
+
+async fn construct(spec: &troupe_proto::ActorSpec) -> Result<Box<dyn crate::actor::HostedActor>, String> {
+    let Some(factory) = crate::actor::registry::find_factory(&spec.type_name) else {
+        return Err(format!(
+            "this executable has no actor type `{}` (it has: {})",
+            spec.type_name,
+            crate::actor::registry::known_types().join(", ")
+        ));
+    };
+    let construct = (factory.construct)(spec.constructor_args.clone());
+    match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(construct)).await {
+        Ok(result) => result,
+        Err(payload) => Err(format!("the constructor panicked: {}", panics::message(&payload))),
+    }
+}
+
+/// Exits when the node agent that started this worker is gone (belt and braces with the
+/// parent-death signal the agent sets).
+fn watch_parent() {
+    // SAFETY: getppid(2) has no preconditions.
+    let parent = unsafe { libc::getppid() };
+    std::thread::Builder::new()
+        .name("troupe-parent-watch".to_string())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            // SAFETY: as above.
+            if unsafe { libc::getppid() } != parent {
+                eprintln!("troupe worker: the node agent is gone; exiting");
+                std::process::exit(2);
+            }
+        })
+        .ok();
+}
+
+/// Tells the head how many calls this worker served, every second it served any.
+async fn report_calls(client: Arc<Client>, actor_id: String, context: Arc<server::WorkerContext>) {
+    let mut reported = 0_u64;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let served = context.calls_served();
+        if served == reported {
+            continue;
+        }
+        let mut actors = client.actors.clone();
+        let stats = troupe_proto::CallStats {
+            actor_id: actor_id.clone(),
+            calls_delta: served - reported,
+        };
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), actors.report_calls(stats)).await {
+            reported = served;
+        }
+    }
+}

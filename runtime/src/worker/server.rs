@@ -1,0 +1,162 @@
+//! The worker's gRPC service: reads calls from each caller's stream, runs them on the actor (at
+//! most `max_concurrency` at once, admitted in arrival order), and writes replies back. A panic
+//! in a method becomes a failure reply carrying the message and backtrace; then the process
+//! exits, so the actor restarts from a clean constructor rather than from half-updated state.
+
+use super::panics;
+use crate::actor::HostedActor;
+use futures::FutureExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use troupe_proto::worker_server::{Worker, WorkerServer};
+use troupe_proto::{reply_frame, CallFailure, CallFrame, Empty, FailureKind, ReplyFrame};
+
+/// How long a worker lingers after a panic so the failure reply reaches the caller.
+const PANIC_EXIT_DELAY: Duration = Duration::from_millis(50);
+
+pub(super) struct WorkerContext {
+    actor: Box<dyn HostedActor>,
+    admission: Arc<Semaphore>,
+    served: AtomicU64,
+    panicked: AtomicBool,
+    description: String,
+}
+
+impl WorkerContext {
+    pub(super) fn new(actor: Box<dyn HostedActor>, max_concurrency: u32, description: String) -> Self {
+        WorkerContext {
+            actor,
+            admission: Arc::new(Semaphore::new(max_concurrency as usize)),
+            served: AtomicU64::new(0),
+            panicked: AtomicBool::new(false),
+            description,
+        }
+    }
+
+    pub(super) fn calls_served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+pub(super) async fn serve(context: Arc<WorkerContext>, listener: tokio::net::TcpListener) {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let limit = crate::rpc::MAX_MESSAGE_BYTES;
+    let service = WorkerServer::new(WorkerService(context))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(5)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service)
+        .serve_with_incoming(incoming)
+        .await;
+    if let Err(err) = result {
+        tracing::error!(%err, "worker server stopped");
+    }
+}
+
+struct WorkerService(Arc<WorkerContext>);
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    type CallStream = ReceiverStream<Result<ReplyFrame, Status>>;
+
+    async fn call(&self, request: Request<Streaming<CallFrame>>) -> Result<Response<Self::CallStream>, Status> {
+        let mut calls = request.into_inner();
+        let (replies, outgoing) = mpsc::channel(1024);
+        let context = self.0.clone();
+        tokio::spawn(async move {
+            loop {
+                let frame = match calls.message().await {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(message = status.message(), "call stream ended");
+                        break;
+                    }
+                };
+                // Admission in arrival order: with max_concurrency 1, calls run one by one as sent.
+                let Ok(permit) = context.admission.clone().acquire_owned().await else {
+                    break;
+                };
+                let context = context.clone();
+                let replies = replies.clone();
+                tokio::spawn(async move {
+                    let reply = run_call(&context, frame).await;
+                    drop(permit);
+                    let _ = replies.send(Ok(reply)).await;
+                });
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(outgoing)))
+    }
+
+    async fn ping(&self, _request: Request<Empty>) -> Result<Response<Empty>, Status> {
+        Ok(Response::new(Empty {}))
+    }
+}
+
+async fn run_call(context: &Arc<WorkerContext>, frame: CallFrame) -> ReplyFrame {
+    let method_name = context.actor.method_name(frame.method).unwrap_or("?").to_string();
+    if context.panicked.load(Ordering::SeqCst) {
+        // The actor's state may be half-updated: no call runs on it any more.
+        return ReplyFrame {
+            call_id: frame.call_id,
+            outcome: Some(reply_frame::Outcome::Failed(CallFailure {
+                kind: FailureKind::Exiting as i32,
+                message: "the worker is exiting after a panic".to_string(),
+                backtrace: String::new(),
+                method: method_name,
+            })),
+        };
+    }
+    let outcome = std::panic::AssertUnwindSafe(context.actor.call(frame.method, frame.args))
+        .catch_unwind()
+        .await;
+    context.served.fetch_add(1, Ordering::Relaxed);
+    let outcome = match outcome {
+        Ok(Ok(bytes)) => reply_frame::Outcome::Ok(bytes),
+        Ok(Err(failure)) => reply_frame::Outcome::Failed(CallFailure {
+            kind: failure.kind as i32,
+            message: failure.message,
+            backtrace: String::new(),
+            method: failure.method,
+        }),
+        Err(payload) => {
+            let (message, backtrace) = match panics::take_last() {
+                Some(recorded) => recorded,
+                None => (panics::message(&payload), String::new()),
+            };
+            tracing::error!(method = method_name, %message, "actor method panicked; the worker will exit");
+            schedule_exit_after_panic(context, &method_name);
+            reply_frame::Outcome::Failed(CallFailure {
+                kind: FailureKind::Panic as i32,
+                message,
+                backtrace,
+                method: method_name,
+            })
+        }
+    };
+    ReplyFrame {
+        call_id: frame.call_id,
+        outcome: Some(outcome),
+    }
+}
+
+fn schedule_exit_after_panic(context: &Arc<WorkerContext>, method: &str) {
+    if context.panicked.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let description = context.description.clone();
+    let method = method.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep(PANIC_EXIT_DELAY).await;
+        eprintln!("troupe worker {description}: exiting after a panic in `{method}`");
+        std::process::exit(101);
+    });
+}
