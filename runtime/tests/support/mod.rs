@@ -1,0 +1,238 @@
+//! Test support for multi-process tests: a cluster of real `troupe head` and `troupe node`
+//! processes on loopback (killed when the fixture drops, and by the kernel if this process
+//! dies), and a tiny harness that runs named scenarios and prints `N passed, N failed`.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `program args...` with its output in `log`, killed if this process dies.
+pub fn spawn_process(program: &str, args: &[String], log: &PathBuf) -> std::io::Result<Child> {
+    let file = std::fs::File::create(log)?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn()
+}
+
+/// One node agent of the fixture.
+pub struct NodeProcess {
+    pub index: usize,
+    pub child: Child,
+}
+
+/// A head and node agents as separate processes.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub head: Child,
+    pub head_address: String,
+    pub metrics_address: String,
+    pub nodes: std::sync::Mutex<Vec<NodeProcess>>,
+}
+
+pub fn troupe_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_troupe")
+}
+
+impl Fixture {
+    /// Starts a head, then one node agent per entry of `node_args` (each also gets
+    /// `--label index=I`), and waits until all registered.
+    pub fn start(node_args: &[Vec<&str>]) -> anyhow::Result<Fixture> {
+        let dir = std::env::temp_dir().join(format!("troupe-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let address_file = dir.join("head.address");
+        let head_args: Vec<String> = [
+            "head",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--data-dir",
+            dir.join("head").to_str().unwrap_or_default(),
+            "--address-file",
+            address_file.to_str().unwrap_or_default(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let head = spawn_process(troupe_bin(), &head_args, &dir.join("head.log"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                if text.lines().count() >= 2 {
+                    break text;
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the head did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = text.lines();
+        let head_address = lines.next().unwrap_or_default().to_string();
+        let metrics_address = lines.next().unwrap_or_default().to_string();
+        let fixture = Fixture {
+            dir: dir.clone(),
+            head,
+            head_address,
+            metrics_address,
+            nodes: std::sync::Mutex::new(Vec::new()),
+        };
+        for (index, extra) in node_args.iter().enumerate() {
+            fixture.start_node(index, extra)?;
+        }
+        fixture.wait_for_nodes(node_args.len())?;
+        Ok(fixture)
+    }
+
+    pub fn start_node(&self, index: usize, extra: &[&str]) -> anyhow::Result<()> {
+        let mut args: Vec<String> = vec![
+            "node".into(),
+            "--head".into(),
+            self.head_address.clone(),
+            "--work-dir".into(),
+            self.dir.join(format!("node-{index}")).display().to_string(),
+            "--label".into(),
+            format!("index={index}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = spawn_process(troupe_bin(), &args, &self.dir.join(format!("node-{index}.log")))?;
+        self.nodes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(NodeProcess { index, child });
+        Ok(())
+    }
+
+    /// Waits until `count` nodes are alive, per `troupe status --json`.
+    pub fn wait_for_nodes(&self, count: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(status) = self.status_json() {
+                let alive = status["nodes"]
+                    .as_array()
+                    .map(|nodes| nodes.iter().filter(|n| n["state"] == "alive").count())
+                    .unwrap_or(0);
+                if alive >= count {
+                    return Ok(());
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{count} nodes did not register within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `troupe status --head ADDR --json`, parsed.
+    pub fn status_json(&self) -> anyhow::Result<serde_json::Value> {
+        let output = Command::new(troupe_bin())
+            .args(["status", "--head", &self.head_address, "--json"])
+            .output()?;
+        anyhow::ensure!(
+            output.status.success(),
+            "troupe status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
+    /// The node process whose node (per status) has label index=I for the given node id.
+    pub fn node_index_of(&self, node_id: &str) -> anyhow::Result<usize> {
+        let status = self.status_json()?;
+        let node = status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["id"] == node_id))
+            .ok_or_else(|| anyhow::anyhow!("no node {node_id} in status"))?;
+        let index = node["resources"]["labels"]["index"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("node {node_id} has no index label"))?;
+        Ok(index.parse()?)
+    }
+
+    pub fn kill_node(&self, index: usize) -> anyhow::Result<()> {
+        let mut nodes = self.nodes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let node = nodes
+            .iter_mut()
+            .find(|node| node.index == index)
+            .ok_or_else(|| anyhow::anyhow!("no node process {index}"))?;
+        node.child.kill()?;
+        node.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let mut nodes = match self.nodes.lock() {
+            Ok(nodes) => nodes,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for node in nodes.iter_mut() {
+            let _ = node.child.kill();
+            let _ = node.child.wait();
+        }
+        let _ = self.head.kill();
+        let _ = self.head.wait();
+        if std::env::var_os("TROUPE_KEEP_LOGS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Whether a process exists.
+pub fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
+}
+
+/// SIGKILLs a process.
+pub fn kill9(pid: u32) {
+    // SAFETY: kill(2) on a worker pid the cluster reported.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+pub type Scenario<'a, F> = (&'static str, Box<dyn Fn(&'a F) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>> + 'a>);
+
+/// Runs scenarios in order, each under `limit`; prints a line per scenario and the summary.
+/// Returns whether all passed.
+pub async fn run_scenarios<'a, F>(fixture: &'a F, scenarios: Vec<Scenario<'a, F>>, limit: Duration) -> bool {
+    let filter: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
+    let mut passed = 0;
+    let mut failed = 0;
+    for (name, scenario) in scenarios {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(limit, scenario(fixture)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        match outcome {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("test {name} ... ok ({elapsed:.2}s)");
+            }
+            Ok(Err(err)) => {
+                failed += 1;
+                println!("test {name} ... FAILED ({elapsed:.2}s): {err:#}");
+            }
+            Err(_) => {
+                failed += 1;
+                println!("test {name} ... FAILED: timed out after {}s", limit.as_secs());
+            }
+        }
+    }
+    println!("\n{passed} passed, {failed} failed");
+    failed == 0
+}
