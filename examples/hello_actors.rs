@@ -25,7 +25,12 @@ impl Greeter {
 
     pub fn greet(&mut self, name: String) -> String {
         self.greeted += 1;
-        format!("{}, {name}! (#{} from pid {})", self.greeting, self.greeted, std::process::id())
+        format!(
+            "{}, {name}! (#{} from pid {})",
+            self.greeting,
+            self.greeted,
+            std::process::id()
+        )
     }
 
     pub fn crash(&self, why: String) {
@@ -64,7 +69,13 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", greeter.greet("driver".to_string()).await?);
     let looked_up = cluster.get_actor::<Greeter>("greeter").await?;
     println!("{}", looked_up.greet("driver, by name".to_string()).await?);
-    println!("{}", relay.forward(greeter.clone(), "relay".to_string()).await?.map_err(anyhow::Error::msg)?);
+    println!(
+        "{}",
+        relay
+            .forward(greeter.clone(), "relay".to_string())
+            .await?
+            .map_err(anyhow::Error::msg)?
+    );
 
     match greeter.crash("to show a restart".to_string()).await {
         Ok(()) => println!("unexpected: the crash returned"),
@@ -72,9 +83,17 @@ async fn main() -> anyhow::Result<()> {
     }
     // The next call waits for the restarted worker; the constructor ran again, so the count
     // starts over and the pid is new.
-    println!("{}", greeter.greet("driver, after the restart".to_string()).await?);
+    println!(
+        "{}",
+        greeter
+            .greet("driver, after the restart".to_string())
+            .await?
+    );
     let info = cluster.actor_info(&greeter).await?;
-    println!("greeter {}: restarts {}, node {}", info.id, info.restarts, info.node_id);
+    println!(
+        "greeter {}: restarts {}, node {}",
+        info.id, info.restarts, info.node_id
+    );
 
     let status = cluster.status().await?;
     println!("\n{}", troupe::cli::status_table(&status));

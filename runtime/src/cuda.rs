@@ -22,7 +22,9 @@ pub fn devices() -> Vec<GpuDevice> {
     if !driver_present() {
         return Vec::new();
     }
-    let count = match cudarc::driver::result::init().and_then(|_| cudarc::driver::result::device::get_count()) {
+    let count = match cudarc::driver::result::init()
+        .and_then(|_| cudarc::driver::result::device::get_count())
+    {
         Ok(count) => count,
         Err(err) => {
             tracing::warn!(%err, "the CUDA driver is present but cannot count devices");

@@ -11,25 +11,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The method panicked in the worker. The worker process exits after a panic and is restarted
     /// if the actor has restarts left.
-    #[error("actor {actor} ({type_name}) on node {node}: method `{method}` panicked: {message}")]
-    Panicked {
-        actor: String,
-        type_name: String,
-        node: String,
-        method: String,
-        message: String,
-        backtrace: String,
-    },
+    #[error("actor {} ({}) on node {}: method `{}` panicked: {}", .0.actor, .0.type_name, .0.node, .0.method, .0.message)]
+    Panicked(Box<RemotePanic>),
     /// The worker process went away while the call was in flight.
-    #[error("actor {actor} ({type_name}) on node {node} died during `{method}`: {reason}; {}", restart_note(*.restarting))]
-    Died {
-        actor: String,
-        type_name: String,
-        node: String,
-        method: String,
-        reason: String,
-        restarting: bool,
-    },
+    #[error("actor {} ({}) on node {} died during `{}`: {}; {}", .0.actor, .0.type_name, .0.node, .0.method, .0.reason, restart_note(.0.restarting))]
+    Died(Box<ActorDeath>),
     /// The actor is dead for good (killed, out of restarts, or its constructor failed).
     #[error("actor {actor} ({type_name}) is dead: {reason}")]
     Dead {
@@ -83,6 +69,30 @@ pub enum Error {
     },
 }
 
+/// A panic in an actor method, as the caller sees it.
+#[derive(Debug, Clone)]
+pub struct RemotePanic {
+    pub actor: String,
+    pub type_name: String,
+    pub node: String,
+    pub method: String,
+    pub message: String,
+    /// The worker's backtrace at the panic.
+    pub backtrace: String,
+}
+
+/// A worker that went away during a call.
+#[derive(Debug, Clone)]
+pub struct ActorDeath {
+    pub actor: String,
+    pub type_name: String,
+    pub node: String,
+    pub method: String,
+    pub reason: String,
+    /// Whether the head is starting a new worker for the actor.
+    pub restarting: bool,
+}
+
 fn restart_note(restarting: bool) -> &'static str {
     if restarting {
         "it is restarting"
@@ -119,12 +129,6 @@ impl Error {
 
     /// Whether the actor will be back (a restart is coming).
     pub fn is_restarting(&self) -> bool {
-        matches!(
-            self,
-            Error::Died {
-                restarting: true,
-                ..
-            }
-        )
+        matches!(self, Error::Died(death) if death.restarting)
     }
 }

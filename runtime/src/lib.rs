@@ -4,7 +4,9 @@
 //! worker process (the driver's executable started again); callers reach actors through typed
 //! handles over long-lived gRPC streams.
 //!
-//! ```ignore
+//! ```no_run
+//! pub struct Counter { value: i64 }
+//!
 //! #[troupe::actor]
 //! impl Counter {
 //!     pub fn new(start: i64) -> Self { Counter { value: start } }
@@ -42,7 +44,7 @@ mod worker;
 
 pub use actor::{Actor, ActorHandle, ActorRef, SpawnOptions};
 pub use cluster::{Cluster, LocalClusterBuilder};
-pub use error::{Error, Result};
+pub use error::{ActorDeath, Error, RemotePanic, Result};
 pub use troupe_macros::actor;
 pub use troupe_proto as proto;
 

@@ -57,6 +57,12 @@ pub fn connect_lazy(address: &str) -> Result<Channel, String> {
     Ok(endpoint(address)?.connect_lazy())
 }
 
+/// Accepted connections of a server, with Nagle's algorithm off: with it on, small replies wait
+/// for the peer's delayed ACK (about 40 ms on Linux).
+pub fn incoming(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// `InvalidArgument` naming the field.
 pub fn invalid(field: &str, why: impl std::fmt::Display) -> tonic::Status {
     tonic::Status::invalid_argument(format!("{field}: {why}"))
@@ -91,10 +97,15 @@ mod tests {
 
     #[test]
     fn addresses_with_and_without_scheme() {
-        assert_eq!(normalize_address("127.0.0.1:80").unwrap(), "http://127.0.0.1:80");
+        assert_eq!(
+            normalize_address("127.0.0.1:80").unwrap(),
+            "http://127.0.0.1:80"
+        );
         assert_eq!(normalize_address("http://h:9").unwrap(), "http://h:9");
         assert!(normalize_address("").is_err());
-        assert!(normalize_address("localhost").unwrap_err().contains("no port"));
+        assert!(normalize_address("localhost")
+            .unwrap_err()
+            .contains("no port"));
         assert!(normalize_address("not an address:12").is_err());
     }
 

@@ -1,7 +1,7 @@
 //! `#[troupe::actor]`: turns an inherent `impl` block into a troupe actor.
 //!
 //! From
-//! ```ignore
+//! ```text
 //! #[troupe::actor]
 //! impl Counter {
 //!     pub fn new(start: i64) -> Self { Counter { value: start } }
@@ -40,7 +40,8 @@ pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
         .to_compile_error()
         .into();
     }
-    let item_impl = parse_macro_input!(item as ItemImpl);
+    let mut item_impl = parse_macro_input!(item as ItemImpl);
+    allow_constructor_without_default(&mut item_impl);
     match expand(item_impl) {
         Ok(tokens) => tokens.into(),
         Err(err) => err.to_compile_error().into(),
@@ -97,8 +98,7 @@ fn expand(item_impl: ItemImpl) -> syn::Result<TokenStream2> {
         };
         if function.sig.ident == "new" && function.sig.receiver().is_none() {
             constructor = Some(parse_constructor(function, &type_ident)?);
-        } else if matches!(function.vis, Visibility::Public(_))
-            && function.sig.receiver().is_some()
+        } else if matches!(function.vis, Visibility::Public(_)) && function.sig.receiver().is_some()
         {
             methods.push(parse_method(function)?);
         }
@@ -274,6 +274,20 @@ fn expand(item_impl: ItemImpl) -> syn::Result<TokenStream2> {
     })
 }
 
+/// An actor's `new` is called in a worker process with decoded arguments; a `Default` impl
+/// would not be used, so clippy's `new_without_default` does not apply.
+fn allow_constructor_without_default(item_impl: &mut ItemImpl) {
+    for item in &mut item_impl.items {
+        if let ImplItem::Fn(function) = item {
+            if function.sig.ident == "new" && function.sig.receiver().is_none() {
+                function
+                    .attrs
+                    .push(syn::parse_quote!(#[allow(clippy::new_without_default)]));
+            }
+        }
+    }
+}
+
 fn typed_args(function: &ImplItemFn) -> syn::Result<(Vec<syn::Ident>, Vec<Type>)> {
     let mut names = Vec::new();
     let mut types = Vec::new();
@@ -354,7 +368,10 @@ fn returns_self(ty: &Type, type_ident: &syn::Ident) -> bool {
             .path
             .segments
             .last()
-            .map(|segment| (segment.ident == "Self" || segment.ident == *type_ident) && segment.arguments.is_empty())
+            .map(|segment| {
+                (segment.ident == "Self" || segment.ident == *type_ident)
+                    && segment.arguments.is_empty()
+            })
             .unwrap_or(false),
         _ => false,
     }

@@ -10,7 +10,6 @@ pub use actor_ref::ActorRef;
 pub use options::SpawnOptions;
 pub use registry::{ActorFactory, DispatchError, HostedActor};
 
-
 use bytes::Bytes;
 use std::sync::Arc;
 

@@ -111,10 +111,16 @@ impl SpawnOptions {
             why,
         };
         if !self.num_cpus.is_finite() || self.num_cpus < 0.0 || self.num_cpus > 1.0e6 {
-            return Err(invalid("num_cpus", format!("{} is not a CPU count", self.num_cpus)));
+            return Err(invalid(
+                "num_cpus",
+                format!("{} is not a CPU count", self.num_cpus),
+            ));
         }
         if !self.num_gpus.is_finite() || self.num_gpus < 0.0 || self.num_gpus > 1.0e4 {
-            return Err(invalid("num_gpus", format!("{} is not a GPU count", self.num_gpus)));
+            return Err(invalid(
+                "num_gpus",
+                format!("{} is not a GPU count", self.num_gpus),
+            ));
         }
         if self.num_gpus > 1.0 && self.num_gpus.fract() != 0.0 {
             return Err(invalid(
@@ -163,11 +169,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_values_by_name() {
-        let err = SpawnOptions::new().num_gpus(1.5).resource_request().unwrap_err();
+        let err = SpawnOptions::new()
+            .num_gpus(1.5)
+            .resource_request()
+            .unwrap_err();
         assert!(err.to_string().contains("num_gpus"), "{err}");
-        let err = SpawnOptions::new().num_cpus(f64::NAN).resource_request().unwrap_err();
+        let err = SpawnOptions::new()
+            .num_cpus(f64::NAN)
+            .resource_request()
+            .unwrap_err();
         assert!(err.to_string().contains("num_cpus"), "{err}");
-        let err = SpawnOptions::new().max_concurrency(0).resource_request().unwrap_err();
+        let err = SpawnOptions::new()
+            .max_concurrency(0)
+            .resource_request()
+            .unwrap_err();
         assert!(err.to_string().contains("max_concurrency"), "{err}");
     }
 }

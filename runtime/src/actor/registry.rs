@@ -7,10 +7,13 @@ use bytes::Bytes;
 use std::sync::Arc;
 use troupe_proto::FailureKind;
 
+/// Builds an actor from its encoded constructor arguments (the error is the constructor's).
+pub type Constructor = fn(Bytes) -> BoxFuture<Result<Box<dyn HostedActor>, String>>;
+
 /// How to construct one actor type from encoded constructor arguments.
 pub struct ActorFactory {
     pub type_name: &'static str,
-    pub construct: fn(Bytes) -> BoxFuture<Result<Box<dyn HostedActor>, String>>,
+    pub construct: Constructor,
 }
 
 inventory::collect!(ActorFactory);

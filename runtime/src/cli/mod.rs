@@ -21,7 +21,11 @@ use troupe_proto::NodeResources;
 pub const DEFAULT_HEAD_PORT: u16 = 7380;
 
 #[derive(Debug, Parser)]
-#[command(name = "troupe", version, about = "A Ray-style actor runtime for RL post-training")]
+#[command(
+    name = "troupe",
+    version,
+    about = "A Ray-style actor runtime for RL post-training"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -169,7 +173,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let bind: SocketAddr = format!("{host}:{port}")
                 .parse()
                 .with_context(|| format!("`{host}:{port}` is not an address to bind"))?;
-            let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("troupe-head-{}", std::process::id())));
+            let data_dir = data_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("troupe-head-{}", std::process::id()))
+            });
             let mut config = HeadConfig::local(data_dir);
             config.bind = bind;
             config.node_timeout = Duration::from_millis(node_timeout_ms.max(500));
@@ -188,7 +194,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     text.push('\n');
                     text.push_str(&metrics.to_string());
                 }
-                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             processes::until_signal(handle.wait()).await;
             Ok(())
@@ -227,7 +234,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 custom: custom.into_iter().collect(),
                 labels: labels.into_iter().collect(),
             };
-            let work_dir = work_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("troupe-node-{}", std::process::id())));
+            let work_dir = work_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("troupe-node-{}", std::process::id()))
+            });
             let handle = node::start(NodeConfig {
                 head_address: head,
                 host,
@@ -237,7 +246,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 local_executables: HashMap::new(),
             })
             .await?;
-            println!("troupe node {} serving on {}", handle.node_id(), handle.address);
+            println!(
+                "troupe node {} serving on {}",
+                handle.node_id(),
+                handle.address
+            );
             processes::until_signal(async {
                 // The handle kills the workers when dropped.
                 std::future::pending::<()>().await
@@ -253,15 +266,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             port,
             metrics_port,
             dir,
-        } => up::up(up::UpOptions {
-            nodes,
-            gpus_per_node,
-            cpus_per_node,
-            port,
-            metrics_port,
-            dir: up::state_dir(dir),
-        })
-        .await,
+        } => {
+            up::up(up::UpOptions {
+                nodes,
+                gpus_per_node,
+                cpus_per_node,
+                port,
+                metrics_port,
+                dir: up::state_dir(dir),
+            })
+            .await
+        }
         Command::Down { dir } => up::down(&up::state_dir(dir)).await,
         Command::Status { head, json } => status::show(head, json).await,
     }

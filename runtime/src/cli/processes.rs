@@ -5,14 +5,15 @@ use std::time::Duration;
 
 /// Runs `work` until it ends or the process gets SIGINT or SIGTERM.
 pub(super) async fn until_signal(work: impl std::future::Future<Output = ()>) {
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(err) => {
-            tracing::warn!(%err, "cannot listen for SIGTERM");
-            work.await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                work.await;
+                return;
+            }
+        };
     tokio::select! {
         _ = work => {}
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),

@@ -9,7 +9,9 @@ use troupe_proto::{ClusterStatusReply, Empty};
 
 /// Asks the head at `address` for the cluster status.
 pub(super) async fn fetch(address: &str) -> anyhow::Result<ClusterStatusReply> {
-    let channel = crate::rpc::connect(address).await.map_err(anyhow::Error::msg)?;
+    let channel = crate::rpc::connect(address)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let mut client = ClusterClient::new(channel);
     let reply = tokio::time::timeout(std::time::Duration::from_secs(10), client.status(Empty {}))
         .await
@@ -28,7 +30,9 @@ fn head_address(flag: Option<String>) -> anyhow::Result<String> {
     if let Some(state) = super::up::read_state(&super::up::state_dir(None)) {
         return Ok(state.head_address);
     }
-    anyhow::bail!("no head address: pass --head, set TROUPE_ADDRESS, or start a cluster with `troupe up`")
+    anyhow::bail!(
+        "no head address: pass --head, set TROUPE_ADDRESS, or start a cluster with `troupe up`"
+    )
 }
 
 pub(super) async fn show(head: Option<String>, as_json: bool) -> anyhow::Result<()> {
@@ -45,7 +49,10 @@ pub(super) async fn show(head: Option<String>, as_json: bool) -> anyhow::Result<
 }
 
 fn state_name(state: troupe_proto::ActorState) -> String {
-    state.as_str_name().trim_start_matches("ACTOR_STATE_").to_lowercase()
+    state
+        .as_str_name()
+        .trim_start_matches("ACTOR_STATE_")
+        .to_lowercase()
 }
 
 /// The JSON form: `{"nodes": [...], "actors": [...]}`.
@@ -111,15 +118,28 @@ pub fn to_json(status: &ClusterStatusReply) -> Value {
 pub fn to_table(status: &ClusterStatusReply) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "NODES");
-    let _ = writeln!(out, "{:<22} {:<6} {:<22} {:>13} {:>17}  GPUS", "ID", "STATE", "ADDRESS", "CPU used/total", "MEM GiB used/total");
+    let _ = writeln!(
+        out,
+        "{:<22} {:<6} {:<22} {:>13} {:>17}  GPUS",
+        "ID", "STATE", "ADDRESS", "CPU used/total", "MEM GiB used/total"
+    );
     for node in &status.nodes {
         let total = node.total.clone().unwrap_or_default();
         let gpus: Vec<String> = node
             .gpus
             .iter()
             .map(|gpu| {
-                let holders = if gpu.actor_ids.is_empty() { "free".to_string() } else { gpu.actor_ids.join("+") };
-                format!("{}:{}({:.2} {holders})", gpu.index, gpu.model, gpu.milli_used as f64 / 1000.0)
+                let holders = if gpu.actor_ids.is_empty() {
+                    "free".to_string()
+                } else {
+                    gpu.actor_ids.join("+")
+                };
+                format!(
+                    "{}:{}({:.2} {holders})",
+                    gpu.index,
+                    gpu.model,
+                    gpu.milli_used as f64 / 1000.0
+                )
             })
             .collect();
         let _ = writeln!(
@@ -132,13 +152,25 @@ pub fn to_table(status: &ClusterStatusReply) -> String {
             total.cpu_milli as f64 / 1000.0,
             node.memory_bytes_used as f64 / (1u64 << 30) as f64,
             total.memory_bytes as f64 / (1u64 << 30) as f64,
-            if gpus.is_empty() { "-".to_string() } else { gpus.join(" ") },
+            if gpus.is_empty() {
+                "-".to_string()
+            } else {
+                gpus.join(" ")
+            },
         );
     }
     let _ = writeln!(out, "\nACTORS");
-    let _ = writeln!(out, "{:<19} {:<16} {:<24} {:<10} {:<22} {:<8} {:>8}  NOTE", "ID", "NAME", "TYPE", "STATE", "NODE", "GPUS", "RESTARTS");
+    let _ = writeln!(
+        out,
+        "{:<19} {:<16} {:<24} {:<10} {:<22} {:<8} {:>8}  NOTE",
+        "ID", "NAME", "TYPE", "STATE", "NODE", "GPUS", "RESTARTS"
+    );
     for actor in &status.actors {
-        let type_short = actor.type_name.rsplit("::").next().unwrap_or(&actor.type_name);
+        let type_short = actor
+            .type_name
+            .rsplit("::")
+            .next()
+            .unwrap_or(&actor.type_name);
         let gpus: Vec<String> = actor.gpus.iter().map(|gpu| gpu.index.to_string()).collect();
         let note = if !actor.pending_reason.is_empty() {
             actor.pending_reason.clone()
@@ -151,11 +183,23 @@ pub fn to_table(status: &ClusterStatusReply) -> String {
             out,
             "{:<19} {:<16} {:<24} {:<10} {:<22} {:<8} {:>8}  {}",
             actor.id,
-            if actor.name.is_empty() { "-" } else { &actor.name },
+            if actor.name.is_empty() {
+                "-"
+            } else {
+                &actor.name
+            },
             type_short,
             state_name(actor.state()),
-            if actor.node_id.is_empty() { "-" } else { &actor.node_id },
-            if gpus.is_empty() { "-".to_string() } else { gpus.join(",") },
+            if actor.node_id.is_empty() {
+                "-"
+            } else {
+                &actor.node_id
+            },
+            if gpus.is_empty() {
+                "-".to_string()
+            } else {
+                gpus.join(",")
+            },
             actor.restarts,
             note,
         );

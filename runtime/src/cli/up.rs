@@ -46,7 +46,8 @@ pub(super) fn read_state(dir: &Path) -> Option<ClusterState> {
 
 fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
     let exe = std::env::current_exe().context("finding the troupe executable")?;
-    let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let log_file =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut command = std::process::Command::new(exe);
     command
         .args(args)
@@ -77,7 +78,8 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(&options.dir).with_context(|| format!("creating {}", options.dir.display()))?;
+    std::fs::create_dir_all(&options.dir)
+        .with_context(|| format!("creating {}", options.dir.display()))?;
     let address_file = options.dir.join("head.address");
     let _ = std::fs::remove_file(&address_file);
     let mut head_args = vec![
@@ -102,7 +104,10 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
         }
         if !processes::alive(head_pid) || tokio::time::Instant::now() > deadline {
             processes::stop(head_pid, Duration::from_secs(1)).await;
-            bail!("the head did not start; see {}", options.dir.join("head.log").display());
+            bail!(
+                "the head did not start; see {}",
+                options.dir.join("head.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
@@ -116,7 +121,11 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
             "--head".to_string(),
             head_address.clone(),
             "--work-dir".to_string(),
-            options.dir.join(format!("node-{index}")).display().to_string(),
+            options
+                .dir
+                .join(format!("node-{index}"))
+                .display()
+                .to_string(),
             "--label".to_string(),
             format!("local-node={index}"),
         ];
@@ -126,7 +135,10 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
         if let Some(cpus) = options.cpus_per_node {
             args.extend(["--cpus".to_string(), cpus.to_string()]);
         }
-        node_pids.push(spawn_detached(&args, &options.dir.join(format!("node-{index}.log")))?);
+        node_pids.push(spawn_detached(
+            &args,
+            &options.dir.join(format!("node-{index}.log")),
+        )?);
     }
     let state = ClusterState {
         head_address: head_address.clone(),
@@ -134,8 +146,11 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
         head_pid,
         node_pids,
     };
-    std::fs::write(state_file(&options.dir), serde_json::to_string_pretty(&state)?)
-        .with_context(|| format!("writing {}", state_file(&options.dir).display()))?;
+    std::fs::write(
+        state_file(&options.dir),
+        serde_json::to_string_pretty(&state)?,
+    )
+    .with_context(|| format!("writing {}", state_file(&options.dir).display()))?;
     wait_for_nodes(&head_address, options.nodes as usize).await?;
     println!("{head_address}");
     eprintln!(
@@ -166,13 +181,17 @@ async fn wait_for_nodes(head_address: &str, expected: usize) -> anyhow::Result<(
 
 pub(super) async fn down(dir: &Path) -> anyhow::Result<()> {
     let Some(state) = read_state(dir) else {
-        bail!("no cluster state in {} (was `troupe up` run with this --dir?)", dir.display());
+        bail!(
+            "no cluster state in {} (was `troupe up` run with this --dir?)",
+            dir.display()
+        );
     };
     for pid in &state.node_pids {
         processes::stop(*pid, Duration::from_secs(5)).await;
     }
     processes::stop(state.head_pid, Duration::from_secs(5)).await;
-    std::fs::remove_file(state_file(dir)).with_context(|| format!("removing {}", state_file(dir).display()))?;
+    std::fs::remove_file(state_file(dir))
+        .with_context(|| format!("removing {}", state_file(dir).display()))?;
     println!("stopped the cluster at {}", state.head_address);
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use super::Client;
 use crate::actor::ActorRef;
-use crate::error::{Error, Result};
+use crate::error::{ActorDeath, Error, RemotePanic, Result};
 use crate::transport::{CallOutcome, Connection, LinkError};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -52,21 +52,26 @@ impl Client {
             Err(LinkError(reason)) => {
                 self.mark_dying(actor.id(), route.incarnation);
                 self.forget_route(actor.id(), route.incarnation);
-                let (restarting, reason) = self.death_notice(actor, route.incarnation, reason).await;
-                Err(Error::Died {
+                let (restarting, reason) =
+                    self.death_notice(actor, route.incarnation, reason).await;
+                Err(Error::Died(Box::new(ActorDeath {
                     actor: actor.id().to_string(),
                     type_name: actor.type_name().to_string(),
                     node: route.node_id.clone(),
                     method: method_name.to_string(),
                     reason,
                     restarting,
-                })
+                })))
             }
         }
     }
 
     /// Waits until the actor is ALIVE (or fails if it is dead or not ready in time).
-    pub(crate) async fn wait_ready(&self, actor: &ActorRef, timeout: Duration) -> Result<ActorInfo> {
+    pub(crate) async fn wait_ready(
+        &self,
+        actor: &ActorRef,
+        timeout: Duration,
+    ) -> Result<ActorInfo> {
         let started = Instant::now();
         let mut actors = self.actors.clone();
         let dying = self.dying_incarnation(actor.id());
@@ -78,11 +83,12 @@ impl Client {
             timeout_ms: timeout.as_millis() as u64,
             ..GetActorRequest::default()
         };
-        let info = tokio::time::timeout(timeout + Duration::from_secs(5), actors.get_actor(request))
-            .await
-            .map_err(|_| not_ready(actor, started, "the head did not answer".to_string()))?
-            .map_err(|status| Error::rpc(format!("looking up actor {}", actor.id()), status))?
-            .into_inner();
+        let info =
+            tokio::time::timeout(timeout + Duration::from_secs(5), actors.get_actor(request))
+                .await
+                .map_err(|_| not_ready(actor, started, "the head did not answer".to_string()))?
+                .map_err(|status| Error::rpc(format!("looking up actor {}", actor.id()), status))?
+                .into_inner();
         match info.state() {
             ActorState::Alive if dying != Some(info.incarnation) => {
                 self.clear_dying(actor.id(), info.incarnation);
@@ -110,17 +116,22 @@ impl Client {
             }
         }
         let info = self.wait_ready(actor, self.ready_timeout).await?;
-        let connection = self
-            .connection(&info.worker_address)
-            .await
-            .map_err(|LinkError(reason)| Error::Died {
-                actor: actor.id().to_string(),
-                type_name: actor.type_name().to_string(),
-                node: info.node_id.clone(),
-                method: "(connect)".to_string(),
-                reason,
-                restarting: false,
-            })?;
+        let connection = match self.connection(&info.worker_address).await {
+            Ok(connection) => connection,
+            Err(LinkError(reason)) => {
+                // The head still lists the worker, but it does not answer: it is going away.
+                self.mark_dying(actor.id(), info.incarnation);
+                let (restarting, reason) = self.death_notice(actor, info.incarnation, reason).await;
+                return Err(Error::Died(Box::new(ActorDeath {
+                    actor: actor.id().to_string(),
+                    type_name: actor.type_name().to_string(),
+                    node: info.node_id.clone(),
+                    method: "(connect)".to_string(),
+                    reason,
+                    restarting,
+                })));
+            }
+        };
         let route = Arc::new(Route {
             incarnation: info.incarnation,
             node_id: info.node_id.clone(),
@@ -144,7 +155,10 @@ impl Client {
 
     fn clear_dying(&self, actor_id: &str, alive_incarnation: u64) {
         if let Ok(mut dying) = self.dying.lock() {
-            if dying.get(actor_id).is_some_and(|dead| *dead != alive_incarnation) {
+            if dying
+                .get(actor_id)
+                .is_some_and(|dead| *dead != alive_incarnation)
+            {
                 dying.remove(actor_id);
             }
         }
@@ -178,7 +192,12 @@ impl Client {
     }
 
     /// After a stream broke: asks the head whether the actor is being restarted.
-    async fn death_notice(&self, actor: &ActorRef, incarnation: u64, link_reason: String) -> (bool, String) {
+    async fn death_notice(
+        &self,
+        actor: &ActorRef,
+        incarnation: u64,
+        link_reason: String,
+    ) -> (bool, String) {
         let mut actors = self.actors.clone();
         let request = GetActorRequest {
             id: actor.id().to_string(),
@@ -187,7 +206,11 @@ impl Client {
             timeout_ms: DEATH_NOTICE_WAIT.as_millis() as u64,
             ..GetActorRequest::default()
         };
-        let answer = tokio::time::timeout(DEATH_NOTICE_WAIT + Duration::from_secs(2), actors.get_actor(request)).await;
+        let answer = tokio::time::timeout(
+            DEATH_NOTICE_WAIT + Duration::from_secs(2),
+            actors.get_actor(request),
+        )
+        .await;
         match answer {
             Ok(Ok(info)) => {
                 let info = info.into_inner();
@@ -199,7 +222,13 @@ impl Client {
                 };
                 (restarting, reason)
             }
-            Ok(Err(status)) => (false, format!("{link_reason} (the head could not say more: {})", status.message())),
+            Ok(Err(status)) => (
+                false,
+                format!(
+                    "{link_reason} (the head could not say more: {})",
+                    status.message()
+                ),
+            ),
             Err(_) => (false, format!("{link_reason} (the head did not answer)")),
         }
     }
@@ -221,14 +250,14 @@ fn failure_error(actor: &ActorRef, node: &str, method_name: &str, failure: CallF
         failure.method.clone()
     };
     match failure.kind() {
-        FailureKind::Panic => Error::Panicked {
+        FailureKind::Panic => Error::Panicked(Box::new(RemotePanic {
             actor: actor.id().to_string(),
             type_name: actor.type_name().to_string(),
             node: node.to_string(),
             method,
             message: failure.message,
             backtrace: failure.backtrace,
-        },
+        })),
         _ => Error::Rejected {
             actor: actor.id().to_string(),
             type_name: actor.type_name().to_string(),

@@ -92,9 +92,18 @@ impl Client {
             code: tonic::Code::DeadlineExceeded,
             status_message: "no answer within 5 s".to_string(),
         })?
-        .map_err(|status| Error::rpc(format!("asking the head at {head_address} for its version"), status))?
+        .map_err(|status| {
+            Error::rpc(
+                format!("asking the head at {head_address} for its version"),
+                status,
+            )
+        })?
         .into_inner();
-        tracing::debug!(head = head_address, version = version.version, "connected to head");
+        tracing::debug!(
+            head = head_address,
+            version = version.version,
+            "connected to head"
+        );
         Ok(Arc::new(Client {
             head_address: head_address.to_string(),
             actors,

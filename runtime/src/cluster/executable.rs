@@ -49,11 +49,14 @@ pub(crate) async fn ensure_uploaded(address: &str) -> Result<String> {
     let hash = tokio::task::spawn_blocking(own_hash)
         .await
         .map_err(|err| Error::io("hashing this executable", std::io::Error::other(err)))??;
-    let channel = crate::rpc::connect(address).await.map_err(|why| Error::Invalid {
-        what: "cluster address".to_string(),
-        why,
-    })?;
-    let mut cluster = ClusterClient::new(channel).max_encoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
+    let channel = crate::rpc::connect(address)
+        .await
+        .map_err(|why| Error::Invalid {
+            what: "cluster address".to_string(),
+            why,
+        })?;
+    let mut cluster =
+        ClusterClient::new(channel).max_encoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
     let present = cluster
         .has_binary(BinaryRef { hash: hash.clone() })
         .await
@@ -71,7 +74,11 @@ pub(crate) async fn ensure_uploaded(address: &str) -> Result<String> {
     let total = bytes.len();
     let first_hash = hash.clone();
     let chunks = (0..total.div_ceil(CHUNK_BYTES).max(1)).map(move |index| BinaryChunk {
-        hash: if index == 0 { first_hash.clone() } else { String::new() },
+        hash: if index == 0 {
+            first_hash.clone()
+        } else {
+            String::new()
+        },
         data: bytes.slice(index * CHUNK_BYTES..((index + 1) * CHUNK_BYTES).min(total)),
     });
     let stored = cluster
@@ -79,7 +86,11 @@ pub(crate) async fn ensure_uploaded(address: &str) -> Result<String> {
         .await
         .map_err(|status| Error::rpc("uploading this executable to the head", status))?
         .into_inner();
-    tracing::info!(hash = stored.hash, bytes = total, "uploaded this executable to the head");
+    tracing::info!(
+        hash = stored.hash,
+        bytes = total,
+        "uploaded this executable to the head"
+    );
     Ok(hash)
 }
 

@@ -62,12 +62,18 @@ impl LocalClusterBuilder {
 
     fn resources(&self) -> NodeResources {
         let gpus = match self.gpus {
-            Some(count) => resources::declared_gpus(Some(count), None, self.gpu_model.as_deref().unwrap_or("declared")),
+            Some(count) => resources::declared_gpus(
+                Some(count),
+                None,
+                self.gpu_model.as_deref().unwrap_or("declared"),
+            ),
             None => resources::detect_gpus(),
         };
         NodeResources {
             cpu_milli: (self.cpus.unwrap_or_else(resources::detect_cpus) * 1000.0).round() as u64,
-            memory_bytes: self.memory_bytes.unwrap_or_else(resources::detect_memory_bytes),
+            memory_bytes: self
+                .memory_bytes
+                .unwrap_or_else(resources::detect_memory_bytes),
             gpus,
             custom: self.custom.clone().into_iter().collect(),
             labels: self.labels.clone().into_iter().collect(),
@@ -94,7 +100,8 @@ impl LocalClusterBuilder {
             local_executables: HashMap::from([(exe_name.clone(), exe)]),
         })
         .await?;
-        let client = Client::connect(&head_address, super::new_session_id(), exe_name, Vec::new()).await?;
+        let client =
+            Client::connect(&head_address, super::new_session_id(), exe_name, Vec::new()).await?;
         client.open_session().await?;
         client::set_current(&client);
         let embedded = Embedded {
@@ -102,7 +109,10 @@ impl LocalClusterBuilder {
             node,
             data_dir,
         };
-        Ok(Cluster::from_parts(client, Some(std::sync::Arc::new(embedded))))
+        Ok(Cluster::from_parts(
+            client,
+            Some(std::sync::Arc::new(embedded)),
+        ))
     }
 }
 
@@ -134,4 +144,3 @@ impl Drop for Embedded {
         }
     }
 }
-

@@ -14,7 +14,10 @@ use crate::client::{self, Client};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use std::sync::Arc;
-use troupe_proto::{ActorInfo, ActorState, ClusterStatusReply, CreateActorRequest, GetActorRequest, KillActorRequest};
+use troupe_proto::{
+    ActorInfo, ActorState, ClusterStatusReply, CreateActorRequest, GetActorRequest,
+    KillActorRequest,
+};
 
 /// A connection to a troupe cluster, embedded or remote.
 pub struct Cluster {
@@ -79,7 +82,10 @@ impl Cluster {
         })
     }
 
-    pub(crate) fn from_parts(client: Arc<Client>, embedded: Option<Arc<local::Embedded>>) -> Cluster {
+    pub(crate) fn from_parts(
+        client: Arc<Client>,
+        embedded: Option<Arc<local::Embedded>>,
+    ) -> Cluster {
         Cluster { client, embedded }
     }
 
@@ -90,7 +96,12 @@ impl Cluster {
 
     /// Spawns an actor of the type named `type_name` with encoded constructor arguments. The
     /// generated `Type::spawn` calls this; user code does not need to.
-    pub async fn spawn_raw(&self, type_name: &str, args: Bytes, options: SpawnOptions) -> Result<ActorRef> {
+    pub async fn spawn_raw(
+        &self,
+        type_name: &str,
+        args: Bytes,
+        options: SpawnOptions,
+    ) -> Result<ActorRef> {
         let resources = options.resource_request()?;
         let request = CreateActorRequest {
             type_name: type_name.to_string(),
@@ -116,11 +127,12 @@ impl Cluster {
 
     /// Finds a live actor by the name it was spawned with; fails if it has another type.
     pub async fn get_actor<A: Actor>(&self, name: &str) -> Result<A::Handle> {
-        let info = self.lookup(GetActorRequest {
-            name: name.to_string(),
-            ..GetActorRequest::default()
-        })
-        .await?;
+        let info = self
+            .lookup(GetActorRequest {
+                name: name.to_string(),
+                ..GetActorRequest::default()
+            })
+            .await?;
         if info.type_name != A::TYPE_NAME {
             return Err(Error::Invalid {
                 what: format!("actor named `{name}`"),
@@ -134,7 +146,11 @@ impl Cluster {
                 reason: info.death_reason,
             });
         }
-        Ok(A::Handle::from(ActorRef::new(&info.id, &info.type_name, self.client.clone())))
+        Ok(A::Handle::from(ActorRef::new(
+            &info.id,
+            &info.type_name,
+            self.client.clone(),
+        )))
     }
 
     /// The head's record of an actor: state, node, GPUs, restarts, pid, ...

@@ -20,12 +20,16 @@ pub(super) struct BinaryStore {
 }
 
 pub(crate) fn is_sha256_hex(hash: &str) -> bool {
-    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl BinaryStore {
     pub(super) fn open(dir: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|err| Error::io(format!("creating {}", dir.display()), err))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| Error::io(format!("creating {}", dir.display()), err))?;
         Ok(BinaryStore { dir })
     }
 
@@ -34,19 +38,28 @@ impl BinaryStore {
     }
 
     /// Receives an upload, checks its hash, and stores it. Returns the hash.
-    pub(super) async fn receive(&self, mut chunks: Streaming<BinaryChunk>) -> Result<String, Status> {
+    pub(super) async fn receive(
+        &self,
+        mut chunks: Streaming<BinaryChunk>,
+    ) -> Result<String, Status> {
         let first = chunks
             .message()
             .await?
             .ok_or_else(|| crate::rpc::invalid("upload", "no chunks"))?;
         let claimed = first.hash.clone();
         if !is_sha256_hex(&claimed) {
-            return Err(crate::rpc::invalid("hash", "expected 64 lower-case hex digits (sha256)"));
+            return Err(crate::rpc::invalid(
+                "hash",
+                "expected 64 lower-case hex digits (sha256)",
+            ));
         }
         if self.has(&claimed) {
             return Ok(claimed);
         }
-        let partial = self.dir.join(format!("{claimed}.{}.partial", uuid::Uuid::new_v4().simple()));
+        let partial = self.dir.join(format!(
+            "{claimed}.{}.partial",
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut file = tokio::fs::File::create(&partial)
             .await
             .map_err(|err| Status::internal(format!("storing the upload: {err}")))?;
@@ -57,7 +70,9 @@ impl BinaryStore {
             while let Some(chunk) = next.take() {
                 size += chunk.data.len() as u64;
                 if size > MAX_BINARY_BYTES {
-                    return Err(Status::resource_exhausted(format!("executable larger than {MAX_BINARY_BYTES} bytes")));
+                    return Err(Status::resource_exhausted(format!(
+                        "executable larger than {MAX_BINARY_BYTES} bytes"
+                    )));
                 }
                 hasher.update(&chunk.data);
                 file.write_all(&chunk.data)
@@ -65,7 +80,9 @@ impl BinaryStore {
                     .map_err(|err| Status::internal(format!("storing the upload: {err}")))?;
                 next = chunks.message().await?;
             }
-            file.flush().await.map_err(|err| Status::internal(format!("storing the upload: {err}")))?;
+            file.flush()
+                .await
+                .map_err(|err| Status::internal(format!("storing the upload: {err}")))?;
             Ok(())
         }
         .await;
@@ -76,17 +93,27 @@ impl BinaryStore {
         let actual = hex::encode(hasher.finalize());
         if actual != claimed {
             let _ = tokio::fs::remove_file(&partial).await;
-            return Err(crate::rpc::invalid("hash", format!("the upload hashes to {actual}, not {claimed}")));
+            return Err(crate::rpc::invalid(
+                "hash",
+                format!("the upload hashes to {actual}, not {claimed}"),
+            ));
         }
         tokio::fs::rename(&partial, self.dir.join(&claimed))
             .await
             .map_err(|err| Status::internal(format!("storing the upload: {err}")))?;
-        tracing::info!(hash = claimed, bytes = size, "stored an uploaded executable");
+        tracing::info!(
+            hash = claimed,
+            bytes = size,
+            "stored an uploaded executable"
+        );
         Ok(claimed)
     }
 
     /// Streams a stored executable in chunks.
-    pub(super) async fn stream(&self, hash: &str) -> Result<ReceiverStream<Result<BinaryChunk, Status>>, Status> {
+    pub(super) async fn stream(
+        &self,
+        hash: &str,
+    ) -> Result<ReceiverStream<Result<BinaryChunk, Status>>, Status> {
         if !self.has(hash) {
             return Err(Status::not_found(format!("no executable with hash {hash}")));
         }
@@ -112,7 +139,11 @@ impl BinaryStore {
                         }
                     }
                     Err(err) => {
-                        let _ = chunks.send(Err(Status::internal(format!("reading the executable: {err}")))).await;
+                        let _ = chunks
+                            .send(Err(Status::internal(format!(
+                                "reading the executable: {err}"
+                            ))))
+                            .await;
                         break;
                     }
                 }

@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use troupe_proto::{ActorState, ClusterStatusReply, GpuUsage, NodeStatus};
 
 /// Upper bounds (seconds) of the scheduling-latency histogram buckets.
-const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0];
+const BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
+];
 
 /// A Prometheus-style cumulative histogram.
 #[derive(Debug, Default, Clone)]
@@ -50,7 +52,10 @@ pub(super) fn status_of(state: &HeadState) -> ClusterStatusReply {
                 .map(|(position, gpu)| GpuUsage {
                     index: gpu.index,
                     model: gpu.model.clone(),
-                    milli_used: usage.as_ref().and_then(|u| u.gpu_milli.get(position).copied()).unwrap_or(0),
+                    milli_used: usage
+                        .as_ref()
+                        .and_then(|u| u.gpu_milli.get(position).copied())
+                        .unwrap_or(0),
                     actor_ids: state
                         .actors
                         .values()
@@ -71,13 +76,19 @@ pub(super) fn status_of(state: &HeadState) -> ClusterStatusReply {
                 total: Some(node.resources.clone()),
                 cpu_milli_used: usage.as_ref().map(|u| u.cpu_milli).unwrap_or(0),
                 memory_bytes_used: usage.as_ref().map(|u| u.memory_bytes).unwrap_or(0),
-                custom_used: usage.map(|u| u.custom.into_iter().collect()).unwrap_or_default(),
+                custom_used: usage
+                    .map(|u| u.custom.into_iter().collect())
+                    .unwrap_or_default(),
                 gpus,
                 ms_since_heartbeat: now.duration_since(node.last_heartbeat).as_millis() as u64,
             }
         })
         .collect();
-    let mut actors: Vec<_> = state.actors.values().map(|actor| actor.info.clone()).collect();
+    let mut actors: Vec<_> = state
+        .actors
+        .values()
+        .map(|actor| actor.info.clone())
+        .collect();
     actors.sort_by(|a, b| a.id.cmp(&b.id));
     ClusterStatusReply { nodes, actors }
 }
@@ -87,7 +98,10 @@ pub(super) fn render(state: &HeadState, uptime: Duration) -> String {
     let mut out = String::new();
     let alive = state.nodes.values().filter(|node| node.alive).count();
     let dead = state.nodes.len() - alive;
-    let _ = writeln!(out, "# HELP troupe_nodes Nodes known to the head, by state.");
+    let _ = writeln!(
+        out,
+        "# HELP troupe_nodes Nodes known to the head, by state."
+    );
     let _ = writeln!(out, "# TYPE troupe_nodes gauge");
     let _ = writeln!(out, "troupe_nodes{{state=\"alive\"}} {alive}");
     let _ = writeln!(out, "troupe_nodes{{state=\"dead\"}} {dead}");
@@ -100,44 +114,98 @@ pub(super) fn render(state: &HeadState, uptime: Duration) -> String {
         ActorState::Restarting,
         ActorState::Dead,
     ] {
-        let count = state.actors.values().filter(|actor| actor.info.state() == actor_state).count();
-        let label = actor_state.as_str_name().trim_start_matches("ACTOR_STATE_").to_lowercase();
+        let count = state
+            .actors
+            .values()
+            .filter(|actor| actor.info.state() == actor_state)
+            .count();
+        let label = actor_state
+            .as_str_name()
+            .trim_start_matches("ACTOR_STATE_")
+            .to_lowercase();
         let _ = writeln!(out, "troupe_actors{{state=\"{label}\"}} {count}");
     }
     let counters = &state.counters;
-    let _ = writeln!(out, "# HELP troupe_actor_restarts_total Worker restarts after a crash or node loss.");
+    let _ = writeln!(
+        out,
+        "# HELP troupe_actor_restarts_total Worker restarts after a crash or node loss."
+    );
     let _ = writeln!(out, "# TYPE troupe_actor_restarts_total counter");
-    let _ = writeln!(out, "troupe_actor_restarts_total {}", counters.restarts_total);
+    let _ = writeln!(
+        out,
+        "troupe_actor_restarts_total {}",
+        counters.restarts_total
+    );
     let _ = writeln!(out, "# HELP troupe_actors_created_total Actors created.");
     let _ = writeln!(out, "# TYPE troupe_actors_created_total counter");
-    let _ = writeln!(out, "troupe_actors_created_total {}", counters.actors_created_total);
-    let _ = writeln!(out, "# HELP troupe_actor_calls_total Actor method calls served, as reported by workers.");
+    let _ = writeln!(
+        out,
+        "troupe_actors_created_total {}",
+        counters.actors_created_total
+    );
+    let _ = writeln!(
+        out,
+        "# HELP troupe_actor_calls_total Actor method calls served, as reported by workers."
+    );
     let _ = writeln!(out, "# TYPE troupe_actor_calls_total counter");
     let _ = writeln!(out, "troupe_actor_calls_total {}", counters.calls_total);
-    let _ = writeln!(out, "# HELP troupe_pending_requests Actors waiting for resources.");
+    let _ = writeln!(
+        out,
+        "# HELP troupe_pending_requests Actors waiting for resources."
+    );
     let _ = writeln!(out, "# TYPE troupe_pending_requests gauge");
     let _ = writeln!(out, "troupe_pending_requests {}", state.pending.len());
     let histogram = &counters.scheduling_latency;
-    let _ = writeln!(out, "# HELP troupe_scheduling_latency_seconds From request (or death) to placement.");
+    let _ = writeln!(
+        out,
+        "# HELP troupe_scheduling_latency_seconds From request (or death) to placement."
+    );
     let _ = writeln!(out, "# TYPE troupe_scheduling_latency_seconds histogram");
     for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
-        let _ = writeln!(out, "troupe_scheduling_latency_seconds_bucket{{le=\"{bound}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "troupe_scheduling_latency_seconds_bucket{{le=\"{bound}\"}} {count}"
+        );
     }
-    let _ = writeln!(out, "troupe_scheduling_latency_seconds_bucket{{le=\"+Inf\"}} {}", histogram.count);
-    let _ = writeln!(out, "troupe_scheduling_latency_seconds_sum {}", histogram.sum);
-    let _ = writeln!(out, "troupe_scheduling_latency_seconds_count {}", histogram.count);
-    let _ = writeln!(out, "# HELP troupe_head_uptime_seconds Seconds since the head started.");
+    let _ = writeln!(
+        out,
+        "troupe_scheduling_latency_seconds_bucket{{le=\"+Inf\"}} {}",
+        histogram.count
+    );
+    let _ = writeln!(
+        out,
+        "troupe_scheduling_latency_seconds_sum {}",
+        histogram.sum
+    );
+    let _ = writeln!(
+        out,
+        "troupe_scheduling_latency_seconds_count {}",
+        histogram.count
+    );
+    let _ = writeln!(
+        out,
+        "# HELP troupe_head_uptime_seconds Seconds since the head started."
+    );
     let _ = writeln!(out, "# TYPE troupe_head_uptime_seconds gauge");
-    let _ = writeln!(out, "troupe_head_uptime_seconds {:.3}", uptime.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "troupe_head_uptime_seconds {:.3}",
+        uptime.as_secs_f64()
+    );
     out
 }
 
 /// Serves `GET /metrics` (any other path is 404) on `bind`.
-pub(super) async fn serve(head: Arc<Head>, bind: SocketAddr) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub(super) async fn serve(
+    head: Arc<Head>,
+    bind: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|err| Error::io(format!("binding metrics to {bind}"), err))?;
-    let address = listener.local_addr().map_err(|err| Error::io("reading the metrics address", err))?;
+    let address = listener
+        .local_addr()
+        .map_err(|err| Error::io("reading the metrics address", err))?;
     let task = tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
@@ -146,14 +214,20 @@ pub(super) async fn serve(head: Arc<Head>, bind: SocketAddr) -> Result<(SocketAd
             let head = head.clone();
             tokio::spawn(async move {
                 let mut request = vec![0_u8; 4096];
-                let read = match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request)).await {
-                    Ok(Ok(read)) => read,
-                    _ => return,
-                };
+                let read =
+                    match tokio::time::timeout(Duration::from_secs(5), socket.read(&mut request))
+                        .await
+                    {
+                        Ok(Ok(read)) => read,
+                        _ => return,
+                    };
                 let line = String::from_utf8_lossy(&request[..read]);
                 let path = line.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-                    ("200 OK", head.read(|state| render(state, head.started.elapsed())))
+                    (
+                        "200 OK",
+                        head.read(|state| render(state, head.started.elapsed())),
+                    )
                 } else {
                     ("404 Not Found", "not found: try /metrics\n".to_string())
                 };

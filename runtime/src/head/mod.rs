@@ -11,11 +11,13 @@ mod state;
 use crate::error::{Error, Result};
 use binaries::BinaryStore;
 use state::{HeadState, Order};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tonic::transport::Channel;
 use troupe_proto::node_agent_client::NodeAgentClient;
 use troupe_proto::{StopWorkerRequest, WorkerExitedRequest};
 
@@ -54,6 +56,8 @@ pub(crate) struct Head {
     config: HeadConfig,
     binaries: BinaryStore,
     started: Instant,
+    /// One channel per node agent address, reused for every order.
+    agents: Mutex<HashMap<String, NodeAgentClient<Channel>>>,
 }
 
 /// A running head; dropping it stops the server.
@@ -98,6 +102,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         config: config.clone(),
         binaries,
         started: Instant::now(),
+        agents: Mutex::new(HashMap::new()),
     });
     let mut tasks = vec![tokio::spawn(service::serve(head.clone(), listener))];
     tasks.push(tokio::spawn(watch_nodes(head.clone())));
@@ -141,6 +146,20 @@ impl Head {
         look(&state)
     }
 
+    /// A client for the node agent at `address` (the channel connects on first use).
+    fn agent(&self, address: &str) -> Result<NodeAgentClient<Channel>, String> {
+        let mut agents = match self.agents.lock() {
+            Ok(agents) => agents,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(agent) = agents.get(address) {
+            return Ok(agent.clone());
+        }
+        let agent = NodeAgentClient::new(crate::rpc::connect_lazy(address)?);
+        agents.insert(address.to_string(), agent.clone());
+        Ok(agent)
+    }
+
     fn carry_out(self: &Arc<Self>, order: Order) {
         let head = self.clone();
         tokio::spawn(async move {
@@ -151,14 +170,14 @@ impl Head {
                 } => {
                     let actor_id = request.actor_id.clone();
                     let incarnation = request.incarnation;
-                    let outcome = match crate::rpc::connect_lazy(&node_address) {
-                        Ok(channel) => {
-                            let mut agent = NodeAgentClient::new(channel);
-                            tokio::time::timeout(Duration::from_secs(30), agent.start_worker(request))
-                                .await
-                                .map_err(|_| "the node agent did not answer within 30 s".to_string())
-                                .and_then(|reply| reply.map_err(|status| status.message().to_string()))
-                        }
+                    let outcome = match head.agent(&node_address) {
+                        Ok(mut agent) => tokio::time::timeout(
+                            Duration::from_secs(30),
+                            agent.start_worker(request),
+                        )
+                        .await
+                        .map_err(|_| "the node agent did not answer within 30 s".to_string())
+                        .and_then(|reply| reply.map_err(|status| status.message().to_string())),
                         Err(err) => Err(err),
                     };
                     match outcome {
@@ -166,7 +185,8 @@ impl Head {
                             let pid = reply.into_inner().pid;
                             head.update(|state| {
                                 if let Some(actor) = state.actors.get_mut(&actor_id) {
-                                    if actor.info.incarnation == incarnation && actor.info.pid == 0 {
+                                    if actor.info.incarnation == incarnation && actor.info.pid == 0
+                                    {
                                         actor.info.pid = pid;
                                     }
                                 }
@@ -189,16 +209,23 @@ impl Head {
                     actor_id,
                     incarnation,
                 } => {
-                    if let Ok(channel) = crate::rpc::connect_lazy(&node_address) {
-                        let mut agent = NodeAgentClient::new(channel);
+                    if let Ok(mut agent) = head.agent(&node_address) {
                         let request = StopWorkerRequest {
                             actor_id: actor_id.clone(),
                             grace_ms: 0,
                             incarnation,
                         };
-                        let answer = tokio::time::timeout(Duration::from_secs(10), agent.stop_worker(request)).await;
+                        let answer = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            agent.stop_worker(request),
+                        )
+                        .await;
                         if !matches!(answer, Ok(Ok(_))) {
-                            tracing::warn!(actor = actor_id, node = node_address, "stop order not confirmed");
+                            tracing::warn!(
+                                actor = actor_id,
+                                node = node_address,
+                                "stop order not confirmed"
+                            );
                         }
                     }
                 }

@@ -17,16 +17,27 @@ use troupe_proto::*;
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 pub(super) async fn serve(head: Arc<Head>, listener: tokio::net::TcpListener) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = crate::rpc::incoming(listener);
     let service = HeadService(head);
     let limit = crate::rpc::MAX_MESSAGE_BYTES;
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(NodesServer::new(service.clone()).max_decoding_message_size(limit).max_encoding_message_size(limit))
-        .add_service(ActorsServer::new(service.clone()).max_decoding_message_size(limit).max_encoding_message_size(limit))
-        .add_service(ClusterServer::new(service).max_decoding_message_size(limit).max_encoding_message_size(limit))
+        .add_service(
+            NodesServer::new(service.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            ActorsServer::new(service.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            ClusterServer::new(service)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
         .serve_with_incoming(incoming)
         .await;
     if let Err(err) = result {
@@ -44,7 +55,10 @@ fn check_resources(resources: &NodeResources) -> Result<(), Status> {
     let mut seen = std::collections::HashSet::new();
     for gpu in &resources.gpus {
         if !seen.insert(gpu.index) {
-            return Err(invalid("resources.gpus", format!("device {} listed twice", gpu.index)));
+            return Err(invalid(
+                "resources.gpus",
+                format!("device {} listed twice", gpu.index),
+            ));
         }
         check_text("resources.gpus.model", &gpu.model, 128)?;
     }
@@ -56,11 +70,17 @@ fn check_resources(resources: &NodeResources) -> Result<(), Status> {
     Ok(())
 }
 
-fn check_custom(field: &str, custom: &std::collections::HashMap<String, f64>) -> Result<(), Status> {
+fn check_custom(
+    field: &str,
+    custom: &std::collections::HashMap<String, f64>,
+) -> Result<(), Status> {
     for (name, quantity) in custom {
         check_id(&format!("{field} name"), name)?;
         if !quantity.is_finite() || *quantity < 0.0 {
-            return Err(invalid(field, format!("{name}={quantity} is not a quantity")));
+            return Err(invalid(
+                field,
+                format!("{name}={quantity} is not a quantity"),
+            ));
         }
     }
     Ok(())
@@ -70,10 +90,16 @@ fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
     check_id("type_name", &request.type_name)?;
     check_text("name", &request.name, 256)?;
     if request.max_restarts < -1 {
-        return Err(invalid("max_restarts", format!("{} (use -1 for no limit)", request.max_restarts)));
+        return Err(invalid(
+            "max_restarts",
+            format!("{} (use -1 for no limit)", request.max_restarts),
+        ));
     }
     if request.max_concurrency == 0 || request.max_concurrency > 100_000 {
-        return Err(invalid("max_concurrency", format!("{} is not in 1..=100000", request.max_concurrency)));
+        return Err(invalid(
+            "max_concurrency",
+            format!("{} is not in 1..=100000", request.max_concurrency),
+        ));
     }
     check_id("binary_hash", &request.binary_hash)?;
     for arg in &request.worker_args {
@@ -84,7 +110,10 @@ fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
             return Err(invalid("env", format!("`{key}` is not a variable name")));
         }
         if value.contains('\0') {
-            return Err(invalid("env", format!("the value of {key} contains a NUL byte")));
+            return Err(invalid(
+                "env",
+                format!("the value of {key} contains a NUL byte"),
+            ));
         }
     }
     let resources = request
@@ -107,17 +136,28 @@ fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
 
 #[tonic::async_trait]
 impl Nodes for HeadService {
-    async fn register_node(&self, request: Request<RegisterNodeRequest>) -> Result<Response<RegisterNodeReply>, Status> {
+    async fn register_node(
+        &self,
+        request: Request<RegisterNodeRequest>,
+    ) -> Result<Response<RegisterNodeReply>, Status> {
         let request = request.into_inner();
         crate::rpc::normalize_address(&request.address).map_err(|why| invalid("address", why))?;
         check_text("hostname", &request.hostname, 256)?;
         if !request.node_id.is_empty() {
             check_id("node_id", &request.node_id)?;
         }
-        let resources = request.resources.ok_or_else(|| invalid("resources", "missing"))?;
+        let resources = request
+            .resources
+            .ok_or_else(|| invalid("resources", "missing"))?;
         check_resources(&resources)?;
         let node_id = self.0.update(|state| {
-            state.register_node(&request.node_id, &request.address, &request.hostname, resources, Instant::now())
+            state.register_node(
+                &request.node_id,
+                &request.address,
+                &request.hostname,
+                resources,
+                Instant::now(),
+            )
         });
         tracing::info!(node = node_id, address = request.address, "node registered");
         Ok(Response::new(RegisterNodeReply {
@@ -126,24 +166,39 @@ impl Nodes for HeadService {
         }))
     }
 
-    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatReply>, Status> {
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
         let request = request.into_inner();
         check_id("node_id", &request.node_id)?;
-        let reregister = self.0.update(|state| state.heartbeat(&request.node_id, &request.running, Instant::now()));
+        let reregister = self
+            .0
+            .update(|state| state.heartbeat(&request.node_id, &request.running, Instant::now()));
         Ok(Response::new(HeartbeatReply { reregister }))
     }
 
-    async fn worker_exited(&self, request: Request<WorkerExitedRequest>) -> Result<Response<Empty>, Status> {
+    async fn worker_exited(
+        &self,
+        request: Request<WorkerExitedRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let mut report = request.into_inner();
         check_id("node_id", &report.node_id)?;
         check_id("actor_id", &report.actor_id)?;
-        let known = self.0.read(|state| state.actors.contains_key(&report.actor_id));
+        let known = self
+            .0
+            .read(|state| state.actors.contains_key(&report.actor_id));
         if !known {
-            return Err(Status::not_found(format!("no actor with id {}", report.actor_id)));
+            return Err(Status::not_found(format!(
+                "no actor with id {}",
+                report.actor_id
+            )));
         }
         if report.log_tail.len() > 16 * 1024 {
             let cut = report.log_tail.len() - 16 * 1024;
-            let boundary = (cut..report.log_tail.len()).find(|i| report.log_tail.is_char_boundary(*i)).unwrap_or(report.log_tail.len());
+            let boundary = (cut..report.log_tail.len())
+                .find(|i| report.log_tail.is_char_boundary(*i))
+                .unwrap_or(report.log_tail.len());
             report.log_tail = report.log_tail[boundary..].to_string();
         }
         self.0.worker_exited(report);
@@ -152,7 +207,10 @@ impl Nodes for HeadService {
 
     type FetchBinaryStream = ReceiverStream<Result<BinaryChunk, Status>>;
 
-    async fn fetch_binary(&self, request: Request<BinaryRef>) -> Result<Response<Self::FetchBinaryStream>, Status> {
+    async fn fetch_binary(
+        &self,
+        request: Request<BinaryRef>,
+    ) -> Result<Response<Self::FetchBinaryStream>, Status> {
         let hash = request.into_inner().hash;
         let chunks = self.0.binaries.stream(&hash).await?;
         Ok(Response::new(chunks))
@@ -161,23 +219,35 @@ impl Nodes for HeadService {
 
 #[tonic::async_trait]
 impl Actors for HeadService {
-    async fn create_actor(&self, request: Request<CreateActorRequest>) -> Result<Response<ActorInfo>, Status> {
+    async fn create_actor(
+        &self,
+        request: Request<CreateActorRequest>,
+    ) -> Result<Response<ActorInfo>, Status> {
         let request = request.into_inner();
         check_create(&request)?;
-        if !request.binary_hash.starts_with("local-") && !self.0.binaries.has(&request.binary_hash) {
+        if !request.binary_hash.starts_with("local-") && !self.0.binaries.has(&request.binary_hash)
+        {
             return Err(invalid(
                 "binary_hash",
-                format!("no executable with hash {} was uploaded", request.binary_hash),
+                format!(
+                    "no executable with hash {} was uploaded",
+                    request.binary_hash
+                ),
             ));
         }
-        let info = self.0.update(|state| match state.create_actor(request, Instant::now()) {
-            Ok((info, orders)) => (Ok(info), orders),
-            Err(status) => (Err(status), Vec::new()),
-        })?;
+        let info = self
+            .0
+            .update(|state| match state.create_actor(request, Instant::now()) {
+                Ok((info, orders)) => (Ok(info), orders),
+                Err(status) => (Err(status), Vec::new()),
+            })?;
         Ok(Response::new(info))
     }
 
-    async fn get_actor(&self, request: Request<GetActorRequest>) -> Result<Response<ActorInfo>, Status> {
+    async fn get_actor(
+        &self,
+        request: Request<GetActorRequest>,
+    ) -> Result<Response<ActorInfo>, Status> {
         let request = request.into_inner();
         match (request.id.is_empty(), request.name.is_empty()) {
             (false, true) => check_id("id", &request.id)?,
@@ -187,9 +257,11 @@ impl Actors for HeadService {
         let deadline = Instant::now() + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
         let mut changes = self.0.changed.subscribe();
         loop {
-            let info = self
-                .0
-                .read(|state| state.find_actor(&request.id, &request.name).map(|actor| actor.info.clone()))?;
+            let info = self.0.read(|state| {
+                state
+                    .find_actor(&request.id, &request.name)
+                    .map(|actor| actor.info.clone())
+            })?;
             let state = info.state();
             let past = info.incarnation != request.incarnation;
             let settled = if request.wait_ready && request.wait_past_incarnation {
@@ -205,44 +277,76 @@ impl Actors for HeadService {
             if settled || now >= deadline {
                 return Ok(Response::new(info));
             }
-            if tokio::time::timeout(deadline - now, changes.changed()).await.is_err() {
+            if tokio::time::timeout(deadline - now, changes.changed())
+                .await
+                .is_err()
+            {
                 continue;
             }
         }
     }
 
-    async fn kill_actor(&self, request: Request<KillActorRequest>) -> Result<Response<Empty>, Status> {
+    async fn kill_actor(
+        &self,
+        request: Request<KillActorRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let request = request.into_inner();
         check_id("id", &request.id)?;
-        self.0.update(|state| match state.kill_actor(&request.id, request.allow_restart, "killed by request") {
-            Ok(orders) => (Ok(()), orders),
-            Err(status) => (Err(status), Vec::new()),
+        self.0.update(|state| {
+            match state.kill_actor(&request.id, request.allow_restart, "killed by request") {
+                Ok(orders) => (Ok(()), orders),
+                Err(status) => (Err(status), Vec::new()),
+            }
         })?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_actors(&self, _request: Request<Empty>) -> Result<Response<ListActorsReply>, Status> {
-        let mut actors: Vec<ActorInfo> = self.0.read(|state| state.actors.values().map(|actor| actor.info.clone()).collect());
+    async fn list_actors(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<ListActorsReply>, Status> {
+        let mut actors: Vec<ActorInfo> = self.0.read(|state| {
+            state
+                .actors
+                .values()
+                .map(|actor| actor.info.clone())
+                .collect()
+        });
         actors.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(Response::new(ListActorsReply { actors }))
     }
 
-    async fn get_actor_spec(&self, request: Request<GetActorSpecRequest>) -> Result<Response<ActorSpec>, Status> {
+    async fn get_actor_spec(
+        &self,
+        request: Request<GetActorSpecRequest>,
+    ) -> Result<Response<ActorSpec>, Status> {
         let request = request.into_inner();
         check_id("actor_id", &request.actor_id)?;
-        let spec = self.0.read(|state| state.actor_spec(&request.actor_id, request.incarnation))?;
+        let spec = self
+            .0
+            .read(|state| state.actor_spec(&request.actor_id, request.incarnation))?;
         Ok(Response::new(spec))
     }
 
-    async fn worker_ready(&self, request: Request<WorkerReadyRequest>) -> Result<Response<Empty>, Status> {
+    async fn worker_ready(
+        &self,
+        request: Request<WorkerReadyRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let request = request.into_inner();
         check_id("actor_id", &request.actor_id)?;
         if request.constructor_error.is_empty() {
-            crate::rpc::normalize_address(&request.worker_address).map_err(|why| invalid("worker_address", why))?;
+            crate::rpc::normalize_address(&request.worker_address)
+                .map_err(|why| invalid("worker_address", why))?;
         }
         let constructor_error: String = request.constructor_error.chars().take(16 * 1024).collect();
         self.0.update(|state| {
-            match state.worker_ready(&request.actor_id, request.incarnation, &request.worker_address, request.pid, &constructor_error) {
+            match state.worker_ready(
+                &request.actor_id,
+                request.incarnation,
+                &request.worker_address,
+                request.pid,
+                &constructor_error,
+            ) {
                 Ok(orders) => (Ok(()), orders),
                 Err(status) => (Err(status), Vec::new()),
             }
@@ -254,7 +358,10 @@ impl Actors for HeadService {
         let request = request.into_inner();
         check_id("actor_id", &request.actor_id)?;
         self.0.update(|state| {
-            state.counters.calls_total = state.counters.calls_total.saturating_add(request.calls_delta);
+            state.counters.calls_total = state
+                .counters
+                .calls_total
+                .saturating_add(request.calls_delta);
             ((), Vec::<Order>::new())
         });
         Ok(Response::new(Empty {}))
@@ -270,18 +377,29 @@ impl Cluster for HeadService {
         }))
     }
 
-    async fn status(&self, _request: Request<Empty>) -> Result<Response<ClusterStatusReply>, Status> {
+    async fn status(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
         Ok(Response::new(self.0.read(super::metrics::status_of)))
     }
 
     type SessionStream = ReceiverStream<Result<SessionEvent, Status>>;
 
-    async fn session(&self, request: Request<Streaming<SessionPing>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<SessionPing>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let mut pings = request.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), pings.message())
             .await
             .map_err(|_| Status::deadline_exceeded("the session sent no id within 10 s"))??
-            .ok_or_else(|| invalid("session_id", "the session stream closed before naming itself"))?;
+            .ok_or_else(|| {
+                invalid(
+                    "session_id",
+                    "the session stream closed before naming itself",
+                )
+            })?;
         check_id("session_id", &first.session_id)?;
         let session_id = first.session_id;
         let (events, outgoing) = mpsc::channel(4);
@@ -290,20 +408,31 @@ impl Cluster for HeadService {
         tokio::spawn(async move {
             // Ends when the driver drops the stream, exits, or is killed (the socket closes).
             while let Ok(Some(_)) = pings.message().await {}
-            tracing::info!(session = session_id, "driver session closed: stopping its actors");
+            tracing::info!(
+                session = session_id,
+                "driver session closed: stopping its actors"
+            );
             head.update(|state| ((), state.session_closed(&session_id)));
             drop(events);
         });
         Ok(Response::new(ReceiverStream::new(outgoing)))
     }
 
-    async fn has_binary(&self, request: Request<BinaryRef>) -> Result<Response<HasBinaryReply>, Status> {
+    async fn has_binary(
+        &self,
+        request: Request<BinaryRef>,
+    ) -> Result<Response<HasBinaryReply>, Status> {
         let hash = request.into_inner().hash;
         check_id("hash", &hash)?;
-        Ok(Response::new(HasBinaryReply { present: self.0.binaries.has(&hash) }))
+        Ok(Response::new(HasBinaryReply {
+            present: self.0.binaries.has(&hash),
+        }))
     }
 
-    async fn upload_binary(&self, request: Request<Streaming<BinaryChunk>>) -> Result<Response<BinaryRef>, Status> {
+    async fn upload_binary(
+        &self,
+        request: Request<Streaming<BinaryChunk>>,
+    ) -> Result<Response<BinaryRef>, Status> {
         let hash = self.0.binaries.receive(request.into_inner()).await?;
         Ok(Response::new(BinaryRef { hash }))
     }

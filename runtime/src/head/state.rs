@@ -144,7 +144,12 @@ impl HeadState {
 
     /// A heartbeat. Returns whether the node must register again, and stop orders for workers it
     /// runs that the head no longer expects there.
-    pub fn heartbeat(&mut self, node_id: &str, running: &[String], now: Instant) -> (bool, Vec<Order>) {
+    pub fn heartbeat(
+        &mut self,
+        node_id: &str,
+        running: &[String],
+        now: Instant,
+    ) -> (bool, Vec<Order>) {
         let Some(node) = self.nodes.get_mut(node_id) else {
             return (true, Vec::new());
         };
@@ -187,7 +192,10 @@ impl HeadState {
             .collect();
         let mut orders = Vec::new();
         for node_id in silent {
-            tracing::warn!(node = node_id, "node missed its heartbeats: declaring it dead");
+            tracing::warn!(
+                node = node_id,
+                "node missed its heartbeats: declaring it dead"
+            );
             if let Some(node) = self.nodes.get_mut(&node_id) {
                 node.alive = false;
             }
@@ -222,7 +230,11 @@ impl HeadState {
     }
 
     /// Validates and records a new actor, then tries to place it.
-    pub fn create_actor(&mut self, spec: CreateActorRequest, now: Instant) -> Result<(ActorInfo, Vec<Order>), Status> {
+    pub fn create_actor(
+        &mut self,
+        spec: CreateActorRequest,
+        now: Instant,
+    ) -> Result<(ActorInfo, Vec<Order>), Status> {
         let request = request_of(&spec);
         if let Err(PlacementError::Infeasible(reason)) = self.scheduler.check_feasible(&request) {
             return Err(Status::failed_precondition(format!(
@@ -278,7 +290,10 @@ impl HeadState {
             let Some(actor) = self.actors.get_mut(&actor_id) else {
                 continue;
             };
-            if !matches!(actor.info.state(), ActorState::Pending | ActorState::Restarting) {
+            if !matches!(
+                actor.info.state(),
+                ActorState::Pending | ActorState::Restarting
+            ) {
                 continue;
             }
             match self.scheduler.place(&request_of(&actor.spec)) {
@@ -346,7 +361,10 @@ impl HeadState {
             return Vec::new();
         };
         if actor.info.incarnation != incarnation
-            || matches!(actor.info.state(), ActorState::Dead | ActorState::Pending | ActorState::Restarting)
+            || matches!(
+                actor.info.state(),
+                ActorState::Dead | ActorState::Pending | ActorState::Restarting
+            )
         {
             return Vec::new();
         }
@@ -364,7 +382,8 @@ impl HeadState {
         actor.info.worker_address.clear();
         actor.info.pid = 0;
         actor.info.gpus.clear();
-        let restartable = actor.info.max_restarts < 0 || (actor.info.restarts as i64) < actor.info.max_restarts as i64;
+        let restartable = actor.info.max_restarts < 0
+            || (actor.info.restarts as i64) < actor.info.max_restarts as i64;
         if restartable {
             actor.info.restarts += 1;
             actor.info.state = ActorState::Restarting as i32;
@@ -373,7 +392,11 @@ impl HeadState {
             self.counters.restarts_total += 1;
             // Restarts go ahead of new work.
             self.pending.push_front(actor_id.to_string());
-            tracing::info!(actor = actor_id, restarts = actor.info.restarts, "restarting actor");
+            tracing::info!(
+                actor = actor_id,
+                restarts = actor.info.restarts,
+                "restarting actor"
+            );
         } else {
             let limit = actor.info.max_restarts;
             actor.info.state = ActorState::Dead as i32;
@@ -392,7 +415,12 @@ impl HeadState {
     }
 
     /// Stops an actor for good (or lets it restart, if `allow_restart`).
-    pub fn kill_actor(&mut self, actor_id: &str, allow_restart: bool, reason: &str) -> Result<Vec<Order>, Status> {
+    pub fn kill_actor(
+        &mut self,
+        actor_id: &str,
+        allow_restart: bool,
+        reason: &str,
+    ) -> Result<Vec<Order>, Status> {
         let Some(actor) = self.actors.get_mut(actor_id) else {
             return Err(Status::not_found(format!("no actor with id {actor_id}")));
         };

@@ -19,7 +19,11 @@ pub(super) struct ExecutableCache {
 }
 
 impl ExecutableCache {
-    pub(super) fn new(dir: PathBuf, local: HashMap<String, PathBuf>, head: NodesClient<tonic::transport::Channel>) -> Self {
+    pub(super) fn new(
+        dir: PathBuf,
+        local: HashMap<String, PathBuf>,
+        head: NodesClient<tonic::transport::Channel>,
+    ) -> Self {
         ExecutableCache {
             dir,
             local,
@@ -53,7 +57,9 @@ impl ExecutableCache {
             .map_err(|err| format!("creating {}: {err}", partial.display()))?;
         let mut head = self.head.clone();
         let mut chunks = head
-            .fetch_binary(BinaryRef { hash: hash.to_string() })
+            .fetch_binary(BinaryRef {
+                hash: hash.to_string(),
+            })
             .await
             .map_err(|status| format!("fetching from the head: {}", status.message()))?
             .into_inner();
@@ -73,7 +79,9 @@ impl ExecutableCache {
                 .await
                 .map_err(|err| format!("writing {}: {err}", partial.display()))?;
         }
-        file.flush().await.map_err(|err| format!("writing {}: {err}", partial.display()))?;
+        file.flush()
+            .await
+            .map_err(|err| format!("writing {}: {err}", partial.display()))?;
         drop(file);
         let actual = hex::encode(hasher.finalize());
         if actual != hash {

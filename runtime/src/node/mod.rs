@@ -54,7 +54,11 @@ pub struct NodeHandle {
 impl NodeHandle {
     /// The id the head gave this node.
     pub fn node_id(&self) -> String {
-        self.agent.node_id.lock().map(|id| id.clone()).unwrap_or_default()
+        self.agent
+            .node_id
+            .lock()
+            .map(|id| id.clone())
+            .unwrap_or_default()
     }
 
     /// Kills every worker of this node now.
@@ -87,11 +91,16 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         what: "head address".to_string(),
         why,
     })?;
-    let head = NodesClient::new(channel.clone())
-        .max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
+    let head =
+        NodesClient::new(channel.clone()).max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
-        .map_err(|err| Error::io(format!("binding the node agent to {}:{}", config.host, config.port), err))?;
+        .map_err(|err| {
+            Error::io(
+                format!("binding the node agent to {}:{}", config.host, config.port),
+                err,
+            )
+        })?;
     let port = listener
         .local_addr()
         .map_err(|err| Error::io("reading the node agent's address", err))?
@@ -142,7 +151,9 @@ impl NodeAgent {
                         *id = reply.node_id.clone();
                     }
                     tracing::info!(node = reply.node_id, %address, "registered with the head");
-                    return Ok(Duration::from_millis(reply.heartbeat_interval_ms.clamp(50, 10_000)));
+                    return Ok(Duration::from_millis(
+                        reply.heartbeat_interval_ms.clamp(50, 10_000),
+                    ));
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                     return Err(Error::rpc("registering with the head", status));
@@ -154,7 +165,10 @@ impl NodeAgent {
                             _ => "no answer".to_string(),
                         };
                         return Err(Error::Rpc {
-                            context: format!("registering with the head at {}", self.config.head_address),
+                            context: format!(
+                                "registering with the head at {}",
+                                self.config.head_address
+                            ),
                             code: tonic::Code::Unavailable,
                             status_message: why,
                         });
@@ -190,8 +204,12 @@ async fn heartbeat_loop(agent: Arc<NodeAgent>, address: String, mut interval: Du
             }
             _ => {
                 failures += 1;
-                if failures == 1 || failures % 20 == 0 {
-                    tracing::warn!(failures, head = agent.config.head_address, "heartbeat failed");
+                if failures == 1 || failures.is_multiple_of(20) {
+                    tracing::warn!(
+                        failures,
+                        head = agent.config.head_address,
+                        "heartbeat failed"
+                    );
                 }
             }
         }

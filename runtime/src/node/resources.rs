@@ -65,9 +65,15 @@ mod tests {
     #[test]
     fn declared_gpus_by_count_or_ids() {
         let by_count = declared_gpus(Some(2), None, "H100");
-        assert_eq!(by_count.iter().map(|g| g.index).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            by_count.iter().map(|g| g.index).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         let by_ids = declared_gpus(None, Some(&[0, 2]), "A100");
-        assert_eq!(by_ids.iter().map(|g| g.index).collect::<Vec<_>>(), vec![0, 2]);
+        assert_eq!(
+            by_ids.iter().map(|g| g.index).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
         assert!(by_ids.iter().all(|g| g.model == "A100"));
     }
 }

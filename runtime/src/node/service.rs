@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 use troupe_proto::node_agent_server::{NodeAgent as NodeAgentService, NodeAgentServer};
-use troupe_proto::{Empty, StartWorkerReply, StartWorkerRequest, StopWorkerRequest, WorkerExitedRequest};
+use troupe_proto::{
+    Empty, StartWorkerReply, StartWorkerRequest, StopWorkerRequest, WorkerExitedRequest,
+};
 
 /// Environment variables a worker reads at start.
 pub(crate) mod env {
@@ -31,9 +33,8 @@ pub(crate) mod env {
 }
 
 pub(super) async fn serve(agent: Arc<NodeAgent>, listener: tokio::net::TcpListener) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = crate::rpc::incoming(listener);
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(NodeAgentServer::new(AgentService(agent)))
         .serve_with_incoming(incoming)
         .await;
@@ -46,35 +47,63 @@ struct AgentService(Arc<NodeAgent>);
 
 #[tonic::async_trait]
 impl NodeAgentService for AgentService {
-    async fn start_worker(&self, request: Request<StartWorkerRequest>) -> Result<Response<StartWorkerReply>, Status> {
+    async fn start_worker(
+        &self,
+        request: Request<StartWorkerRequest>,
+    ) -> Result<Response<StartWorkerReply>, Status> {
         let request = request.into_inner();
         check_id("actor_id", &request.actor_id)?;
         check_id("binary_hash", &request.binary_hash)?;
         let agent = &self.0;
-        let known: Vec<u32> = agent.config.resources.gpus.iter().map(|gpu| gpu.index).collect();
+        let known: Vec<u32> = agent
+            .config
+            .resources
+            .gpus
+            .iter()
+            .map(|gpu| gpu.index)
+            .collect();
         if let Some(missing) = request.gpu_ids.iter().find(|id| !known.contains(id)) {
-            return Err(invalid("gpu_ids", format!("this node has no GPU {missing}")));
+            return Err(invalid(
+                "gpu_ids",
+                format!("this node has no GPU {missing}"),
+            ));
         }
         let executable = agent
             .executables
             .resolve(&request.binary_hash)
             .await
-            .map_err(|why| Status::failed_precondition(format!("executable {}: {why}", request.binary_hash)))?;
+            .map_err(|why| {
+                Status::failed_precondition(format!("executable {}: {why}", request.binary_hash))
+            })?;
         let threads = request.cpu_milli.div_ceil(1000).max(1).to_string();
         let mut vars: Vec<(String, String)> = request.env.into_iter().collect();
         vars.retain(|(key, _)| !key.starts_with("TROUPE_WORKER_"));
         vars.extend([
             (env::ACTOR_ID.to_string(), request.actor_id.clone()),
-            (env::INCARNATION.to_string(), request.incarnation.to_string()),
-            (env::HEAD_ADDRESS.to_string(), agent.config.head_address.clone()),
+            (
+                env::INCARNATION.to_string(),
+                request.incarnation.to_string(),
+            ),
+            (
+                env::HEAD_ADDRESS.to_string(),
+                agent.config.head_address.clone(),
+            ),
             (env::NODE_ID.to_string(), agent.node_id()),
             (env::BIND_HOST.to_string(), agent.config.host.clone()),
             (env::SESSION.to_string(), request.owner_session.clone()),
             (env::BINARY_HASH.to_string(), request.binary_hash.clone()),
-            (env::NUM_CPUS.to_string(), format!("{}", request.cpu_milli as f64 / 1000.0)),
+            (
+                env::NUM_CPUS.to_string(),
+                format!("{}", request.cpu_milli as f64 / 1000.0),
+            ),
             (
                 "CUDA_VISIBLE_DEVICES".to_string(),
-                request.gpu_ids.iter().map(|id| id.to_string()).collect::<Vec<_>>().join(","),
+                request
+                    .gpu_ids
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
         ]);
         for pool in env::THREAD_POOLS {
@@ -92,13 +121,23 @@ impl NodeAgentService for AgentService {
             .start(launch)
             .await
             .map_err(|err| Status::internal(format!("starting the worker process: {err}")))?;
-        tracing::info!(actor = request.actor_id, incarnation = request.incarnation, pid, "worker started");
+        tracing::info!(
+            actor = request.actor_id,
+            incarnation = request.incarnation,
+            pid,
+            "worker started"
+        );
         let reporter = agent.clone();
         tokio::spawn(async move {
             let Ok(exit) = exit.await else {
                 return;
             };
-            tracing::info!(actor = exit.actor_id, code = exit.exit_code, signal = exit.signal, "worker exited");
+            tracing::info!(
+                actor = exit.actor_id,
+                code = exit.exit_code,
+                signal = exit.signal,
+                "worker exited"
+            );
             let report = WorkerExitedRequest {
                 node_id: reporter.node_id(),
                 actor_id: exit.actor_id,
@@ -110,13 +149,21 @@ impl NodeAgentService for AgentService {
             };
             for attempt in 0..5 {
                 let mut head = reporter.head.clone();
-                match tokio::time::timeout(Duration::from_secs(5), head.worker_exited(report.clone())).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(5),
+                    head.worker_exited(report.clone()),
+                )
+                .await
+                {
                     Ok(Ok(_)) => return,
                     Ok(Err(status)) if status.code() == tonic::Code::NotFound => return,
                     _ => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
                 }
             }
-            tracing::warn!(actor = report.actor_id, "could not report a worker exit to the head");
+            tracing::warn!(
+                actor = report.actor_id,
+                "could not report a worker exit to the head"
+            );
         });
         Ok(Response::new(StartWorkerReply {
             pid,
@@ -124,11 +171,16 @@ impl NodeAgentService for AgentService {
         }))
     }
 
-    async fn stop_worker(&self, request: Request<StopWorkerRequest>) -> Result<Response<Empty>, Status> {
+    async fn stop_worker(
+        &self,
+        request: Request<StopWorkerRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let request = request.into_inner();
         check_id("actor_id", &request.actor_id)?;
         let grace = Duration::from_millis(request.grace_ms.min(60_000));
-        self.0.workers.stop(&request.actor_id, request.incarnation, grace);
+        self.0
+            .workers
+            .stop(&request.actor_id, request.incarnation, grace);
         Ok(Response::new(Empty {}))
     }
 }

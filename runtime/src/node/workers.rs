@@ -34,7 +34,11 @@ pub(crate) struct Exit {
     pub log_tail: String,
 }
 
-type SpawnJob = (Launch, PathBuf, oneshot::Sender<std::io::Result<tokio::process::Child>>);
+type SpawnJob = (
+    Launch,
+    PathBuf,
+    oneshot::Sender<std::io::Result<tokio::process::Child>>,
+);
 
 pub(crate) struct WorkerTable {
     log_dir: PathBuf,
@@ -63,7 +67,10 @@ impl WorkerTable {
     }
 
     /// Starts a worker and returns its pid, its log path, and a receiver for its exit.
-    pub(crate) async fn start(&self, launch: Launch) -> std::io::Result<(u32, PathBuf, oneshot::Receiver<Exit>)> {
+    pub(crate) async fn start(
+        &self,
+        launch: Launch,
+    ) -> std::io::Result<(u32, PathBuf, oneshot::Receiver<Exit>)> {
         let log_path = self
             .log_dir
             .join(format!("{}-{}.log", launch.actor_id, launch.incarnation));
@@ -91,7 +98,10 @@ impl WorkerTable {
         tokio::spawn(async move {
             let status = child.wait().await;
             if let Ok(mut table) = running.lock() {
-                if table.get(&actor_id).is_some_and(|entry| entry.incarnation == incarnation) {
+                if table
+                    .get(&actor_id)
+                    .is_some_and(|entry| entry.incarnation == incarnation)
+                {
                     table.remove(&actor_id);
                 }
             }
@@ -115,7 +125,12 @@ impl WorkerTable {
 
     /// Stops the worker of `actor_id` (only `incarnation`, unless it is 0) with SIGKILL, or
     /// SIGTERM first when `grace` is given.
-    pub(crate) fn stop(&self, actor_id: &str, incarnation: u64, grace: std::time::Duration) -> bool {
+    pub(crate) fn stop(
+        &self,
+        actor_id: &str,
+        incarnation: u64,
+        grace: std::time::Duration,
+    ) -> bool {
         let pid = match self.running.lock() {
             Ok(table) => match table.get(actor_id) {
                 Some(entry) if incarnation == 0 || entry.incarnation == incarnation => entry.pid,

@@ -99,14 +99,7 @@ impl Scheduler {
         let mut reasons = Vec::new();
         for (node_id, slot) in &self.nodes {
             let empty = vec![0; slot.capacity.gpus.len()];
-            match resources::fit(
-                &slot.capacity,
-                0,
-                0,
-                &empty,
-                &BTreeMap::new(),
-                request,
-            ) {
+            match resources::fit(&slot.capacity, 0, 0, &empty, &BTreeMap::new(), request) {
                 Ok(_) => return Ok(()),
                 Err(shortfall) => reasons.push((node_id.clone(), shortfall)),
             }
@@ -139,7 +132,8 @@ impl Scheduler {
                         .map(|used| 1000 - used)
                         .sum::<u64>()
                         - request.gpu_milli;
-                    let free_cpu = slot.capacity.cpu_milli - slot.used_cpu_milli - request.cpu_milli;
+                    let free_cpu =
+                        slot.capacity.cpu_milli - slot.used_cpu_milli - request.cpu_milli;
                     let better = match &best {
                         None => true,
                         Some((best_gpu, best_cpu, _, _)) => {
@@ -174,7 +168,12 @@ impl Scheduler {
         slot.used_cpu_milli += allocation.cpu_milli;
         slot.used_memory_bytes += allocation.memory_bytes;
         for share in &allocation.gpus {
-            if let Some(position) = slot.capacity.gpus.iter().position(|gpu| gpu.index == share.index) {
+            if let Some(position) = slot
+                .capacity
+                .gpus
+                .iter()
+                .position(|gpu| gpu.index == share.index)
+            {
                 slot.used_gpu_milli[position] += share.milli;
             }
         }
@@ -189,10 +188,18 @@ impl Scheduler {
             return;
         };
         slot.used_cpu_milli = slot.used_cpu_milli.saturating_sub(allocation.cpu_milli);
-        slot.used_memory_bytes = slot.used_memory_bytes.saturating_sub(allocation.memory_bytes);
+        slot.used_memory_bytes = slot
+            .used_memory_bytes
+            .saturating_sub(allocation.memory_bytes);
         for share in &allocation.gpus {
-            if let Some(position) = slot.capacity.gpus.iter().position(|gpu| gpu.index == share.index) {
-                slot.used_gpu_milli[position] = slot.used_gpu_milli[position].saturating_sub(share.milli);
+            if let Some(position) = slot
+                .capacity
+                .gpus
+                .iter()
+                .position(|gpu| gpu.index == share.index)
+            {
+                slot.used_gpu_milli[position] =
+                    slot.used_gpu_milli[position].saturating_sub(share.milli);
             }
         }
         for (name, amount) in &allocation.custom {

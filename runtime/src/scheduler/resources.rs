@@ -91,7 +91,9 @@ pub(crate) fn fit(
             return Err(Shortfall::Label {
                 key: key.clone(),
                 wanted: wanted.clone(),
-                found: found.cloned().unwrap_or_else(|| "no such label".to_string()),
+                found: found
+                    .cloned()
+                    .unwrap_or_else(|| "no such label".to_string()),
             });
         }
     }

@@ -2,7 +2,6 @@
 
 use super::*;
 
-
 fn node(cpus: u64, gpus: u32) -> NodeCapacity {
     NodeCapacity {
         cpu_milli: cpus * 1000,
@@ -32,10 +31,18 @@ fn whole_gpus_get_distinct_devices_and_are_released() {
     scheduler.add_node("a", node(16, 4));
     let first = scheduler.place(&gpus(2000)).expect("first");
     let second = scheduler.place(&gpus(2000)).expect("second");
-    let mut devices: Vec<u32> = first.gpus.iter().chain(&second.gpus).map(|g| g.index).collect();
+    let mut devices: Vec<u32> = first
+        .gpus
+        .iter()
+        .chain(&second.gpus)
+        .map(|g| g.index)
+        .collect();
     devices.sort();
     assert_eq!(devices, vec![0, 1, 2, 3]);
-    assert!(matches!(scheduler.place(&gpus(1000)), Err(PlacementError::Busy(_))));
+    assert!(matches!(
+        scheduler.place(&gpus(1000)),
+        Err(PlacementError::Busy(_))
+    ));
     scheduler.release(&first);
     let third = scheduler.place(&gpus(1000)).expect("after release");
     assert!(first.gpus.iter().any(|g| g.index == third.gpus[0].index));
@@ -87,7 +94,10 @@ fn custom_resources_are_counted() {
     let mut request = gpus(0);
     request.custom.insert("tpu".into(), 1.5);
     let first = scheduler.place(&request).expect("first");
-    assert!(matches!(scheduler.place(&request), Err(PlacementError::Busy(_))));
+    assert!(matches!(
+        scheduler.place(&request),
+        Err(PlacementError::Busy(_))
+    ));
     scheduler.release(&first);
     scheduler.place(&request).expect("after release");
 }
@@ -95,5 +105,8 @@ fn custom_resources_are_counted() {
 #[test]
 fn no_nodes_is_infeasible() {
     let mut scheduler = Scheduler::new();
-    assert!(matches!(scheduler.place(&gpus(0)), Err(PlacementError::Infeasible(_))));
+    assert!(matches!(
+        scheduler.place(&gpus(0)),
+        Err(PlacementError::Infeasible(_))
+    ));
 }

@@ -112,7 +112,9 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn construct(spec: &troupe_proto::ActorSpec) -> Result<Box<dyn crate::actor::HostedActor>, String> {
+async fn construct(
+    spec: &troupe_proto::ActorSpec,
+) -> Result<Box<dyn crate::actor::HostedActor>, String> {
     let Some(factory) = crate::actor::registry::find_factory(&spec.type_name) else {
         return Err(format!(
             "this executable has no actor type `{}` (it has: {})",
@@ -123,7 +125,10 @@ async fn construct(spec: &troupe_proto::ActorSpec) -> Result<Box<dyn crate::acto
     let construct = (factory.construct)(spec.constructor_args.clone());
     match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(construct)).await {
         Ok(result) => result,
-        Err(payload) => Err(format!("the constructor panicked: {}", panics::message(&payload))),
+        Err(payload) => Err(format!(
+            "the constructor panicked: {}",
+            panics::message(&payload)
+        )),
     }
 }
 
@@ -160,7 +165,9 @@ async fn report_calls(client: Arc<Client>, actor_id: String, context: Arc<server
             actor_id: actor_id.clone(),
             calls_delta: served - reported,
         };
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), actors.report_calls(stats)).await {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(2), actors.report_calls(stats)).await
+        {
             reported = served;
         }
     }

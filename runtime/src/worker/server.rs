@@ -27,7 +27,11 @@ pub(super) struct WorkerContext {
 }
 
 impl WorkerContext {
-    pub(super) fn new(actor: Box<dyn HostedActor>, max_concurrency: u32, description: String) -> Self {
+    pub(super) fn new(
+        actor: Box<dyn HostedActor>,
+        max_concurrency: u32,
+        description: String,
+    ) -> Self {
         WorkerContext {
             actor,
             admission: Arc::new(Semaphore::new(max_concurrency as usize)),
@@ -43,13 +47,12 @@ impl WorkerContext {
 }
 
 pub(super) async fn serve(context: Arc<WorkerContext>, listener: tokio::net::TcpListener) {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = crate::rpc::incoming(listener);
     let limit = crate::rpc::MAX_MESSAGE_BYTES;
     let service = WorkerServer::new(WorkerService(context))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(service)
@@ -66,7 +69,10 @@ struct WorkerService(Arc<WorkerContext>);
 impl Worker for WorkerService {
     type CallStream = ReceiverStream<Result<ReplyFrame, Status>>;
 
-    async fn call(&self, request: Request<Streaming<CallFrame>>) -> Result<Response<Self::CallStream>, Status> {
+    async fn call(
+        &self,
+        request: Request<Streaming<CallFrame>>,
+    ) -> Result<Response<Self::CallStream>, Status> {
         let mut calls = request.into_inner();
         let (replies, outgoing) = mpsc::channel(1024);
         let context = self.0.clone();
@@ -102,7 +108,11 @@ impl Worker for WorkerService {
 }
 
 async fn run_call(context: &Arc<WorkerContext>, frame: CallFrame) -> ReplyFrame {
-    let method_name = context.actor.method_name(frame.method).unwrap_or("?").to_string();
+    let method_name = context
+        .actor
+        .method_name(frame.method)
+        .unwrap_or("?")
+        .to_string();
     if context.panicked.load(Ordering::SeqCst) {
         // The actor's state may be half-updated: no call runs on it any more.
         return ReplyFrame {

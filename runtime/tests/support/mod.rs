@@ -110,8 +110,15 @@ impl Fixture {
             format!("index={index}"),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let child = spawn_process(troupe_bin(), &args, &self.dir.join(format!("node-{index}.log")))?;
-        self.nodes.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.push(NodeProcess { index, child });
+        let child = spawn_process(
+            troupe_bin(),
+            &args,
+            &self.dir.join(format!("node-{index}.log")),
+        )?;
+        self.nodes
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .push(NodeProcess { index, child });
         Ok(())
     }
 
@@ -128,7 +135,10 @@ impl Fixture {
                     return Ok(());
                 }
             }
-            anyhow::ensure!(Instant::now() < deadline, "{count} nodes did not register within 20 s");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{count} nodes did not register within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -203,12 +213,22 @@ pub fn kill9(pid: u32) {
     }
 }
 
-pub type Scenario<'a, F> = (&'static str, Box<dyn Fn(&'a F) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>> + 'a>);
+pub type Scenario<'a, F> = (
+    &'static str,
+    Box<dyn Fn(&'a F) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>> + 'a>,
+);
 
 /// Runs scenarios in order, each under `limit`; prints a line per scenario and the summary.
 /// Returns whether all passed.
-pub async fn run_scenarios<'a, F>(fixture: &'a F, scenarios: Vec<Scenario<'a, F>>, limit: Duration) -> bool {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|arg| !arg.starts_with('-')).collect();
+pub async fn run_scenarios<'a, F>(
+    fixture: &'a F,
+    scenarios: Vec<Scenario<'a, F>>,
+    limit: Duration,
+) -> bool {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
     let mut passed = 0;
     let mut failed = 0;
     for (name, scenario) in scenarios {
@@ -229,7 +249,10 @@ pub async fn run_scenarios<'a, F>(fixture: &'a F, scenarios: Vec<Scenario<'a, F>
             }
             Err(_) => {
                 failed += 1;
-                println!("test {name} ... FAILED: timed out after {}s", limit.as_secs());
+                println!(
+                    "test {name} ... FAILED: timed out after {}s",
+                    limit.as_secs()
+                );
             }
         }
     }

@@ -7,7 +7,12 @@ fn node_resources(gpus: u32) -> NodeResources {
     NodeResources {
         cpu_milli: 8000,
         memory_bytes: 1 << 34,
-        gpus: (0..gpus).map(|index| ProtoGpu { index, model: "H100".into() }).collect(),
+        gpus: (0..gpus)
+            .map(|index| ProtoGpu {
+                index,
+                model: "H100".into(),
+            })
+            .collect(),
         ..NodeResources::default()
     }
 }
@@ -15,7 +20,11 @@ fn node_resources(gpus: u32) -> NodeResources {
 fn spec(gpu_milli: u64, max_restarts: i32, session: &str) -> CreateActorRequest {
     CreateActorRequest {
         type_name: "t::Actor".into(),
-        resources: Some(ResourceRequest { cpu_milli: 1000, gpu_milli, ..ResourceRequest::default() }),
+        resources: Some(ResourceRequest {
+            cpu_milli: 1000,
+            gpu_milli,
+            ..ResourceRequest::default()
+        }),
         max_restarts,
         max_concurrency: 1,
         owner_session: session.into(),
@@ -51,9 +60,15 @@ fn create_places_and_orders_a_start_with_devices() {
 fn infeasible_requests_fail_at_once() {
     let mut state = HeadState::default();
     state.register_node("", "127.0.0.1:1", "h", node_resources(8), Instant::now());
-    let err = state.create_actor(spec(16_000, 0, "s"), Instant::now()).expect_err("16 GPUs");
+    let err = state
+        .create_actor(spec(16_000, 0, "s"), Instant::now())
+        .expect_err("16 GPUs");
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    assert!(err.message().contains("16 whole devices"), "{}", err.message());
+    assert!(
+        err.message().contains("16 whole devices"),
+        "{}",
+        err.message()
+    );
 }
 
 #[test]
@@ -62,18 +77,28 @@ fn a_dead_worker_restarts_with_a_new_incarnation_until_the_limit() {
     let now = Instant::now();
     state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
     let (info, _) = state.create_actor(spec(0, 1, "s"), now).expect("create");
-    state.worker_ready(&info.id, 1, "127.0.0.1:9", 42, "").expect("ready");
+    state
+        .worker_ready(&info.id, 1, "127.0.0.1:9", 42, "")
+        .expect("ready");
     let orders = state.worker_failed(&info.id, 1, "killed".into(), false);
     assert_eq!(started(&orders)[0].incarnation, 2);
     assert_eq!(state.actors[&info.id].info.restarts, 1);
     // A stale report about incarnation 1 changes nothing.
-    assert!(state.worker_failed(&info.id, 1, "late".into(), false).is_empty());
-    state.worker_ready(&info.id, 2, "127.0.0.1:9", 43, "").expect("ready again");
+    assert!(state
+        .worker_failed(&info.id, 1, "late".into(), false)
+        .is_empty());
+    state
+        .worker_ready(&info.id, 2, "127.0.0.1:9", 43, "")
+        .expect("ready again");
     let orders = state.worker_failed(&info.id, 2, "killed again".into(), false);
     assert!(started(&orders).is_empty());
     let actor = &state.actors[&info.id].info;
     assert_eq!(actor.state(), ActorState::Dead);
-    assert!(actor.death_reason.contains("no restarts left"), "{}", actor.death_reason);
+    assert!(
+        actor.death_reason.contains("no restarts left"),
+        "{}",
+        actor.death_reason
+    );
 }
 
 #[test]
@@ -81,7 +106,9 @@ fn a_silent_node_is_declared_dead_and_its_actors_move() {
     let mut state = HeadState::default();
     let start = Instant::now();
     let (first, _) = state.register_node("", "127.0.0.1:1", "a", node_resources(1), start);
-    let (info, _) = state.create_actor(spec(1000, 1, "s"), start).expect("create");
+    let (info, _) = state
+        .create_actor(spec(1000, 1, "s"), start)
+        .expect("create");
     assert_eq!(state.actors[&info.id].info.node_id, first);
     let (second, _) = state.register_node("", "127.0.0.1:2", "b", node_resources(1), start);
     state.heartbeat(&second, &[], start + Duration::from_secs(6));
@@ -99,7 +126,9 @@ fn closing_a_session_stops_owned_actors_but_not_detached_ones() {
     let mut state = HeadState::default();
     let now = Instant::now();
     state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
-    let (owned, _) = state.create_actor(spec(0, 3, "driver"), now).expect("owned");
+    let (owned, _) = state
+        .create_actor(spec(0, 3, "driver"), now)
+        .expect("owned");
     let mut detached_spec = spec(0, 3, "driver");
     detached_spec.detached = true;
     let (detached, _) = state.create_actor(detached_spec, now).expect("detached");
@@ -116,8 +145,12 @@ fn names_are_unique_among_live_actors() {
     let mut named = spec(0, 0, "s");
     named.name = "trainer".into();
     let (first, _) = state.create_actor(named.clone(), now).expect("first");
-    let err = state.create_actor(named.clone(), now).expect_err("duplicate");
+    let err = state
+        .create_actor(named.clone(), now)
+        .expect_err("duplicate");
     assert_eq!(err.code(), tonic::Code::AlreadyExists);
     state.kill_actor(&first.id, false, "test").expect("kill");
-    state.create_actor(named, now).expect("name free again after death");
+    state
+        .create_actor(named, now)
+        .expect("name free again after death");
 }
