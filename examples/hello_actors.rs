@@ -6,7 +6,7 @@
 //!
 //! Run: `cargo run --release -p troupe --example hello_actors`
 
-use troupe::{Cluster, SpawnOptions};
+use troupe::{ActorHandle, Cluster, SpawnOptions};
 
 /// Greets people and counts how many it greeted since its constructor ran.
 pub struct Greeter {
@@ -47,8 +47,10 @@ impl Relay {
         Relay
     }
 
-    pub async fn forward(&self, greeter: GreeterHandle, name: String) -> Result<String, String> {
-        greeter.greet(name).await.map_err(|err| err.to_string())
+    /// A method returning `Result`: callers get the `Ok` value, or the error as
+    /// `troupe::Error::Method`.
+    pub async fn forward(&self, greeter: GreeterHandle, name: String) -> troupe::Result<String> {
+        greeter.greet(name).await
     }
 }
 
@@ -71,10 +73,7 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", looked_up.greet("driver, by name".to_string()).await?);
     println!(
         "{}",
-        relay
-            .forward(greeter.clone(), "relay".to_string())
-            .await?
-            .map_err(anyhow::Error::msg)?
+        relay.forward(greeter.clone(), "relay".to_string()).await?
     );
 
     match greeter.crash("to show a restart".to_string()).await {
@@ -92,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
     let info = cluster.actor_info(&greeter).await?;
     println!(
         "greeter {}: restarts {}, node {}",
-        info.id, info.restarts, info.node_id
+        greeter.actor_ref().id(),
+        info.restarts,
+        info.node_id
     );
 
     let status = cluster.status().await?;

@@ -17,7 +17,9 @@ pub fn nccl_present() -> bool {
     unsafe { cudarc::nccl::sys::is_culib_present() }
 }
 
-/// The GPUs the CUDA driver sees (respecting CUDA_VISIBLE_DEVICES); empty without a driver.
+/// The GPUs the CUDA driver sees, each named by the id a worker's CUDA_VISIBLE_DEVICES must
+/// hold: when this process itself runs under a numeric CUDA_VISIBLE_DEVICES (a batch scheduler's
+/// slice of the machine), ordinal i is device `list[i]`. Empty without a driver.
 pub fn devices() -> Vec<GpuDevice> {
     if !driver_present() {
         return Vec::new();
@@ -31,15 +33,21 @@ pub fn devices() -> Vec<GpuDevice> {
             return Vec::new();
         }
     };
+    let visible: Option<Vec<u32>> = std::env::var("CUDA_VISIBLE_DEVICES").ok().and_then(|list| {
+        list.split(',')
+            .map(|id| id.trim().parse::<u32>().ok())
+            .collect::<Option<Vec<u32>>>()
+    });
     (0..count)
         .map(|ordinal| {
             let model = cudarc::driver::result::device::get(ordinal)
                 .and_then(cudarc::driver::result::device::get_name)
                 .unwrap_or_else(|_| "unknown".to_string());
-            GpuDevice {
-                index: ordinal as u32,
-                model,
-            }
+            let index = visible
+                .as_ref()
+                .and_then(|ids| ids.get(ordinal as usize).copied())
+                .unwrap_or(ordinal as u32);
+            GpuDevice { index, model }
         })
         .collect()
 }

@@ -13,6 +13,15 @@ pub enum Error {
     /// if the actor has restarts left.
     #[error("actor {} ({}) on node {}: method `{}` panicked: {}", .0.actor, .0.type_name, .0.node, .0.method, .0.message)]
     Panicked(Box<RemotePanic>),
+    /// The method ran and returned an error (a method returning `Result`).
+    #[error("actor {actor} ({type_name}) on node {node}: `{method}` failed: {message}")]
+    Method {
+        actor: String,
+        type_name: String,
+        node: String,
+        method: String,
+        message: String,
+    },
     /// The worker process went away while the call was in flight.
     #[error("actor {} ({}) on node {} died during `{}`: {}; {}", .0.actor, .0.type_name, .0.node, .0.method, .0.reason, restart_note(.0.restarting))]
     Died(Box<ActorDeath>),

@@ -85,7 +85,7 @@ pub fn init_logging(default: &str) {
 #[doc(hidden)]
 pub mod __private {
     //! Items the `#[troupe::actor]` expansion refers to. Not a public API.
-    pub use crate::actor::registry::host;
+    pub use crate::actor::registry::{host, run_blocking};
     pub use crate::actor::{ActorFactory, BoxFuture, DispatchError, HostedActor};
     pub use bytes::Bytes;
     pub use inventory;

@@ -19,7 +19,7 @@ use troupe::proto::{
     HeartbeatRequest, KillActorRequest, NodeResources, RegisterNodeRequest, ResourceRequest,
     WorkerReadyRequest,
 };
-use troupe::{Cluster, Error, SpawnOptions};
+use troupe::{ActorHandle, Cluster, Error, SpawnOptions};
 
 /// An actor that reports on the process it runs in.
 pub struct Probe {
@@ -81,8 +81,19 @@ impl Probe {
     }
 
     /// Calls another probe through a handle that travelled here as an argument.
-    pub async fn bump_other(&self, other: ProbeHandle) -> Result<u64, String> {
-        other.bump().await.map_err(|err| err.to_string())
+    pub async fn bump_other(&self, other: ProbeHandle) -> troupe::Result<u64> {
+        other.bump().await
+    }
+
+    /// Names that generated code also uses internally must not clash (`id`, `actor`, `cell`).
+    pub fn id(&self, actor: String, cell: u32) -> anyhow::Result<String> {
+        anyhow::ensure!(cell > 0, "cell must be positive");
+        Ok(format!("{}:{actor}:{cell}", self.label))
+    }
+
+    /// Fails with an application error.
+    pub fn refuse(&self, why: String) -> Result<u64, String> {
+        Err(format!("refused: {why}"))
     }
 }
 
@@ -288,17 +299,33 @@ async fn names_and_handle_passing(world: &World) -> anyhow::Result<()> {
     let caller = Probe::spawn(cluster, probe_options(), "caller".into()).await?;
     let found = cluster.get_actor::<Probe>("target").await?;
     anyhow::ensure!(
-        found.id() == target.id(),
+        found.actor_ref().id() == target.actor_ref().id(),
         "lookup by name finds the same actor"
     );
     anyhow::ensure!(target.bump().await? == 1, "first bump");
-    let through = caller
-        .bump_other(found.clone())
-        .await?
-        .map_err(anyhow::Error::msg)?;
+    let through = caller.bump_other(found.clone()).await?;
     anyhow::ensure!(
         through == 2,
         "the handle passed to another actor reached the same state: {through}"
+    );
+    let refused = target
+        .refuse("no".into())
+        .await
+        .expect_err("an Err travels");
+    anyhow::ensure!(
+        matches!(&refused, Error::Method { method, message, .. } if method == "refuse" && message == "refused: no"),
+        "application errors arrive as Error::Method: {refused}"
+    );
+    anyhow::ensure!(
+        target.bump().await? == 3,
+        "an application error does not restart the actor"
+    );
+    let echoed = target.id("a".into(), 2).await?;
+    anyhow::ensure!(echoed == "target:a:2", "method named id: {echoed}");
+    let anyhow_err = target.id("a".into(), 0).await.expect_err("anyhow error");
+    anyhow::ensure!(
+        anyhow_err.to_string().contains("cell must be positive"),
+        "{anyhow_err}"
     );
     let missing = cluster
         .get_actor::<Probe>("nobody")
@@ -372,7 +399,9 @@ async fn kill9_worker_restarts(world: &World) -> anyhow::Result<()> {
         "in-flight error says a restart is coming: {text}"
     );
     anyhow::ensure!(
-        text.contains(probe.id()) && text.contains("sleep_ms") && text.contains("node-"),
+        text.contains(probe.actor_ref().id())
+            && text.contains("sleep_ms")
+            && text.contains("node-"),
         "error names actor, node and method: {text}"
     );
     anyhow::ensure!(probe.bump().await? == 1, "the constructor ran again");
@@ -403,7 +432,9 @@ async fn panics_reach_the_caller(world: &World) -> anyhow::Result<()> {
         anyhow::bail!("expected Panicked, got {err}");
     };
     anyhow::ensure!(
-        panic.actor == probe.id() && panic.node.starts_with("node-") && panic.method == "crash",
+        panic.actor == probe.actor_ref().id()
+            && panic.node.starts_with("node-")
+            && panic.method == "crash",
         "{err}"
     );
     anyhow::ensure!(

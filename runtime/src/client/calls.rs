@@ -21,8 +21,9 @@ pub(crate) struct Route {
 /// An incarnation known to be going away: the next call waits for a later one.
 pub(crate) type Dying = std::collections::HashMap<String, u64>;
 
-/// How long, after a call stream broke, the caller waits for the head to learn of the death.
-const DEATH_NOTICE_WAIT: Duration = Duration::from_secs(3);
+/// How long, after a call stream broke, the caller waits for the head to learn of the death:
+/// longer than the head's default node timeout (5 s), so a whole node's loss is seen too.
+const DEATH_NOTICE_WAIT: Duration = Duration::from_secs(7);
 
 impl Client {
     /// Calls `method` on `actor`.
@@ -50,7 +51,6 @@ impl Client {
                 Err(failure_error(actor, &route.node_id, method_name, failure))
             }
             Err(LinkError(reason)) => {
-                self.mark_dying(actor.id(), route.incarnation);
                 self.forget_route(actor.id(), route.incarnation);
                 let (restarting, reason) =
                     self.death_notice(actor, route.incarnation, reason).await;
@@ -180,18 +180,29 @@ impl Client {
     }
 
     async fn connection(&self, address: &str) -> Result<Arc<Connection>, LinkError> {
-        let mut connections = self.connections.lock().await;
-        if let Some(existing) = connections.get(address) {
+        // One slot per address: opening a stream to a slow worker never delays other workers.
+        let slot = {
+            let mut connections = self
+                .connections
+                .lock()
+                .map_err(|_| LinkError("connection table poisoned".to_string()))?;
+            connections.entry(address.to_string()).or_default().clone()
+        };
+        let mut slot = slot.lock().await;
+        if let Some(existing) = slot.as_ref() {
             if !existing.is_closed() {
                 return Ok(existing.clone());
             }
         }
         let connection = Connection::open(address).await?;
-        connections.insert(address.to_string(), connection.clone());
+        *slot = Some(connection.clone());
         Ok(connection)
     }
 
     /// After a stream broke: asks the head whether the actor is being restarted.
+    /// After a stream broke: asks the head (waiting for it to notice) whether that incarnation
+    /// is gone and whether a restart is coming. Only an incarnation the head confirms gone is
+    /// marked dying, so a mere network blip never blocks later calls.
     async fn death_notice(
         &self,
         actor: &ActorRef,
@@ -211,26 +222,34 @@ impl Client {
             actors.get_actor(request),
         )
         .await;
-        match answer {
-            Ok(Ok(info)) => {
-                let info = info.into_inner();
-                let restarting = info.state() != ActorState::Dead;
-                let reason = if info.death_reason.is_empty() {
-                    link_reason
-                } else {
-                    info.death_reason
-                };
-                (restarting, reason)
+        let info = match answer {
+            Ok(Ok(info)) => info.into_inner(),
+            Ok(Err(status)) => {
+                let detail = format!("the head could not say more: {}", status.message());
+                return (false, format!("{link_reason} ({detail})"));
             }
-            Ok(Err(status)) => (
+            Err(_) => return (false, format!("{link_reason} (the head did not answer)")),
+        };
+        let state = info.state();
+        let moved_on = info.incarnation != incarnation;
+        if state == ActorState::Alive && !moved_on {
+            return (
                 false,
-                format!(
-                    "{link_reason} (the head could not say more: {})",
-                    status.message()
-                ),
-            ),
-            Err(_) => (false, format!("{link_reason} (the head did not answer)")),
+                format!("{link_reason} (the head still lists this worker as alive)"),
+            );
         }
+        self.mark_dying(actor.id(), incarnation);
+        let restarting = moved_on
+            || matches!(
+                state,
+                ActorState::Restarting | ActorState::Pending | ActorState::Starting
+            );
+        let reason = if info.death_reason.is_empty() {
+            link_reason
+        } else {
+            info.death_reason
+        };
+        (restarting && state != ActorState::Dead, reason)
     }
 }
 
@@ -258,6 +277,13 @@ fn failure_error(actor: &ActorRef, node: &str, method_name: &str, failure: CallF
             message: failure.message,
             backtrace: failure.backtrace,
         })),
+        FailureKind::Application => Error::Method {
+            actor: actor.id().to_string(),
+            type_name: actor.type_name().to_string(),
+            node: node.to_string(),
+            method,
+            message: failure.message,
+        },
         _ => Error::Rejected {
             actor: actor.id().to_string(),
             type_name: actor.type_name().to_string(),

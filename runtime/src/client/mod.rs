@@ -16,6 +16,9 @@ use troupe_proto::SessionPing;
 
 pub(crate) use calls::{Dying, Route};
 
+/// The stream to one worker address, opened at most once at a time.
+type ConnectionSlot = Arc<tokio::sync::Mutex<Option<Arc<crate::transport::Connection>>>>;
+
 static CURRENT: RwLock<Option<Arc<Client>>> = RwLock::new(None);
 
 /// The client of this process, if a cluster was created or connected (or this is a worker).
@@ -57,7 +60,7 @@ pub(crate) struct Client {
     pub(crate) ready_timeout: Duration,
     routes: Mutex<HashMap<String, Arc<Route>>>,
     dying: Mutex<Dying>,
-    connections: tokio::sync::Mutex<HashMap<String, Arc<crate::transport::Connection>>>,
+    connections: Mutex<HashMap<String, ConnectionSlot>>,
     /// Dropping this ends the session stream, which stops the session's non-detached actors.
     session_keepalive: Mutex<Option<mpsc::Sender<SessionPing>>>,
 }
@@ -114,7 +117,7 @@ impl Client {
             ready_timeout: DEFAULT_READY_TIMEOUT,
             routes: Mutex::new(HashMap::new()),
             dying: Mutex::new(Dying::new()),
-            connections: tokio::sync::Mutex::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
             session_keepalive: Mutex::new(None),
         }))
     }

@@ -82,6 +82,7 @@ impl LocalClusterBuilder {
 
     /// Starts the head and the node agent and connects to them.
     pub async fn start(self) -> Result<Cluster> {
+        super::refuse_in_worker()?;
         let data_dir = std::env::temp_dir().join(format!(
             "troupe-local-{}-{}",
             std::process::id(),

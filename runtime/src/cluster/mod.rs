@@ -58,6 +58,7 @@ impl Cluster {
     /// Connects to a running cluster's head (`host:port` or `http://host:port`) and uploads this
     /// executable to it unless the head has it already.
     pub async fn connect(address: &str) -> Result<Cluster> {
+        refuse_in_worker()?;
         crate::rpc::normalize_address(address).map_err(|why| Error::Invalid {
             what: "cluster address".to_string(),
             why,
@@ -217,6 +218,18 @@ impl Cluster {
             embedded.shutdown();
         }
     }
+}
+
+/// A worker that runs the driver's `main` (because `troupe::init()` was not called first) must
+/// not start clusters of its own: each of its actors would do the same, without end.
+pub(crate) fn refuse_in_worker() -> Result<()> {
+    if crate::worker::is_worker() {
+        return Err(Error::Invalid {
+            what: "cluster start".to_string(),
+            why: "this process is a troupe worker: call troupe::init() first thing in main, before creating or connecting to a cluster".to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn new_session_id() -> String {

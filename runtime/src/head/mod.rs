@@ -237,7 +237,14 @@ impl Head {
     fn worker_exited(self: &Arc<Self>, report: WorkerExitedRequest) {
         let reason = describe_exit(&report);
         self.update(|state| {
-            let orders = state.worker_failed(&report.actor_id, report.incarnation, reason, false);
+            // A worker that could not even be started (no executable, exec failed) would fail
+            // the same way again.
+            let failure = state::Failure {
+                reason,
+                stop_worker: false,
+                fatal: !report.start_error.is_empty(),
+            };
+            let orders = state.worker_failed(&report.actor_id, report.incarnation, failure);
             ((), orders)
         });
     }
@@ -260,21 +267,22 @@ fn describe_exit(report: &WorkerExitedRequest) -> String {
     reason
 }
 
-/// Declares nodes dead when their heartbeats stop.
+/// Declares nodes dead when their heartbeats stop, and places actors whose restart back-off ran out.
 async fn watch_nodes(head: Arc<Head>) {
     let period = (head.config.heartbeat_interval / 2).max(Duration::from_millis(50));
     let mut ticker = tokio::time::interval(period);
     loop {
         ticker.tick().await;
         let timeout = head.config.node_timeout;
-        let any_silent = head.read(|state| {
+        let due = head.read(|state| {
             let now = Instant::now();
-            state
-                .nodes
-                .values()
-                .any(|node| node.alive && now.duration_since(node.last_heartbeat) > timeout)
+            state.backoff_expired(now)
+                || state
+                    .nodes
+                    .values()
+                    .any(|node| node.alive && now.duration_since(node.last_heartbeat) > timeout)
         });
-        if any_silent {
+        if due {
             head.update(|state| ((), state.check_nodes(Instant::now(), timeout)));
         }
     }

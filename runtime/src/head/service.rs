@@ -163,6 +163,7 @@ impl Nodes for HeadService {
         Ok(Response::new(RegisterNodeReply {
             node_id,
             heartbeat_interval_ms: self.0.config.heartbeat_interval.as_millis() as u64,
+            node_timeout_ms: self.0.config.node_timeout.as_millis() as u64,
         }))
     }
 
@@ -404,6 +405,10 @@ impl Cluster for HeadService {
         let session_id = first.session_id;
         let (events, outgoing) = mpsc::channel(4);
         let head = self.0.clone();
+        head.update(|state| {
+            state.open_session(&session_id);
+            ((), Vec::new())
+        });
         tracing::debug!(session = session_id, "driver session opened");
         tokio::spawn(async move {
             // Ends when the driver drops the stream, exits, or is killed (the socket closes).

@@ -118,8 +118,13 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         head,
     });
     let server = tokio::spawn(service::serve(agent.clone(), listener));
-    let interval = agent.register(&address, Duration::from_secs(30)).await?;
-    let heartbeat = tokio::spawn(heartbeat_loop(agent.clone(), address.clone(), interval));
+    let (interval, node_timeout) = agent.register(&address, Duration::from_secs(30)).await?;
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        agent.clone(),
+        address.clone(),
+        interval,
+        node_timeout,
+    ));
     Ok(NodeHandle {
         agent,
         address,
@@ -133,7 +138,9 @@ impl NodeAgent {
     }
 
     /// Registers (or registers again), retrying until `patience` runs out.
-    async fn register(&self, address: &str, patience: Duration) -> Result<Duration> {
+    /// Registers (or registers again), retrying until `patience` runs out. Returns the heartbeat
+    /// interval and the head's node timeout.
+    async fn register(&self, address: &str, patience: Duration) -> Result<(Duration, Duration)> {
         let deadline = tokio::time::Instant::now() + patience;
         let hostname = hostname();
         loop {
@@ -151,9 +158,10 @@ impl NodeAgent {
                         *id = reply.node_id.clone();
                     }
                     tracing::info!(node = reply.node_id, %address, "registered with the head");
-                    return Ok(Duration::from_millis(
-                        reply.heartbeat_interval_ms.clamp(50, 10_000),
-                    ));
+                    let interval =
+                        Duration::from_millis(reply.heartbeat_interval_ms.clamp(50, 10_000));
+                    let timeout = Duration::from_millis(reply.node_timeout_ms.max(500));
+                    return Ok((interval, timeout));
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                     return Err(Error::rpc("registering with the head", status));
@@ -180,8 +188,18 @@ impl NodeAgent {
     }
 }
 
-async fn heartbeat_loop(agent: Arc<NodeAgent>, address: String, mut interval: Duration) {
+/// Heartbeats; registers again when the head asks; and stops every worker once the head has
+/// been unreachable for most of its node timeout, before the head places those actors elsewhere,
+/// so that no actor ever runs twice.
+async fn heartbeat_loop(
+    agent: Arc<NodeAgent>,
+    address: String,
+    mut interval: Duration,
+    mut node_timeout: Duration,
+) {
     let mut failures = 0_u32;
+    let mut last_success = tokio::time::Instant::now();
+    let mut fenced = false;
     loop {
         tokio::time::sleep(interval).await;
         let request = HeartbeatRequest {
@@ -189,15 +207,22 @@ async fn heartbeat_loop(agent: Arc<NodeAgent>, address: String, mut interval: Du
             running: agent.workers.running(),
         };
         let mut head = agent.head.clone();
-        match tokio::time::timeout(Duration::from_secs(5), head.heartbeat(request)).await {
+        let rpc_timeout =
+            (node_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+        match tokio::time::timeout(rpc_timeout, head.heartbeat(request)).await {
             Ok(Ok(reply)) => {
                 failures = 0;
+                fenced = false;
+                last_success = tokio::time::Instant::now();
                 if reply.into_inner().reregister {
                     // The head gave this node up: its actors run elsewhere now. Never run twice.
                     tracing::warn!("the head no longer knows this node: stopping its workers and registering again");
                     agent.workers.kill_all();
                     match agent.register(&address, Duration::from_secs(30)).await {
-                        Ok(new_interval) => interval = new_interval,
+                        Ok((new_interval, new_timeout)) => {
+                            interval = new_interval;
+                            node_timeout = new_timeout;
+                        }
                         Err(err) => tracing::error!(%err, "could not register again"),
                     }
                 }
@@ -210,6 +235,14 @@ async fn heartbeat_loop(agent: Arc<NodeAgent>, address: String, mut interval: Du
                         head = agent.config.head_address,
                         "heartbeat failed"
                     );
+                }
+                if !fenced && last_success.elapsed() > node_timeout.mul_f64(0.8) {
+                    tracing::error!(
+                        silent_ms = last_success.elapsed().as_millis() as u64,
+                        "cut off from the head: stopping all workers before the head places their actors elsewhere"
+                    );
+                    agent.workers.kill_all();
+                    fenced = true;
                 }
             }
         }

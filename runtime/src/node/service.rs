@@ -45,6 +45,131 @@ pub(super) async fn serve(agent: Arc<NodeAgent>, listener: tokio::net::TcpListen
 
 struct AgentService(Arc<NodeAgent>);
 
+/// Resolves the executable, starts the worker, waits for it to exit, and reports the exit (or
+/// the failure to start) to the head.
+async fn start_and_watch(agent: Arc<NodeAgent>, request: StartWorkerRequest) {
+    let actor_id = request.actor_id.clone();
+    let incarnation = request.incarnation;
+    let exit = match launch(&agent, request).await {
+        Ok(exit) => match exit.await {
+            Ok(exit) => exit,
+            Err(_) => return,
+        },
+        Err(why) => {
+            tracing::warn!(actor = actor_id, %why, "could not start a worker");
+            report_exit(
+                &agent,
+                WorkerExitedRequest {
+                    node_id: agent.node_id(),
+                    actor_id,
+                    incarnation,
+                    start_error: why,
+                    ..WorkerExitedRequest::default()
+                },
+            )
+            .await;
+            return;
+        }
+    };
+    tracing::info!(
+        actor = exit.actor_id,
+        code = exit.exit_code,
+        signal = exit.signal,
+        "worker exited"
+    );
+    let report = WorkerExitedRequest {
+        node_id: agent.node_id(),
+        actor_id: exit.actor_id,
+        incarnation: exit.incarnation,
+        exit_code: exit.exit_code,
+        signal: exit.signal,
+        log_tail: exit.log_tail,
+        start_error: String::new(),
+    };
+    report_exit(&agent, report).await;
+}
+
+async fn launch(
+    agent: &Arc<NodeAgent>,
+    request: StartWorkerRequest,
+) -> Result<tokio::sync::oneshot::Receiver<super::workers::Exit>, String> {
+    let executable = agent
+        .executables
+        .resolve(&request.binary_hash)
+        .await
+        .map_err(|why| format!("executable {}: {why}", request.binary_hash))?;
+    let threads = request.cpu_milli.div_ceil(1000).max(1).to_string();
+    let mut vars: Vec<(String, String)> = request.env.into_iter().collect();
+    vars.retain(|(key, _)| !key.starts_with("TROUPE_WORKER_"));
+    vars.extend([
+        (env::ACTOR_ID.to_string(), request.actor_id.clone()),
+        (
+            env::INCARNATION.to_string(),
+            request.incarnation.to_string(),
+        ),
+        (
+            env::HEAD_ADDRESS.to_string(),
+            agent.config.head_address.clone(),
+        ),
+        (env::NODE_ID.to_string(), agent.node_id()),
+        (env::BIND_HOST.to_string(), agent.config.host.clone()),
+        (env::SESSION.to_string(), request.owner_session.clone()),
+        (env::BINARY_HASH.to_string(), request.binary_hash.clone()),
+        (
+            env::NUM_CPUS.to_string(),
+            format!("{}", request.cpu_milli as f64 / 1000.0),
+        ),
+        (
+            "CUDA_VISIBLE_DEVICES".to_string(),
+            request
+                .gpu_ids
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    ]);
+    for pool in env::THREAD_POOLS {
+        vars.push((pool.to_string(), threads.clone()));
+    }
+    let launch = Launch {
+        actor_id: request.actor_id.clone(),
+        incarnation: request.incarnation,
+        executable,
+        args: request.args,
+        env: vars,
+    };
+    let (pid, exit) = agent
+        .workers
+        .start(launch)
+        .await
+        .map_err(|err| format!("starting the worker process: {err}"))?;
+    tracing::info!(
+        actor = request.actor_id,
+        incarnation = request.incarnation,
+        pid,
+        "worker started"
+    );
+    Ok(exit)
+}
+
+/// Tells the head a worker is gone, retrying for about 6 s.
+async fn report_exit(agent: &Arc<NodeAgent>, report: WorkerExitedRequest) {
+    for attempt in 0..5 {
+        let mut head = agent.head.clone();
+        match tokio::time::timeout(Duration::from_secs(5), head.worker_exited(report.clone())).await
+        {
+            Ok(Ok(_)) => return,
+            Ok(Err(status)) if status.code() == tonic::Code::NotFound => return,
+            _ => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+        }
+    }
+    tracing::warn!(
+        actor = report.actor_id,
+        "could not report a worker exit to the head"
+    );
+}
+
 #[tonic::async_trait]
 impl NodeAgentService for AgentService {
     async fn start_worker(
@@ -68,105 +193,14 @@ impl NodeAgentService for AgentService {
                 format!("this node has no GPU {missing}"),
             ));
         }
-        let executable = agent
-            .executables
-            .resolve(&request.binary_hash)
-            .await
-            .map_err(|why| {
-                Status::failed_precondition(format!("executable {}: {why}", request.binary_hash))
-            })?;
-        let threads = request.cpu_milli.div_ceil(1000).max(1).to_string();
-        let mut vars: Vec<(String, String)> = request.env.into_iter().collect();
-        vars.retain(|(key, _)| !key.starts_with("TROUPE_WORKER_"));
-        vars.extend([
-            (env::ACTOR_ID.to_string(), request.actor_id.clone()),
-            (
-                env::INCARNATION.to_string(),
-                request.incarnation.to_string(),
-            ),
-            (
-                env::HEAD_ADDRESS.to_string(),
-                agent.config.head_address.clone(),
-            ),
-            (env::NODE_ID.to_string(), agent.node_id()),
-            (env::BIND_HOST.to_string(), agent.config.host.clone()),
-            (env::SESSION.to_string(), request.owner_session.clone()),
-            (env::BINARY_HASH.to_string(), request.binary_hash.clone()),
-            (
-                env::NUM_CPUS.to_string(),
-                format!("{}", request.cpu_milli as f64 / 1000.0),
-            ),
-            (
-                "CUDA_VISIBLE_DEVICES".to_string(),
-                request
-                    .gpu_ids
-                    .iter()
-                    .map(|id| id.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-        ]);
-        for pool in env::THREAD_POOLS {
-            vars.push((pool.to_string(), threads.clone()));
-        }
-        let launch = Launch {
-            actor_id: request.actor_id.clone(),
-            incarnation: request.incarnation,
-            executable,
-            args: request.args,
-            env: vars,
-        };
-        let (pid, log_path, exit) = agent
+        let log_path = agent
             .workers
-            .start(launch)
-            .await
-            .map_err(|err| Status::internal(format!("starting the worker process: {err}")))?;
-        tracing::info!(
-            actor = request.actor_id,
-            incarnation = request.incarnation,
-            pid,
-            "worker started"
-        );
-        let reporter = agent.clone();
-        tokio::spawn(async move {
-            let Ok(exit) = exit.await else {
-                return;
-            };
-            tracing::info!(
-                actor = exit.actor_id,
-                code = exit.exit_code,
-                signal = exit.signal,
-                "worker exited"
-            );
-            let report = WorkerExitedRequest {
-                node_id: reporter.node_id(),
-                actor_id: exit.actor_id,
-                incarnation: exit.incarnation,
-                exit_code: exit.exit_code,
-                signal: exit.signal,
-                log_tail: exit.log_tail,
-                start_error: String::new(),
-            };
-            for attempt in 0..5 {
-                let mut head = reporter.head.clone();
-                match tokio::time::timeout(
-                    Duration::from_secs(5),
-                    head.worker_exited(report.clone()),
-                )
-                .await
-                {
-                    Ok(Ok(_)) => return,
-                    Ok(Err(status)) if status.code() == tonic::Code::NotFound => return,
-                    _ => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
-                }
-            }
-            tracing::warn!(
-                actor = report.actor_id,
-                "could not report a worker exit to the head"
-            );
-        });
+            .log_path(&request.actor_id, request.incarnation);
+        // The start goes on by itself: fetching a large executable must not be cut short by the
+        // head's RPC deadline, and a failure is reported like any worker exit.
+        tokio::spawn(start_and_watch(agent.clone(), request));
         Ok(Response::new(StartWorkerReply {
-            pid,
+            pid: 0,
             log_path: log_path.display().to_string(),
         }))
     }

@@ -43,6 +43,9 @@ type SpawnJob = (
 pub(crate) struct WorkerTable {
     log_dir: PathBuf,
     running: Arc<Mutex<HashMap<String, Running>>>,
+    /// Highest incarnation the head asked this node to stop, per actor: a start for it or an
+    /// older one that arrives late is killed at once.
+    stopped: Mutex<HashMap<String, u64>>,
     spawner: Mutex<std_mpsc::Sender<SpawnJob>>,
 }
 
@@ -62,18 +65,22 @@ impl WorkerTable {
         Ok(WorkerTable {
             log_dir,
             running: Arc::new(Mutex::new(HashMap::new())),
+            stopped: Mutex::new(HashMap::new()),
             spawner: Mutex::new(jobs),
         })
     }
 
-    /// Starts a worker and returns its pid, its log path, and a receiver for its exit.
+    /// Where the worker of this actor incarnation writes its output.
+    pub(crate) fn log_path(&self, actor_id: &str, incarnation: u64) -> PathBuf {
+        self.log_dir.join(format!("{actor_id}-{incarnation}.log"))
+    }
+
+    /// Starts a worker and returns its pid and a receiver for its exit.
     pub(crate) async fn start(
         &self,
         launch: Launch,
-    ) -> std::io::Result<(u32, PathBuf, oneshot::Receiver<Exit>)> {
-        let log_path = self
-            .log_dir
-            .join(format!("{}-{}.log", launch.actor_id, launch.incarnation));
+    ) -> std::io::Result<(u32, oneshot::Receiver<Exit>)> {
+        let log_path = self.log_path(&launch.actor_id, launch.incarnation);
         let actor_id = launch.actor_id.clone();
         let incarnation = launch.incarnation;
         let (reply, child) = oneshot::channel();
@@ -86,8 +93,25 @@ impl WorkerTable {
             .await
             .map_err(|_| std::io::Error::other("the spawner thread dropped the request"))??;
         let pid = child.id().unwrap_or(0);
+        let stopped_already = self
+            .stopped
+            .lock()
+            .map(|stopped| {
+                stopped
+                    .get(&actor_id)
+                    .is_some_and(|upto| *upto >= incarnation)
+            })
+            .unwrap_or(false);
         if let Ok(mut running) = self.running.lock() {
-            if let Some(previous) = running.insert(actor_id.clone(), Running { incarnation, pid }) {
+            let newer_running = running
+                .get(&actor_id)
+                .is_some_and(|entry| entry.incarnation > incarnation);
+            if stopped_already || newer_running {
+                // A late start: the head moved on while this process was being started.
+                kill(pid);
+            } else if let Some(previous) =
+                running.insert(actor_id.clone(), Running { incarnation, pid })
+            {
                 // An older incarnation still listed: it must not keep running.
                 kill(previous.pid);
             }
@@ -120,7 +144,7 @@ impl WorkerTable {
                 log_tail: log_tail(&tail_path, 20),
             });
         });
-        Ok((pid, log_path, exit))
+        Ok((pid, exit))
     }
 
     /// Stops the worker of `actor_id` (only `incarnation`, unless it is 0) with SIGKILL, or
@@ -131,6 +155,12 @@ impl WorkerTable {
         incarnation: u64,
         grace: std::time::Duration,
     ) -> bool {
+        if incarnation > 0 {
+            if let Ok(mut stopped) = self.stopped.lock() {
+                let upto = stopped.entry(actor_id.to_string()).or_insert(0);
+                *upto = (*upto).max(incarnation);
+            }
+        }
         let pid = match self.running.lock() {
             Ok(table) => match table.get(actor_id) {
                 Some(entry) if incarnation == 0 || entry.incarnation == incarnation => entry.pid,
@@ -141,9 +171,9 @@ impl WorkerTable {
         if grace.is_zero() {
             kill(pid);
         } else {
-            // SAFETY: kill(2) with a pid this agent started; no memory is touched.
+            // SAFETY: kill(2) on the process group of a worker this agent started.
             unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
+                libc::kill(-(pid as i32), libc::SIGTERM);
             }
             let running = self.running.clone();
             let actor_id = actor_id.to_string();
@@ -184,10 +214,12 @@ impl WorkerTable {
     }
 }
 
+/// SIGKILLs a worker and every process it started (each worker leads its own process group).
 fn kill(pid: u32) {
     if pid > 0 {
-        // SAFETY: kill(2) on a pid this agent started; no memory is touched.
+        // SAFETY: kill(2) on a worker this agent started and on its process group.
         unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
             libc::kill(pid as i32, libc::SIGKILL);
         }
     }
@@ -207,9 +239,11 @@ fn spawn_process(launch: &Launch, log_path: &Path) -> std::io::Result<tokio::pro
         .stderr(log)
         .kill_on_drop(false);
     let parent = std::process::id() as i32;
-    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
+    // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid, _exit) between fork and exec.
     unsafe {
         command.pre_exec(move || {
+            // Its own process group, so that stopping it also stops what it started.
+            libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
             if libc::getppid() != parent {
                 libc::_exit(1);

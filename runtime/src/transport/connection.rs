@@ -47,9 +47,14 @@ impl Connection {
             .max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
         let (frames, outgoing) = mpsc::channel(1024);
-        let replies = client
-            .call(ReceiverStream::new(outgoing))
+        let opening = client.call(ReceiverStream::new(outgoing));
+        let replies = tokio::time::timeout(crate::rpc::CONNECT_TIMEOUT, opening)
             .await
+            .map_err(|_| {
+                LinkError(format!(
+                    "the worker at {address} did not open the call stream within 5 s"
+                ))
+            })?
             .map_err(|status| {
                 LinkError(format!(
                     "the worker at {address} refused the call stream: {}",

@@ -20,11 +20,12 @@ pub(crate) fn is_worker() -> bool {
 
 /// Runs the worker to completion and returns the process exit code.
 pub(crate) fn run_to_exit() -> i32 {
+    // At least two: one can be inside a long method while the other answers keep-alives.
     let threads = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|value| value.parse::<usize>().ok())
         .unwrap_or(1)
-        .max(1);
+        .max(2);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
@@ -58,11 +59,13 @@ async fn run() -> anyhow::Result<()> {
     let incarnation: u64 = required(env::INCARNATION)?.parse()?;
     let head_address = required(env::HEAD_ADDRESS)?;
     let bind_host = std::env::var(env::BIND_HOST).unwrap_or_else(|_| "127.0.0.1".to_string());
-    let session = std::env::var(env::SESSION).unwrap_or_default();
     let binary_hash = std::env::var(env::BINARY_HASH).unwrap_or_default();
     let node_id = std::env::var(env::NODE_ID).unwrap_or_default();
 
+    // Actors this one spawns are owned by this worker: they stop when it goes.
+    let session = format!("worker-{actor_id}-{incarnation}");
     let client = Client::connect(&head_address, session, binary_hash, Vec::new()).await?;
+    client.open_session().await?;
     crate::client::set_current(&client);
     let mut actors: ActorsClient<_> = client.actors.clone();
     let spec = actors

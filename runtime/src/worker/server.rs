@@ -16,7 +16,7 @@ use troupe_proto::worker_server::{Worker, WorkerServer};
 use troupe_proto::{reply_frame, CallFailure, CallFrame, Empty, FailureKind, ReplyFrame};
 
 /// How long a worker lingers after a panic so the failure reply reaches the caller.
-const PANIC_EXIT_DELAY: Duration = Duration::from_millis(50);
+const PANIC_EXIT_DELAY: Duration = Duration::from_millis(100);
 
 pub(super) struct WorkerContext {
     actor: Box<dyn HostedActor>,

@@ -1,6 +1,7 @@
 //! Unit tests of the head's state machine: placement orders, restarts, node loss, sessions.
 
 use super::*;
+use std::time::Duration;
 use troupe_proto::{GpuDevice as ProtoGpu, ResourceRequest};
 
 fn node_resources(gpus: u32) -> NodeResources {
@@ -46,6 +47,8 @@ fn started(orders: &[Order]) -> Vec<StartWorkerRequest> {
 #[test]
 fn create_places_and_orders_a_start_with_devices() {
     let mut state = HeadState::default();
+    state.open_session("s");
+    state.open_session("driver");
     let now = Instant::now();
     state.register_node("", "127.0.0.1:1", "h", node_resources(4), now);
     let (info, orders) = state.create_actor(spec(2000, 0, "s"), now).expect("create");
@@ -59,6 +62,8 @@ fn create_places_and_orders_a_start_with_devices() {
 #[test]
 fn infeasible_requests_fail_at_once() {
     let mut state = HeadState::default();
+    state.open_session("s");
+    state.open_session("driver");
     state.register_node("", "127.0.0.1:1", "h", node_resources(8), Instant::now());
     let err = state
         .create_actor(spec(16_000, 0, "s"), Instant::now())
@@ -74,23 +79,25 @@ fn infeasible_requests_fail_at_once() {
 #[test]
 fn a_dead_worker_restarts_with_a_new_incarnation_until_the_limit() {
     let mut state = HeadState::default();
+    state.open_session("s");
+    state.open_session("driver");
     let now = Instant::now();
     state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
     let (info, _) = state.create_actor(spec(0, 1, "s"), now).expect("create");
     state
         .worker_ready(&info.id, 1, "127.0.0.1:9", 42, "")
         .expect("ready");
-    let orders = state.worker_failed(&info.id, 1, "killed".into(), false);
+    let orders = state.worker_failed(&info.id, 1, Failure::exited("killed"));
     assert_eq!(started(&orders)[0].incarnation, 2);
     assert_eq!(state.actors[&info.id].info.restarts, 1);
     // A stale report about incarnation 1 changes nothing.
     assert!(state
-        .worker_failed(&info.id, 1, "late".into(), false)
+        .worker_failed(&info.id, 1, Failure::exited("late"))
         .is_empty());
     state
         .worker_ready(&info.id, 2, "127.0.0.1:9", 43, "")
         .expect("ready again");
-    let orders = state.worker_failed(&info.id, 2, "killed again".into(), false);
+    let orders = state.worker_failed(&info.id, 2, Failure::exited("killed again"));
     assert!(started(&orders).is_empty());
     let actor = &state.actors[&info.id].info;
     assert_eq!(actor.state(), ActorState::Dead);
@@ -104,6 +111,8 @@ fn a_dead_worker_restarts_with_a_new_incarnation_until_the_limit() {
 #[test]
 fn a_silent_node_is_declared_dead_and_its_actors_move() {
     let mut state = HeadState::default();
+    state.open_session("s");
+    state.open_session("driver");
     let start = Instant::now();
     let (first, _) = state.register_node("", "127.0.0.1:1", "a", node_resources(1), start);
     let (info, _) = state
@@ -124,6 +133,8 @@ fn a_silent_node_is_declared_dead_and_its_actors_move() {
 #[test]
 fn closing_a_session_stops_owned_actors_but_not_detached_ones() {
     let mut state = HeadState::default();
+    state.open_session("s");
+    state.open_session("driver");
     let now = Instant::now();
     state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
     let (owned, _) = state
@@ -140,6 +151,8 @@ fn closing_a_session_stops_owned_actors_but_not_detached_ones() {
 #[test]
 fn names_are_unique_among_live_actors() {
     let mut state = HeadState::default();
+    state.open_session("s");
+    state.open_session("driver");
     let now = Instant::now();
     state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
     let mut named = spec(0, 0, "s");
@@ -153,4 +166,77 @@ fn names_are_unique_among_live_actors() {
     state
         .create_actor(named, now)
         .expect("name free again after death");
+}
+
+#[test]
+fn a_closed_session_cannot_own_new_actors() {
+    let mut state = HeadState::default();
+    let now = Instant::now();
+    state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
+    let err = state
+        .create_actor(spec(0, 0, "never-opened"), now)
+        .expect_err("no session");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let mut detached = spec(0, 0, "never-opened");
+    detached.detached = true;
+    state
+        .create_actor(detached, now)
+        .expect("a detached actor needs no live owner");
+}
+
+#[test]
+fn workers_that_never_start_back_off_and_constructor_errors_are_final() {
+    let mut state = HeadState::default();
+    state.open_session("s");
+    let now = Instant::now();
+    state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
+    let (info, _) = state.create_actor(spec(0, -1, "s"), now).expect("create");
+    for incarnation in 1..=3 {
+        state.worker_failed(&info.id, incarnation, Failure::exited("exit 127"));
+    }
+    let actor = &state.actors[&info.id];
+    assert!(
+        actor.not_before.is_some(),
+        "the third failed start backs off"
+    );
+    assert_eq!(actor.info.state(), ActorState::Restarting);
+    let (first, _) = state.create_actor(spec(0, 5, "s"), now).expect("create");
+    state
+        .worker_ready(&first.id, 1, "", 1, "bad config")
+        .expect("report");
+    assert_eq!(state.actors[&first.id].info.state(), ActorState::Dead);
+    assert!(state.actors[&first.id]
+        .info
+        .death_reason
+        .contains("constructor failed: bad config"));
+}
+
+#[test]
+fn a_heartbeat_without_a_live_worker_fails_its_actor() {
+    let mut state = HeadState::default();
+    state.open_session("s");
+    let start = Instant::now();
+    let (node, _) = state.register_node("", "127.0.0.1:1", "h", node_resources(0), start);
+    let (info, _) = state.create_actor(spec(0, 1, "s"), start).expect("create");
+    state
+        .worker_ready(&info.id, 1, "127.0.0.1:9", 7, "")
+        .expect("ready");
+    let listed = vec![format!("{}:1", info.id)];
+    state.heartbeat(&node, &listed, Instant::now());
+    assert_eq!(state.actors[&info.id].info.state(), ActorState::Alive);
+    let later = Instant::now() + Duration::from_secs(3);
+    let (_, orders) = state.heartbeat(&node, &[], later);
+    assert_eq!(
+        started(&orders).len(),
+        1,
+        "restarted once the node stopped listing it"
+    );
+    let stale = vec![format!("{}:1", info.id)];
+    let (_, orders) = state.heartbeat(&node, &stale, later);
+    assert!(
+        orders
+            .iter()
+            .any(|order| matches!(order, Order::Stop { incarnation: 1, .. })),
+        "a stale worker is stopped"
+    );
 }

@@ -1,232 +1,33 @@
-//! The head's state machine: nodes, actors, names, the pending queue and driver sessions, and the
-//! transitions between actor states. Every transition returns the orders (start or stop a
-//! worker) that the head must then send to node agents, so that no gRPC call is ever made while
-//! the state lock is held.
+//! Actor transitions of the head's state: creation, placement from the pending queue, worker
+//! failures and restarts (with back-off for actors that cannot start), kills, readiness, and the
+//! end of the sessions that own actors.
 
-use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, PlacementError, Request, Scheduler};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use super::{request_of, short_id, ActorRecord, ActorState, Failure, HeadState, Order};
+use crate::scheduler::PlacementError;
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tonic::Status;
-use troupe_proto::{
-    ActorInfo, ActorSpec, ActorState, CreateActorRequest, GpuAssignment, NodeResources,
-    StartWorkerRequest,
-};
+use troupe_proto::{ActorInfo, ActorSpec, CreateActorRequest, GpuAssignment, StartWorkerRequest};
 
-/// An order for a node agent, carried out after the state lock is released.
-#[derive(Debug, Clone)]
-pub(crate) enum Order {
-    Start {
-        node_address: String,
-        request: StartWorkerRequest,
-    },
-    Stop {
-        node_address: String,
-        actor_id: String,
-        incarnation: u64,
-    },
-}
+/// First back-off for an actor whose workers keep dying before they are ready; it doubles with
+/// each such death, up to `MAX_BACKOFF`. Two such deaths in a row are restarted at once.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const FREE_FAILED_STARTS: u32 = 2;
 
-pub(crate) struct NodeRecord {
-    pub id: String,
-    pub address: String,
-    pub hostname: String,
-    pub resources: NodeResources,
-    pub alive: bool,
-    pub last_heartbeat: Instant,
-}
-
-pub(crate) struct ActorRecord {
-    pub info: ActorInfo,
-    pub spec: CreateActorRequest,
-    pub allocation: Option<Allocation>,
-    pub queued_at: Option<Instant>,
-}
-
-/// Counters exported as metrics.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub restarts_total: u64,
-    pub actors_created_total: u64,
-    pub calls_total: u64,
-    pub scheduling_latency: crate::head::metrics::Histogram,
-}
-
-#[derive(Default)]
-pub(crate) struct HeadState {
-    pub nodes: BTreeMap<String, NodeRecord>,
-    pub scheduler: Scheduler,
-    pub actors: HashMap<String, ActorRecord>,
-    pub names: HashMap<String, String>,
-    pub pending: VecDeque<String>,
-    pub counters: Counters,
-    next_node: u64,
-}
-
-fn short_id(prefix: &str) -> String {
-    let uuid = uuid::Uuid::new_v4().simple().to_string();
-    format!("{prefix}-{}", &uuid[..12])
-}
-
-pub(crate) fn capacity_of(resources: &NodeResources) -> NodeCapacity {
-    let mut labels: BTreeMap<String, String> = resources.labels.clone().into_iter().collect();
-    if let Some(gpu) = resources.gpus.first() {
-        if !gpu.model.is_empty() {
-            labels
-                .entry("gpu-model".to_string())
-                .or_insert_with(|| gpu.model.clone());
-        }
-    }
-    NodeCapacity {
-        cpu_milli: resources.cpu_milli,
-        memory_bytes: resources.memory_bytes,
-        gpus: resources
-            .gpus
-            .iter()
-            .map(|gpu| GpuDevice {
-                index: gpu.index,
-                model: gpu.model.clone(),
-            })
-            .collect(),
-        custom: resources.custom.clone().into_iter().collect(),
-        labels,
-    }
-}
-
-fn request_of(spec: &CreateActorRequest) -> Request {
-    let resources = spec.resources.clone().unwrap_or_default();
-    Request {
-        cpu_milli: resources.cpu_milli,
-        memory_bytes: resources.memory_bytes,
-        gpu_milli: resources.gpu_milli,
-        custom: resources.custom.into_iter().collect(),
-        label_selector: resources.label_selector.into_iter().collect(),
-    }
+fn backoff(failed_starts: u32) -> Option<Duration> {
+    let doublings = failed_starts.checked_sub(FREE_FAILED_STARTS + 1)?;
+    Some(
+        FIRST_BACKOFF
+            .saturating_mul(1 << doublings.min(16))
+            .min(MAX_BACKOFF),
+    )
 }
 
 impl HeadState {
-    /// A node agent (re)registers. Returns its id.
-    pub fn register_node(
-        &mut self,
-        node_id: &str,
-        address: &str,
-        hostname: &str,
-        resources: NodeResources,
-        now: Instant,
-    ) -> (String, Vec<Order>) {
-        let id = if !node_id.is_empty() && self.nodes.contains_key(node_id) {
-            node_id.to_string()
-        } else {
-            self.next_node += 1;
-            format!("node-{}-{}", self.next_node, &short_id("n")[2..8])
-        };
-        let mut orders = Vec::new();
-        if let Some(old) = self.nodes.get(&id) {
-            // Coming back after being declared dead: whatever it ran was placed elsewhere.
-            if old.alive {
-                orders.extend(self.fail_node_actors(&id, "the node agent restarted"));
-            }
-        }
-        self.scheduler.add_node(&id, capacity_of(&resources));
-        self.nodes.insert(
-            id.clone(),
-            NodeRecord {
-                id: id.clone(),
-                address: address.to_string(),
-                hostname: hostname.to_string(),
-                resources,
-                alive: true,
-                last_heartbeat: now,
-            },
-        );
-        orders.extend(self.schedule(now));
-        (id, orders)
-    }
-
-    /// A heartbeat. Returns whether the node must register again, and stop orders for workers it
-    /// runs that the head no longer expects there.
-    pub fn heartbeat(
-        &mut self,
-        node_id: &str,
-        running: &[String],
-        now: Instant,
-    ) -> (bool, Vec<Order>) {
-        let Some(node) = self.nodes.get_mut(node_id) else {
-            return (true, Vec::new());
-        };
-        if !node.alive {
-            return (true, Vec::new());
-        }
-        node.last_heartbeat = now;
-        let address = node.address.clone();
-        let mut orders = Vec::new();
-        for entry in running {
-            let Some((actor_id, incarnation)) = entry.rsplit_once(':') else {
-                continue;
-            };
-            let Ok(incarnation) = incarnation.parse::<u64>() else {
-                continue;
-            };
-            let expected = self.actors.get(actor_id).is_some_and(|actor| {
-                actor.info.node_id == node_id
-                    && actor.info.incarnation == incarnation
-                    && matches!(actor.info.state(), ActorState::Starting | ActorState::Alive)
-            });
-            if !expected {
-                orders.push(Order::Stop {
-                    node_address: address.clone(),
-                    actor_id: actor_id.to_string(),
-                    incarnation,
-                });
-            }
-        }
-        (false, orders)
-    }
-
-    /// Declares dead every node silent for longer than `timeout`.
-    pub fn check_nodes(&mut self, now: Instant, timeout: Duration) -> Vec<Order> {
-        let silent: Vec<String> = self
-            .nodes
-            .values()
-            .filter(|node| node.alive && now.duration_since(node.last_heartbeat) > timeout)
-            .map(|node| node.id.clone())
-            .collect();
-        let mut orders = Vec::new();
-        for node_id in silent {
-            tracing::warn!(
-                node = node_id,
-                "node missed its heartbeats: declaring it dead"
-            );
-            if let Some(node) = self.nodes.get_mut(&node_id) {
-                node.alive = false;
-            }
-            self.scheduler.remove_node(&node_id);
-            let reason = format!(
-                "node {node_id} died (no heartbeat for {} ms)",
-                timeout.as_millis()
-            );
-            orders.extend(self.fail_node_actors(&node_id, &reason));
-        }
-        if !orders.is_empty() {
-            orders.extend(self.schedule(now));
-        }
-        orders
-    }
-
-    fn fail_node_actors(&mut self, node_id: &str, reason: &str) -> Vec<Order> {
-        let victims: Vec<(String, u64)> = self
-            .actors
-            .values()
-            .filter(|actor| {
-                actor.info.node_id == node_id
-                    && matches!(actor.info.state(), ActorState::Starting | ActorState::Alive)
-            })
-            .map(|actor| (actor.info.id.clone(), actor.info.incarnation))
-            .collect();
-        let mut orders = Vec::new();
-        for (actor_id, incarnation) in victims {
-            orders.extend(self.worker_failed(&actor_id, incarnation, reason.to_string(), false));
-        }
-        orders
+    /// A session stream opened.
+    pub fn open_session(&mut self, session_id: &str) {
+        self.sessions.insert(session_id.to_string());
     }
 
     /// Validates and records a new actor, then tries to place it.
@@ -235,6 +36,12 @@ impl HeadState {
         spec: CreateActorRequest,
         now: Instant,
     ) -> Result<(ActorInfo, Vec<Order>), Status> {
+        if !spec.detached && !self.sessions.contains(&spec.owner_session) {
+            return Err(Status::failed_precondition(format!(
+                "owner session `{}` is not open (its driver or owning worker is gone); only a detached actor can outlive its owner",
+                spec.owner_session
+            )));
+        }
         let request = request_of(&spec);
         if let Err(PlacementError::Infeasible(reason)) = self.scheduler.check_feasible(&request) {
             return Err(Status::failed_precondition(format!(
@@ -273,6 +80,9 @@ impl HeadState {
                 spec,
                 allocation: None,
                 queued_at: Some(now),
+                alive_since: None,
+                failed_starts: 0,
+                not_before: None,
             },
         );
         self.pending.push_back(id.clone());
@@ -280,6 +90,16 @@ impl HeadState {
         let orders = self.schedule(now);
         let info = self.actors[&id].info.clone();
         Ok((info, orders))
+    }
+
+    /// Whether some pending actor's back-off has run out (the head then calls `schedule`).
+    pub fn backoff_expired(&self, now: Instant) -> bool {
+        self.pending.iter().any(|id| {
+            self.actors
+                .get(id)
+                .and_then(|actor| actor.not_before)
+                .is_some_and(|not_before| not_before <= now)
+        })
     }
 
     /// Places what it can from the pending queue, in order.
@@ -295,6 +115,13 @@ impl HeadState {
                 ActorState::Pending | ActorState::Restarting
             ) {
                 continue;
+            }
+            if let Some(not_before) = actor.not_before {
+                if not_before > now {
+                    still_pending.push_back(actor_id);
+                    continue;
+                }
+                actor.not_before = None;
             }
             match self.scheduler.place(&request_of(&actor.spec)) {
                 Ok(allocation) => {
@@ -314,6 +141,7 @@ impl HeadState {
                     actor.info.node_address = node.address.clone();
                     actor.info.worker_address.clear();
                     actor.info.pending_reason.clear();
+                    actor.alive_since = None;
                     actor.info.gpus = allocation
                         .gpus
                         .iter()
@@ -348,14 +176,14 @@ impl HeadState {
         orders
     }
 
-    /// A worker process of `actor_id` is gone (exited, never started, or its node died).
-    /// Restarts the actor if it has restarts left.
+    /// A worker of `actor_id` is gone (exited, never started, or its node died). Restarts the
+    /// actor if it has restarts left and the failure is not fatal; reports about another
+    /// incarnation than the current one change nothing.
     pub fn worker_failed(
         &mut self,
         actor_id: &str,
         incarnation: u64,
-        reason: String,
-        stop_worker: bool,
+        failure: Failure,
     ) -> Vec<Order> {
         let Some(actor) = self.actors.get_mut(actor_id) else {
             return Vec::new();
@@ -369,7 +197,7 @@ impl HeadState {
             return Vec::new();
         }
         let mut orders = Vec::new();
-        if stop_worker && !actor.info.node_address.is_empty() {
+        if failure.stop_worker && !actor.info.node_address.is_empty() {
             orders.push(Order::Stop {
                 node_address: actor.info.node_address.clone(),
                 actor_id: actor_id.to_string(),
@@ -379,16 +207,26 @@ impl HeadState {
         if let Some(allocation) = actor.allocation.take() {
             self.scheduler.release(&allocation);
         }
+        let never_ready = actor.info.state() == ActorState::Starting;
+        actor.failed_starts = if never_ready {
+            actor.failed_starts + 1
+        } else {
+            0
+        };
         actor.info.worker_address.clear();
         actor.info.pid = 0;
         actor.info.gpus.clear();
-        let restartable = actor.info.max_restarts < 0
-            || (actor.info.restarts as i64) < actor.info.max_restarts as i64;
+        actor.alive_since = None;
+        let restartable = !failure.fatal
+            && (actor.info.max_restarts < 0
+                || (actor.info.restarts as i64) < actor.info.max_restarts as i64);
         if restartable {
+            let now = Instant::now();
             actor.info.restarts += 1;
             actor.info.state = ActorState::Restarting as i32;
-            actor.info.death_reason = reason;
-            actor.queued_at = Some(Instant::now());
+            actor.info.death_reason = failure.reason;
+            actor.queued_at = Some(now);
+            actor.not_before = backoff(actor.failed_starts).map(|delay| now + delay);
             self.counters.restarts_total += 1;
             // Restarts go ahead of new work.
             self.pending.push_front(actor_id.to_string());
@@ -400,10 +238,10 @@ impl HeadState {
         } else {
             let limit = actor.info.max_restarts;
             actor.info.state = ActorState::Dead as i32;
-            actor.info.death_reason = if limit == 0 {
-                reason
+            actor.info.death_reason = if failure.fatal || limit == 0 {
+                failure.reason
             } else {
-                format!("{reason} (no restarts left of {limit})")
+                format!("{} (no restarts left of {limit})", failure.reason)
             };
             let name = actor.info.name.clone();
             if !name.is_empty() && self.names.get(&name).is_some_and(|id| id == actor_id) {
@@ -428,12 +266,13 @@ impl HeadState {
             return Ok(Vec::new());
         }
         let incarnation = actor.info.incarnation;
-        if allow_restart {
-            return Ok(self.worker_failed(actor_id, incarnation, reason.to_string(), true));
-        }
-        actor.info.max_restarts = 0;
+        let failure = Failure {
+            reason: reason.to_string(),
+            stop_worker: true,
+            fatal: !allow_restart,
+        };
         match actor.info.state() {
-            ActorState::Pending | ActorState::Restarting => {
+            ActorState::Pending | ActorState::Restarting if !allow_restart => {
                 actor.info.state = ActorState::Dead as i32;
                 actor.info.death_reason = reason.to_string();
                 let name = actor.info.name.clone();
@@ -443,7 +282,7 @@ impl HeadState {
                 }
                 Ok(Vec::new())
             }
-            _ => Ok(self.worker_failed(actor_id, incarnation, reason.to_string(), true)),
+            _ => Ok(self.worker_failed(actor_id, incarnation, failure)),
         }
     }
 
@@ -492,19 +331,26 @@ impl HeadState {
             )));
         }
         if !constructor_error.is_empty() {
-            // Running the same constructor again would fail the same way: no restart.
-            actor.info.max_restarts = actor.info.restarts as i32;
-            let reason = format!("constructor failed: {constructor_error}");
-            return Ok(self.worker_failed(actor_id, incarnation, reason, true));
+            // The first constructor failing means bad arguments or code: running it again would
+            // fail the same way. A restart's constructor may fail for passing reasons (a
+            // checkpoint not written yet), so that one counts as an ordinary failure.
+            let failure = Failure {
+                reason: format!("constructor failed: {constructor_error}"),
+                stop_worker: true,
+                fatal: incarnation == 1,
+            };
+            return Ok(self.worker_failed(actor_id, incarnation, failure));
         }
         actor.info.state = ActorState::Alive as i32;
         actor.info.worker_address = address.to_string();
         actor.info.pid = pid;
+        actor.alive_since = Some(Instant::now());
         Ok(Vec::new())
     }
 
-    /// A driver session ended: stop its non-detached actors.
+    /// A session ended (its driver or worker is gone): stop its non-detached actors.
     pub fn session_closed(&mut self, session_id: &str) -> Vec<Order> {
+        self.sessions.remove(session_id);
         let owned: Vec<String> = self
             .actors
             .values()
@@ -517,7 +363,9 @@ impl HeadState {
             .collect();
         let mut orders = Vec::new();
         for actor_id in owned {
-            if let Ok(more) = self.kill_actor(&actor_id, false, "its driver exited") {
+            if let Ok(more) =
+                self.kill_actor(&actor_id, false, "its owner (driver or actor) exited")
+            {
                 orders.extend(more);
             }
         }
@@ -543,4 +391,15 @@ impl HeadState {
 }
 
 #[cfg(test)]
-mod tests;
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_after_two_failed_starts_and_is_capped() {
+        assert_eq!(backoff(0), None);
+        assert_eq!(backoff(2), None);
+        assert_eq!(backoff(3), Some(FIRST_BACKOFF));
+        assert_eq!(backoff(4), Some(FIRST_BACKOFF * 2));
+        assert_eq!(backoff(40), Some(MAX_BACKOFF));
+    }
+}

@@ -1,0 +1,135 @@
+//! The head's state machine: nodes, actors, names, the pending queue and driver sessions, and the
+//! transitions between actor states (`actors.rs`) and node states (`nodes.rs`). Every transition
+//! returns the orders (start or stop a worker) that the head must then send to node agents, so
+//! that no gRPC call is ever made while the state lock is held.
+
+mod actors;
+mod nodes;
+
+use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, Request, Scheduler};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::Instant;
+use troupe_proto::{ActorInfo, ActorState, CreateActorRequest, NodeResources, StartWorkerRequest};
+
+/// An order for a node agent, carried out after the state lock is released.
+#[derive(Debug, Clone)]
+pub(crate) enum Order {
+    Start {
+        node_address: String,
+        request: StartWorkerRequest,
+    },
+    Stop {
+        node_address: String,
+        actor_id: String,
+        incarnation: u64,
+    },
+}
+
+pub(crate) struct NodeRecord {
+    pub id: String,
+    pub address: String,
+    pub hostname: String,
+    pub resources: NodeResources,
+    pub alive: bool,
+    pub last_heartbeat: Instant,
+}
+
+pub(crate) struct ActorRecord {
+    pub info: ActorInfo,
+    pub spec: CreateActorRequest,
+    pub allocation: Option<Allocation>,
+    /// When it started waiting for placement (for the scheduling-latency metric).
+    pub queued_at: Option<Instant>,
+    /// When the current incarnation reported ready.
+    pub alive_since: Option<Instant>,
+    /// Consecutive incarnations that died before ever becoming ready.
+    pub failed_starts: u32,
+    /// A crash-looping actor is not placed again before this.
+    pub not_before: Option<Instant>,
+}
+
+/// How a worker went away, as `worker_failed` needs it.
+pub(crate) struct Failure {
+    pub reason: String,
+    /// Also order the node to kill the process (it may still run).
+    pub stop_worker: bool,
+    /// No restart, whatever `max_restarts` says.
+    pub fatal: bool,
+}
+
+impl Failure {
+    /// A worker that exited or whose node died: restart per `max_restarts`.
+    pub fn exited(reason: impl Into<String>) -> Self {
+        Failure {
+            reason: reason.into(),
+            stop_worker: false,
+            fatal: false,
+        }
+    }
+}
+
+/// Counters exported as metrics.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub restarts_total: u64,
+    pub actors_created_total: u64,
+    pub calls_total: u64,
+    pub scheduling_latency: crate::head::metrics::Histogram,
+}
+
+#[derive(Default)]
+pub(crate) struct HeadState {
+    pub nodes: BTreeMap<String, NodeRecord>,
+    pub scheduler: Scheduler,
+    pub actors: HashMap<String, ActorRecord>,
+    pub names: HashMap<String, String>,
+    pub pending: VecDeque<String>,
+    /// Driver (and worker) sessions whose stream is open.
+    pub sessions: HashSet<String>,
+    pub counters: Counters,
+    next_node: u64,
+}
+
+fn short_id(prefix: &str) -> String {
+    let uuid = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &uuid[..12])
+}
+
+pub(crate) fn capacity_of(resources: &NodeResources) -> NodeCapacity {
+    let mut labels: BTreeMap<String, String> = resources.labels.clone().into_iter().collect();
+    if let Some(gpu) = resources.gpus.first() {
+        if !gpu.model.is_empty() {
+            labels
+                .entry("gpu-model".to_string())
+                .or_insert_with(|| gpu.model.clone());
+        }
+    }
+    NodeCapacity {
+        cpu_milli: resources.cpu_milli,
+        memory_bytes: resources.memory_bytes,
+        gpus: resources
+            .gpus
+            .iter()
+            .map(|gpu| GpuDevice {
+                index: gpu.index,
+                model: gpu.model.clone(),
+            })
+            .collect(),
+        custom: resources.custom.clone().into_iter().collect(),
+        labels,
+    }
+}
+
+fn request_of(spec: &CreateActorRequest) -> Request {
+    let resources = spec.resources.clone().unwrap_or_default();
+    Request {
+        cpu_milli: resources.cpu_milli,
+        memory_bytes: resources.memory_bytes,
+        gpu_milli: resources.gpu_milli,
+        custom: resources.custom.into_iter().collect(),
+        label_selector: resources.label_selector.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

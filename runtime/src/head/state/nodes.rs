@@ -1,0 +1,157 @@
+//! Node transitions of the head's state: registration, heartbeats (with reconciliation of what
+//! each node really runs), and declaring silent nodes dead.
+
+use super::{capacity_of, short_id, ActorState, Failure, HeadState, NodeRecord, Order};
+use std::time::{Duration, Instant};
+use troupe_proto::NodeResources;
+
+/// How long an actor must have been ALIVE before a heartbeat that does not list it counts as
+/// proof that its worker is gone (the heartbeat may have been built before the worker started).
+const HEARTBEAT_GRACE: Duration = Duration::from_secs(2);
+
+impl HeadState {
+    /// A node agent (re)registers. Returns its id.
+    pub fn register_node(
+        &mut self,
+        node_id: &str,
+        address: &str,
+        hostname: &str,
+        resources: NodeResources,
+        now: Instant,
+    ) -> (String, Vec<Order>) {
+        let id = if !node_id.is_empty() && self.nodes.contains_key(node_id) {
+            node_id.to_string()
+        } else {
+            self.next_node += 1;
+            format!("node-{}-{}", self.next_node, &short_id("n")[2..8])
+        };
+        let mut orders = Vec::new();
+        if self.nodes.get(&id).is_some_and(|old| old.alive) {
+            // Registering again while alive: the agent restarted and its workers are gone.
+            // Take the node out first so nothing is placed on its old bookkeeping.
+            self.scheduler.remove_node(&id);
+            orders.extend(self.fail_node_actors(&id, "the node agent restarted"));
+        }
+        self.scheduler.add_node(&id, capacity_of(&resources));
+        self.nodes.insert(
+            id.clone(),
+            NodeRecord {
+                id: id.clone(),
+                address: address.to_string(),
+                hostname: hostname.to_string(),
+                resources,
+                alive: true,
+                last_heartbeat: now,
+            },
+        );
+        orders.extend(self.schedule(now));
+        (id, orders)
+    }
+
+    /// A heartbeat listing the workers the node runs ("actor:incarnation"). Returns whether the
+    /// node must register again, and the orders that reconcile the two views: stop workers the
+    /// head no longer expects there, and fail actors whose worker the node no longer runs.
+    pub fn heartbeat(
+        &mut self,
+        node_id: &str,
+        running: &[String],
+        now: Instant,
+    ) -> (bool, Vec<Order>) {
+        let Some(node) = self.nodes.get_mut(node_id) else {
+            return (true, Vec::new());
+        };
+        if !node.alive {
+            return (true, Vec::new());
+        }
+        node.last_heartbeat = now;
+        let address = node.address.clone();
+        let mut orders = Vec::new();
+        let mut listed = Vec::new();
+        for entry in running {
+            let Some((actor_id, incarnation)) = entry.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(incarnation) = incarnation.parse::<u64>() else {
+                continue;
+            };
+            listed.push((actor_id, incarnation));
+            let expected = self.actors.get(actor_id).is_some_and(|actor| {
+                actor.info.node_id == node_id
+                    && actor.info.incarnation == incarnation
+                    && matches!(actor.info.state(), ActorState::Starting | ActorState::Alive)
+            });
+            if !expected {
+                orders.push(Order::Stop {
+                    node_address: address.clone(),
+                    actor_id: actor_id.to_string(),
+                    incarnation,
+                });
+            }
+        }
+        let vanished: Vec<(String, u64)> = self
+            .actors
+            .values()
+            .filter(|actor| {
+                actor.info.node_id == node_id
+                    && actor.info.state() == ActorState::Alive
+                    && actor
+                        .alive_since
+                        .is_some_and(|since| now.duration_since(since) > HEARTBEAT_GRACE)
+                    && !listed
+                        .iter()
+                        .any(|(id, inc)| *id == actor.info.id && *inc == actor.info.incarnation)
+            })
+            .map(|actor| (actor.info.id.clone(), actor.info.incarnation))
+            .collect();
+        for (actor_id, incarnation) in vanished {
+            let failure = Failure::exited(format!("its worker is gone from node {node_id}"));
+            orders.extend(self.worker_failed(&actor_id, incarnation, failure));
+        }
+        (false, orders)
+    }
+
+    /// Declares dead every node silent for longer than `timeout`.
+    pub fn check_nodes(&mut self, now: Instant, timeout: Duration) -> Vec<Order> {
+        let silent: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|node| node.alive && now.duration_since(node.last_heartbeat) > timeout)
+            .map(|node| node.id.clone())
+            .collect();
+        let mut orders = Vec::new();
+        for node_id in silent {
+            tracing::warn!(
+                node = node_id,
+                "node missed its heartbeats: declaring it dead"
+            );
+            if let Some(node) = self.nodes.get_mut(&node_id) {
+                node.alive = false;
+            }
+            self.scheduler.remove_node(&node_id);
+            let reason = format!(
+                "node {node_id} died (no heartbeat for {} ms)",
+                timeout.as_millis()
+            );
+            orders.extend(self.fail_node_actors(&node_id, &reason));
+        }
+        orders.extend(self.schedule(now));
+        orders
+    }
+
+    pub(super) fn fail_node_actors(&mut self, node_id: &str, reason: &str) -> Vec<Order> {
+        let victims: Vec<(String, u64)> = self
+            .actors
+            .values()
+            .filter(|actor| {
+                actor.info.node_id == node_id
+                    && matches!(actor.info.state(), ActorState::Starting | ActorState::Alive)
+            })
+            .map(|actor| (actor.info.id.clone(), actor.info.incarnation))
+            .collect();
+        let mut orders = Vec::new();
+        for (actor_id, incarnation) in victims {
+            orders.extend(self.worker_failed(&actor_id, incarnation, Failure::exited(reason)));
+        }
+        orders
+    }
+}
