@@ -23,6 +23,13 @@ struct NodeSlot {
     schedulable: bool,
 }
 
+impl NodeSlot {
+    /// Where device `index` sits in this node's GPU list.
+    fn gpu_position(&self, index: u32) -> Option<usize> {
+        self.capacity.gpus.iter().position(|gpu| gpu.index == index)
+    }
+}
+
 /// What is in use on one node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeUsage {
@@ -168,12 +175,7 @@ impl Scheduler {
         slot.used_cpu_milli += allocation.cpu_milli;
         slot.used_memory_bytes += allocation.memory_bytes;
         for share in &allocation.gpus {
-            if let Some(position) = slot
-                .capacity
-                .gpus
-                .iter()
-                .position(|gpu| gpu.index == share.index)
-            {
+            if let Some(position) = slot.gpu_position(share.index) {
                 slot.used_gpu_milli[position] += share.milli;
             }
         }
@@ -192,12 +194,7 @@ impl Scheduler {
             .used_memory_bytes
             .saturating_sub(allocation.memory_bytes);
         for share in &allocation.gpus {
-            if let Some(position) = slot
-                .capacity
-                .gpus
-                .iter()
-                .position(|gpu| gpu.index == share.index)
-            {
+            if let Some(position) = slot.gpu_position(share.index) {
                 slot.used_gpu_milli[position] =
                     slot.used_gpu_milli[position].saturating_sub(share.milli);
             }

@@ -244,9 +244,7 @@ impl HeadState {
                 format!("{} (no restarts left of {limit})", failure.reason)
             };
             let name = actor.info.name.clone();
-            if !name.is_empty() && self.names.get(&name).is_some_and(|id| id == actor_id) {
-                self.names.remove(&name);
-            }
+            self.forget_name(&name, actor_id);
         }
         orders.extend(self.schedule(Instant::now()));
         orders
@@ -277,9 +275,7 @@ impl HeadState {
                 actor.info.death_reason = reason.to_string();
                 let name = actor.info.name.clone();
                 self.pending.retain(|id| id != actor_id);
-                if !name.is_empty() && self.names.get(&name).is_some_and(|id| id == actor_id) {
-                    self.names.remove(&name);
-                }
+                self.forget_name(&name, actor_id);
                 Ok(Vec::new())
             }
             _ => Ok(self.worker_failed(actor_id, incarnation, failure)),
@@ -370,6 +366,13 @@ impl HeadState {
             }
         }
         orders
+    }
+
+    /// Frees `name` for reuse if it still points at `actor_id` (which just died).
+    fn forget_name(&mut self, name: &str, actor_id: &str) {
+        if !name.is_empty() && self.names.get(name).is_some_and(|id| id == actor_id) {
+            self.names.remove(name);
+        }
     }
 
     /// Looks an actor up by id or name.
