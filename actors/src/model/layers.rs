@@ -1,0 +1,266 @@
+//! The decoder's building blocks, written only with candle ops that record a backward pass
+//! (candle-nn 0.11's fused `softmax_last_dim`, `rms_norm` and `rope` do not, and would silently
+//! leave parameters without gradients).
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+
+/// The additive mask value for positions a query may not see: large and finite, so a row with
+/// nothing visible (a padding query) gives a uniform average instead of NaN.
+pub(crate) const MASKED: f64 = -1.0e9;
+
+/// Softmax over the last dimension. The max is subtracted for stability and detached: softmax
+/// does not depend on it, so its gradient is exactly zero anyway.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?.exp()?;
+    let total = shifted.sum_keepdim(D::Minus1)?;
+    Ok(shifted.broadcast_div(&total)?)
+}
+
+/// Log-softmax over the last dimension (same detached-max trick).
+pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let log_total = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    Ok(shifted.broadcast_sub(&log_total)?)
+}
+
+/// Root-mean-square normalisation with a learned scale.
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?;
+        Ok(RmsNorm { weight, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let scale = (mean_square + self.eps)?.sqrt()?.recip()?;
+        Ok(x.broadcast_mul(&scale)?.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Rotary position embeddings in the Hugging Face (rotate-half) convention.
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let dim = config.head_dim();
+        let half = dim / 2;
+        let inverse: Vec<f64> = (0..half)
+            .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f64 / dim as f64))
+            .collect();
+        let positions = config.max_position_embeddings;
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for position in 0..positions {
+            for frequency in &inverse {
+                let angle = position as f64 * frequency;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, (positions, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (positions, half), device)?.to_dtype(dtype)?;
+        Ok(Rope { cos, sin })
+    }
+
+    /// cos and sin for `positions` (b, t), shaped (b, 1, t, head_dim) to broadcast over heads.
+    pub fn tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let pick = |table: &Tensor| -> Result<Tensor> {
+            let half = table.dim(1)?;
+            let rows = table.index_select(&flat, 0)?.reshape((b, 1, t, half))?;
+            Ok(Tensor::cat(&[&rows, &rows], D::Minus1)?)
+        };
+        Ok((pick(&self.cos)?, pick(&self.sin)?))
+    }
+
+    /// x * cos + rotate_half(x) * sin, for x of shape (b, heads, t, head_dim).
+    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let half = x.dim(D::Minus1)? / 2;
+        let first = x.narrow(D::Minus1, 0, half)?;
+        let second = x.narrow(D::Minus1, half, half)?;
+        let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
+        Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+    }
+}
+
+/// SwiGLU feed-forward: down(silu(gate(x)) * up(x)).
+pub struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+impl Mlp {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, i) = (config.hidden_size, config.intermediate_size);
+        Ok(Mlp {
+            gate: candle_nn::linear_no_bias(h, i, vb.pp("gate_proj"))?,
+            up: candle_nn::linear_no_bias(h, i, vb.pp("up_proj"))?,
+            down: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate.forward(x)?;
+        // silu(g) = g * sigmoid(g), from differentiable pieces.
+        let sigmoid = (gate.neg()?.exp()? + 1.0)?.recip()?;
+        let activated = (gate * sigmoid)?;
+        Ok(self.down.forward(&(activated * self.up.forward(x)?)?)?)
+    }
+}
+
+/// Grouped-query self-attention with rotary embeddings and an optional key/value cache.
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        let h = config.hidden_size;
+        let head_dim = config.head_dim();
+        let kv = config.kv_heads() * head_dim;
+        let projection = |out: usize, name: &str| -> Result<Linear> {
+            Ok(if config.qkv_bias() {
+                candle_nn::linear(h, out, vb.pp(name))?
+            } else {
+                candle_nn::linear_no_bias(h, out, vb.pp(name))?
+            })
+        };
+        Ok(Attention {
+            q: projection(h, "q_proj")?,
+            k: projection(kv, "k_proj")?,
+            v: projection(kv, "v_proj")?,
+            o: candle_nn::linear_no_bias(h, h, vb.pp("o_proj"))?,
+            heads: config.num_attention_heads,
+            kv_heads: config.kv_heads(),
+            head_dim,
+        })
+    }
+
+    /// `x` (b, t, hidden); `mask` additive (b, 1, t, past + t); `cache` holds past keys/values.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split = |y: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = Rope::apply(&split(self.q.forward(x)?, self.heads)?, cos, sin)?;
+        let mut k = Rope::apply(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?;
+        let mut v = split(self.v.forward(x)?, self.kv_heads)?;
+        if let Some(slot) = cache {
+            if let Some((past_k, past_v)) = slot.as_ref() {
+                k = Tensor::cat(&[past_k, &k], 2)?;
+                v = Tensor::cat(&[past_v, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let k = self.repeat_kv(k)?;
+        let v = self.repeat_kv(v)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(mask)?;
+        let attended = softmax_last_dim(&scores)?.matmul(&v)?;
+        let merged = attended
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?;
+        Ok(self.o.forward(&merged)?)
+    }
+
+    fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {
+        let repeats = self.heads / self.kv_heads;
+        if repeats == 1 {
+            return Ok(x);
+        }
+        let (b, kv, t, d) = x.dims4()?;
+        Ok(x.unsqueeze(2)?
+            .expand((b, kv, repeats, t, d))?
+            .reshape((b, kv * repeats, t, d))?)
+    }
+}
+
+/// One decoder block: pre-norm attention and pre-norm MLP, each with a residual.
+pub struct Block {
+    input_norm: RmsNorm,
+    attention: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Block {
+            input_norm: RmsNorm::new(
+                config.hidden_size,
+                config.rms_norm_eps,
+                vb.pp("input_layernorm"),
+            )?,
+            attention: Attention::new(config, vb.pp("self_attn"))?,
+            post_norm: RmsNorm::new(
+                config.hidden_size,
+                config.rms_norm_eps,
+                vb.pp("post_attention_layernorm"),
+            )?,
+            mlp: Mlp::new(config, vb.pp("mlp"))?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let attended =
+            self.attention
+                .forward(&self.input_norm.forward(x)?, cos, sin, mask, cache)?;
+        let x = (x + attended)?;
+        let fed = self.mlp.forward(&self.post_norm.forward(&x)?)?;
+        Ok((x + fed)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_matches_the_definition() {
+        let x = Tensor::new(&[[1.0_f64, 2.0, 3.0], [0.0, 0.0, MASKED]], &Device::Cpu).unwrap();
+        let p = softmax_last_dim(&x).unwrap().to_vec2::<f64>().unwrap();
+        let z: f64 = [1.0_f64, 2.0, 3.0].iter().map(|v| v.exp()).sum();
+        assert!((p[0][2] - 3.0_f64.exp() / z).abs() < 1e-12);
+        assert!((p[1][0] - 0.5).abs() < 1e-12 && p[1][2] < 1e-12);
+        let logp = log_softmax_last_dim(&x).unwrap().to_vec2::<f64>().unwrap();
+        assert!((logp[0][0] - (1.0 - z.ln())).abs() < 1e-12);
+    }
+}

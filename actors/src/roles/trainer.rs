@@ -1,0 +1,320 @@
+//! The trainer role: policy optimisation (PPO-clip with GRPO / Dr.GRPO / RLOO / REINFORCE++
+//! advantages computed by the caller, KL penalty to a reference with the k1 or k3 estimator),
+//! supervised fine-tuning for warm starts, AdamW with clipping, accumulation over micro-batches
+//! and a warm-up schedule, checkpoints (model, optimizer, step), and its weights by name.
+
+use super::optimizer::Updater;
+use super::{ModelSource, ResponseBatch, WeightSet};
+use crate::error::{ModelError, Result};
+use crate::generate::sequence_logprobs;
+use crate::model::Decoder;
+use crate::train::losses::{
+    aggregate, cross_entropy, kl, ppo_clip, Aggregation, KlEstimator, PolicyStats,
+};
+use crate::train::optim::{accumulate, AdamW, AdamWConfig, Gradients, LrSchedule};
+use candle_core::{DType, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The policy objective.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    /// PPO clip range (0.2 is usual).
+    pub clip: f64,
+    pub aggregation: Aggregation,
+    /// Weight of the KL penalty to the reference (0 turns it off).
+    pub kl_coef: f64,
+    pub kl_estimator: KlEstimator,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            clip: 0.2,
+            aggregation: Aggregation::TokenMean,
+            kl_coef: 0.0,
+            kl_estimator: KlEstimator::K3,
+        }
+    }
+}
+
+/// Everything a trainer is built from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerConfig {
+    pub source: ModelSource,
+    pub pad_id: u32,
+    pub optimizer: AdamWConfig,
+    pub schedule: LrSchedule,
+    /// Global gradient-norm clip (0 turns it off).
+    pub max_grad_norm: f64,
+    /// Rows per micro-batch for gradient accumulation (0: the whole batch at once).
+    pub micro_batch: usize,
+    pub policy: PolicyConfig,
+}
+
+/// A policy-gradient batch: responses to prompts, the log-probabilities they were sampled with,
+/// the reference's (for the KL penalty), and one advantage per response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyBatch {
+    pub prompts: Vec<Vec<u32>>,
+    pub responses: Vec<Vec<u32>>,
+    pub old_logprobs: Vec<Vec<f32>>,
+    pub ref_logprobs: Option<Vec<Vec<f32>>>,
+    pub advantages: Vec<f32>,
+}
+
+/// What one optimisation step did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StepStats {
+    pub step: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub policy: PolicyStats,
+    /// Mean per-token KL to the reference (estimator of the config).
+    pub kl: f64,
+    pub grad_norm: f64,
+    pub tokens: usize,
+}
+
+pub struct Trainer {
+    model: Decoder,
+    updater: Updater,
+    config: TrainerConfig,
+}
+
+fn scalar(x: &Tensor) -> Result<f64> {
+    Ok(x.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+impl Trainer {
+    pub fn from_model(model: Decoder, config: TrainerConfig) -> Self {
+        let updater = Updater {
+            vars: model.named_vars(),
+            adam: AdamW::new(config.optimizer),
+            schedule: config.schedule,
+            max_grad_norm: config.max_grad_norm,
+        };
+        Trainer {
+            model,
+            updater,
+            config,
+        }
+    }
+
+    pub fn model(&self) -> &Decoder {
+        &self.model
+    }
+
+    /// Rows split into micro-batches.
+    fn chunks(&self, rows: usize) -> Vec<std::ops::Range<usize>> {
+        let size = if self.config.micro_batch == 0 {
+            rows
+        } else {
+            self.config.micro_batch
+        };
+        (0..rows)
+            .step_by(size.max(1))
+            .map(|start| start..(start + size).min(rows))
+            .collect()
+    }
+
+    /// Loss, policy stats and mean KL of one micro-batch.
+    fn policy_loss(
+        &self,
+        batch: &PolicyBatch,
+        rows: std::ops::Range<usize>,
+    ) -> Result<(Tensor, PolicyStats, f64, usize)> {
+        let pick = |values: &[Vec<u32>]| values[rows.clone()].to_vec();
+        let (prompts, responses) = (pick(&batch.prompts), pick(&batch.responses));
+        let shaped = ResponseBatch::new(&prompts, &responses, self.config.pad_id)?;
+        let (dtype, device) = (self.model.dtype(), self.model.device().clone());
+        let mask = shaped.mask(dtype, &device)?;
+        let logp = sequence_logprobs(&self.model, &shaped.padded)?;
+        let old = shaped.scatter(&batch.old_logprobs[rows.clone()], dtype, &device)?;
+        let advantages = shaped.per_sequence(&batch.advantages[rows.clone()], dtype, &device)?;
+        let policy = &self.config.policy;
+        let (mut loss, stats) = ppo_clip(
+            &logp,
+            &old,
+            &advantages,
+            &mask,
+            policy.clip,
+            policy.aggregation,
+        )?;
+        let mut mean_kl = 0.0;
+        if let Some(reference) = &batch.ref_logprobs {
+            let reference = shaped.scatter(&reference[rows.clone()], dtype, &device)?;
+            let per_token = kl(&logp, &reference, policy.kl_estimator)?;
+            let kl_term = aggregate(&per_token, &mask, Aggregation::TokenMean)?;
+            mean_kl = scalar(&kl_term)?;
+            if policy.kl_coef > 0.0 {
+                loss = (loss + (kl_term * policy.kl_coef)?)?;
+            }
+        }
+        let tokens = responses.iter().map(Vec::len).sum();
+        Ok((loss, stats, mean_kl, tokens))
+    }
+
+    fn check_policy_batch(batch: &PolicyBatch) -> Result<()> {
+        let rows = batch.prompts.len();
+        let lengths = [
+            batch.responses.len(),
+            batch.old_logprobs.len(),
+            batch.advantages.len(),
+        ];
+        if rows == 0 || lengths.iter().any(|len| *len != rows) {
+            return Err(ModelError::Input(format!(
+                "policy batch: {rows} prompts, {} responses, {} log-prob rows, {} advantages",
+                lengths[0], lengths[1], lengths[2]
+            )));
+        }
+        if let Some(reference) = &batch.ref_logprobs {
+            if reference.len() != rows {
+                return Err(ModelError::Input(format!(
+                    "{} reference rows for {rows} prompts",
+                    reference.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gradients of the policy loss over the whole batch (accumulated over micro-batches,
+    /// each weighted by its share of rows), without updating: for data-parallel all-reduce.
+    pub fn policy_gradients(&self, batch: &PolicyBatch) -> Result<(Gradients, StepStats)> {
+        Self::check_policy_batch(batch)?;
+        let rows = batch.prompts.len();
+        let mut total = Gradients::new();
+        let mut stats = StepStats::default();
+        for range in self.chunks(rows) {
+            let share = range.len() as f64 / rows as f64;
+            let (loss, policy, mean_kl, tokens) = self.policy_loss(batch, range)?;
+            accumulate(
+                &mut total,
+                self.updater.gradients(&(loss.clone() * share)?)?,
+            )?;
+            stats.loss += scalar(&loss)? * share;
+            stats.kl += mean_kl * share;
+            stats.policy.clip_fraction += policy.clip_fraction * share;
+            stats.policy.approx_kl += policy.approx_kl * share;
+            stats.tokens += tokens;
+        }
+        stats.policy.loss = stats.loss;
+        Ok((total, stats))
+    }
+
+    /// Applies gradients (from `policy_gradients`, possibly averaged across ranks).
+    pub fn apply_gradients(&mut self, grads: Gradients) -> Result<(f64, f64)> {
+        let update = self.updater.apply(grads)?;
+        Ok((update.lr, update.grad_norm))
+    }
+
+    fn checkpoint_paths(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+        (
+            dir.join("optimizer.safetensors"),
+            dir.join("trainer_state.json"),
+        )
+    }
+}
+
+#[troupe::actor]
+impl Trainer {
+    pub fn new(config: TrainerConfig) -> Result<Self> {
+        Ok(Trainer::from_model(config.source.build()?, config))
+    }
+
+    /// One PPO-clip step on a batch of scored responses.
+    pub fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
+        let (grads, mut stats) = self.policy_gradients(&batch)?;
+        let (lr, grad_norm) = self.apply_gradients(grads)?;
+        stats.lr = lr;
+        stats.grad_norm = grad_norm;
+        stats.step = self.updater.adam.step;
+        Ok(stats)
+    }
+
+    /// One supervised step: maximise the likelihood of `targets` after `prompts`.
+    pub fn sft_step(
+        &mut self,
+        prompts: Vec<Vec<u32>>,
+        targets: Vec<Vec<u32>>,
+    ) -> Result<StepStats> {
+        let rows = prompts.len();
+        let mut total = Gradients::new();
+        let mut loss_value = 0.0;
+        let mut tokens = 0;
+        for range in self.chunks(rows) {
+            let share = range.len() as f64 / rows as f64;
+            let shaped = ResponseBatch::new(
+                &prompts[range.clone()],
+                &targets[range.clone()],
+                self.config.pad_id,
+            )?;
+            let mask = shaped.mask(self.model.dtype(), self.model.device())?;
+            let logp = sequence_logprobs(&self.model, &shaped.padded)?;
+            let loss = cross_entropy(&logp, &mask)?;
+            loss_value += scalar(&loss)? * share;
+            tokens += targets[range].iter().map(Vec::len).sum::<usize>();
+            accumulate(&mut total, self.updater.gradients(&(loss * share)?)?)?;
+        }
+        let (lr, grad_norm) = self.apply_gradients(total)?;
+        Ok(StepStats {
+            step: self.updater.adam.step,
+            lr,
+            loss: loss_value,
+            grad_norm,
+            tokens,
+            ..StepStats::default()
+        })
+    }
+
+    /// Per-token log-probabilities of responses under the current policy.
+    pub fn logprobs(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        responses: Vec<Vec<u32>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let shaped = ResponseBatch::new(&prompts, &responses, self.config.pad_id)?;
+        shaped.gather(&sequence_logprobs(&self.model, &shaped.padded)?)
+    }
+
+    /// The policy's weights by name, versioned by the optimizer step.
+    pub fn weights(&self) -> Result<WeightSet> {
+        WeightSet::from_model(&self.model, self.updater.adam.step)
+    }
+
+    pub fn step(&self) -> u64 {
+        self.updater.adam.step
+    }
+
+    /// Writes the model (Hugging Face layout), the optimizer state and the step to `dir`.
+    pub fn save_checkpoint(&self, dir: PathBuf) -> Result<()> {
+        crate::weights::save_pretrained(&self.model, &dir, None)?;
+        let (optimizer, state) = Self::checkpoint_paths(&dir);
+        let tensors: std::collections::HashMap<String, Tensor> =
+            self.updater.adam.state_tensors().into_iter().collect();
+        candle_core::safetensors::save(&tensors, &optimizer)?;
+        let json = serde_json::json!({ "step": self.updater.adam.step });
+        std::fs::write(&state, json.to_string())
+            .map_err(|err| ModelError::io(format!("writing {}", state.display()), err))
+    }
+
+    /// Restores what `save_checkpoint` wrote.
+    pub fn load_checkpoint(&mut self, dir: PathBuf) -> Result<u64> {
+        let tensors = crate::weights::read_tensors(&dir, self.model.device())?;
+        self.model.load_tensors(&tensors, false)?;
+        let (optimizer, state) = Self::checkpoint_paths(&dir);
+        let text = std::fs::read_to_string(&state)
+            .map_err(|err| ModelError::io(format!("reading {}", state.display()), err))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|err| ModelError::Checkpoint(format!("{}: {err}", state.display())))?;
+        let step = json["step"]
+            .as_u64()
+            .ok_or_else(|| ModelError::Checkpoint(format!("{} has no step", state.display())))?;
+        let moments = candle_core::safetensors::load(&optimizer, self.model.device())?;
+        self.updater
+            .adam
+            .load_state(step, moments.into_iter().collect())?;
+        Ok(step)
+    }
+}

@@ -1,0 +1,166 @@
+//! Advantage estimators over per-sequence rewards (GRPO, Dr.GRPO, RLOO, REINFORCE++) and
+//! per-token GAE for PPO with a critic. Plain numbers in, plain numbers out.
+
+use crate::error::{ModelError, Result};
+
+fn check_groups(rewards: &[f32], group: usize) -> Result<()> {
+    if group < 2 {
+        return Err(ModelError::Input(format!(
+            "group size {group}: need at least 2 samples per prompt"
+        )));
+    }
+    if !rewards.len().is_multiple_of(group) {
+        return Err(ModelError::Input(format!(
+            "{} rewards do not split into groups of {group}",
+            rewards.len()
+        )));
+    }
+    Ok(())
+}
+
+fn mean(values: &[f32]) -> f32 {
+    values.iter().sum::<f32>() / values.len() as f32
+}
+
+/// Unbiased standard deviation (n - 1), as torch.std.
+fn std_unbiased(values: &[f32]) -> f32 {
+    let m = mean(values);
+    let var = values.iter().map(|v| (v - m).powi(2)).sum::<f32>() / (values.len() as f32 - 1.0);
+    var.sqrt()
+}
+
+/// GRPO: each reward minus its group's mean, divided by the group's standard deviation (plus
+/// `eps`) when `scale_by_std`; Dr.GRPO turns the division off. Consecutive `group` rewards
+/// belong to one prompt.
+pub fn grpo(rewards: &[f32], group: usize, scale_by_std: bool, eps: f32) -> Result<Vec<f32>> {
+    check_groups(rewards, group)?;
+    let mut out = Vec::with_capacity(rewards.len());
+    for chunk in rewards.chunks(group) {
+        let m = mean(chunk);
+        let scale = if scale_by_std {
+            std_unbiased(chunk) + eps
+        } else {
+            1.0
+        };
+        // A group whose rewards are all equal carries no signal: zero advantages, not 0/0.
+        out.extend(
+            chunk
+                .iter()
+                .map(|r| if scale > 0.0 { (r - m) / scale } else { 0.0 }),
+        );
+    }
+    Ok(out)
+}
+
+/// RLOO: each reward minus the mean of the other rewards of its group.
+pub fn rloo(rewards: &[f32], group: usize) -> Result<Vec<f32>> {
+    check_groups(rewards, group)?;
+    let mut out = Vec::with_capacity(rewards.len());
+    for chunk in rewards.chunks(group) {
+        let total: f32 = chunk.iter().sum();
+        let others = (group - 1) as f32;
+        out.extend(chunk.iter().map(|r| r - (total - r) / others));
+    }
+    Ok(out)
+}
+
+/// REINFORCE++: rewards normalised over the whole batch (no per-prompt baseline).
+pub fn reinforce_pp(rewards: &[f32], eps: f32) -> Result<Vec<f32>> {
+    if rewards.len() < 2 {
+        return Err(ModelError::Input(
+            "REINFORCE++ needs at least 2 rewards".to_string(),
+        ));
+    }
+    let m = mean(rewards);
+    let s = std_unbiased(rewards) + eps;
+    Ok(rewards
+        .iter()
+        .map(|r| if s > 0.0 { (r - m) / s } else { 0.0 })
+        .collect())
+}
+
+/// Generalised advantage estimation over one trajectory: `rewards[t]` and `values[t]` per step,
+/// `last_value` the value after the last step (0 when it ended). Returns (advantages, returns).
+pub fn gae(
+    rewards: &[f32],
+    values: &[f32],
+    last_value: f32,
+    gamma: f32,
+    lambda: f32,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    if rewards.len() != values.len() {
+        return Err(ModelError::Input(format!(
+            "{} rewards but {} values",
+            rewards.len(),
+            values.len()
+        )));
+    }
+    let steps = rewards.len();
+    let mut advantages = vec![0.0; steps];
+    let mut running = 0.0;
+    for t in (0..steps).rev() {
+        let next_value = if t + 1 < steps {
+            values[t + 1]
+        } else {
+            last_value
+        };
+        let delta = rewards[t] + gamma * next_value - values[t];
+        running = delta + gamma * lambda * running;
+        advantages[t] = running;
+    }
+    let returns = advantages.iter().zip(values).map(|(a, v)| a + v).collect();
+    Ok((advantages, returns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn grpo_by_hand() {
+        // Group [1, 0, 0, 1]: mean 0.5, unbiased std sqrt(1/3) = 0.57735.
+        let advantages = grpo(&[1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0], 4, true, 0.0).unwrap();
+        close(
+            &advantages[..4],
+            &[0.866025, -0.866025, -0.866025, 0.866025],
+        );
+        close(&advantages[4..], &[0.0; 4]);
+        let dr = grpo(&[1.0, 0.0, 0.0, 1.0], 4, false, 0.0).unwrap();
+        close(&dr, &[0.5, -0.5, -0.5, 0.5]);
+        assert!(grpo(&[1.0, 2.0, 3.0], 2, true, 0.0).is_err());
+    }
+
+    #[test]
+    fn rloo_by_hand() {
+        // [3, 1, 2]: 3 - 1.5, 1 - 2.5, 2 - 2.
+        close(&rloo(&[3.0, 1.0, 2.0], 3).unwrap(), &[1.5, -1.5, 0.0]);
+    }
+
+    #[test]
+    fn reinforce_pp_by_hand() {
+        // [0, 2]: mean 1, unbiased std sqrt(2).
+        close(
+            &reinforce_pp(&[0.0, 2.0], 0.0).unwrap(),
+            &[
+                -std::f32::consts::FRAC_1_SQRT_2,
+                std::f32::consts::FRAC_1_SQRT_2,
+            ],
+        );
+    }
+
+    #[test]
+    fn gae_by_hand() {
+        // gamma 0.5, lambda 0.5: deltas 1 + 0.5*2 - 1 = 1 and 0 + 0 - 2 = -2;
+        // A1 = -2, A0 = 1 + 0.25 * -2 = 0.5; returns = A + V = [1.5, 0].
+        let (advantages, returns) = gae(&[1.0, 0.0], &[1.0, 2.0], 0.0, 0.5, 0.5).unwrap();
+        close(&advantages, &[0.5, -2.0]);
+        close(&returns, &[1.5, 0.0]);
+    }
+}
