@@ -118,14 +118,20 @@ impl Trainer {
             .collect()
     }
 
-    /// Loss, policy stats and mean KL of one micro-batch.
+    /// One micro-batch's loss, weighted so that summing over micro-batches gives exactly the
+    /// full batch's loss: token means weigh by the chunk's share of tokens, the other
+    /// aggregations by its share of rows. Returns (weighted loss, stats, mean KL, tokens).
     fn policy_loss(
         &self,
         batch: &PolicyBatch,
         rows: std::ops::Range<usize>,
+        total_tokens: usize,
     ) -> Result<(Tensor, PolicyStats, f64, usize)> {
         let pick = |values: &[Vec<u32>]| values[rows.clone()].to_vec();
         let (prompts, responses) = (pick(&batch.prompts), pick(&batch.responses));
+        let tokens: usize = responses.iter().map(Vec::len).sum();
+        let token_share = tokens as f64 / total_tokens.max(1) as f64;
+        let row_share = rows.len() as f64 / batch.prompts.len() as f64;
         let shaped = ResponseBatch::new(&prompts, &responses, self.config.pad_id)?;
         let (dtype, device) = (self.model.dtype(), self.model.device().clone());
         let mask = shaped.mask(dtype, &device)?;
@@ -133,7 +139,7 @@ impl Trainer {
         let old = shaped.scatter(&batch.old_logprobs[rows.clone()], dtype, &device)?;
         let advantages = shaped.per_sequence(&batch.advantages[rows.clone()], dtype, &device)?;
         let policy = &self.config.policy;
-        let (mut loss, stats) = ppo_clip(
+        let (loss, stats) = ppo_clip(
             &logp,
             &old,
             &advantages,
@@ -141,6 +147,11 @@ impl Trainer {
             policy.clip,
             policy.aggregation,
         )?;
+        let policy_share = match policy.aggregation {
+            Aggregation::TokenMean => token_share,
+            Aggregation::SequenceMean | Aggregation::SumOverConstant(_) => row_share,
+        };
+        let mut weighted = (loss * policy_share)?;
         let mut mean_kl = 0.0;
         if let Some(reference) = &batch.ref_logprobs {
             let reference = shaped.scatter(&reference[rows.clone()], dtype, &device)?;
@@ -148,11 +159,10 @@ impl Trainer {
             let kl_term = aggregate(&per_token, &mask, Aggregation::TokenMean)?;
             mean_kl = scalar(&kl_term)?;
             if policy.kl_coef > 0.0 {
-                loss = (loss + (kl_term * policy.kl_coef)?)?;
+                weighted = (weighted + (kl_term * (policy.kl_coef * token_share))?)?;
             }
         }
-        let tokens = responses.iter().map(Vec::len).sum();
-        Ok((loss, stats, mean_kl, tokens))
+        Ok((weighted, stats, mean_kl, tokens))
     }
 
     fn check_policy_batch(batch: &PolicyBatch) -> Result<()> {
@@ -184,19 +194,17 @@ impl Trainer {
     pub fn policy_gradients(&self, batch: &PolicyBatch) -> Result<(Gradients, StepStats)> {
         Self::check_policy_batch(batch)?;
         let rows = batch.prompts.len();
+        let total_tokens: usize = batch.responses.iter().map(Vec::len).sum();
         let mut total = Gradients::new();
         let mut stats = StepStats::default();
         for range in self.chunks(rows) {
-            let share = range.len() as f64 / rows as f64;
-            let (loss, policy, mean_kl, tokens) = self.policy_loss(batch, range)?;
-            accumulate(
-                &mut total,
-                self.updater.gradients(&(loss.clone() * share)?)?,
-            )?;
-            stats.loss += scalar(&loss)? * share;
-            stats.kl += mean_kl * share;
-            stats.policy.clip_fraction += policy.clip_fraction * share;
-            stats.policy.approx_kl += policy.approx_kl * share;
+            let (loss, policy, mean_kl, tokens) = self.policy_loss(batch, range, total_tokens)?;
+            let token_share = tokens as f64 / total_tokens.max(1) as f64;
+            accumulate(&mut total, self.updater.gradients(&loss)?)?;
+            stats.loss += scalar(&loss)?;
+            stats.kl += mean_kl * token_share;
+            stats.policy.clip_fraction += policy.clip_fraction * token_share;
+            stats.policy.approx_kl += policy.approx_kl * token_share;
             stats.tokens += tokens;
         }
         stats.policy.loss = stats.loss;
@@ -240,11 +248,20 @@ impl Trainer {
         targets: Vec<Vec<u32>>,
     ) -> Result<StepStats> {
         let rows = prompts.len();
+        if rows == 0 || targets.len() != rows {
+            return Err(ModelError::Input(format!(
+                "{rows} prompts but {} targets",
+                targets.len()
+            )));
+        }
+        let total_tokens: usize = targets.iter().map(Vec::len).sum();
         let mut total = Gradients::new();
         let mut loss_value = 0.0;
         let mut tokens = 0;
         for range in self.chunks(rows) {
-            let share = range.len() as f64 / rows as f64;
+            // Cross-entropy is a token mean: weigh each micro-batch by its share of tokens.
+            let share = targets[range.clone()].iter().map(Vec::len).sum::<usize>() as f64
+                / total_tokens.max(1) as f64;
             let shaped = ResponseBatch::new(
                 &prompts[range.clone()],
                 &targets[range.clone()],

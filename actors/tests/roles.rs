@@ -1,0 +1,280 @@
+//! The roles as plain types: supervised and policy steps move the model the right way,
+//! micro-batch accumulation equals the full batch, checkpoints resume exactly, weights travel
+//! from trainer to rollout, the reward model learns preferences and the critic learns values.
+
+use troupe_actors::generate::SamplingConfig;
+use troupe_actors::roles::critic::Critic;
+use troupe_actors::roles::reference::Reference;
+use troupe_actors::roles::reward_model::RewardModel;
+use troupe_actors::roles::rollout::Rollout;
+use troupe_actors::roles::trainer::{PolicyBatch, PolicyConfig, Trainer, TrainerConfig};
+use troupe_actors::roles::{ModelSource, WeightSet};
+use troupe_actors::train::losses::{Aggregation, KlEstimator};
+use troupe_actors::train::optim::{global_norm, AdamWConfig, LrSchedule};
+use troupe_actors::ModelConfig;
+
+fn config() -> ModelConfig {
+    let mut config = ModelConfig::tiny(20, 32, 2, 4, 2);
+    config.max_position_embeddings = 64;
+    config
+}
+
+fn source(seed: u64) -> ModelSource {
+    ModelSource::Fresh {
+        config: config(),
+        seed,
+    }
+}
+
+fn trainer(micro_batch: usize, lr: f64) -> Trainer {
+    Trainer::new(TrainerConfig {
+        source: source(1),
+        pad_id: 0,
+        optimizer: AdamWConfig::default(),
+        schedule: LrSchedule::constant(lr),
+        max_grad_norm: 1.0,
+        micro_batch,
+        policy: PolicyConfig {
+            clip: 0.2,
+            aggregation: Aggregation::TokenMean,
+            kl_coef: 0.1,
+            kl_estimator: KlEstimator::K3,
+        },
+    })
+    .expect("trainer")
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("troupe-roles-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn sft_lowers_the_loss_of_its_targets() {
+    let mut trainer = trainer(0, 3e-3);
+    let prompts = vec![vec![1, 4, 5], vec![1, 6]];
+    let targets = vec![vec![7, 8, 2], vec![9, 2]];
+    let first = trainer
+        .sft_step(prompts.clone(), targets.clone())
+        .expect("step")
+        .loss;
+    let mut last = first;
+    for _ in 0..30 {
+        last = trainer
+            .sft_step(prompts.clone(), targets.clone())
+            .expect("step")
+            .loss;
+    }
+    assert!(last < first * 0.5, "SFT loss {first} -> {last}");
+    assert_eq!(trainer.step(), 31);
+}
+
+fn policy_batch(trainer: &Trainer) -> PolicyBatch {
+    let prompts = vec![vec![1, 4, 5], vec![1, 6], vec![1, 7, 7, 3], vec![1, 9]];
+    let responses = vec![vec![7, 8, 2], vec![9, 2], vec![10, 11, 12, 2], vec![5]];
+    let old = trainer
+        .logprobs(prompts.clone(), responses.clone())
+        .expect("logprobs");
+    PolicyBatch {
+        prompts,
+        responses,
+        ref_logprobs: Some(old.clone()),
+        old_logprobs: old,
+        advantages: vec![1.0, -1.0, 0.5, -0.5],
+    }
+}
+
+#[test]
+fn micro_batches_accumulate_to_the_full_batch_gradient() {
+    let whole = trainer(0, 1e-3);
+    let split = trainer(1, 1e-3);
+    let batch = policy_batch(&whole);
+    let (full, full_stats) = whole.policy_gradients(&batch).expect("full");
+    let (accumulated, split_stats) = split.policy_gradients(&batch).expect("split");
+    assert!(
+        (full_stats.loss - split_stats.loss).abs() < 1e-5,
+        "{} vs {}",
+        full_stats.loss,
+        split_stats.loss
+    );
+    let mut difference = full.clone();
+    for (name, grad) in &accumulated {
+        let delta = (difference[name].clone() - grad).expect("sub");
+        difference.insert(name.clone(), delta);
+    }
+    let relative = global_norm(&difference).unwrap() / global_norm(&full).unwrap();
+    assert!(
+        relative < 1e-4,
+        "accumulated gradients differ by {relative} of their norm"
+    );
+}
+
+#[test]
+fn a_policy_step_moves_probability_towards_positive_advantages() {
+    let mut trainer = trainer(2, 1e-2);
+    let batch = policy_batch(&trainer);
+    let before = batch.old_logprobs.clone();
+    let stats = trainer.policy_step(batch.clone()).expect("step");
+    assert!(stats.grad_norm > 0.0 && stats.tokens == 10 && stats.step == 1);
+    let after = trainer
+        .logprobs(batch.prompts.clone(), batch.responses.clone())
+        .expect("logprobs");
+    let total = |rows: &[Vec<f32>], row: usize| rows[row].iter().sum::<f32>();
+    assert!(
+        total(&after, 0) > total(&before, 0),
+        "advantage +1: log-prob rises"
+    );
+    assert!(
+        total(&after, 1) < total(&before, 1),
+        "advantage -1: log-prob falls"
+    );
+    let bad = PolicyBatch {
+        advantages: vec![1.0],
+        ..batch
+    };
+    assert!(trainer
+        .policy_step(bad)
+        .unwrap_err()
+        .to_string()
+        .contains("advantages"));
+}
+
+#[test]
+fn checkpoints_resume_exactly() {
+    let mut original = trainer(0, 1e-2);
+    let batch = policy_batch(&original);
+    original.policy_step(batch.clone()).expect("step");
+    let dir = scratch("checkpoint");
+    original.save_checkpoint(dir.clone()).expect("save");
+    let mut resumed = trainer(0, 1e-2);
+    assert_eq!(resumed.load_checkpoint(dir.clone()).expect("load"), 1);
+    original.policy_step(batch.clone()).expect("step");
+    resumed.policy_step(batch).expect("step");
+    assert_eq!(
+        original.weights().unwrap(),
+        resumed.weights().unwrap(),
+        "same state, same next step"
+    );
+    assert!(dir.join("config.json").is_file() && dir.join("model.safetensors").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn weights_travel_from_trainer_to_rollout() {
+    let mut trainer = trainer(0, 1e-2);
+    let batch = policy_batch(&trainer);
+    trainer.policy_step(batch.clone()).expect("step");
+    let mut rollout = Rollout::new(source(99), 0).expect("rollout");
+    let weights = trainer.weights().expect("weights");
+    assert_eq!(rollout.load_weights(weights.clone()).expect("load"), 1);
+    assert_eq!(rollout.weight_version(), 1);
+    let reference = Reference::new(source(99), 0).expect("reference");
+    let mut reference = reference;
+    reference.load_weights(weights.clone()).expect("load");
+    let ours = reference
+        .logprobs(batch.prompts.clone(), batch.responses.clone())
+        .unwrap();
+    let theirs = trainer
+        .logprobs(batch.prompts.clone(), batch.responses.clone())
+        .unwrap();
+    assert_eq!(ours, theirs, "identical weights, identical log-probs");
+    let greedy = SamplingConfig {
+        temperature: 0.0,
+        max_new_tokens: 4,
+        ..SamplingConfig::default()
+    };
+    let generated = rollout
+        .generate(vec![vec![1, 4]], greedy)
+        .expect("generate");
+    assert_eq!(generated.weight_version, 1);
+    // A partial set updates only what it names; a bad shape changes nothing.
+    let one = WeightSet {
+        version: 2,
+        partial: true,
+        tensors: vec![weights.tensors[0].clone()],
+    };
+    rollout.load_weights(one).expect("partial");
+    let mut wrong = weights.tensors[0].clone();
+    wrong.shape = vec![1, wrong.data.len()];
+    let err = rollout
+        .load_weights(WeightSet {
+            version: 3,
+            partial: true,
+            tensors: vec![wrong],
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("shape"), "{err}");
+    assert_eq!(rollout.weight_version(), 2);
+    let missing = WeightSet {
+        version: 4,
+        partial: false,
+        tensors: vec![weights.tensors[0].clone()],
+    };
+    assert!(rollout
+        .load_weights(missing)
+        .unwrap_err()
+        .to_string()
+        .contains("missing"));
+}
+
+#[test]
+fn the_reward_model_learns_preferences() {
+    let mut model = RewardModel::new(source(3), 0, 3e-3).expect("reward model");
+    // Preferred sequences end in 5, rejected ones in 6.
+    let chosen: Vec<Vec<u32>> = (0..8).map(|i| vec![1, 3 + i % 4, 5]).collect();
+    let rejected: Vec<Vec<u32>> = (0..8).map(|i| vec![1, 3 + i % 4, 6]).collect();
+    let first = model
+        .train_pairs(chosen.clone(), rejected.clone())
+        .expect("train");
+    let mut last = first.clone();
+    for _ in 0..40 {
+        last = model
+            .train_pairs(chosen.clone(), rejected.clone())
+            .expect("train");
+    }
+    assert!(
+        last.loss < first.loss * 0.5,
+        "Bradley-Terry loss {} -> {}",
+        first.loss,
+        last.loss
+    );
+    assert_eq!(last.accuracy, 1.0);
+    let scores = model
+        .score(vec![vec![1, 9, 5], vec![1, 9, 6]])
+        .expect("score");
+    assert!(
+        scores[0] > scores[1],
+        "an unseen pair is ranked right: {scores:?}"
+    );
+}
+
+#[test]
+fn the_critic_learns_returns() {
+    let mut critic = Critic::new(source(4), 0, 3e-3, Some(10.0)).expect("critic");
+    let prompts = vec![vec![1, 4], vec![1, 5]];
+    let responses = vec![vec![7, 8], vec![9, 10, 2]];
+    let returns = vec![vec![1.0, 1.0], vec![-1.0, -1.0, -1.0]];
+    let first_values = critic
+        .values(prompts.clone(), responses.clone())
+        .expect("values");
+    assert_eq!(first_values[1].len(), 3);
+    let first = critic
+        .train(
+            prompts.clone(),
+            responses.clone(),
+            returns.clone(),
+            first_values.clone(),
+        )
+        .expect("train");
+    let mut last = first;
+    for _ in 0..40 {
+        let old = critic
+            .values(prompts.clone(), responses.clone())
+            .expect("values");
+        last = critic
+            .train(prompts.clone(), responses.clone(), returns.clone(), old)
+            .expect("train");
+    }
+    assert!(last < first * 0.2, "value loss {first} -> {last}");
+}

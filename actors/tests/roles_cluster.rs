@@ -1,0 +1,145 @@
+//! The roles as troupe actors, each in its own worker process on an embedded cluster: one GRPO
+//! iteration end to end (generate, score, reference log-probs, advantages, policy step, weight
+//! sync to the rollout), as the recipes run it.
+//!
+//! Run: `cargo test -p troupe-actors --test roles_cluster`
+
+use std::time::Duration;
+use troupe::{Cluster, SpawnOptions};
+use troupe_actors::generate::SamplingConfig;
+use troupe_actors::roles::reference::Reference;
+use troupe_actors::roles::reward::{RuleReward, VerifierSpec};
+use troupe_actors::roles::rollout::Rollout;
+use troupe_actors::roles::trainer::{PolicyBatch, PolicyConfig, Trainer, TrainerConfig};
+use troupe_actors::roles::ModelSource;
+use troupe_actors::tokenizer::{BuiltinTokenizer, TextTokenizer};
+use troupe_actors::train::advantages::grpo;
+use troupe_actors::train::optim::{AdamWConfig, LrSchedule};
+use troupe_actors::ModelConfig;
+
+async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
+    let tokenizer = BuiltinTokenizer::new();
+    let mut config = ModelConfig::tiny(tokenizer.vocab_size(), 32, 2, 4, 2);
+    config.max_position_embeddings = 64;
+    let source = ModelSource::Fresh { config, seed: 5 };
+    let options = || SpawnOptions::new().num_cpus(0.5);
+    let trainer = Trainer::spawn(
+        cluster,
+        options(),
+        TrainerConfig {
+            source: source.clone(),
+            pad_id: BuiltinTokenizer::PAD,
+            optimizer: AdamWConfig::default(),
+            schedule: LrSchedule::constant(1e-3),
+            max_grad_norm: 1.0,
+            micro_batch: 4,
+            policy: PolicyConfig::default(),
+        },
+    )
+    .await?;
+    let rollout = Rollout::spawn(cluster, options(), source.clone(), BuiltinTokenizer::PAD).await?;
+    let reference = Reference::spawn(cluster, options(), source, BuiltinTokenizer::PAD).await?;
+    let reward = RuleReward::spawn(
+        cluster,
+        options(),
+        vec![
+            VerifierSpec::NumericMatch {
+                weight: 1.0,
+                tolerance: 0.0,
+            },
+            VerifierSpec::DigitsOnly { weight: 0.1 },
+        ],
+    )
+    .await?;
+
+    let group = 4;
+    let questions = [("1+2=", "3"), ("2+2=", "4")];
+    let mut prompts = Vec::new();
+    let mut answers = Vec::new();
+    for (question, answer) in questions {
+        for _ in 0..group {
+            prompts.push(tokenizer.encode(question)?);
+            answers.push(answer.to_string());
+        }
+    }
+    let sampling = SamplingConfig {
+        max_new_tokens: 4,
+        temperature: 1.0,
+        stop_tokens: vec![BuiltinTokenizer::EOS],
+        seed: 7,
+        ..SamplingConfig::default()
+    };
+    let generation = rollout.generate(prompts.clone(), sampling).await?;
+    anyhow::ensure!(generation.weight_version == 0 && generation.tokens.len() == prompts.len());
+    let rewards = reward
+        .score_tokens(generation.tokens.clone(), answers)
+        .await?;
+    anyhow::ensure!(
+        rewards.len() == prompts.len() && rewards.iter().all(|r| (0.0..=1.1).contains(r)),
+        "{rewards:?}"
+    );
+    let advantages = grpo(&rewards, group, true, 1e-6)?;
+    let ref_logprobs = reference
+        .logprobs(prompts.clone(), generation.tokens.clone())
+        .await?;
+    for (sampled, frozen) in generation.logprobs.iter().zip(&ref_logprobs) {
+        for (a, b) in sampled.iter().zip(frozen) {
+            anyhow::ensure!(
+                (a - b).abs() < 1e-3,
+                "same weights, same log-probs: {a} vs {b}"
+            );
+        }
+    }
+    let stats = trainer
+        .policy_step(PolicyBatch {
+            prompts: prompts.clone(),
+            responses: generation.tokens.clone(),
+            old_logprobs: generation.logprobs.clone(),
+            ref_logprobs: Some(ref_logprobs),
+            advantages,
+        })
+        .await?;
+    anyhow::ensure!(stats.step == 1 && stats.tokens > 0, "{stats:?}");
+    let weights = trainer.weights().await?;
+    anyhow::ensure!(rollout.load_weights(weights).await? == 1);
+    anyhow::ensure!(rollout.weight_version().await? == 1);
+    let bad = trainer
+        .sft_step(vec![vec![1]], vec![])
+        .await
+        .expect_err("mismatched batch");
+    anyhow::ensure!(
+        matches!(bad, troupe::Error::Method { .. }) && bad.to_string().contains("targets"),
+        "{bad}"
+    );
+    println!(
+        "one GRPO iteration over 4 role actors: rewards {rewards:?}, loss {:.4}",
+        stats.loss
+    );
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    troupe::init();
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        println!("0 passed, 1 failed");
+        return std::process::ExitCode::FAILURE;
+    };
+    let outcome = runtime.block_on(async {
+        let cluster = Cluster::local().await?;
+        let result = tokio::time::timeout(Duration::from_secs(120), grpo_iteration(&cluster)).await;
+        cluster.shutdown().await;
+        result.map_err(|_| anyhow::anyhow!("timed out after 120 s"))?
+    });
+    match outcome {
+        Ok(()) => {
+            println!("test grpo_iteration_over_role_actors ... ok\n\n1 passed, 0 failed");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            println!(
+                "test grpo_iteration_over_role_actors ... FAILED: {err:#}\n\n0 passed, 1 failed"
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
