@@ -37,6 +37,7 @@ pub mod cuda;
 mod error;
 pub mod head;
 pub mod node;
+pub mod reshard;
 pub mod rpc;
 pub mod scheduler;
 mod transport;
