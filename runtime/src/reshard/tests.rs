@@ -51,12 +51,9 @@ fn check_pair(params: &[ParamSpec], src: &Layout, dst: &Layout, bucket: u64) {
         .collect();
     let made = plan(params, src, dst, bucket).expect("plan");
     let received = apply(&made, &sources).expect("apply");
-    for rank in 0..dst.ranks() {
+    for (rank, got) in received.iter().enumerate() {
         let expected = buffer_from_whole(dst, params, rank, &data).unwrap();
-        assert!(
-            received[rank] == expected,
-            "destination rank {rank} differs"
-        );
+        assert!(*got == expected, "destination rank {rank} differs");
     }
     let moved: u64 = made.total_bytes();
     let needed: u64 = made.dst_bytes.iter().sum();
@@ -237,8 +234,8 @@ proptest! {
         let data = whole(&params);
         let sources: Vec<Vec<u8>> = (0..src.ranks()).map(|r| buffer_from_whole(&src, &params, r, &data).unwrap()).collect();
         let received = apply(&made, &sources).expect("apply");
-        for rank in 0..dst.ranks() {
-            prop_assert_eq!(&received[rank], &buffer_from_whole(&dst, &params, rank, &data).unwrap());
+        for (rank, got) in received.iter().enumerate() {
+            prop_assert_eq!(got, &buffer_from_whole(&dst, &params, rank, &data).unwrap());
         }
     }
 }
