@@ -32,6 +32,7 @@ pub mod cli;
 mod client;
 mod cluster;
 pub mod codec;
+pub mod collective;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;

@@ -209,6 +209,43 @@ impl Cluster {
             .into_inner())
     }
 
+    /// Stores `value` under `key` in the head's key-value store (for rendezvous).
+    pub async fn kv_put(&self, key: &str, value: Bytes, overwrite: bool) -> Result<()> {
+        let mut cluster = self.client.cluster.clone();
+        cluster
+            .kv_put(troupe_proto::KvPutRequest {
+                key: key.to_string(),
+                value,
+                overwrite,
+            })
+            .await
+            .map_err(|status| Error::rpc(format!("storing key `{key}`"), status))?;
+        Ok(())
+    }
+
+    /// The value under `key`, waiting up to `timeout` for it to appear; `None` if it did not.
+    pub async fn kv_wait(&self, key: &str, timeout: std::time::Duration) -> Result<Option<Bytes>> {
+        let mut cluster = self.client.cluster.clone();
+        let request = troupe_proto::KvGetRequest {
+            key: key.to_string(),
+            wait: true,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        let reply = tokio::time::timeout(
+            timeout + std::time::Duration::from_secs(5),
+            cluster.kv_get(request),
+        )
+        .await
+        .map_err(|_| Error::Rpc {
+            context: format!("waiting for key `{key}`"),
+            code: tonic::Code::DeadlineExceeded,
+            status_message: "the head did not answer".to_string(),
+        })?
+        .map_err(|status| Error::rpc(format!("reading key `{key}`"), status))?
+        .into_inner();
+        Ok(reply.found.then_some(reply.value))
+    }
+
     /// Ends this driver's session: its non-detached actors stop. An embedded cluster stops too
     /// once its last `Cluster` clone is gone.
     pub async fn shutdown(self) {

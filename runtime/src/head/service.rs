@@ -13,8 +13,11 @@ use troupe_proto::cluster_server::{Cluster, ClusterServer};
 use troupe_proto::nodes_server::{Nodes, NodesServer};
 use troupe_proto::*;
 
-/// Longest a GetActor wait may last.
+/// Longest a GetActor or KvGet wait may last.
 const MAX_WAIT: Duration = Duration::from_secs(600);
+/// Limits of the rendezvous store.
+const MAX_KV_VALUE: usize = 1 << 20;
+const MAX_KV_KEYS: usize = 100_000;
 
 pub(super) async fn serve(head: Arc<Head>, listener: tokio::net::TcpListener) {
     let incoming = crate::rpc::incoming(listener);
@@ -432,6 +435,55 @@ impl Cluster for HeadService {
         Ok(Response::new(HasBinaryReply {
             present: self.0.binaries.has(&hash),
         }))
+    }
+
+    async fn kv_put(&self, request: Request<KvPutRequest>) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        check_text("key", &request.key, 256)?;
+        if request.key.is_empty() {
+            return Err(invalid("key", "is empty"));
+        }
+        if request.value.len() > MAX_KV_VALUE {
+            return Err(invalid(
+                "value",
+                format!("{} bytes; at most {MAX_KV_VALUE}", request.value.len()),
+            ));
+        }
+        self.0.update(|state| {
+            let outcome = if !request.overwrite && state.kv.contains_key(&request.key) {
+                Err(Status::already_exists(format!(
+                    "key `{}` is already set",
+                    request.key
+                )))
+            } else if state.kv.len() >= MAX_KV_KEYS && !state.kv.contains_key(&request.key) {
+                Err(Status::resource_exhausted(format!(
+                    "the store holds {MAX_KV_KEYS} keys already"
+                )))
+            } else {
+                state.kv.insert(request.key.clone(), request.value.clone());
+                Ok(())
+            };
+            (outcome, Vec::<Order>::new())
+        })?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn kv_get(&self, request: Request<KvGetRequest>) -> Result<Response<KvGetReply>, Status> {
+        let request = request.into_inner();
+        check_text("key", &request.key, 256)?;
+        let deadline = Instant::now() + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
+        let mut changes = self.0.changed.subscribe();
+        loop {
+            let found = self.0.read(|state| state.kv.get(&request.key).cloned());
+            let now = Instant::now();
+            if found.is_some() || !request.wait || now >= deadline {
+                return Ok(Response::new(KvGetReply {
+                    found: found.is_some(),
+                    value: found.unwrap_or_default(),
+                }));
+            }
+            let _ = tokio::time::timeout(deadline - now, changes.changed()).await;
+        }
     }
 
     async fn upload_binary(

@@ -191,6 +191,24 @@ impl Layout {
     }
 }
 
+/// A layout by name, as actors and command lines pass it around.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum LayoutSpec {
+    Replicated(usize),
+    Fsdp(usize),
+    TensorParallel { tp: usize, replicas: usize },
+}
+
+impl LayoutSpec {
+    pub fn layout(&self) -> Layout {
+        match self {
+            LayoutSpec::Replicated(replicas) => Layout::replicated(*replicas),
+            LayoutSpec::Fsdp(dp) => Layout::fsdp(*dp),
+            LayoutSpec::TensorParallel { tp, replicas } => Layout::tensor_parallel(*tp, *replicas),
+        }
+    }
+}
+
 /// Part `index` of `length` cut into `parts` contiguous pieces of ceil(length / parts).
 pub fn chunk(length: u64, parts: usize, index: usize) -> (u64, u64) {
     let size = length.div_ceil(parts as u64);

@@ -4,8 +4,24 @@
 
 use super::boxes::{runs, IndexBox};
 use super::layout::{Layout, ParamSpec};
+
 use super::plan::{Bucket, Plan};
 use super::ReshardError;
+
+/// Deterministic bytes for every element of every parameter (tests and benches): byte b of
+/// parameter i is a simple function of (b, i), so any misplaced byte shows.
+pub fn synthetic_whole(params: &[ParamSpec]) -> Vec<Vec<u8>> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(index, param)| {
+            let salt = (index as u64).wrapping_mul(7919);
+            (0..param.elements() * param.elem_bytes)
+                .map(|byte| (byte.wrapping_mul(131).wrapping_add(salt) % 251) as u8)
+                .collect()
+        })
+        .collect()
+}
 
 /// The buffer `rank` of `layout` holds, cut from whole parameters (`whole[i]` is parameter i's
 /// row-major bytes).

@@ -4,14 +4,16 @@
 //! in bounded buckets, and the plan computed once per pair of layouts.
 //!
 //! Pure planning lives in `boxes`, `layout` and `plan`; `local` applies a plan between buffers in
-//! one process (tests and simulations); execution over a communicator comes with the collectives.
+//! one process (tests and simulations); `execute` runs it over any `Communicator`.
 
 pub mod boxes;
+pub mod execute;
 pub mod layout;
 pub mod local;
 pub mod plan;
 
-pub use layout::{megatron_rule, Layout, ParamSpec, Placement};
+pub use execute::{execute, Moved, RankMap};
+pub use layout::{megatron_rule, Layout, LayoutSpec, ParamSpec, Placement};
 pub use plan::{plan, Bucket, Plan, PlanCache, Transfer, DEFAULT_BUCKET_BYTES};
 
 /// A layout or plan that cannot work.

@@ -86,6 +86,8 @@ pub(crate) struct HeadState {
     pub pending: VecDeque<String>,
     /// Driver (and worker) sessions whose stream is open.
     pub sessions: HashSet<String>,
+    /// The rendezvous key-value store.
+    pub kv: HashMap<String, bytes::Bytes>,
     pub counters: Counters,
     next_node: u64,
 }

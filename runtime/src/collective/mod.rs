@@ -1,0 +1,112 @@
+//! Collective communication between the ranks of a group: point-to-point send and recv, and
+//! all-reduce, all-gather, reduce-scatter and broadcast built on them with ring algorithms.
+//! Backends: `tcp` (everywhere; groups rendezvous through the head's key-value store) and, with
+//! the `cuda` feature, `nccl`.
+
+#[cfg(feature = "cuda")]
+pub mod nccl;
+mod ring;
+pub mod tcp;
+
+pub use tcp::TcpCommunicator;
+
+use bytes::Bytes;
+use std::future::Future;
+
+/// A collective operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectiveError {
+    #[error("rendezvous of group `{group}`: {why}")]
+    Rendezvous { group: String, why: String },
+    #[error("peer {peer}: {why}")]
+    Peer { peer: usize, why: String },
+    #[error("rank {rank} is not in a group of {world}")]
+    BadRank { rank: usize, world: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A group of `world_size` ranks that can exchange messages.
+pub trait Communicator: Send + Sync {
+    fn rank(&self) -> usize;
+    fn world_size(&self) -> usize;
+
+    /// Sends one message to `peer`; messages between two ranks arrive in the order sent.
+    fn send(
+        &self,
+        peer: usize,
+        message: Bytes,
+    ) -> impl Future<Output = Result<(), CollectiveError>> + Send;
+
+    /// Receives the next message from `peer`.
+    fn recv(&self, peer: usize) -> impl Future<Output = Result<Bytes, CollectiveError>> + Send;
+
+    /// Sums `data` element-wise across ranks, in place (ring: reduce-scatter then all-gather).
+    fn all_reduce_sum(
+        &self,
+        data: &mut [f32],
+    ) -> impl Future<Output = Result<(), CollectiveError>> + Send
+    where
+        Self: Sized,
+    {
+        ring::all_reduce_sum(self, data)
+    }
+
+    /// Every rank's message, in rank order.
+    fn all_gather(
+        &self,
+        mine: Bytes,
+    ) -> impl Future<Output = Result<Vec<Bytes>, CollectiveError>> + Send
+    where
+        Self: Sized,
+    {
+        ring::all_gather(self, mine)
+    }
+
+    /// Sums `data` across ranks and returns this rank's chunk of the sum (chunk r of `world`
+    /// near-equal contiguous chunks).
+    fn reduce_scatter_sum(
+        &self,
+        data: Vec<f32>,
+    ) -> impl Future<Output = Result<Vec<f32>, CollectiveError>> + Send
+    where
+        Self: Sized,
+    {
+        ring::reduce_scatter_sum(self, data)
+    }
+
+    /// `root`'s message on every rank (`message` is only read on the root).
+    fn broadcast(
+        &self,
+        root: usize,
+        message: Option<Bytes>,
+    ) -> impl Future<Output = Result<Bytes, CollectiveError>> + Send
+    where
+        Self: Sized,
+    {
+        ring::broadcast(self, root, message)
+    }
+}
+
+/// f32 values as little-endian bytes.
+pub fn f32_to_bytes(values: &[f32]) -> Bytes {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    for value in values {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    Bytes::from(out)
+}
+
+/// Little-endian bytes as f32 values.
+pub fn bytes_to_f32(bytes: &[u8]) -> Result<Vec<f32>, CollectiveError> {
+    if !bytes.len().is_multiple_of(4) {
+        return Err(CollectiveError::Invalid(format!(
+            "{} bytes is not a whole number of f32",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}

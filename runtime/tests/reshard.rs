@@ -1,0 +1,258 @@
+//! Resharding between real worker processes over the TCP communicator: for each layout pair the
+//! recipes use, source actors send their pieces and every destination actor ends with buffers
+//! bit-identical to what its layout should hold (compared by checksum), and the collectives
+//! (all-reduce, all-gather, reduce-scatter, broadcast) give the same answers on every rank.
+//!
+//! Run: `cargo test -p troupe --test reshard`
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use troupe::collective::{Communicator, TcpCommunicator};
+use troupe::reshard::local::{buffer_from_whole, synthetic_whole};
+use troupe::reshard::{execute, LayoutSpec, ParamSpec, PlanCache, RankMap};
+use troupe::{Cluster, SpawnOptions};
+
+/// What a peer is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub group: String,
+    pub rank: usize,
+    pub src: LayoutSpec,
+    pub dst: LayoutSpec,
+    pub params: Vec<(String, Vec<u64>)>,
+    pub bucket_bytes: u64,
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |hash, byte| {
+        (hash ^ *byte as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// One rank of a resharding group.
+pub struct ReshardPeer;
+
+#[troupe::actor]
+impl ReshardPeer {
+    pub fn new() -> Self {
+        ReshardPeer
+    }
+
+    /// Joins the group, moves its part, and returns (checksum received, checksum expected)
+    /// when it is a destination.
+    pub async fn run(&self, job: Job) -> anyhow::Result<Option<(u64, u64)>> {
+        let (src, dst) = (job.src.layout(), job.dst.layout());
+        let params: Vec<ParamSpec> = job
+            .params
+            .iter()
+            .map(|(name, shape)| ParamSpec::new(name, shape, 4))
+            .collect();
+        let world = src.ranks() + dst.ranks();
+        let cluster = Cluster::current()?;
+        let comm = TcpCommunicator::rendezvous(
+            &cluster,
+            &job.group,
+            job.rank,
+            world,
+            Duration::from_secs(30),
+        )
+        .await?;
+        let plan = PlanCache::new().get(&params, &src, &dst, job.bucket_bytes)?;
+        let whole = synthetic_whole(&params);
+        let ranks = RankMap {
+            src_base: 0,
+            dst_base: src.ranks(),
+        };
+        if job.rank < src.ranks() {
+            let buffer = buffer_from_whole(&src, &params, job.rank, &whole)?;
+            execute(&plan, &comm, ranks, Some(&buffer), None).await?;
+            Ok(None)
+        } else {
+            let rank = job.rank - src.ranks();
+            let mut buffer = vec![0_u8; plan.dst_bytes[rank] as usize];
+            execute(&plan, &comm, ranks, None, Some(&mut buffer)).await?;
+            let expected = buffer_from_whole(&dst, &params, rank, &whole)?;
+            Ok(Some((fnv(&buffer), fnv(&expected))))
+        }
+    }
+
+    /// Runs every collective once and returns what this rank saw.
+    pub async fn collectives(
+        &self,
+        group: String,
+        rank: usize,
+        world: usize,
+    ) -> anyhow::Result<(Vec<f32>, Vec<u8>, Vec<f32>, Vec<u8>)> {
+        let cluster = Cluster::current()?;
+        let comm =
+            TcpCommunicator::rendezvous(&cluster, &group, rank, world, Duration::from_secs(30))
+                .await?;
+        let mut values: Vec<f32> = (0..10).map(|i| (i * (rank + 1)) as f32).collect();
+        comm.all_reduce_sum(&mut values).await?;
+        let gathered = comm
+            .all_gather(Bytes::from(vec![rank as u8; rank + 1]))
+            .await?
+            .concat();
+        let scattered = comm.reduce_scatter_sum(vec![1.0; 7]).await?;
+        let root = world - 1;
+        let message = (rank == root).then(|| Bytes::from_static(b"from the root"));
+        let broadcast = comm.broadcast(root, message).await?;
+        Ok((values, gathered, scattered, broadcast.to_vec()))
+    }
+}
+
+fn small_llama() -> Vec<(String, Vec<u64>)> {
+    let (hidden, ffn, vocab) = (16, 24, 40);
+    let mut params = vec![("model.embed_tokens.weight".to_string(), vec![vocab, hidden])];
+    for layer in 0..2 {
+        params.push((
+            format!("model.layers.{layer}.input_layernorm.weight"),
+            vec![hidden],
+        ));
+        for name in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            params.push((
+                format!("model.layers.{layer}.self_attn.{name}.weight"),
+                vec![hidden, hidden],
+            ));
+        }
+        params.push((
+            format!("model.layers.{layer}.mlp.gate_proj.weight"),
+            vec![ffn, hidden],
+        ));
+        params.push((
+            format!("model.layers.{layer}.mlp.down_proj.weight"),
+            vec![hidden, ffn],
+        ));
+    }
+    params
+}
+
+async fn reshard_pair(
+    cluster: &Cluster,
+    name: &str,
+    src: LayoutSpec,
+    dst: LayoutSpec,
+) -> anyhow::Result<()> {
+    let world = src.layout().ranks() + dst.layout().ranks();
+    let group = format!("{name}-{}", std::process::id());
+    let mut peers = Vec::new();
+    for _ in 0..world {
+        peers.push(ReshardPeer::spawn(cluster, SpawnOptions::new().num_cpus(0.1)).await?);
+    }
+    let jobs = peers.iter().enumerate().map(|(rank, peer)| {
+        peer.run(Job {
+            group: group.clone(),
+            rank,
+            src: src.clone(),
+            dst: dst.clone(),
+            params: small_llama(),
+            bucket_bytes: 2048,
+        })
+    });
+    let results = futures::future::join_all(jobs).await;
+    let mut destinations = 0;
+    for (rank, result) in results.into_iter().enumerate() {
+        if let Some((got, want)) = result? {
+            anyhow::ensure!(
+                got == want,
+                "{name}: rank {rank} checksum {got:x}, expected {want:x}"
+            );
+            destinations += 1;
+        }
+    }
+    anyhow::ensure!(
+        destinations == dst.layout().ranks(),
+        "{name}: {destinations} destinations reported"
+    );
+    for peer in &peers {
+        cluster.kill(peer).await?;
+    }
+    Ok(())
+}
+
+async fn all(cluster: &Cluster) -> anyhow::Result<()> {
+    let pairs = [
+        (
+            "fsdp2-to-tp2x2",
+            LayoutSpec::Fsdp(2),
+            LayoutSpec::TensorParallel { tp: 2, replicas: 2 },
+        ),
+        (
+            "tp4-to-tp2",
+            LayoutSpec::TensorParallel { tp: 4, replicas: 1 },
+            LayoutSpec::TensorParallel { tp: 2, replicas: 1 },
+        ),
+        (
+            "tp2-to-full3",
+            LayoutSpec::TensorParallel { tp: 2, replicas: 1 },
+            LayoutSpec::Replicated(3),
+        ),
+        (
+            "full-to-tp4",
+            LayoutSpec::Replicated(1),
+            LayoutSpec::TensorParallel { tp: 4, replicas: 1 },
+        ),
+    ];
+    for (name, src, dst) in pairs {
+        reshard_pair(cluster, name, src, dst).await?;
+        println!("test reshard_{name} ... ok");
+    }
+    let world = 3;
+    let mut peers = Vec::new();
+    for _ in 0..world {
+        peers.push(ReshardPeer::spawn(cluster, SpawnOptions::new().num_cpus(0.1)).await?);
+    }
+    let group = format!("collectives-{}", std::process::id());
+    let results = futures::future::join_all(
+        peers
+            .iter()
+            .enumerate()
+            .map(|(rank, peer)| peer.collectives(group.clone(), rank, world)),
+    )
+    .await;
+    let expected_sum: Vec<f32> = (0..10).map(|i| (i * (1 + 2 + 3)) as f32).collect();
+    for (rank, result) in results.into_iter().enumerate() {
+        let (sum, gathered, scattered, broadcast) = result?;
+        anyhow::ensure!(sum == expected_sum, "rank {rank}: all-reduce gave {sum:?}");
+        anyhow::ensure!(
+            gathered == vec![0, 1, 1, 2, 2, 2],
+            "rank {rank}: all-gather gave {gathered:?}"
+        );
+        let chunk = troupe::reshard::layout::chunk(7, world, rank);
+        anyhow::ensure!(
+            scattered == vec![3.0; (chunk.1 - chunk.0) as usize],
+            "rank {rank}: reduce-scatter gave {scattered:?}"
+        );
+        anyhow::ensure!(
+            broadcast == b"from the root",
+            "rank {rank}: broadcast gave {broadcast:?}"
+        );
+    }
+    println!("test collectives_over_tcp ... ok");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    troupe::init();
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        println!("0 passed, 1 failed");
+        return std::process::ExitCode::FAILURE;
+    };
+    let outcome = runtime.block_on(async {
+        let cluster = Cluster::local().await?;
+        let result = tokio::time::timeout(Duration::from_secs(180), all(&cluster)).await;
+        cluster.shutdown().await;
+        result.map_err(|_| anyhow::anyhow!("timed out after 180 s"))?
+    });
+    match outcome {
+        Ok(()) => {
+            println!("\n5 passed, 0 failed");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            println!("FAILED: {err:#}\n\n0 passed, 1 failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
