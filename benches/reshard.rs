@@ -58,7 +58,8 @@ impl Mover {
             let bytes = made.src_bytes[rank] as usize;
             source = Some((0..bytes).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
         } else {
-            destination = Some(vec![0_u8; made.dst_bytes[rank - 2] as usize]);
+            // Resident, as a rollout engine's weights are: touch every page before the clock.
+            destination = Some(vec![1_u8; made.dst_bytes[rank - 2] as usize]);
         }
         // Everyone ready before the clock starts.
         let mut token = [1.0_f32];

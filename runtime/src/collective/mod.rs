@@ -41,6 +41,30 @@ pub trait Communicator: Send + Sync {
     /// Receives the next message from `peer`.
     fn recv(&self, peer: usize) -> impl Future<Output = Result<Bytes, CollectiveError>> + Send;
 
+    /// Sends one message made of `parts` back to back. Backends that can write them without
+    /// first gathering them into one buffer do so (TCP writes them with vectored I/O).
+    fn send_parts(
+        &self,
+        peer: usize,
+        parts: &[&[u8]],
+    ) -> impl Future<Output = Result<(), CollectiveError>> + Send {
+        let message = Bytes::from(parts.concat());
+        self.send(peer, message)
+    }
+
+    /// Receives the next message from `peer` straight into `targets`, filled in order; their
+    /// lengths must add up to the message's.
+    fn recv_into(
+        &self,
+        peer: usize,
+        targets: &mut [&mut [u8]],
+    ) -> impl Future<Output = Result<(), CollectiveError>> + Send {
+        async move {
+            let message = self.recv(peer).await?;
+            scatter_into(peer, &message, targets)
+        }
+    }
+
     /// Sums `data` element-wise across ranks, in place (ring: reduce-scatter then all-gather).
     fn all_reduce_sum(
         &self,
@@ -86,6 +110,31 @@ pub trait Communicator: Send + Sync {
     {
         ring::broadcast(self, root, message)
     }
+}
+
+/// Copies `message` into `targets` in order, checking that the lengths match.
+pub fn scatter_into(
+    peer: usize,
+    message: &[u8],
+    targets: &mut [&mut [u8]],
+) -> Result<(), CollectiveError> {
+    let expected: usize = targets.iter().map(|target| target.len()).sum();
+    if expected != message.len() {
+        return Err(CollectiveError::Peer {
+            peer,
+            why: format!(
+                "sent {} bytes where {expected} were expected",
+                message.len()
+            ),
+        });
+    }
+    let mut at = 0;
+    for target in targets.iter_mut() {
+        let len = target.len();
+        target.copy_from_slice(&message[at..at + len]);
+        at += len;
+    }
+    Ok(())
 }
 
 /// f32 values as little-endian bytes.

@@ -1,5 +1,6 @@
-//! The TCP backend: one connection per ordered pair of ranks, length-prefixed frames, a reader
-//! task per incoming connection. Ranks find each other through the head's key-value store: each
+//! The TCP backend: one connection per ordered pair of ranks, length-prefixed frames; messages
+//! made of many parts go out with vectored writes and come in straight into their destination
+//! slices, so resharding copies each byte only into and out of the kernel. Ranks find each other through the head's key-value store: each
 //! publishes `collective/GROUP/RANK` = its listening address, then connects to every peer.
 
 use super::{CollectiveError, Communicator};
@@ -8,21 +9,21 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Mutex};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Mutex;
 
 /// Largest single message.
 const MAX_FRAME: u64 = 16 << 30;
-/// Frames buffered per incoming peer before its reader waits.
-const INBOX: usize = 8;
+/// Slices handed to one vectored write.
+const IO_SLICES: usize = 512;
 
 /// A group's members connected over TCP.
 pub struct TcpCommunicator {
     rank: usize,
     world: usize,
     outgoing: HashMap<usize, Mutex<OwnedWriteHalf>>,
-    incoming: HashMap<usize, Mutex<mpsc::Receiver<Result<Bytes, String>>>>,
+    incoming: HashMap<usize, Mutex<OwnedReadHalf>>,
     /// Longest a `recv` waits for its message.
     pub recv_timeout: Duration,
 }
@@ -46,9 +47,7 @@ impl TcpCommunicator {
             why,
         };
         let host = std::env::var("TROUPE_BIND_HOST").unwrap_or_else(|_| "127.0.0.1".to_string());
-        let listener = TcpListener::bind((host.as_str(), 0))
-            .await
-            .map_err(|err| fail(format!("binding: {err}")))?;
+        let listener = bind_listener(&host).map_err(|err| fail(format!("binding: {err}")))?;
         let address = format!(
             "{host}:{}",
             listener
@@ -76,7 +75,7 @@ impl TcpCommunicator {
             let peer_address = String::from_utf8_lossy(&value).to_string();
             let stream = tokio::time::timeout(
                 remaining.max(Duration::from_millis(1)),
-                TcpStream::connect(&peer_address),
+                connect(&peer_address),
             )
             .await
             .map_err(|_| {
@@ -124,9 +123,8 @@ impl TcpCommunicator {
             if peer >= world || peer == rank || incoming.contains_key(&peer) {
                 return Err(fail(format!("a connection claimed rank {peer}")));
             }
-            let (sender, receiver) = mpsc::channel(INBOX);
-            tokio::spawn(read_frames(stream, sender));
-            incoming.insert(peer, Mutex::new(receiver));
+            let (reader, _) = stream.into_split();
+            incoming.insert(peer, Mutex::new(reader));
         }
         Ok(TcpCommunicator {
             rank,
@@ -138,30 +136,139 @@ impl TcpCommunicator {
     }
 }
 
-async fn read_frames(mut stream: TcpStream, frames: mpsc::Sender<Result<Bytes, String>>) {
-    loop {
-        let mut header = [0_u8; 8];
-        if stream.read_exact(&mut header).await.is_err() {
-            return;
-        }
-        let length = u64::from_le_bytes(header);
-        if length > MAX_FRAME {
-            let _ = frames
-                .send(Err(format!("announced a {length}-byte frame")))
-                .await;
-            return;
-        }
-        let mut body = BytesMut::zeroed(length as usize);
-        if let Err(err) = stream.read_exact(&mut body).await {
-            let _ = frames
-                .send(Err(format!("connection lost mid-frame: {err}")))
-                .await;
-            return;
-        }
-        if frames.send(Ok(body.freeze())).await.is_err() {
-            return;
+/// Socket buffers large enough that a frame crosses in few system calls.
+const SOCKET_BUFFER_BYTES: u32 = 8 << 20;
+
+fn bind_listener(host: &str) -> std::io::Result<TcpListener> {
+    let address: std::net::SocketAddr = format!("{host}:0")
+        .parse()
+        .map_err(|err| std::io::Error::other(format!("`{host}` is not an IP address: {err}")))?;
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Accepted connections inherit these.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
+async fn connect(address: &str) -> std::io::Result<TcpStream> {
+    let address: std::net::SocketAddr = address
+        .parse()
+        .map_err(|err| std::io::Error::other(format!("`{address}` is not an address: {err}")))?;
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    socket.connect(address).await
+}
+
+async fn read_header(reader: &mut OwnedReadHalf) -> Result<u64, String> {
+    let mut header = [0_u8; 8];
+    reader
+        .read_exact(&mut header)
+        .await
+        .map_err(|err| format!("connection lost: {err}"))?;
+    let length = u64::from_le_bytes(header);
+    if length > MAX_FRAME {
+        return Err(format!("announced a {length}-byte frame"));
+    }
+    Ok(length)
+}
+
+/// Reads one frame body of `length` bytes into `targets`: large targets straight from the
+/// socket, runs of small ones through a staging buffer so each system call moves a lot.
+async fn read_scattered(
+    reader: &mut OwnedReadHalf,
+    targets: &mut [&mut [u8]],
+    length: usize,
+) -> Result<(), String> {
+    const DIRECT: usize = 256 << 10;
+    const STAGE: usize = 4 << 20;
+    let mut stage = Vec::new();
+    let (mut staged_from, mut staged_to) = (0, 0);
+    let mut unread = length;
+    for target in targets.iter_mut() {
+        let mut filled = 0;
+        while filled < target.len() {
+            if staged_from < staged_to {
+                let take = (staged_to - staged_from).min(target.len() - filled);
+                target[filled..filled + take]
+                    .copy_from_slice(&stage[staged_from..staged_from + take]);
+                staged_from += take;
+                filled += take;
+                continue;
+            }
+            let want = target.len() - filled;
+            if want >= DIRECT {
+                reader
+                    .read_exact(&mut target[filled..])
+                    .await
+                    .map_err(|err| format!("connection lost mid-frame: {err}"))?;
+                unread -= want;
+                filled += want;
+                continue;
+            }
+            // Never read past this frame: the next bytes belong to the next message.
+            let chunk = unread.min(STAGE);
+            if stage.len() < chunk {
+                stage.resize(chunk, 0);
+            }
+            let got = reader
+                .read(&mut stage[..chunk])
+                .await
+                .map_err(|err| format!("connection lost mid-frame: {err}"))?;
+            if got == 0 {
+                return Err("connection closed mid-frame".to_string());
+            }
+            unread -= got;
+            staged_from = 0;
+            staged_to = got;
         }
     }
+    Ok(())
+}
+
+/// Writes all of `parts`, a batch of slices per system call.
+async fn write_parts(writer: &mut OwnedWriteHalf, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < parts.len() {
+        if parts[index].len() == offset {
+            index += 1;
+            offset = 0;
+            continue;
+        }
+        let batch: Vec<std::io::IoSlice<'_>> = std::iter::once(&parts[index][offset..])
+            .chain(parts[index + 1..].iter().take(IO_SLICES - 1).copied())
+            .map(std::io::IoSlice::new)
+            .collect();
+        let mut written = writer.write_vectored(&batch).await?;
+        if written == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the connection took no bytes",
+            ));
+        }
+        while written > 0 && index < parts.len() {
+            let left = parts[index].len() - offset;
+            if written >= left {
+                written -= left;
+                index += 1;
+                offset = 0;
+            } else {
+                offset += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Communicator for TcpCommunicator {
@@ -174,6 +281,10 @@ impl Communicator for TcpCommunicator {
     }
 
     async fn send(&self, peer: usize, message: Bytes) -> Result<(), CollectiveError> {
+        self.send_parts(peer, &[&message]).await
+    }
+
+    async fn send_parts(&self, peer: usize, parts: &[&[u8]]) -> Result<(), CollectiveError> {
         let writer = self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
             rank: peer,
             world: self.world,
@@ -183,26 +294,68 @@ impl Communicator for TcpCommunicator {
             peer,
             why: format!("send: {err}"),
         };
+        let total: usize = parts.iter().map(|part| part.len()).sum();
         writer
-            .write_all(&(message.len() as u64).to_le_bytes())
+            .write_all(&(total as u64).to_le_bytes())
             .await
             .map_err(failed)?;
-        writer.write_all(&message).await.map_err(failed)
+        write_parts(&mut writer, parts).await.map_err(failed)
     }
 
     async fn recv(&self, peer: usize) -> Result<Bytes, CollectiveError> {
-        let inbox = self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
+        let reader = self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
             rank: peer,
             world: self.world,
         })?;
-        let mut inbox = inbox.lock().await;
-        match tokio::time::timeout(self.recv_timeout, inbox.recv()).await {
-            Ok(Some(Ok(frame))) => Ok(frame),
-            Ok(Some(Err(why))) => Err(CollectiveError::Peer { peer, why }),
-            Ok(None) => Err(CollectiveError::Peer {
+        let mut reader = reader.lock().await;
+        let read = async {
+            let length = read_header(&mut reader).await? as usize;
+            // Read into spare capacity: no zeroing pass over the frame.
+            let mut body = BytesMut::with_capacity(length);
+            while body.len() < length {
+                let more = reader
+                    .read_buf(&mut body)
+                    .await
+                    .map_err(|err| format!("connection lost mid-frame: {err}"))?;
+                if more == 0 {
+                    return Err("connection closed mid-frame".to_string());
+                }
+            }
+            Ok(body.freeze())
+        };
+        match tokio::time::timeout(self.recv_timeout, read).await {
+            Ok(Ok(frame)) => Ok(frame),
+            Ok(Err(why)) => Err(CollectiveError::Peer { peer, why }),
+            Err(_) => Err(CollectiveError::Peer {
                 peer,
-                why: "connection closed".to_string(),
+                why: format!("no message within {:?}", self.recv_timeout),
             }),
+        }
+    }
+
+    async fn recv_into(
+        &self,
+        peer: usize,
+        targets: &mut [&mut [u8]],
+    ) -> Result<(), CollectiveError> {
+        let reader = self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
+            rank: peer,
+            world: self.world,
+        })?;
+        let mut reader = reader.lock().await;
+        let expected: usize = targets.iter().map(|target| target.len()).sum();
+        let read = async {
+            let length = read_header(&mut reader).await? as usize;
+            if length != expected {
+                return Err(format!(
+                    "sent {length} bytes where {expected} were expected"
+                ));
+            }
+            read_scattered(&mut reader, targets, length).await
+        };
+        match tokio::time::timeout(self.recv_timeout, read).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(CollectiveError::Peer { peer, why }),
             Err(_) => Err(CollectiveError::Peer {
                 peer,
                 why: format!("no message within {:?}", self.recv_timeout),

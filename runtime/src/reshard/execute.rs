@@ -2,13 +2,22 @@
 //! destination rank receives from every source concurrently and unpacks into its buffer. A rank
 //! may be both (colocated trainer and rollout); sends and receives then run side by side.
 
-use super::local::{pack, unpack};
+use super::local::{destination_slices, pieces, segments, source_slices};
+
+/// Size of the frames a bucket travels in (one message each).
+const FRAME_BYTES: usize = 64 << 20;
+
+/// A bucket's message cut into frames: `[from, to)` byte ranges.
+fn frames(total: usize) -> Vec<(usize, usize)> {
+    (0..total)
+        .step_by(FRAME_BYTES)
+        .map(|from| (from, (from + FRAME_BYTES).min(total)))
+        .collect()
+}
 use super::plan::Plan;
 use super::ReshardError;
 use crate::collective::Communicator;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use std::sync::Mutex;
 
 /// Which communicator ranks play a plan's ranks: source rank i is `src_base + i`, destination
 /// rank j is `dst_base + j`.
@@ -62,76 +71,104 @@ pub async fn execute<C: Communicator>(
         let Some((src, buffer)) = my_src.zip(source) else {
             return Ok::<(u64, usize), ReshardError>((0, 0));
         };
-        // Indices, not references: closures over borrowed items make the future's Send bound
-        // higher-ranked, which the compiler cannot prove.
-        let mine: Vec<usize> = (0..plan.buckets.len())
-            .filter(|index| plan.buckets[*index].src == src)
-            .collect();
-        let count = mine.len();
-        // Up to four buckets in flight, to different destinations in parallel.
-        let mut sends = futures::stream::iter(mine.into_iter().map(move |index| async move {
-            let bucket = &plan.buckets[index];
-            let message = pack(plan, bucket, buffer)?;
-            comm.send(ranks.dst_base + bucket.dst, bytes::Bytes::from(message))
-                .await
-                .map_err(|err| {
-                    ReshardError::Buffer(format!(
-                        "sending a bucket to destination {}: {err}",
-                        bucket.dst
-                    ))
-                })?;
-            Ok::<u64, ReshardError>(bucket.bytes)
-        }))
-        .buffered(4);
-        let mut total = 0;
-        while let Some(sent) = sends.next().await {
-            total += sent?;
-        }
-        Ok((total, count))
-    };
-    let receiving = async {
-        let Some((dst, buffer)) = my_dst.zip(destination) else {
-            return Ok::<(u64, usize), ReshardError>((0, 0));
-        };
-        let buffer = Mutex::new(buffer);
-        let buffer = &buffer;
-        let per_source = (0..plan.src_ranks).map(move |src| {
-            async move {
-                let mut bytes = 0;
-                let mut count = 0;
-                // Buckets from one source arrive in plan order.
-                for bucket in plan
-                    .buckets
-                    .iter()
-                    .filter(|bucket| bucket.src == src && bucket.dst == dst)
-                {
-                    let message = comm
-                        .recv(ranks.src_base + bucket.src)
+        // Frames of one (source, destination) pair must arrive in plan order, so each
+        // destination gets one sequential sender; destinations are served in parallel. Frames
+        // go out as vectored writes straight from the source buffer.
+        let destinations: Vec<usize> = (0..plan.dst_ranks).collect();
+        let per_destination = destinations.into_iter().map(move |dst| async move {
+            let mut total = 0;
+            let mut count = 0;
+            for bucket in plan
+                .buckets
+                .iter()
+                .filter(|bucket| bucket.src == src && bucket.dst == dst)
+            {
+                let started = std::time::Instant::now();
+                let all = segments(plan, bucket);
+                for (from, to) in frames(bucket.bytes as usize) {
+                    let parts = source_slices(buffer, &pieces(&all, from, to, false))?;
+                    comm.send_parts(ranks.dst_base + dst, &parts)
                         .await
                         .map_err(|err| {
-                            ReshardError::Buffer(format!(
-                                "receiving from source {}: {err}",
-                                bucket.src
-                            ))
+                            ReshardError::Buffer(format!("sending to destination {dst}: {err}"))
                         })?;
-                    let mut target = buffer
-                        .lock()
-                        .map_err(|_| ReshardError::Buffer("buffer lock poisoned".into()))?;
-                    unpack(plan, bucket, &message, &mut target)?;
-                    bytes += bucket.bytes;
-                    count += 1;
                 }
-                Ok::<(u64, usize), ReshardError>((bytes, count))
+                tracing::debug!(
+                    bytes = bucket.bytes,
+                    dst,
+                    ms = started.elapsed().as_millis() as u64,
+                    "bucket sent"
+                );
+                total += bucket.bytes;
+                count += 1;
             }
+            Ok::<(u64, usize), ReshardError>((total, count))
         });
         let mut total = (0, 0);
-        for result in futures::future::join_all(per_source).await {
+        for result in futures::future::join_all(per_destination).await {
             let (bytes, count) = result?;
             total.0 += bytes;
             total.1 += count;
         }
         Ok(total)
     };
+    let receiving =
+        async {
+            let Some((dst, buffer)) = my_dst.zip(destination) else {
+                return Ok::<(u64, usize), ReshardError>((0, 0));
+            };
+            // Every frame's pieces of the destination buffer, for every source. They are disjoint
+            // (each destination byte arrives once), so the buffer splits into slices up front and
+            // each source's frames are received straight into their own slices, in parallel.
+            let mut wanted = Vec::new();
+            let mut shape: Vec<Vec<(usize, u64)>> = vec![Vec::new(); plan.src_ranks];
+            for bucket in plan.buckets.iter().filter(|bucket| bucket.dst == dst) {
+                let all = segments(plan, bucket);
+                for (from, to) in frames(bucket.bytes as usize) {
+                    let frame_pieces = pieces(&all, from, to, true);
+                    shape[bucket.src].push((frame_pieces.len(), (to - from) as u64));
+                    wanted.extend(frame_pieces);
+                }
+            }
+            let mut slices = destination_slices(buffer, &wanted)?.into_iter();
+            let mut per_source: Vec<Vec<Vec<&mut [u8]>>> = Vec::with_capacity(plan.src_ranks);
+            for frames_of_source in &shape {
+                per_source.push(
+                    frames_of_source
+                        .iter()
+                        .map(|(count, _)| slices.by_ref().take(*count).collect())
+                        .collect(),
+                );
+            }
+            let receives = per_source.into_iter().enumerate().map(
+                move |(src, mut frames_of_source)| async move {
+                    let mut bytes = 0;
+                    for targets in frames_of_source.iter_mut() {
+                        comm.recv_into(ranks.src_base + src, targets)
+                            .await
+                            .map_err(|err| {
+                                ReshardError::Buffer(format!("receiving from source {src}: {err}"))
+                            })?;
+                        bytes += targets
+                            .iter()
+                            .map(|target| target.len() as u64)
+                            .sum::<u64>();
+                    }
+                    Ok::<u64, ReshardError>(bytes)
+                },
+            );
+            let mut total = 0;
+            for result in futures::future::join_all(receives).await {
+                total += result?;
+            }
+            let count = plan
+                .buckets
+                .iter()
+                .filter(|bucket| bucket.dst == dst)
+                .count();
+            tracing::debug!(bytes = total, "buckets received");
+            Ok((total, count))
+        };
     let (sent, received) = tokio::join!(sending, receiving);
     let (bytes_sent, buckets_sent) = sent?;
     let (bytes_received, buckets_received) = received?;

@@ -115,6 +115,188 @@ pub fn unpack(
     Ok(())
 }
 
+/// A bucket's copy list in bytes: where each contiguous piece sits in the source buffer, the
+/// destination buffer and the bucket's message (`at`).
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    pub src: usize,
+    pub dst: usize,
+    pub at: usize,
+    pub len: usize,
+}
+
+/// The segments of `bucket`, in message order.
+pub fn segments(plan: &Plan, bucket: &Bucket) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for transfer in &bucket.transfers {
+        let elem = plan.params[transfer.param].elem_bytes as usize;
+        let src_base = plan.src_offsets[bucket.src][transfer.param] as usize;
+        let dst_base = plan.dst_offsets[bucket.dst][transfer.param] as usize;
+        for run in transfer.runs() {
+            let len = run.len as usize * elem;
+            out.push(Segment {
+                src: src_base + run.src as usize * elem,
+                dst: dst_base + run.dst as usize * elem,
+                at,
+                len,
+            });
+            at += len;
+        }
+    }
+    out
+}
+
+/// Index of the segment holding message byte `at`.
+fn segment_at(segments: &[Segment], at: usize) -> usize {
+    segments.partition_point(|segment| segment.at + segment.len <= at)
+}
+
+/// Bytes `[from, to)` of a bucket's message, cut from the source buffer (so a bucket can travel
+/// as several frames, packed and unpacked while others are in flight).
+pub fn pack_range(
+    segments: &[Segment],
+    src_buffer: &[u8],
+    from: usize,
+    to: usize,
+) -> Result<Vec<u8>, ReshardError> {
+    let mut out = Vec::with_capacity(to - from);
+    let mut index = segment_at(segments, from);
+    let mut at = from;
+    while at < to {
+        let segment = segments
+            .get(index)
+            .ok_or_else(|| ReshardError::Buffer(format!("message byte {at} is past the bucket")))?;
+        let skip = at - segment.at;
+        let take = (segment.len - skip).min(to - at);
+        let start = segment.src + skip;
+        let piece = src_buffer.get(start..start + take).ok_or_else(|| {
+            ReshardError::Buffer(format!(
+                "source bytes {start}..{} are past its buffer",
+                start + take
+            ))
+        })?;
+        out.extend_from_slice(piece);
+        at += take;
+        index += 1;
+    }
+    Ok(out)
+}
+
+/// Writes message bytes starting at `from` into the destination buffer.
+pub fn unpack_range(
+    segments: &[Segment],
+    frame: &[u8],
+    from: usize,
+    dst_buffer: &mut [u8],
+) -> Result<(), ReshardError> {
+    let to = from + frame.len();
+    let mut index = segment_at(segments, from);
+    let mut at = from;
+    while at < to {
+        let segment = segments
+            .get(index)
+            .ok_or_else(|| ReshardError::Buffer(format!("message byte {at} is past the bucket")))?;
+        let skip = at - segment.at;
+        let take = (segment.len - skip).min(to - at);
+        let start = segment.dst + skip;
+        let target = dst_buffer.get_mut(start..start + take).ok_or_else(|| {
+            ReshardError::Buffer(format!(
+                "destination bytes {start}..{} are past its buffer",
+                start + take
+            ))
+        })?;
+        target.copy_from_slice(&frame[at - from..at - from + take]);
+        at += take;
+        index += 1;
+    }
+    Ok(())
+}
+
+/// The pieces of message bytes `[from, to)` in a buffer: `(offset, len)` in message order, read
+/// from `Segment::src` (for a source) or `Segment::dst` (for a destination).
+pub fn pieces(
+    segments: &[Segment],
+    from: usize,
+    to: usize,
+    destination: bool,
+) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut index = segment_at(segments, from);
+    let mut at = from;
+    while at < to {
+        let Some(segment) = segments.get(index) else {
+            break;
+        };
+        let skip = at - segment.at;
+        let take = (segment.len - skip).min(to - at);
+        let base = if destination {
+            segment.dst
+        } else {
+            segment.src
+        };
+        out.push((base + skip, take));
+        at += take;
+        index += 1;
+    }
+    out
+}
+
+/// Borrows `pieces` of a source buffer as slices, in order.
+pub fn source_slices<'a>(
+    buffer: &'a [u8],
+    pieces: &[(usize, usize)],
+) -> Result<Vec<&'a [u8]>, ReshardError> {
+    pieces
+        .iter()
+        .map(|(start, len)| {
+            buffer.get(*start..start + len).ok_or_else(|| {
+                ReshardError::Buffer(format!(
+                    "source bytes {start}..{} are past its buffer",
+                    start + len
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Splits a destination buffer into mutable slices for `pieces` (which must not overlap),
+/// returned in the order of `pieces`.
+pub fn destination_slices<'a>(
+    buffer: &'a mut [u8],
+    pieces: &[(usize, usize)],
+) -> Result<Vec<&'a mut [u8]>, ReshardError> {
+    let mut order: Vec<usize> = (0..pieces.len()).collect();
+    order.sort_by_key(|index| pieces[*index].0);
+    let mut slots: Vec<Option<&'a mut [u8]>> = (0..pieces.len()).map(|_| None).collect();
+    let mut rest = buffer;
+    let mut consumed = 0;
+    for index in order {
+        let (start, len) = pieces[index];
+        if start < consumed {
+            return Err(ReshardError::Buffer(format!(
+                "destination bytes from {start} are written twice"
+            )));
+        }
+        let skip = start - consumed;
+        if skip + len > rest.len() {
+            return Err(ReshardError::Buffer(format!(
+                "destination bytes {start}..{} are past its buffer",
+                start + len
+            )));
+        }
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(skip);
+        let (piece, tail) = tail.split_at_mut(len);
+        slots[index] = Some(piece);
+        rest = tail;
+        consumed = start + len;
+    }
+    Ok(slots
+        .into_iter()
+        .map(|slot| slot.unwrap_or_default())
+        .collect())
+}
+
 /// Runs a whole plan between in-memory buffers; returns the destination buffers.
 pub fn apply(plan: &Plan, src_buffers: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, ReshardError> {
     let mut out: Vec<Vec<u8>> = plan
