@@ -70,16 +70,9 @@ pub fn pack(plan: &Plan, bucket: &Bucket, src_buffer: &[u8]) -> Result<Vec<u8>, 
         src_buffer,
         plan.src_bytes[bucket.src],
     )?;
-    let mut out = Vec::with_capacity(bucket.bytes as usize);
-    for transfer in &bucket.transfers {
-        let elem = plan.params[transfer.param].elem_bytes as usize;
-        let base = plan.src_offsets[bucket.src][transfer.param] as usize;
-        for run in transfer.runs() {
-            let start = base + run.src as usize * elem;
-            out.extend_from_slice(&src_buffer[start..start + run.len as usize * elem]);
-        }
-    }
-    Ok(out)
+    let all = segments(plan, bucket);
+    let parts = source_slices(src_buffer, &pieces(&all, 0, bucket.bytes as usize, false))?;
+    Ok(parts.concat())
 }
 
 /// Writes a received bucket message into its destination rank's buffer.
@@ -101,16 +94,12 @@ pub fn unpack(
             message.len()
         )));
     }
+    let all = segments(plan, bucket);
     let mut read = 0;
-    for transfer in &bucket.transfers {
-        let elem = plan.params[transfer.param].elem_bytes as usize;
-        let base = plan.dst_offsets[bucket.dst][transfer.param] as usize;
-        for run in transfer.runs() {
-            let len = run.len as usize * elem;
-            let start = base + run.dst as usize * elem;
-            dst_buffer[start..start + len].copy_from_slice(&message[read..read + len]);
-            read += len;
-        }
+    for target in destination_slices(dst_buffer, &pieces(&all, 0, message.len(), true))? {
+        let len = target.len();
+        target.copy_from_slice(&message[read..read + len]);
+        read += len;
     }
     Ok(())
 }
@@ -150,67 +139,6 @@ pub fn segments(plan: &Plan, bucket: &Bucket) -> Vec<Segment> {
 /// Index of the segment holding message byte `at`.
 fn segment_at(segments: &[Segment], at: usize) -> usize {
     segments.partition_point(|segment| segment.at + segment.len <= at)
-}
-
-/// Bytes `[from, to)` of a bucket's message, cut from the source buffer (so a bucket can travel
-/// as several frames, packed and unpacked while others are in flight).
-pub fn pack_range(
-    segments: &[Segment],
-    src_buffer: &[u8],
-    from: usize,
-    to: usize,
-) -> Result<Vec<u8>, ReshardError> {
-    let mut out = Vec::with_capacity(to - from);
-    let mut index = segment_at(segments, from);
-    let mut at = from;
-    while at < to {
-        let segment = segments
-            .get(index)
-            .ok_or_else(|| ReshardError::Buffer(format!("message byte {at} is past the bucket")))?;
-        let skip = at - segment.at;
-        let take = (segment.len - skip).min(to - at);
-        let start = segment.src + skip;
-        let piece = src_buffer.get(start..start + take).ok_or_else(|| {
-            ReshardError::Buffer(format!(
-                "source bytes {start}..{} are past its buffer",
-                start + take
-            ))
-        })?;
-        out.extend_from_slice(piece);
-        at += take;
-        index += 1;
-    }
-    Ok(out)
-}
-
-/// Writes message bytes starting at `from` into the destination buffer.
-pub fn unpack_range(
-    segments: &[Segment],
-    frame: &[u8],
-    from: usize,
-    dst_buffer: &mut [u8],
-) -> Result<(), ReshardError> {
-    let to = from + frame.len();
-    let mut index = segment_at(segments, from);
-    let mut at = from;
-    while at < to {
-        let segment = segments
-            .get(index)
-            .ok_or_else(|| ReshardError::Buffer(format!("message byte {at} is past the bucket")))?;
-        let skip = at - segment.at;
-        let take = (segment.len - skip).min(to - at);
-        let start = segment.dst + skip;
-        let target = dst_buffer.get_mut(start..start + take).ok_or_else(|| {
-            ReshardError::Buffer(format!(
-                "destination bytes {start}..{} are past its buffer",
-                start + take
-            ))
-        })?;
-        target.copy_from_slice(&frame[at - from..at - from + take]);
-        at += take;
-        index += 1;
-    }
-    Ok(())
 }
 
 /// The pieces of message bytes `[from, to)` in a buffer: `(offset, len)` in message order, read
