@@ -67,11 +67,11 @@ fn measure(name: &str, config: ModelConfig) -> anyhow::Result<serde_json::Value>
     let targets: Vec<Vec<u32>> = (0..32)
         .map(|i| (0..64).map(|j| 3 + ((i + j * 5) % 20) as u32).collect())
         .collect();
-    trainer.sft_step(prompts.clone(), targets.clone())?;
+    futures::executor::block_on(trainer.sft_step(prompts.clone(), targets.clone()))?;
     let steps = 3;
     let started = Instant::now();
     for _ in 0..steps {
-        trainer.sft_step(prompts.clone(), targets.clone())?;
+        futures::executor::block_on(trainer.sft_step(prompts.clone(), targets.clone()))?;
     }
     let trained = steps * 32 * 72;
     let training_tokens_per_s = trained as f64 / started.elapsed().as_secs_f64();

@@ -2,6 +2,7 @@
 //! micro-batch accumulation equals the full batch, checkpoints resume exactly, weights travel
 //! from trainer to rollout, the reward model learns preferences and the critic learns values.
 
+use futures::executor::block_on;
 use troupe_actors::generate::SamplingConfig;
 use troupe_actors::roles::critic::Critic;
 use troupe_actors::roles::reference::Reference;
@@ -55,14 +56,12 @@ fn sft_lowers_the_loss_of_its_targets() {
     let mut trainer = trainer(0, 3e-3);
     let prompts = vec![vec![1, 4, 5], vec![1, 6]];
     let targets = vec![vec![7, 8, 2], vec![9, 2]];
-    let first = trainer
-        .sft_step(prompts.clone(), targets.clone())
+    let first = block_on(trainer.sft_step(prompts.clone(), targets.clone()))
         .expect("step")
         .loss;
     let mut last = first;
     for _ in 0..30 {
-        last = trainer
-            .sft_step(prompts.clone(), targets.clone())
+        last = block_on(trainer.sft_step(prompts.clone(), targets.clone()))
             .expect("step")
             .loss;
     }
@@ -115,7 +114,7 @@ fn a_policy_step_moves_probability_towards_positive_advantages() {
     let mut trainer = trainer(2, 1e-2);
     let batch = policy_batch(&trainer);
     let before = batch.old_logprobs.clone();
-    let stats = trainer.policy_step(batch.clone()).expect("step");
+    let stats = block_on(trainer.policy_step(batch.clone())).expect("step");
     assert!(stats.grad_norm > 0.0 && stats.tokens == 10 && stats.step == 1);
     let after = trainer
         .logprobs(batch.prompts.clone(), batch.responses.clone())
@@ -133,8 +132,7 @@ fn a_policy_step_moves_probability_towards_positive_advantages() {
         advantages: vec![1.0],
         ..batch
     };
-    assert!(trainer
-        .policy_step(bad)
+    assert!(block_on(trainer.policy_step(bad))
         .unwrap_err()
         .to_string()
         .contains("advantages"));
@@ -144,13 +142,13 @@ fn a_policy_step_moves_probability_towards_positive_advantages() {
 fn checkpoints_resume_exactly() {
     let mut original = trainer(0, 1e-2);
     let batch = policy_batch(&original);
-    original.policy_step(batch.clone()).expect("step");
+    block_on(original.policy_step(batch.clone())).expect("step");
     let dir = scratch("checkpoint");
     original.save_checkpoint(dir.clone()).expect("save");
     let mut resumed = trainer(0, 1e-2);
     assert_eq!(resumed.load_checkpoint(dir.clone()).expect("load"), 1);
-    original.policy_step(batch.clone()).expect("step");
-    resumed.policy_step(batch).expect("step");
+    block_on(original.policy_step(batch.clone())).expect("step");
+    block_on(resumed.policy_step(batch)).expect("step");
     assert_eq!(
         original.weights().unwrap(),
         resumed.weights().unwrap(),
@@ -164,7 +162,7 @@ fn checkpoints_resume_exactly() {
 fn weights_travel_from_trainer_to_rollout() {
     let mut trainer = trainer(0, 1e-2);
     let batch = policy_batch(&trainer);
-    trainer.policy_step(batch.clone()).expect("step");
+    block_on(trainer.policy_step(batch.clone())).expect("step");
     let mut rollout = Rollout::new(source(99), 0).expect("rollout");
     let weights = trainer.weights().expect("weights");
     assert_eq!(rollout.load_weights(weights.clone()).expect("load"), 1);

@@ -115,6 +115,80 @@ async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
         "one GRPO iteration over 4 role actors: rewards {rewards:?}, loss {:.4}",
         stats.loss
     );
+    cluster.kill(&trainer).await?;
+    cluster.kill(&rollout).await?;
+    cluster.kill(&reference).await?;
+    cluster.kill(&reward).await?;
+    Ok(())
+}
+
+/// Two trainers joined in a data-parallel group, each stepping on its half of a batch, end up
+/// with identical weights (their gradients were averaged) that moved from the start.
+async fn data_parallel_trainers(cluster: &Cluster) -> anyhow::Result<()> {
+    let tokenizer = BuiltinTokenizer::new();
+    let mut config = ModelConfig::tiny(tokenizer.vocab_size(), 32, 2, 4, 2);
+    config.max_position_embeddings = 64;
+    let trainer_config = TrainerConfig {
+        source: ModelSource::Fresh { config, seed: 11 },
+        pad_id: BuiltinTokenizer::PAD,
+        optimizer: AdamWConfig::default(),
+        schedule: LrSchedule::constant(1e-2),
+        max_grad_norm: 1.0,
+        micro_batch: 0,
+        policy: PolicyConfig::default(),
+    };
+    let mut trainers = Vec::new();
+    for _ in 0..2 {
+        trainers.push(
+            Trainer::spawn(
+                cluster,
+                SpawnOptions::new().num_cpus(0.5),
+                trainer_config.clone(),
+            )
+            .await?,
+        );
+    }
+    let before = trainers[0].weights().await?;
+    let group = format!("dp-{}", std::process::id());
+    let joins = trainers
+        .iter()
+        .enumerate()
+        .map(|(rank, trainer)| trainer.join_data_parallel(group.clone(), rank, 2));
+    for joined in futures::future::join_all(joins).await {
+        joined?;
+    }
+    let halves = [
+        (
+            vec![vec![4_u32, 5], vec![6, 7]],
+            vec![vec![8_u32, 2], vec![9, 10, 2]],
+        ),
+        (
+            vec![vec![11_u32], vec![12, 13, 14]],
+            vec![vec![15_u32, 2], vec![16, 2]],
+        ),
+    ];
+    let steps = trainers
+        .iter()
+        .zip(halves)
+        .map(|(trainer, (prompts, targets))| trainer.sft_step(prompts, targets));
+    let mut losses = Vec::new();
+    for stats in futures::future::join_all(steps).await {
+        losses.push(stats?.loss);
+    }
+    anyhow::ensure!(
+        (losses[0] - losses[1]).abs() < 1e-5,
+        "the reported loss is the group's mean: {losses:?}"
+    );
+    let (first, second) = (trainers[0].weights().await?, trainers[1].weights().await?);
+    anyhow::ensure!(
+        first.tensors == second.tensors,
+        "data-parallel ranks hold identical weights after a step"
+    );
+    anyhow::ensure!(
+        first.tensors != before.tensors,
+        "the step moved the weights"
+    );
+    println!("test data_parallel_trainers ... ok");
     Ok(())
 }
 
@@ -126,13 +200,17 @@ fn main() -> std::process::ExitCode {
     };
     let outcome = runtime.block_on(async {
         let cluster = Cluster::local().await?;
-        let result = tokio::time::timeout(Duration::from_secs(120), grpo_iteration(&cluster)).await;
+        let result = tokio::time::timeout(Duration::from_secs(120), async {
+            grpo_iteration(&cluster).await?;
+            data_parallel_trainers(&cluster).await
+        })
+        .await;
         cluster.shutdown().await;
         result.map_err(|_| anyhow::anyhow!("timed out after 120 s"))?
     });
     match outcome {
         Ok(()) => {
-            println!("test grpo_iteration_over_role_actors ... ok\n\n1 passed, 0 failed");
+            println!("test grpo_iteration_over_role_actors ... ok\n\n2 passed, 0 failed");
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {

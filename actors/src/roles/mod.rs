@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod critic;
+mod data_parallel;
 mod head;
 mod optimizer;
 pub mod reference;

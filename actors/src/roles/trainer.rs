@@ -80,6 +80,8 @@ pub struct Trainer {
     model: Decoder,
     updater: Updater,
     config: TrainerConfig,
+    /// The data-parallel group this trainer averages gradients with, once joined.
+    data_parallel: Option<troupe::collective::TcpCommunicator>,
 }
 
 fn scalar(x: &Tensor) -> Result<f64> {
@@ -98,6 +100,7 @@ impl Trainer {
             model,
             updater,
             config,
+            data_parallel: None,
         }
     }
 
@@ -217,6 +220,64 @@ impl Trainer {
         Ok((update.lr, update.grad_norm))
     }
 
+    /// Averages gradients and step figures over the data-parallel group, if any, then steps.
+    async fn step_with(&mut self, mut grads: Gradients, mut stats: StepStats) -> Result<StepStats> {
+        if let Some(comm) = &self.data_parallel {
+            super::data_parallel::average_gradients(comm, &mut grads).await?;
+            let mut figures = [
+                stats.loss,
+                stats.kl,
+                stats.policy.clip_fraction,
+                stats.policy.approx_kl,
+            ];
+            super::data_parallel::average_values(comm, &mut figures).await?;
+            [
+                stats.loss,
+                stats.kl,
+                stats.policy.clip_fraction,
+                stats.policy.approx_kl,
+            ] = figures;
+            stats.policy.loss = stats.loss;
+        }
+        let (lr, grad_norm) = self.apply_gradients(grads)?;
+        stats.lr = lr;
+        stats.grad_norm = grad_norm;
+        stats.step = self.updater.adam.step;
+        Ok(stats)
+    }
+
+    /// Gradients of the supervised loss over the whole batch (micro-batches weighted by tokens).
+    pub fn sft_gradients(
+        &self,
+        prompts: &[Vec<u32>],
+        targets: &[Vec<u32>],
+    ) -> Result<(Gradients, StepStats)> {
+        let rows = prompts.len();
+        if rows == 0 || targets.len() != rows {
+            return Err(ModelError::Input(format!(
+                "{rows} prompts but {} targets",
+                targets.len()
+            )));
+        }
+        let total_tokens: usize = targets.iter().map(Vec::len).sum();
+        let mut total = Gradients::new();
+        let mut stats = StepStats::default();
+        for range in self.chunks(rows) {
+            // Cross-entropy is a token mean: weigh each micro-batch by its share of tokens.
+            let tokens = targets[range.clone()].iter().map(Vec::len).sum::<usize>();
+            let share = tokens as f64 / total_tokens.max(1) as f64;
+            let shaped =
+                ResponseBatch::new(&prompts[range.clone()], &targets[range], self.config.pad_id)?;
+            let mask = shaped.mask(self.model.dtype(), self.model.device())?;
+            let logp = sequence_logprobs(&self.model, &shaped.padded)?;
+            let loss = cross_entropy(&logp, &mask)?;
+            stats.loss += scalar(&loss)? * share;
+            stats.tokens += tokens;
+            accumulate(&mut total, self.updater.gradients(&(loss * share)?)?)?;
+        }
+        Ok((total, stats))
+    }
+
     fn checkpoint_paths(dir: &std::path::Path) -> (PathBuf, PathBuf) {
         (
             dir.join("optimizer.safetensors"),
@@ -231,58 +292,46 @@ impl Trainer {
         Ok(Trainer::from_model(config.source.build()?, config))
     }
 
-    /// One PPO-clip step on a batch of scored responses.
-    pub fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
-        let (grads, mut stats) = self.policy_gradients(&batch)?;
-        let (lr, grad_norm) = self.apply_gradients(grads)?;
-        stats.lr = lr;
-        stats.grad_norm = grad_norm;
-        stats.step = self.updater.adam.step;
-        Ok(stats)
+    /// Joins a data-parallel group of `world` trainers holding the same model: from now on each
+    /// step averages gradients with the others (TCP all-reduce), so all take the same step.
+    pub async fn join_data_parallel(
+        &mut self,
+        group: String,
+        rank: usize,
+        world: usize,
+    ) -> Result<()> {
+        let cluster =
+            troupe::Cluster::current().map_err(|err| ModelError::Input(err.to_string()))?;
+        let comm = troupe::collective::TcpCommunicator::rendezvous(
+            &cluster,
+            &group,
+            rank,
+            world,
+            std::time::Duration::from_secs(120),
+        )
+        .await
+        .map_err(|err| {
+            ModelError::Input(format!("joining data-parallel group `{group}`: {err}"))
+        })?;
+        self.data_parallel = Some(comm);
+        Ok(())
+    }
+
+    /// One PPO-clip step on a batch of scored responses (this rank's share of the batch when
+    /// data-parallel).
+    pub async fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
+        let (grads, stats) = self.policy_gradients(&batch)?;
+        self.step_with(grads, stats).await
     }
 
     /// One supervised step: maximise the likelihood of `targets` after `prompts`.
-    pub fn sft_step(
+    pub async fn sft_step(
         &mut self,
         prompts: Vec<Vec<u32>>,
         targets: Vec<Vec<u32>>,
     ) -> Result<StepStats> {
-        let rows = prompts.len();
-        if rows == 0 || targets.len() != rows {
-            return Err(ModelError::Input(format!(
-                "{rows} prompts but {} targets",
-                targets.len()
-            )));
-        }
-        let total_tokens: usize = targets.iter().map(Vec::len).sum();
-        let mut total = Gradients::new();
-        let mut loss_value = 0.0;
-        let mut tokens = 0;
-        for range in self.chunks(rows) {
-            // Cross-entropy is a token mean: weigh each micro-batch by its share of tokens.
-            let share = targets[range.clone()].iter().map(Vec::len).sum::<usize>() as f64
-                / total_tokens.max(1) as f64;
-            let shaped = ResponseBatch::new(
-                &prompts[range.clone()],
-                &targets[range.clone()],
-                self.config.pad_id,
-            )?;
-            let mask = shaped.mask(self.model.dtype(), self.model.device())?;
-            let logp = sequence_logprobs(&self.model, &shaped.padded)?;
-            let loss = cross_entropy(&logp, &mask)?;
-            loss_value += scalar(&loss)? * share;
-            tokens += targets[range].iter().map(Vec::len).sum::<usize>();
-            accumulate(&mut total, self.updater.gradients(&(loss * share)?)?)?;
-        }
-        let (lr, grad_norm) = self.apply_gradients(total)?;
-        Ok(StepStats {
-            step: self.updater.adam.step,
-            lr,
-            loss: loss_value,
-            grad_norm,
-            tokens,
-            ..StepStats::default()
-        })
+        let (grads, stats) = self.sft_gradients(&prompts, &targets)?;
+        self.step_with(grads, stats).await
     }
 
     /// Per-token log-probabilities of responses under the current policy.
