@@ -81,13 +81,6 @@ async fn kill9_to_restarted(cluster: &Cluster, rounds: usize) -> anyhow::Result<
     Ok(samples)
 }
 
-fn json_path() -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|arg| arg == "--json")
-        .and_then(|at| args.get(at + 1).cloned())
-}
-
 fn main() -> anyhow::Result<()> {
     troupe::init();
     let runtime = tokio::runtime::Runtime::new()?;
@@ -102,13 +95,8 @@ fn main() -> anyhow::Result<()> {
             "cluster": "embedded local (Cluster::local)",
             "results": [summary("spawn_to_first_call", &mut spawn), summary("kill9_to_restarted", &mut restart)],
         });
-        if let Some(path) = json_path() {
-            let path = std::path::PathBuf::from(path);
-            if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-            println!("wrote {}", std::fs::canonicalize(&path)?.display());
+        if let Some(path) = troupe::report::json_path_arg() {
+            println!("wrote {}", troupe::report::write_json(&path, &report)?.display());
         }
         cluster.shutdown().await;
         anyhow::Ok(())

@@ -98,19 +98,12 @@ fn main() -> anyhow::Result<()> {
         measure("recipe (2 x 256)", model_config(2, 768))?,
         measure("4 layers x 256", model_config(4, 1024))?,
     ];
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(path) = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-    {
-        let path = std::path::PathBuf::from(path);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
+    if let Some(path) = troupe::report::json_path_arg() {
         let report = serde_json::json!({ "bench": "model_speed", "device": "cpu", "threads": threads, "models": results });
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        println!("wrote {}", path.display());
+        println!(
+            "wrote {}",
+            troupe::report::write_json(&path, &report)?.display()
+        );
     }
     Ok(())
 }

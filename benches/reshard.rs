@@ -185,16 +185,7 @@ fn main() -> anyhow::Result<()> {
         "plan Llama-70B TP=8 -> TP=4 x 2: {plan_ms:.2} ms ({} parameters)",
         params.len()
     );
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(path) = args
-        .iter()
-        .position(|a| a == "--json")
-        .and_then(|i| args.get(i + 1))
-    {
-        let path = std::path::PathBuf::from(path);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
+    if let Some(path) = troupe::report::json_path_arg() {
         let report = serde_json::json!({
             "bench": "reshard",
             "reshard_gb_per_s": reshard,
@@ -205,8 +196,10 @@ fn main() -> anyhow::Result<()> {
             "bytes_moved": moved,
             "layouts": "FSDP dp=2 -> TP=2 (2 + 2 processes, TCP on loopback)",
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
-        println!("wrote {}", path.display());
+        println!(
+            "wrote {}",
+            troupe::report::write_json(&path, &report)?.display()
+        );
     }
     Ok(())
 }

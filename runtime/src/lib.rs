@@ -38,6 +38,7 @@ pub mod cuda;
 mod error;
 pub mod head;
 pub mod node;
+pub mod report;
 pub mod reshard;
 pub mod rpc;
 pub mod scheduler;

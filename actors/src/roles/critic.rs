@@ -1,13 +1,12 @@
 //! The critic role for PPO: the decoder with a scalar value head, giving a value before each
 //! response token, trained on GAE returns with the clipped value loss.
 
-use super::head::ScalarHead;
+use super::head::{head_with_updater, ScalarHead};
 use super::optimizer::Updater;
 use super::{ModelSource, ResponseBatch};
 use crate::error::Result;
 use crate::model::Decoder;
 use crate::train::losses::value_loss;
-use crate::train::optim::{AdamW, AdamWConfig, LrSchedule};
 use candle_core::Tensor;
 
 pub struct Critic {
@@ -25,15 +24,7 @@ impl Critic {
         lr: f64,
         value_clip: Option<f64>,
     ) -> Result<Self> {
-        let head = ScalarHead::new(model.config().hidden_size, model.dtype(), model.device())?;
-        let mut vars = model.named_vars();
-        vars.extend(head.named_vars());
-        let updater = Updater {
-            vars,
-            adam: AdamW::new(AdamWConfig::default()),
-            schedule: LrSchedule::constant(lr),
-            max_grad_norm: 1.0,
-        };
+        let (head, updater) = head_with_updater(&model, lr)?;
         Ok(Critic {
             model,
             head,

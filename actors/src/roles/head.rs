@@ -5,6 +5,24 @@ use crate::error::Result;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Linear, VarBuilder, VarMap};
 
+/// A new head for `model` and the updater that trains both together (AdamW at a constant `lr`,
+/// gradient norm clipped at 1), as the reward model and the critic use.
+pub fn head_with_updater(
+    model: &crate::model::Decoder,
+    lr: f64,
+) -> Result<(ScalarHead, super::optimizer::Updater)> {
+    let head = ScalarHead::new(model.config().hidden_size, model.dtype(), model.device())?;
+    let mut vars = model.named_vars();
+    vars.extend(head.named_vars());
+    let updater = super::optimizer::Updater {
+        vars,
+        adam: crate::train::optim::AdamW::new(crate::train::optim::AdamWConfig::default()),
+        schedule: crate::train::optim::LrSchedule::constant(lr),
+        max_grad_norm: 1.0,
+    };
+    Ok((head, updater))
+}
+
 pub struct ScalarHead {
     varmap: VarMap,
     linear: Linear,

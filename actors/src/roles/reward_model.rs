@@ -1,13 +1,12 @@
 //! A learned reward model: the decoder with a scalar head read at each sequence's last token,
 //! trained with the Bradley-Terry loss on preference pairs.
 
-use super::head::ScalarHead;
+use super::head::{head_with_updater, ScalarHead};
 use super::optimizer::Updater;
 use super::ModelSource;
 use crate::error::{ModelError, Result};
 use crate::model::{Decoder, PaddedBatch};
 use crate::train::losses::bradley_terry;
-use crate::train::optim::{AdamW, AdamWConfig, LrSchedule};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -29,15 +28,7 @@ pub struct RewardModel {
 
 impl RewardModel {
     pub fn from_model(model: Decoder, pad_id: u32, lr: f64) -> Result<Self> {
-        let head = ScalarHead::new(model.config().hidden_size, model.dtype(), model.device())?;
-        let mut vars = model.named_vars();
-        vars.extend(head.named_vars());
-        let updater = Updater {
-            vars,
-            adam: AdamW::new(AdamWConfig::default()),
-            schedule: LrSchedule::constant(lr),
-            max_grad_norm: 1.0,
-        };
+        let (head, updater) = head_with_updater(&model, lr)?;
         Ok(RewardModel {
             model,
             head,

@@ -15,47 +15,32 @@ fn bounds(len: usize, world: usize, index: usize) -> std::ops::Range<usize> {
     from as usize..to as usize
 }
 
-/// Reduce-scatter phase over `data` in place: afterwards chunk `rank` holds the full sum.
-async fn reduce_scatter_in_place(
-    comm: &impl Communicator,
-    data: &mut [f32],
-) -> Result<(), CollectiveError> {
-    let (rank, world, right, left) = neighbours(comm);
-    for step in 0..world.saturating_sub(1) {
-        let send_index = (rank + 2 * world - step - 1) % world;
-        let recv_index = (rank + 2 * world - step - 2) % world;
-        let outgoing = f32_to_bytes(&data[bounds(data.len(), world, send_index)]);
-        let (sent, received) = tokio::join!(comm.send(right, outgoing), comm.recv(left));
-        sent?;
-        let incoming = bytes_to_f32(&received?)?;
-        let range = bounds(data.len(), world, recv_index);
-        let target = &mut data[range];
-        if incoming.len() != target.len() {
-            return Err(CollectiveError::Peer {
-                peer: left,
-                why: format!(
-                    "sent {} values where {} were expected",
-                    incoming.len(),
-                    target.len()
-                ),
-            });
-        }
-        for (value, add) in target.iter_mut().zip(incoming) {
-            *value += add;
-        }
-    }
-    Ok(())
+/// What a ring phase does with the chunk it receives.
+#[derive(Clone, Copy)]
+enum Combine {
+    /// Reduce-scatter: add it in; afterwards chunk `rank` holds the full sum.
+    Add,
+    /// All-gather: take it; starts from each rank owning chunk `rank`.
+    Replace,
 }
 
-/// All-gather phase over `data` in place, starting from each rank owning chunk `rank`.
-async fn all_gather_in_place(
+/// One ring phase over `data` in place: world - 1 steps, each sending one chunk to the right
+/// neighbour while receiving another from the left.
+async fn ring_phase(
     comm: &impl Communicator,
     data: &mut [f32],
+    combine: Combine,
 ) -> Result<(), CollectiveError> {
     let (rank, world, right, left) = neighbours(comm);
+    // Chunk offsets per phase so that reduce-scatter ends with rank r owning chunk r and
+    // all-gather starts from there.
+    let lag = match combine {
+        Combine::Add => 1,
+        Combine::Replace => 0,
+    };
     for step in 0..world.saturating_sub(1) {
-        let send_index = (rank + world - step) % world;
-        let recv_index = (rank + 2 * world - step - 1) % world;
+        let send_index = (rank + 2 * world - step - lag) % world;
+        let recv_index = (rank + 2 * world - step - lag - 1) % world;
         let outgoing = f32_to_bytes(&data[bounds(data.len(), world, send_index)]);
         let (sent, received) = tokio::join!(comm.send(right, outgoing), comm.recv(left));
         sent?;
@@ -72,7 +57,13 @@ async fn all_gather_in_place(
                 ),
             });
         }
-        target.copy_from_slice(&incoming);
+        match combine {
+            Combine::Add => target
+                .iter_mut()
+                .zip(incoming)
+                .for_each(|(value, add)| *value += add),
+            Combine::Replace => target.copy_from_slice(&incoming),
+        }
     }
     Ok(())
 }
@@ -81,15 +72,15 @@ pub(super) async fn all_reduce_sum(
     comm: &impl Communicator,
     data: &mut [f32],
 ) -> Result<(), CollectiveError> {
-    reduce_scatter_in_place(comm, data).await?;
-    all_gather_in_place(comm, data).await
+    ring_phase(comm, data, Combine::Add).await?;
+    ring_phase(comm, data, Combine::Replace).await
 }
 
 pub(super) async fn reduce_scatter_sum(
     comm: &impl Communicator,
     mut data: Vec<f32>,
 ) -> Result<Vec<f32>, CollectiveError> {
-    reduce_scatter_in_place(comm, &mut data).await?;
+    ring_phase(comm, &mut data, Combine::Add).await?;
     Ok(data[bounds(data.len(), comm.world_size(), comm.rank())].to_vec())
 }
 
