@@ -35,6 +35,7 @@ pub mod codec;
 pub mod collective;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod data;
 mod error;
 pub mod head;
 pub mod node;
@@ -45,7 +46,7 @@ pub mod scheduler;
 mod transport;
 mod worker;
 
-pub use actor::{Actor, ActorHandle, ActorRef, SpawnOptions};
+pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, SpawnOptions};
 pub use cluster::{Cluster, LocalClusterBuilder};
 pub use error::{ActorDeath, Error, RemotePanic, Result};
 pub use troupe_macros::actor;

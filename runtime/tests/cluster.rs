@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use support::{kill9, pid_alive, run_scenarios, Fixture, Scenario};
+use troupe::data::Batch;
 use troupe::proto::actors_client::ActorsClient;
 use troupe::proto::cluster_client::ClusterClient;
 use troupe::proto::nodes_client::NodesClient;
@@ -19,7 +20,7 @@ use troupe::proto::{
     HeartbeatRequest, KillActorRequest, NodeResources, RegisterNodeRequest, ResourceRequest,
     WorkerReadyRequest,
 };
-use troupe::{ActorHandle, Cluster, Error, SpawnOptions};
+use troupe::{ActorGroup, ActorHandle, Cluster, Error, SpawnOptions};
 
 /// An actor that reports on the process it runs in.
 pub struct Probe {
@@ -94,6 +95,39 @@ impl Probe {
     /// Fails with an application error.
     pub fn refuse(&self, why: String) -> Result<u64, String> {
         Err(format!("refused: {why}"))
+    }
+}
+
+/// A member of an actor group.
+pub struct Shard {
+    rank: usize,
+    world: usize,
+}
+
+#[troupe::actor]
+impl Shard {
+    pub fn new(rank: usize, world: usize) -> Self {
+        Shard { rank, world }
+    }
+
+    pub fn place(&self) -> (usize, usize) {
+        (self.rank, self.world)
+    }
+
+    /// Multiplies the `reward` column by (rank + 1) and stamps the rank on every row.
+    pub fn scale(&self, batch: Batch) -> anyhow::Result<Batch> {
+        let rewards: Vec<f32> = batch
+            .f32_values("reward")?
+            .iter()
+            .map(|r| r * (self.rank + 1) as f32)
+            .collect();
+        let mut out = Batch::new(batch.rows()).with_f32("reward", &[], &rewards)?;
+        out.set_meta_all("rank", &self.rank.to_string());
+        Ok(out)
+    }
+
+    pub fn add(&self, x: u64) -> u64 {
+        x + self.rank as u64
     }
 }
 
@@ -869,6 +903,69 @@ async fn node_loss_replaces_actors(world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn actor_group_dispatch(world: &World) -> anyhow::Result<()> {
+    let cluster = &world.cluster;
+    let group = ActorGroup::spawn(cluster, 3, |rank, size| {
+        Shard::spawn(cluster, probe_options(), rank, size)
+    })
+    .await?;
+    let places = group
+        .broadcast(|shard| async move { shard.place().await })
+        .await?;
+    anyhow::ensure!(
+        places == vec![(0, 3), (1, 3), (2, 3)],
+        "broadcast in rank order: {places:?}"
+    );
+    let batch = Batch::new(5).with_f32("reward", &[], &[1.0, 1.0, 1.0, 1.0, 1.0])?;
+    let scaled = group
+        .split(&batch, |shard, part| async move { shard.scale(part).await })
+        .await?;
+    anyhow::ensure!(
+        scaled.f32_values("reward")? == vec![1.0, 1.0, 2.0, 2.0, 3.0],
+        "split rows, concatenated in rank order"
+    );
+    let ranks: Vec<&str> = scaled
+        .meta()
+        .iter()
+        .map(|meta| meta["rank"].as_str())
+        .collect();
+    anyhow::ensure!(ranks == vec!["0", "0", "1", "1", "2"], "{ranks:?}");
+    anyhow::ensure!(
+        group
+            .rank_zero(|shard| async move { shard.add(10).await })
+            .await?
+            == 10
+    );
+    let sums = group
+        .per_rank(
+            vec![100, 200, 300],
+            |shard, x| async move { shard.add(x).await },
+        )
+        .await?;
+    anyhow::ensure!(sums == vec![100, 201, 302], "{sums:?}");
+    let wrong = group
+        .per_rank(vec![1], |shard, x| async move { shard.add(x).await })
+        .await
+        .expect_err("one argument for three");
+    anyhow::ensure!(
+        wrong.to_string().contains("1 arguments for 3 members"),
+        "{wrong}"
+    );
+    let failed = ActorGroup::spawn(cluster, 2, |rank, size| {
+        Shard::spawn(
+            cluster,
+            probe_options().num_gpus(if rank == 1 { 64.0 } else { 0.0 }),
+            rank,
+            size,
+        )
+    })
+    .await
+    .expect_err("rank 1 cannot be placed");
+    anyhow::ensure!(failed.to_string().contains("64 whole devices"), "{failed}");
+    group.kill(cluster).await?;
+    Ok(())
+}
+
 const CHILD_DRIVER: &str = "TROUPE_TEST_CHILD_DRIVER";
 
 /// A driver in its own process: spawns an owned and a detached actor, says their names, then
@@ -911,6 +1008,7 @@ fn scenarios<'a>() -> Vec<Scenario<'a, World>> {
         scenario!(status_and_metrics),
         scenario!(names_and_handle_passing),
         scenario!(max_concurrency),
+        scenario!(actor_group_dispatch),
         scenario!(kill9_worker_restarts),
         scenario!(panics_reach_the_caller),
         scenario!(bad_input_is_rejected),

@@ -3,10 +3,12 @@
 //! a worker process constructs an actor by type name.
 
 mod actor_ref;
+mod group;
 mod options;
 pub(crate) mod registry;
 
 pub use actor_ref::ActorRef;
+pub use group::ActorGroup;
 pub use options::SpawnOptions;
 pub use registry::{ActorFactory, DispatchError, HostedActor};
 

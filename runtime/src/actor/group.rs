@@ -1,0 +1,145 @@
+//! `ActorGroup`: N actors of one type that work as one (data-parallel trainers, rollout
+//! engines), each knowing its rank and the world size, called together with a dispatch mode:
+//! broadcast (same call to all, results in rank order), split (a batch's rows spread over the
+//! ranks, results concatenated in rank order), rank 0 only, or one argument per rank. Calls
+//! take each member's handle by value (handles are cheap clones), so they read
+//! `group.broadcast(|member| async move { member.step().await })`.
+
+use crate::actor::ActorHandle;
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use std::future::Future;
+
+/// Actors of one type, by rank.
+#[derive(Clone, Debug)]
+pub struct ActorGroup<H: ActorHandle> {
+    members: Vec<H>,
+}
+
+impl<H: ActorHandle> ActorGroup<H> {
+    /// Spawns `world` actors; `spawn(rank, world)` creates rank `rank` (pass both to the
+    /// constructor so each actor knows its place). All or nothing: if one fails, the ones
+    /// already created are killed and the error is returned. (The members are placed one by one;
+    /// reserving all their resources at once comes with placement groups.)
+    pub async fn spawn<F, Fut>(cluster: &crate::Cluster, world: usize, mut spawn: F) -> Result<Self>
+    where
+        F: FnMut(usize, usize) -> Fut,
+        Fut: Future<Output = Result<H>>,
+    {
+        if world == 0 {
+            return Err(Error::Invalid {
+                what: "group size".to_string(),
+                why: "0 members".to_string(),
+            });
+        }
+        let mut members = Vec::with_capacity(world);
+        for rank in 0..world {
+            match spawn(rank, world).await {
+                Ok(member) => members.push(member),
+                Err(err) => {
+                    for member in &members {
+                        let _ = cluster.kill(member).await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(ActorGroup { members })
+    }
+
+    /// A group of existing handles, rank = position.
+    pub fn from_handles(members: Vec<H>) -> Self {
+        ActorGroup { members }
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn members(&self) -> &[H] {
+        &self.members
+    }
+
+    /// The member of rank `rank`.
+    pub fn rank(&self, rank: usize) -> Option<&H> {
+        self.members.get(rank)
+    }
+
+    /// The same call on every member at once; results in rank order.
+    pub async fn broadcast<T, F, Fut>(&self, call: F) -> Result<Vec<T>>
+    where
+        F: Fn(H) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        futures::future::join_all(self.members.iter().cloned().map(call))
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The call on rank 0 only.
+    pub async fn rank_zero<T, F, Fut>(&self, call: F) -> Result<T>
+    where
+        F: FnOnce(H) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let first = self.members.first().ok_or_else(|| Error::Invalid {
+            what: "group".to_string(),
+            why: "it has no members".to_string(),
+        })?;
+        call(first.clone()).await
+    }
+
+    /// One argument per member (in rank order), all at once; results in rank order.
+    pub async fn per_rank<A, T, F, Fut>(&self, arguments: Vec<A>, call: F) -> Result<Vec<T>>
+    where
+        F: Fn(H, A) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        if arguments.len() != self.members.len() {
+            return Err(Error::Invalid {
+                what: "per-rank arguments".to_string(),
+                why: format!(
+                    "{} arguments for {} members",
+                    arguments.len(),
+                    self.members.len()
+                ),
+            });
+        }
+        let calls = self
+            .members
+            .iter()
+            .cloned()
+            .zip(arguments)
+            .map(|(member, argument)| call(member, argument));
+        futures::future::join_all(calls).await.into_iter().collect()
+    }
+
+    /// The rows of `batch` split over the members (near-equal contiguous parts, rank order),
+    /// each part through `call`, the results concatenated in rank order.
+    pub async fn split<F, Fut>(&self, batch: &Batch, call: F) -> Result<Batch>
+    where
+        F: Fn(H, Batch) -> Fut,
+        Fut: Future<Output = Result<Batch>>,
+    {
+        let parts = batch
+            .split(self.members.len())
+            .map_err(|err| Error::Invalid {
+                what: "batch".to_string(),
+                why: err.to_string(),
+            })?;
+        let results = self.per_rank(parts, call).await?;
+        Batch::concat(&results).map_err(|err| Error::Invalid {
+            what: "group results".to_string(),
+            why: err.to_string(),
+        })
+    }
+
+    /// Kills every member.
+    pub async fn kill(&self, cluster: &crate::Cluster) -> Result<()> {
+        for member in &self.members {
+            cluster.kill(member).await?;
+        }
+        Ok(())
+    }
+}
