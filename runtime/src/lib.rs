@@ -39,6 +39,7 @@ pub mod data;
 mod error;
 pub mod head;
 pub mod node;
+pub mod objects;
 pub mod report;
 pub mod reshard;
 pub mod rpc;
@@ -49,6 +50,7 @@ mod worker;
 pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, SpawnOptions};
 pub use cluster::{Cluster, LocalClusterBuilder};
 pub use error::{ActorDeath, Error, RemotePanic, Result};
+pub use transport::bytes_received as call_bytes_received;
 pub use troupe_macros::actor;
 pub use troupe_proto as proto;
 

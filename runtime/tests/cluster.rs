@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use support::{kill9, pid_alive, run_scenarios, Fixture, Scenario};
 use troupe::data::Batch;
+use troupe::objects::ObjectRef;
 use troupe::proto::actors_client::ActorsClient;
 use troupe::proto::cluster_client::ClusterClient;
 use troupe::proto::nodes_client::NodesClient;
@@ -128,6 +129,48 @@ impl Shard {
 
     pub fn add(&self, x: u64) -> u64 {
         x + self.rank as u64
+    }
+}
+
+/// A pipeline stage that hands its output on by reference.
+pub struct Stage;
+
+#[troupe::actor]
+impl Stage {
+    pub fn new() -> Self {
+        Stage
+    }
+
+    /// `rows` rows of 256 f32 values (1 KiB a row), kept here.
+    pub fn produce(&self, rows: usize) -> anyhow::Result<ObjectRef> {
+        let values: Vec<f32> = (0..rows * 256).map(|i| (i % 7) as f32).collect();
+        Ok(ObjectRef::put_batch(&Batch::new(rows).with_f32(
+            "x",
+            &[256],
+            &values,
+        )?)?)
+    }
+
+    /// Fetches its input from whoever holds it, doubles it, keeps the result here.
+    pub async fn transform(&self, input: ObjectRef) -> anyhow::Result<ObjectRef> {
+        let batch = input.fetch_batch().await?;
+        let doubled: Vec<f32> = batch.f32_values("x")?.iter().map(|x| x * 2.0).collect();
+        Ok(ObjectRef::put_batch(&Batch::new(batch.rows()).with_f32(
+            "x",
+            &[256],
+            &doubled,
+        )?)?)
+    }
+
+    /// Fetches its input and returns its sum and the bytes this worker fetched in all.
+    pub async fn consume(&self, input: ObjectRef) -> anyhow::Result<(f64, u64)> {
+        let batch = input.fetch_batch().await?;
+        let sum = batch.f32_values("x")?.iter().map(|x| *x as f64).sum();
+        Ok((sum, troupe::objects::bytes_fetched()))
+    }
+
+    pub fn fetched(&self) -> u64 {
+        troupe::objects::bytes_fetched()
     }
 }
 
@@ -966,6 +1009,45 @@ async fn actor_group_dispatch(world: &World) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn objects_move_peer_to_peer(world: &World) -> anyhow::Result<()> {
+    let cluster = &world.cluster;
+    let producer = Stage::spawn(cluster, probe_options()).await?;
+    let transformer = Stage::spawn(cluster, probe_options()).await?;
+    let consumer = Stage::spawn(cluster, probe_options()).await?;
+    let before = troupe::call_bytes_received();
+    let rows = 2048;
+    let produced = producer.produce(rows).await?;
+    let transformed = transformer.transform(produced.clone()).await?;
+    let (sum, consumer_fetched) = consumer.consume(transformed.clone()).await?;
+    let driver_bytes = troupe::call_bytes_received() - before;
+    let expected: f64 = (0..rows * 256).map(|i| 2.0 * (i % 7) as f64).sum();
+    anyhow::ensure!(
+        (sum - expected).abs() < 1e-6 * expected,
+        "three stages computed {sum}, expected {expected}"
+    );
+    let moved = transformer.fetched().await? + consumer_fetched;
+    anyhow::ensure!(
+        moved >= 2 * rows as u64 * 1024,
+        "the stages fetched {moved} bytes peer to peer"
+    );
+    anyhow::ensure!(
+        (driver_bytes as f64) < 0.01 * moved as f64,
+        "the driver received {driver_bytes} bytes while {moved} moved between stages"
+    );
+    produced.release().await?;
+    let gone = transformer.transform(produced).await.expect_err("released");
+    anyhow::ensure!(gone.to_string().contains("holds no object"), "{gone}");
+    anyhow::ensure!(
+        ObjectRef::put(bytes::Bytes::from_static(b"x")).is_err(),
+        "a driver holds no objects"
+    );
+    println!("  driver received {driver_bytes} bytes; {moved} moved peer to peer");
+    for stage in [&producer, &transformer, &consumer] {
+        cluster.kill(stage).await?;
+    }
+    Ok(())
+}
+
 const CHILD_DRIVER: &str = "TROUPE_TEST_CHILD_DRIVER";
 
 /// A driver in its own process: spawns an owned and a detached actor, says their names, then
@@ -1009,6 +1091,7 @@ fn scenarios<'a>() -> Vec<Scenario<'a, World>> {
         scenario!(names_and_handle_passing),
         scenario!(max_concurrency),
         scenario!(actor_group_dispatch),
+        scenario!(objects_move_peer_to_peer),
         scenario!(kill9_worker_restarts),
         scenario!(panics_reach_the_caller),
         scenario!(bad_input_is_rejected),

@@ -24,6 +24,14 @@ pub(crate) enum CallOutcome {
 
 type Waiter = oneshot::Sender<Result<CallOutcome, LinkError>>;
 
+/// Reply bytes this process has received from workers.
+static RECEIVED: AtomicU64 = AtomicU64::new(0);
+
+/// Reply bytes this process has received from actor calls (for accounting and tests).
+pub fn bytes_received() -> u64 {
+    RECEIVED.load(Ordering::Relaxed)
+}
+
 struct Pending {
     waiters: HashMap<u64, Waiter>,
     /// Set once the stream is gone: no new call may register.
@@ -135,7 +143,10 @@ async fn read_replies(
                     continue;
                 };
                 let outcome = match frame.outcome {
-                    Some(reply_frame::Outcome::Ok(bytes)) => CallOutcome::Ok(bytes),
+                    Some(reply_frame::Outcome::Ok(bytes)) => {
+                        RECEIVED.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        CallOutcome::Ok(bytes)
+                    }
                     Some(reply_frame::Outcome::Failed(failure)) => CallOutcome::Failed(failure),
                     None => CallOutcome::Failed(CallFailure {
                         message: "the worker sent a reply with no outcome".to_string(),

@@ -3,4 +3,5 @@
 
 mod connection;
 
+pub use connection::bytes_received;
 pub(crate) use connection::{CallOutcome, Connection, LinkError};

@@ -93,6 +93,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind((bind_host.as_str(), 0)).await?;
     let address = format!("{bind_host}:{}", listener.local_addr()?.port());
+    crate::objects::set_own_address(&address);
     let context = Arc::new(server::WorkerContext::new(
         actor,
         spec.max_concurrency.max(1),

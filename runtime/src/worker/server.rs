@@ -105,6 +105,45 @@ impl Worker for WorkerService {
     async fn ping(&self, _request: Request<Empty>) -> Result<Response<Empty>, Status> {
         Ok(Response::new(Empty {}))
     }
+
+    type FetchObjectStream = ReceiverStream<Result<troupe_proto::ObjectChunk, Status>>;
+
+    async fn fetch_object(
+        &self,
+        request: Request<troupe_proto::ObjectId>,
+    ) -> Result<Response<Self::FetchObjectStream>, Status> {
+        let id = request.into_inner().id;
+        crate::rpc::check_id("id", &id)?;
+        let bytes = crate::objects::local(&id)
+            .ok_or_else(|| Status::not_found(format!("this worker holds no object {id}")))?;
+        let (chunks, outgoing) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for start in (0..bytes.len().max(1)).step_by(crate::objects::CHUNK_BYTES) {
+                let end = (start + crate::objects::CHUNK_BYTES).min(bytes.len());
+                let chunk = troupe_proto::ObjectChunk {
+                    data: bytes.slice(start..end),
+                };
+                if chunks.send(Ok(chunk)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(outgoing)))
+    }
+
+    async fn release_object(
+        &self,
+        request: Request<troupe_proto::ObjectId>,
+    ) -> Result<Response<Empty>, Status> {
+        let id = request.into_inner().id;
+        crate::rpc::check_id("id", &id)?;
+        if !crate::objects::remove(&id) {
+            return Err(Status::not_found(format!(
+                "this worker holds no object {id}"
+            )));
+        }
+        Ok(Response::new(Empty {}))
+    }
 }
 
 async fn run_call(context: &Arc<WorkerContext>, frame: CallFrame) -> ReplyFrame {
