@@ -40,6 +40,7 @@ mod error;
 pub mod head;
 pub mod node;
 pub mod objects;
+pub mod pipeline;
 pub mod report;
 pub mod reshard;
 pub mod rpc;

@@ -173,6 +173,39 @@ impl Batch {
             .collect())
     }
 
+    /// Only the named columns (metadata kept).
+    pub fn project(&self, names: &[String]) -> Result<Batch, BatchError> {
+        let mut columns = BTreeMap::new();
+        for name in names {
+            let column = self.columns.get(name).ok_or_else(|| BatchError::Column {
+                column: name.clone(),
+                why: "no such column".to_string(),
+            })?;
+            columns.insert(name.clone(), column.clone());
+        }
+        Ok(Batch {
+            rows: self.rows,
+            columns,
+            meta: self.meta.clone(),
+        })
+    }
+
+    /// Adds `other`'s columns (same number of rows; its columns replace same-named ones) and
+    /// merges its row metadata in.
+    pub fn merge(&mut self, other: Batch) -> Result<(), BatchError> {
+        if other.rows != self.rows {
+            return Err(BatchError::Shape(format!(
+                "{} rows merged into a batch of {}",
+                other.rows, self.rows
+            )));
+        }
+        self.columns.extend(other.columns);
+        for (mine, theirs) in self.meta.iter_mut().zip(other.meta) {
+            mine.extend(theirs);
+        }
+        Ok(())
+    }
+
     /// Rows in `indexes` order (repeats allowed).
     pub fn select(&self, indexes: &[usize]) -> Result<Batch, BatchError> {
         if let Some(bad) = indexes.iter().find(|index| **index >= self.rows) {
