@@ -7,6 +7,7 @@
 
 mod graph;
 mod run;
+mod staleness;
 
 pub use graph::{Dispatch, Pipeline, PipelineBuilder, PipelineError, StageFn};
 pub use run::{StageTiming, StepReport};

@@ -36,7 +36,25 @@ impl Pipeline {
         weight_version: u64,
     ) -> Result<StepReport, PipelineError> {
         input.set_meta_all("weight_version", &weight_version.to_string());
-        let mut done: BTreeSet<usize> = BTreeSet::new();
+        let all: Vec<usize> = (0..self.stages.len()).collect();
+        let (output, timings) = self.run_stages(&all, input).await?;
+        Ok(StepReport {
+            output,
+            timings,
+            weight_version,
+        })
+    }
+
+    /// Runs the stages in `subset` (stages outside it count as done: their columns must already
+    /// be in `input`), each as soon as its inputs are ready.
+    pub(crate) async fn run_stages(
+        &self,
+        subset: &[usize],
+        mut input: Batch,
+    ) -> Result<(Batch, Vec<StageTiming>), PipelineError> {
+        let mut done: BTreeSet<usize> = (0..self.stages.len())
+            .filter(|index| !subset.contains(index))
+            .collect();
         let mut timings = Vec::new();
         while done.len() < self.stages.len() {
             let ready: Vec<usize> = (0..self.stages.len())
@@ -66,11 +84,7 @@ impl Pipeline {
                 done.insert(*index);
             }
         }
-        Ok(StepReport {
-            output: input,
-            timings,
-            weight_version,
-        })
+        Ok((input, timings))
     }
 
     async fn run_stage(

@@ -228,3 +228,107 @@ async fn a_stage_that_omits_an_output_is_named() {
     let err = pipeline.run_step(input, 0).await.unwrap_err().to_string();
     assert!(err.contains("forgetful") && err.contains("`y`"), "{err}");
 }
+
+/// A rollout stage that stamps the weight version it generated with, and a slow trainer.
+fn staleness_pipeline(weights: Arc<std::sync::atomic::AtomicU64>) -> Pipeline {
+    PipelineBuilder::new()
+        .group("rollout", 1)
+        .group("trainer", 1)
+        .source(&["prompt"])
+        .stage(
+            "generate",
+            "rollout",
+            Dispatch::RankZero,
+            &["prompt"],
+            &["made_with"],
+            move |_rank, batch| {
+                let version = weights.load(std::sync::atomic::Ordering::SeqCst) as f32;
+                Box::pin(async move {
+                    Batch::new(batch.rows())
+                        .with_f32("made_with", &[], &vec![version; batch.rows()])
+                        .map_err(|e| crate::Error::Invalid {
+                            what: "batch".into(),
+                            why: e.to_string(),
+                        })
+                })
+            },
+        )
+        .stage(
+            "train",
+            "trainer",
+            Dispatch::RankZero,
+            &["made_with"],
+            &["loss"],
+            |_rank, batch| {
+                Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Batch::new(batch.rows())
+                        .with_f32("loss", &[], &vec![0.0; batch.rows()])
+                        .map_err(|e| crate::Error::Invalid {
+                            what: "batch".into(),
+                            why: e.to_string(),
+                        })
+                })
+            },
+        )
+        .weight_sync("trainer", "rollout")
+        .build()
+        .expect("valid")
+}
+
+async fn versions_used(max_staleness: usize) -> Vec<(u64, f32)> {
+    let weights = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pipeline = staleness_pipeline(weights.clone());
+    let sync_weights = weights.clone();
+    let reports = pipeline
+        .run_with_staleness(
+            4,
+            max_staleness,
+            |_| Batch::new(2).with_f32("prompt", &[], &[0.0, 0.0]).unwrap(),
+            move || {
+                let weights = sync_weights.clone();
+                Box::pin(async move {
+                    Ok(weights.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+                })
+            },
+        )
+        .await
+        .expect("run");
+    reports
+        .iter()
+        .map(|r| {
+            (
+                r.weight_version,
+                r.output.f32_values("made_with").unwrap()[0],
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn staleness_bounds_how_far_rollouts_run_ahead() {
+    let synchronous = versions_used(0).await;
+    assert_eq!(
+        synchronous,
+        vec![(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0)],
+        "k = 0: always the latest weights"
+    );
+    let ahead = versions_used(1).await;
+    for (step, (stamped, used)) in ahead.iter().enumerate() {
+        assert_eq!(
+            *stamped as f32, *used,
+            "the stamp is the version that made the sample"
+        );
+        assert!(
+            *stamped as usize + 1 >= step,
+            "step {step} used weights v{stamped}: staler than 1"
+        );
+    }
+    assert!(
+        ahead
+            .iter()
+            .enumerate()
+            .any(|(step, (stamped, _))| (*stamped as usize) < step),
+        "with k = 1 rollouts run ahead: {ahead:?}"
+    );
+}
