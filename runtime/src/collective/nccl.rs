@@ -4,11 +4,11 @@
 //! key-value store: rank 0 creates the NCCL unique id and publishes it. Compiled everywhere (the
 //! libraries are loaded at run time); usable only where `cuda::nccl_present()` holds.
 //!
-//! Not yet run on a GPU (no machine was lent when it was written). All-reduce is NCCL's own.
-//! Point-to-point calls run one at a time on the rank's stream without NCCL group calls, so
-//! patterns where a rank only sends or only receives (resharding) work, but the ring defaults
-//! for all-gather, reduce-scatter and broadcast, which send and receive at once, would deadlock:
-//! they need ncclGroupStart/End, still to do.
+//! Not yet run on a GPU (no machine was lent when it was written). Every collective is NCCL's
+//! own (all-reduce, all-gather, reduce-scatter, broadcast; variable sizes are padded to the
+//! largest and trimmed). Point-to-point calls run one at a time on the rank's stream, so
+//! patterns where a rank only sends or only receives at a time (resharding) work; a caller that
+//! sends and receives at once on one NCCL communicator would need NCCL group calls.
 
 use super::{CollectiveError, Communicator};
 use crate::cluster::Cluster;
@@ -23,6 +23,9 @@ enum Command {
     Send(usize, Bytes, oneshot::Sender<Result<(), String>>),
     Recv(usize, oneshot::Sender<Result<Bytes, String>>),
     AllReduce(Vec<f32>, oneshot::Sender<Result<Vec<f32>, String>>),
+    AllGather(Bytes, oneshot::Sender<Result<Vec<Bytes>, String>>),
+    ReduceScatter(Vec<f32>, oneshot::Sender<Result<Vec<f32>, String>>),
+    Broadcast(usize, Option<Bytes>, oneshot::Sender<Result<Bytes, String>>),
 }
 
 /// A group's members connected through NCCL, one GPU each.
@@ -185,6 +188,92 @@ fn serve(
                 })();
                 let _ = reply.send(outcome);
             }
+            Command::AllGather(mine, reply) => {
+                let outcome = (|| -> Result<Vec<Bytes>, String> {
+                    // Sizes first, then every rank's bytes padded to the largest.
+                    let size = stream
+                        .memcpy_stod(&[mine.len() as u64])
+                        .map_err(|e| format!("{e:?}"))?;
+                    let mut sizes = stream
+                        .alloc_zeros::<u64>(world)
+                        .map_err(|e| format!("{e:?}"))?;
+                    comm.all_gather(&size, &mut sizes)
+                        .map_err(|e| format!("{e:?}"))?;
+                    let sizes = stream.memcpy_dtov(&sizes).map_err(|e| format!("{e:?}"))?;
+                    let widest = sizes.iter().copied().max().unwrap_or(0).max(1) as usize;
+                    let mut padded = mine.to_vec();
+                    padded.resize(widest, 0);
+                    let send = stream.memcpy_stod(&padded).map_err(|e| format!("{e:?}"))?;
+                    let mut gathered = stream
+                        .alloc_zeros::<u8>(widest * world)
+                        .map_err(|e| format!("{e:?}"))?;
+                    comm.all_gather(&send, &mut gathered)
+                        .map_err(|e| format!("{e:?}"))?;
+                    let gathered = stream
+                        .memcpy_dtov(&gathered)
+                        .map_err(|e| format!("{e:?}"))?;
+                    Ok(sizes
+                        .iter()
+                        .enumerate()
+                        .map(|(rank, size)| {
+                            Bytes::copy_from_slice(
+                                &gathered[rank * widest..rank * widest + *size as usize],
+                            )
+                        })
+                        .collect())
+                })();
+                let _ = reply.send(outcome);
+            }
+            Command::ReduceScatter(values, reply) => {
+                let outcome = (|| -> Result<Vec<f32>, String> {
+                    // Equal chunks of ceil(len / world), as the ring version cuts them.
+                    let chunk = values.len().div_ceil(world).max(1);
+                    let mut padded = values.clone();
+                    padded.resize(chunk * world, 0.0);
+                    let send = stream.memcpy_stod(&padded).map_err(|e| format!("{e:?}"))?;
+                    let mut mine = stream
+                        .alloc_zeros::<f32>(chunk)
+                        .map_err(|e| format!("{e:?}"))?;
+                    comm.reduce_scatter(&send, &mut mine, &ReduceOp::Sum)
+                        .map_err(|e| format!("{e:?}"))?;
+                    let mine = stream.memcpy_dtov(&mine).map_err(|e| format!("{e:?}"))?;
+                    let (from, to) =
+                        crate::reshard::layout::chunk(values.len() as u64, world, rank);
+                    Ok(mine[..(to - from) as usize].to_vec())
+                })();
+                let _ = reply.send(outcome);
+            }
+            Command::Broadcast(root, message, reply) => {
+                let outcome = (|| -> Result<Bytes, String> {
+                    let length = message.as_ref().map(|m| m.len() as u64).unwrap_or(0);
+                    let mut size = stream
+                        .memcpy_stod(&[length])
+                        .map_err(|e| format!("{e:?}"))?;
+                    comm.broadcast_in_place(&mut size, root as i32)
+                        .map_err(|e| format!("{e:?}"))?;
+                    let length = stream
+                        .memcpy_dtov(&size)
+                        .map_err(|e| format!("{e:?}"))?
+                        .first()
+                        .copied()
+                        .unwrap_or(0) as usize;
+                    let mut body = match &message {
+                        Some(bytes) if rank == root => stream
+                            .memcpy_stod(&bytes[..])
+                            .map_err(|e| format!("{e:?}"))?,
+                        _ => stream
+                            .alloc_zeros::<u8>(length.max(1))
+                            .map_err(|e| format!("{e:?}"))?,
+                    };
+                    if length > 0 {
+                        comm.broadcast_in_place(&mut body, root as i32)
+                            .map_err(|e| format!("{e:?}"))?;
+                    }
+                    let body = stream.memcpy_dtov(&body).map_err(|e| format!("{e:?}"))?;
+                    Ok(Bytes::from(body).slice(..length))
+                })();
+                let _ = reply.send(outcome);
+            }
             Command::AllReduce(values, reply) => {
                 let outcome = (|| -> Result<Vec<f32>, String> {
                     let mut buffer = stream
@@ -231,6 +320,54 @@ impl Communicator for NcclCommunicator {
                 why: "the NCCL thread dropped the receive".to_string(),
             })?
             .map_err(|why| CollectiveError::Peer { peer, why })
+    }
+
+    async fn all_gather(&self, mine: Bytes) -> Result<Vec<Bytes>, CollectiveError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::AllGather(mine, reply))?;
+        answer
+            .await
+            .map_err(|_| {
+                CollectiveError::Invalid("the NCCL thread dropped the all-gather".to_string())
+            })?
+            .map_err(CollectiveError::Invalid)
+    }
+
+    async fn reduce_scatter_sum(&self, data: Vec<f32>) -> Result<Vec<f32>, CollectiveError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::ReduceScatter(data, reply))?;
+        answer
+            .await
+            .map_err(|_| {
+                CollectiveError::Invalid("the NCCL thread dropped the reduce-scatter".to_string())
+            })?
+            .map_err(CollectiveError::Invalid)
+    }
+
+    async fn broadcast(
+        &self,
+        root: usize,
+        message: Option<Bytes>,
+    ) -> Result<Bytes, CollectiveError> {
+        if root >= self.world {
+            return Err(CollectiveError::BadRank {
+                rank: root,
+                world: self.world,
+            });
+        }
+        if self.rank == root && message.is_none() {
+            return Err(CollectiveError::Invalid(
+                "the broadcast root has no message".to_string(),
+            ));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.submit(Command::Broadcast(root, message, reply))?;
+        answer
+            .await
+            .map_err(|_| {
+                CollectiveError::Invalid("the NCCL thread dropped the broadcast".to_string())
+            })?
+            .map_err(CollectiveError::Invalid)
     }
 
     async fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError> {
