@@ -86,13 +86,18 @@ async fn main() -> anyhow::Result<()> {
     troupe::init();
     let cluster = Cluster::local_builder().cpus(8.0).start().await?;
     let options = || SpawnOptions::new().num_cpus(0.5);
-    let rollout = ActorGroup::spawn(&cluster, 2, |rank, world| {
-        Generator::spawn(&cluster, options(), rank, world)
+    let rollout = ActorGroup::spawn(&cluster, 2, options(), |rank, world, options| {
+        Generator::spawn(&cluster, options, rank, world)
     })
     .await?;
-    let reward = ActorGroup::spawn(&cluster, 1, |_, _| Scorer::spawn(&cluster, options())).await?;
-    let trainer =
-        ActorGroup::spawn(&cluster, 1, |_, _| Learner::spawn(&cluster, options())).await?;
+    let reward = ActorGroup::spawn(&cluster, 1, options(), |_, _, options| {
+        Scorer::spawn(&cluster, options)
+    })
+    .await?;
+    let trainer = ActorGroup::spawn(&cluster, 1, options(), |_, _, options| {
+        Learner::spawn(&cluster, options)
+    })
+    .await?;
 
     let (generators, scorers, learners) = (rollout.clone(), reward.clone(), trainer.clone());
     let pipeline = PipelineBuilder::new()

@@ -948,9 +948,12 @@ async fn node_loss_replaces_actors(world: &World) -> anyhow::Result<()> {
 
 async fn actor_group_dispatch(world: &World) -> anyhow::Result<()> {
     let cluster = &world.cluster;
-    let group = ActorGroup::spawn(cluster, 3, |rank, size| {
-        Shard::spawn(cluster, probe_options(), rank, size)
-    })
+    let group = ActorGroup::spawn(
+        cluster,
+        3,
+        probe_options().num_gpus(1.0),
+        |rank, size, options| Shard::spawn(cluster, options, rank, size),
+    )
     .await?;
     let places = group
         .broadcast(|shard| async move { shard.place().await })
@@ -994,18 +997,39 @@ async fn actor_group_dispatch(world: &World) -> anyhow::Result<()> {
         wrong.to_string().contains("1 arguments for 3 members"),
         "{wrong}"
     );
-    let failed = ActorGroup::spawn(cluster, 2, |rank, size| {
-        Shard::spawn(
-            cluster,
-            probe_options().num_gpus(if rank == 1 { 64.0 } else { 0.0 }),
-            rank,
-            size,
-        )
+    let failed = ActorGroup::spawn(cluster, 2, probe_options(), |rank, size, options| {
+        let gpus = if rank == 1 { 64.0 } else { 0.0 };
+        Shard::spawn(cluster, options.num_gpus(gpus), rank, size)
     })
     .await
     .expect_err("rank 1 cannot be placed");
     anyhow::ensure!(failed.to_string().contains("64 whole devices"), "{failed}");
     group.kill(cluster).await?;
+    // A gang is placed all at once or not at all: three members of 4 GPUs each could place one
+    // member (node 1 has 4 free), but not all three, so none starts.
+    let too_big = ActorGroup::spawn(
+        cluster,
+        3,
+        probe_options().num_gpus(4.0),
+        |rank, size, options| Shard::spawn(cluster, options, rank, size),
+    )
+    .await?;
+    for member in too_big.members() {
+        let info = cluster.actor_info(member).await?;
+        anyhow::ensure!(
+            info.state() == ActorState::Pending && info.gpus.is_empty(),
+            "gang member {} is {:?} holding {:?}",
+            info.id,
+            info.state(),
+            info.gpus
+        );
+        anyhow::ensure!(
+            info.pending_reason.contains("all together"),
+            "reason: {}",
+            info.pending_reason
+        );
+    }
+    too_big.kill(cluster).await?;
     Ok(())
 }
 

@@ -17,13 +17,20 @@ pub struct ActorGroup<H: ActorHandle> {
 }
 
 impl<H: ActorHandle> ActorGroup<H> {
-    /// Spawns `world` actors; `spawn(rank, world)` creates rank `rank` (pass both to the
-    /// constructor so each actor knows its place). All or nothing: if one fails, the ones
-    /// already created are killed and the error is returned. (The members are placed one by one;
-    /// reserving all their resources at once comes with placement groups.)
-    pub async fn spawn<F, Fut>(cluster: &crate::Cluster, world: usize, mut spawn: F) -> Result<Self>
+    /// Spawns `world` actors as one gang: the head places all of them at once or none (a
+    /// member that does not fit keeps the whole group pending, and `troupe status` says which).
+    /// `spawn(rank, world, options)` creates rank `rank` with `options` (the given ones, made a
+    /// gang member): pass both numbers to the constructor so each actor knows its place. If a
+    /// member cannot even be requested, the ones already created are killed and the error is
+    /// returned.
+    pub async fn spawn<F, Fut>(
+        cluster: &crate::Cluster,
+        world: usize,
+        options: crate::SpawnOptions,
+        mut spawn: F,
+    ) -> Result<Self>
     where
-        F: FnMut(usize, usize) -> Fut,
+        F: FnMut(usize, usize, crate::SpawnOptions) -> Fut,
         Fut: Future<Output = Result<H>>,
     {
         if world == 0 {
@@ -32,9 +39,11 @@ impl<H: ActorHandle> ActorGroup<H> {
                 why: "0 members".to_string(),
             });
         }
+        let gang = format!("gang-{}", uuid::Uuid::new_v4().simple());
         let mut members = Vec::with_capacity(world);
         for rank in 0..world {
-            match spawn(rank, world).await {
+            let member_options = options.clone().gang(gang.clone(), world as u32);
+            match spawn(rank, world, member_options).await {
                 Ok(member) => members.push(member),
                 Err(err) => {
                     for member in &members {

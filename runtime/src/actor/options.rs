@@ -18,6 +18,7 @@ pub struct SpawnOptions {
     pub(crate) max_restarts: i32,
     pub(crate) max_concurrency: u32,
     pub(crate) env: BTreeMap<String, String>,
+    pub(crate) gang: Option<(String, u32)>,
 }
 
 impl Default for SpawnOptions {
@@ -33,6 +34,7 @@ impl Default for SpawnOptions {
             max_restarts: 0,
             max_concurrency: 1,
             env: BTreeMap::new(),
+            gang: None,
         }
     }
 }
@@ -101,6 +103,13 @@ impl SpawnOptions {
     /// An environment variable for the worker process.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Makes the actor one of `size` members of gang `id`, placed all together or not at all
+    /// (`ActorGroup::spawn` sets this).
+    pub fn gang(mut self, id: impl Into<String>, size: u32) -> Self {
+        self.gang = Some((id.into(), size));
         self
     }
 

@@ -116,6 +116,12 @@ impl Cluster {
             binary_hash: self.client.binary_hash.clone(),
             worker_args: self.client.worker_args.clone(),
             env: options.env.clone().into_iter().collect(),
+            gang: options
+                .gang
+                .as_ref()
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default(),
+            gang_size: options.gang.as_ref().map(|(_, size)| *size).unwrap_or(0),
         };
         let mut actors = self.client.actors.clone();
         let info = actors

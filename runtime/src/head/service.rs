@@ -105,6 +105,15 @@ fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
         ));
     }
     check_id("binary_hash", &request.binary_hash)?;
+    if !request.gang.is_empty() {
+        check_id("gang", &request.gang)?;
+        if request.gang_size == 0 || request.gang_size > 10_000 {
+            return Err(invalid(
+                "gang_size",
+                format!("{} is not in 1..=10000", request.gang_size),
+            ));
+        }
+    }
     for arg in &request.worker_args {
         check_text("worker_args", arg, 4096)?;
     }

@@ -4,10 +4,9 @@
 
 use super::{request_of, short_id, ActorRecord, ActorState, Failure, HeadState, Order};
 use crate::scheduler::PlacementError;
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tonic::Status;
-use troupe_proto::{ActorInfo, ActorSpec, CreateActorRequest, GpuAssignment, StartWorkerRequest};
+use troupe_proto::{ActorInfo, ActorSpec, CreateActorRequest};
 
 /// First back-off for an actor whose workers keep dying before they are ready; it doubles with
 /// each such death, up to `MAX_BACKOFF`. Two such deaths in a row are restarted at once.
@@ -90,90 +89,6 @@ impl HeadState {
         let orders = self.schedule(now);
         let info = self.actors[&id].info.clone();
         Ok((info, orders))
-    }
-
-    /// Whether some pending actor's back-off has run out (the head then calls `schedule`).
-    pub fn backoff_expired(&self, now: Instant) -> bool {
-        self.pending.iter().any(|id| {
-            self.actors
-                .get(id)
-                .and_then(|actor| actor.not_before)
-                .is_some_and(|not_before| not_before <= now)
-        })
-    }
-
-    /// Places what it can from the pending queue, in order.
-    pub fn schedule(&mut self, now: Instant) -> Vec<Order> {
-        let mut orders = Vec::new();
-        let mut still_pending = VecDeque::new();
-        while let Some(actor_id) = self.pending.pop_front() {
-            let Some(actor) = self.actors.get_mut(&actor_id) else {
-                continue;
-            };
-            if !matches!(
-                actor.info.state(),
-                ActorState::Pending | ActorState::Restarting
-            ) {
-                continue;
-            }
-            if let Some(not_before) = actor.not_before {
-                if not_before > now {
-                    still_pending.push_back(actor_id);
-                    continue;
-                }
-                actor.not_before = None;
-            }
-            match self.scheduler.place(&request_of(&actor.spec)) {
-                Ok(allocation) => {
-                    let Some(node) = self.nodes.get(&allocation.node_id) else {
-                        self.scheduler.release(&allocation);
-                        still_pending.push_back(actor_id);
-                        continue;
-                    };
-                    if let Some(queued_at) = actor.queued_at.take() {
-                        self.counters
-                            .scheduling_latency
-                            .observe(now.duration_since(queued_at).as_secs_f64());
-                    }
-                    actor.info.incarnation += 1;
-                    actor.info.state = ActorState::Starting as i32;
-                    actor.info.node_id = allocation.node_id.clone();
-                    actor.info.node_address = node.address.clone();
-                    actor.info.worker_address.clear();
-                    actor.info.pending_reason.clear();
-                    actor.alive_since = None;
-                    actor.info.gpus = allocation
-                        .gpus
-                        .iter()
-                        .map(|share| GpuAssignment {
-                            index: share.index,
-                            milli: share.milli,
-                        })
-                        .collect();
-                    let request = StartWorkerRequest {
-                        actor_id: actor_id.clone(),
-                        incarnation: actor.info.incarnation,
-                        binary_hash: actor.spec.binary_hash.clone(),
-                        args: actor.spec.worker_args.clone(),
-                        env: actor.spec.env.clone(),
-                        gpu_ids: allocation.gpus.iter().map(|share| share.index).collect(),
-                        cpu_milli: allocation.cpu_milli,
-                        owner_session: actor.spec.owner_session.clone(),
-                    };
-                    orders.push(Order::Start {
-                        node_address: node.address.clone(),
-                        request,
-                    });
-                    actor.allocation = Some(allocation);
-                }
-                Err(err) => {
-                    actor.info.pending_reason = err.to_string();
-                    still_pending.push_back(actor_id);
-                }
-            }
-        }
-        self.pending = still_pending;
-        orders
     }
 
     /// A worker of `actor_id` is gone (exited, never started, or its node died). Restarts the

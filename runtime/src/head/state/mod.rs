@@ -5,6 +5,7 @@
 
 mod actors;
 mod nodes;
+mod placement;
 
 use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, Request, Scheduler};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};

@@ -240,3 +240,45 @@ fn a_heartbeat_without_a_live_worker_fails_its_actor() {
         "a stale worker is stopped"
     );
 }
+
+#[test]
+fn a_gang_is_placed_all_together_or_not_at_all() {
+    let mut state = HeadState::default();
+    state.open_session("s");
+    let now = Instant::now();
+    state.register_node("", "127.0.0.1:1", "h", node_resources(4), now);
+    let member = |gpus: u64| CreateActorRequest {
+        gang: "g1".into(),
+        gang_size: 3,
+        ..spec(gpus, 0, "s")
+    };
+    // Three members of 2 GPUs on a 4-GPU node: two would fit, the gang does not.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (info, orders) = state.create_actor(member(2000), now).expect("create");
+        assert!(started(&orders).is_empty(), "no member starts alone");
+        ids.push(info.id);
+    }
+    for id in &ids {
+        let actor = &state.actors[id];
+        assert_eq!(actor.info.state(), ActorState::Pending);
+        assert!(
+            actor.info.pending_reason.contains("all together"),
+            "{}",
+            actor.info.pending_reason
+        );
+    }
+    assert_eq!(
+        state
+            .scheduler
+            .usage(state.nodes.keys().next().unwrap())
+            .unwrap()
+            .gpu_milli
+            .iter()
+            .sum::<u64>(),
+        0
+    );
+    // A second node makes room: all three start in one pass.
+    let (_, orders) = state.register_node("", "127.0.0.1:2", "h2", node_resources(4), now);
+    assert_eq!(started(&orders).len(), 3);
+}
