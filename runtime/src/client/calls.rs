@@ -143,6 +143,17 @@ impl Client {
         Ok(route)
     }
 
+    /// The actor was killed (or restarted) through this client: its worker may take a moment to
+    /// go, but no further call from here may reach it; the next one asks the head for a later
+    /// incarnation (or learns the actor is dead).
+    pub(crate) fn forget_killed(&self, actor_id: &str) {
+        let route = self.cached_route(actor_id);
+        if let Some(route) = route {
+            self.forget_route(actor_id, route.incarnation);
+            self.mark_dying(actor_id, route.incarnation);
+        }
+    }
+
     fn mark_dying(&self, actor_id: &str, incarnation: u64) {
         if let Ok(mut dying) = self.dying.lock() {
             dying.insert(actor_id.to_string(), incarnation);

@@ -202,6 +202,8 @@ impl Cluster {
             })
             .await
             .map_err(|status| Error::rpc(format!("killing actor {id}"), status))?;
+        // The worker may take a moment to go; calls from here must not reach it meanwhile.
+        self.client.forget_killed(id);
         Ok(())
     }
 
