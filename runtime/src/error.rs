@@ -66,6 +66,9 @@ pub enum Error {
     /// A spawn option or argument is invalid.
     #[error("invalid {what}: {why}")]
     Invalid { what: String, why: String },
+    /// A batch operation failed (mismatched columns, bad bytes, ...).
+    #[error("batch: {0}")]
+    Batch(#[from] crate::data::BatchError),
     /// The process has no cluster to talk to.
     #[error("no troupe cluster in this process: create one with Cluster::local() or Cluster::connect(addr) first")]
     NoCluster,

@@ -131,17 +131,9 @@ impl<H: ActorHandle> ActorGroup<H> {
         F: Fn(H, Batch) -> Fut,
         Fut: Future<Output = Result<Batch>>,
     {
-        let parts = batch
-            .split(self.members.len())
-            .map_err(|err| Error::Invalid {
-                what: "batch".to_string(),
-                why: err.to_string(),
-            })?;
+        let parts = batch.split(self.members.len())?;
         let results = self.per_rank(parts, call).await?;
-        Batch::concat(&results).map_err(|err| Error::Invalid {
-            what: "group results".to_string(),
-            why: err.to_string(),
-        })
+        Ok(Batch::concat(&results)?)
     }
 
     /// Kills every member.

@@ -110,12 +110,21 @@ impl NcclCommunicator {
         })
     }
 
-    fn submit(&self, command: Command) -> Result<(), CollectiveError> {
+    /// Hands a command to the NCCL thread and waits for its answer; the error is its text.
+    async fn ask<T>(
+        &self,
+        what: &str,
+        command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, String> {
+        let (reply, answer) = oneshot::channel();
         self.commands
             .lock()
-            .map_err(|_| CollectiveError::Invalid("NCCL command queue poisoned".to_string()))?
-            .send(command)
-            .map_err(|_| CollectiveError::Invalid("the NCCL thread is gone".to_string()))
+            .map_err(|_| "NCCL command queue poisoned".to_string())?
+            .send(command(reply))
+            .map_err(|_| "the NCCL thread is gone".to_string())?;
+        answer
+            .await
+            .map_err(|_| format!("the NCCL thread dropped the {what}"))?
     }
 }
 
@@ -299,49 +308,29 @@ impl Communicator for NcclCommunicator {
     }
 
     async fn send(&self, peer: usize, message: Bytes) -> Result<(), CollectiveError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::Send(peer, message, reply))?;
-        answer
+        self.ask("send", |reply| Command::Send(peer, message, reply))
             .await
-            .map_err(|_| CollectiveError::Peer {
-                peer,
-                why: "the NCCL thread dropped the send".to_string(),
-            })?
             .map_err(|why| CollectiveError::Peer { peer, why })
     }
 
     async fn recv(&self, peer: usize) -> Result<Bytes, CollectiveError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::Recv(peer, reply))?;
-        answer
+        self.ask("receive", |reply| Command::Recv(peer, reply))
             .await
-            .map_err(|_| CollectiveError::Peer {
-                peer,
-                why: "the NCCL thread dropped the receive".to_string(),
-            })?
             .map_err(|why| CollectiveError::Peer { peer, why })
     }
 
     async fn all_gather(&self, mine: Bytes) -> Result<Vec<Bytes>, CollectiveError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::AllGather(mine, reply))?;
-        answer
+        self.ask("all-gather", |reply| Command::AllGather(mine, reply))
             .await
-            .map_err(|_| {
-                CollectiveError::Invalid("the NCCL thread dropped the all-gather".to_string())
-            })?
             .map_err(CollectiveError::Invalid)
     }
 
     async fn reduce_scatter_sum(&self, data: Vec<f32>) -> Result<Vec<f32>, CollectiveError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::ReduceScatter(data, reply))?;
-        answer
-            .await
-            .map_err(|_| {
-                CollectiveError::Invalid("the NCCL thread dropped the reduce-scatter".to_string())
-            })?
-            .map_err(CollectiveError::Invalid)
+        self.ask("reduce-scatter", |reply| {
+            Command::ReduceScatter(data, reply)
+        })
+        .await
+        .map_err(CollectiveError::Invalid)
     }
 
     async fn broadcast(
@@ -360,24 +349,19 @@ impl Communicator for NcclCommunicator {
                 "the broadcast root has no message".to_string(),
             ));
         }
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::Broadcast(root, message, reply))?;
-        answer
-            .await
-            .map_err(|_| {
-                CollectiveError::Invalid("the NCCL thread dropped the broadcast".to_string())
-            })?
-            .map_err(CollectiveError::Invalid)
+        self.ask("broadcast", |reply| {
+            Command::Broadcast(root, message, reply)
+        })
+        .await
+        .map_err(CollectiveError::Invalid)
     }
 
     async fn all_reduce_sum(&self, data: &mut [f32]) -> Result<(), CollectiveError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Command::AllReduce(data.to_vec(), reply))?;
-        let summed = answer
+        let summed = self
+            .ask("all-reduce", |reply| {
+                Command::AllReduce(data.to_vec(), reply)
+            })
             .await
-            .map_err(|_| {
-                CollectiveError::Invalid("the NCCL thread dropped the all-reduce".to_string())
-            })?
             .map_err(CollectiveError::Invalid)?;
         data.copy_from_slice(&summed);
         Ok(())

@@ -70,11 +70,7 @@ impl ObjectRef {
 
     /// Keeps a batch (as raw bytes) in this worker.
     pub fn put_batch(batch: &Batch) -> Result<ObjectRef> {
-        let encoded = batch.encode().map_err(|err| Error::Invalid {
-            what: "batch".to_string(),
-            why: err.to_string(),
-        })?;
-        ObjectRef::put(encoded)
+        ObjectRef::put(batch.encode()?)
     }
 
     /// The object's bytes: from this process if it holds them, else streamed from the owner.

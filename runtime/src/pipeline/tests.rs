@@ -15,19 +15,13 @@ fn scale(
         Box::pin(async move {
             let values: Vec<f32> = batch
                 .f32_values(column)
-                .map_err(|e| crate::Error::Invalid {
-                    what: "batch".into(),
-                    why: e.to_string(),
-                })?
+                .map_err(crate::Error::from)?
                 .iter()
                 .map(|v| v * by)
                 .collect();
             Batch::new(batch.rows())
                 .with_f32(output, &[], &values)
-                .map_err(|e| crate::Error::Invalid {
-                    what: "batch".into(),
-                    why: e.to_string(),
-                })
+                .map_err(crate::Error::from)
         })
     }
 }
@@ -140,10 +134,7 @@ async fn independent_stages_run_together_and_outputs_flow() {
                 let values: Vec<f32> = (0..batch.rows()).map(|i| i as f32).collect();
                 Batch::new(batch.rows())
                     .with_f32(output, &[], &values)
-                    .map_err(|e| crate::Error::Invalid {
-                        what: "batch".into(),
-                        why: e.to_string(),
-                    })
+                    .map_err(crate::Error::from)
             }) as crate::actor::BoxFuture<crate::Result<Batch>>
         }
     };
@@ -246,10 +237,7 @@ fn staleness_pipeline(weights: Arc<std::sync::atomic::AtomicU64>) -> Pipeline {
                 Box::pin(async move {
                     Batch::new(batch.rows())
                         .with_f32("made_with", &[], &vec![version; batch.rows()])
-                        .map_err(|e| crate::Error::Invalid {
-                            what: "batch".into(),
-                            why: e.to_string(),
-                        })
+                        .map_err(crate::Error::from)
                 })
             },
         )
@@ -264,10 +252,7 @@ fn staleness_pipeline(weights: Arc<std::sync::atomic::AtomicU64>) -> Pipeline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Batch::new(batch.rows())
                         .with_f32("loss", &[], &vec![0.0; batch.rows()])
-                        .map_err(|e| crate::Error::Invalid {
-                            what: "batch".into(),
-                            why: e.to_string(),
-                        })
+                        .map_err(crate::Error::from)
                 })
             },
         )
