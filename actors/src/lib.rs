@@ -5,13 +5,18 @@
 //!   tokenizer.json) and a built-in tokenizer for synthetic tasks;
 //! - `generate`: batched sampling with a KV cache and per-token log-probabilities;
 //! - `train`: losses, advantage and KL estimators, AdamW and schedules;
-//! - `roles`: rollout, reference, reward, trainer and critic as troupe actors.
+//! - `roles`: rollout, reference, reward, trainer and critic as troupe actors;
+//! - `tasks`: synthetic problems the recipes learn (three-digit addition), with held-out splits;
+//! - `recipes`: the GRPO and PPO recipes the examples run, and their progress, metrics and plots.
 
+pub mod alloc;
 pub mod config;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod recipes;
 pub mod roles;
+pub mod tasks;
 pub mod tokenizer;
 pub mod train;
 pub mod weights;

@@ -8,7 +8,9 @@ use troupe_actors::roles::critic::Critic;
 use troupe_actors::roles::reference::Reference;
 use troupe_actors::roles::reward_model::RewardModel;
 use troupe_actors::roles::rollout::Rollout;
-use troupe_actors::roles::trainer::{PolicyBatch, PolicyConfig, Trainer, TrainerConfig};
+use troupe_actors::roles::trainer::{
+    Advantages, PolicyBatch, PolicyConfig, Trainer, TrainerConfig,
+};
 use troupe_actors::roles::{ModelSource, WeightSet};
 use troupe_actors::train::losses::{Aggregation, KlEstimator};
 use troupe_actors::train::optim::{global_norm, AdamWConfig, LrSchedule};
@@ -80,7 +82,7 @@ fn policy_batch(trainer: &Trainer) -> PolicyBatch {
         responses,
         ref_logprobs: Some(old.clone()),
         old_logprobs: old,
-        advantages: vec![1.0, -1.0, 0.5, -0.5],
+        advantages: Advantages::PerSequence(vec![1.0, -1.0, 0.5, -0.5]),
     }
 }
 
@@ -129,7 +131,7 @@ fn a_policy_step_moves_probability_towards_positive_advantages() {
         "advantage -1: log-prob falls"
     );
     let bad = PolicyBatch {
-        advantages: vec![1.0],
+        advantages: Advantages::PerSequence(vec![1.0]),
         ..batch
     };
     assert!(block_on(trainer.policy_step(bad))

@@ -10,7 +10,9 @@ use troupe_actors::generate::SamplingConfig;
 use troupe_actors::roles::reference::Reference;
 use troupe_actors::roles::reward::{RuleReward, VerifierSpec};
 use troupe_actors::roles::rollout::Rollout;
-use troupe_actors::roles::trainer::{PolicyBatch, PolicyConfig, Trainer, TrainerConfig};
+use troupe_actors::roles::trainer::{
+    Advantages, PolicyBatch, PolicyConfig, Trainer, TrainerConfig,
+};
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tokenizer::{BuiltinTokenizer, TextTokenizer};
 use troupe_actors::train::advantages::grpo;
@@ -96,7 +98,7 @@ async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
             responses: generation.tokens.clone(),
             old_logprobs: generation.logprobs.clone(),
             ref_logprobs: Some(ref_logprobs),
-            advantages,
+            advantages: Advantages::PerSequence(advantages),
         })
         .await?;
     anyhow::ensure!(stats.step == 1 && stats.tokens > 0, "{stats:?}");

@@ -48,7 +48,7 @@ pub mod scheduler;
 mod transport;
 mod worker;
 
-pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, SpawnOptions};
+pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, BoxFuture, SpawnOptions};
 pub use cluster::{Cluster, LocalClusterBuilder};
 pub use error::{ActorDeath, Error, RemotePanic, Result};
 pub use transport::bytes_received as call_bytes_received;

@@ -2,8 +2,8 @@
 //! (candle-nn 0.11's fused `softmax_last_dim`, `rms_norm` and `rope` do not, and would silently
 //! leave parameters without gradients).
 
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -98,38 +98,84 @@ impl Rope {
     }
 }
 
+/// A dense layer, y = x W^T (+ b), over the last dimension. The leading dimensions are folded
+/// into one before the product, so a whole batch is one matrix multiplication: candle-nn's
+/// `Linear` broadcasts W over the batch instead, which costs one small product per sequence and,
+/// in the backward pass, a full-size weight gradient per sequence that is then summed.
+pub struct Projection {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Projection {
+    /// W is (out, inputs), stored as `weight` (and `bias` when asked), the Hugging Face names.
+    pub fn new(inputs: usize, out: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((out, inputs), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out, "bias")?)
+        } else {
+            None
+        };
+        Ok(Projection { weight, bias })
+    }
+
+    /// The same product as candle-nn's `Linear` (whose initialisation it keeps), folded.
+    pub fn from_linear(linear: &candle_nn::Linear) -> Self {
+        Projection {
+            weight: linear.weight().clone(),
+            bias: linear.bias().cloned(),
+        }
+    }
+
+    /// A projection by an existing matrix (out, inputs), such as tied embeddings.
+    pub fn from_weight(weight: Tensor) -> Self {
+        Projection { weight, bias: None }
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut dims = x.dims().to_vec();
+        let inputs = dims.pop().unwrap_or(1);
+        let rows = dims.iter().product::<usize>();
+        let flat = x.reshape((rows, inputs))?.matmul(&self.weight.t()?)?;
+        let flat = match &self.bias {
+            Some(bias) => flat.broadcast_add(bias)?,
+            None => flat,
+        };
+        dims.push(flat.dim(1)?);
+        Ok(flat.reshape(dims)?)
+    }
+}
+
 /// SwiGLU feed-forward: down(silu(gate(x)) * up(x)).
 pub struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Projection,
+    up: Projection,
+    down: Projection,
 }
 
 impl Mlp {
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let (h, i) = (config.hidden_size, config.intermediate_size);
         Ok(Mlp {
-            gate: candle_nn::linear_no_bias(h, i, vb.pp("gate_proj"))?,
-            up: candle_nn::linear_no_bias(h, i, vb.pp("up_proj"))?,
-            down: candle_nn::linear_no_bias(i, h, vb.pp("down_proj"))?,
+            gate: Projection::new(h, i, false, vb.pp("gate_proj"))?,
+            up: Projection::new(h, i, false, vb.pp("up_proj"))?,
+            down: Projection::new(i, h, false, vb.pp("down_proj"))?,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate.forward(x)?;
-        // silu(g) = g * sigmoid(g), from differentiable pieces.
-        let sigmoid = (gate.neg()?.exp()? + 1.0)?.recip()?;
-        let activated = (gate * sigmoid)?;
-        Ok(self.down.forward(&(activated * self.up.forward(x)?)?)?)
+        // candle-core's silu is one pass and has a backward rule (unlike candle-nn's fused ops).
+        let activated = self.gate.forward(x)?.silu()?;
+        self.down.forward(&(activated * self.up.forward(x)?)?)
     }
 }
 
 /// Grouped-query self-attention with rotary embeddings and an optional key/value cache.
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Projection,
+    k: Projection,
+    v: Projection,
+    o: Projection,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -140,18 +186,13 @@ impl Attention {
         let h = config.hidden_size;
         let head_dim = config.head_dim();
         let kv = config.kv_heads() * head_dim;
-        let projection = |out: usize, name: &str| -> Result<Linear> {
-            Ok(if config.qkv_bias() {
-                candle_nn::linear(h, out, vb.pp(name))?
-            } else {
-                candle_nn::linear_no_bias(h, out, vb.pp(name))?
-            })
-        };
+        let projection =
+            |out: usize, name: &str| Projection::new(h, out, config.qkv_bias(), vb.pp(name));
         Ok(Attention {
             q: projection(h, "q_proj")?,
             k: projection(kv, "k_proj")?,
             v: projection(kv, "v_proj")?,
-            o: candle_nn::linear_no_bias(h, h, vb.pp("o_proj"))?,
+            o: Projection::new(h, h, false, vb.pp("o_proj"))?,
             heads: config.num_attention_heads,
             kv_heads: config.kv_heads(),
             head_dim,
@@ -191,7 +232,7 @@ impl Attention {
         let merged = attended
             .transpose(1, 2)?
             .reshape((b, t, self.heads * self.head_dim))?;
-        Ok(self.o.forward(&merged)?)
+        self.o.forward(&merged)
     }
 
     fn repeat_kv(&self, x: Tensor) -> Result<Tensor> {

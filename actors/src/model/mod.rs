@@ -11,7 +11,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Embedding, VarBuilder, VarMap};
-use layers::{Block, RmsNorm, Rope};
+use layers::{Block, Projection, RmsNorm, Rope};
 
 /// Past keys and values of every layer, for incremental decoding.
 #[derive(Default)]
@@ -47,7 +47,7 @@ pub struct Decoder {
     embedding: Embedding,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Option<candle_nn::Linear>,
+    lm_head: Option<Projection>,
     rope: Rope,
     device: Device,
     dtype: DType,
@@ -74,9 +74,10 @@ impl Decoder {
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(candle_nn::linear_no_bias(
+            Some(Projection::new(
                 config.hidden_size,
                 config.vocab_size,
+                false,
                 vb.pp("lm_head"),
             )?)
         };
@@ -230,7 +231,7 @@ impl Decoder {
     pub fn project(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(match &self.lm_head {
             Some(head) => head.forward(hidden)?,
-            None => hidden.broadcast_matmul(&self.embedding.embeddings().t()?)?,
+            None => Projection::from_weight(self.embedding.embeddings().clone()).forward(hidden)?,
         })
     }
 

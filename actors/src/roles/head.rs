@@ -2,8 +2,9 @@
 //! it): the reward model's score and the critic's value.
 
 use crate::error::Result;
-use candle_core::{DType, Device, Module, Tensor, Var};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use crate::model::layers::Projection;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 
 /// A new head for `model` and the updater that trains both together (AdamW at a constant `lr`,
 /// gradient norm clipped at 1), as the reward model and the critic use.
@@ -25,14 +26,14 @@ pub fn head_with_updater(
 
 pub struct ScalarHead {
     varmap: VarMap,
-    linear: Linear,
+    linear: Projection,
 }
 
 impl ScalarHead {
     pub fn new(hidden: usize, dtype: DType, device: &Device) -> Result<Self> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
-        let linear = candle_nn::linear(hidden, 1, vb.pp("score"))?;
+        let linear = Projection::from_linear(&candle_nn::linear(hidden, 1, vb.pp("score"))?);
         Ok(ScalarHead { varmap, linear })
     }
 

@@ -17,6 +17,7 @@ pub enum ModelSource {
 
 impl ModelSource {
     pub fn build(&self) -> Result<Decoder> {
+        crate::alloc::keep_freed_memory();
         let device = crate::default_device()?;
         match self {
             ModelSource::Fresh { config, seed } => {

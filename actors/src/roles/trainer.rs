@@ -4,6 +4,7 @@
 //! and a warm-up schedule, checkpoints (model, optimizer, step), and its weights by name.
 
 use super::optimizer::Updater;
+use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, ResponseBatch, WeightSet};
 use crate::error::{ModelError, Result};
 use crate::generate::sequence_logprobs;
@@ -52,15 +53,31 @@ pub struct TrainerConfig {
     pub policy: PolicyConfig,
 }
 
+/// Advantages: one per response (GRPO, RLOO, ...) or one per response token (GAE with a critic).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Advantages {
+    PerSequence(Vec<f32>),
+    PerToken(Vec<Vec<f32>>),
+}
+
+impl Advantages {
+    pub fn rows(&self) -> usize {
+        match self {
+            Advantages::PerSequence(values) => values.len(),
+            Advantages::PerToken(rows) => rows.len(),
+        }
+    }
+}
+
 /// A policy-gradient batch: responses to prompts, the log-probabilities they were sampled with,
-/// the reference's (for the KL penalty), and one advantage per response.
+/// the reference's (for the KL penalty), and the advantages.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PolicyBatch {
     pub prompts: Vec<Vec<u32>>,
     pub responses: Vec<Vec<u32>>,
     pub old_logprobs: Vec<Vec<f32>>,
     pub ref_logprobs: Option<Vec<Vec<f32>>>,
-    pub advantages: Vec<f32>,
+    pub advantages: Advantages,
 }
 
 /// What one optimisation step did.
@@ -74,6 +91,8 @@ pub struct StepStats {
     pub kl: f64,
     pub grad_norm: f64,
     pub tokens: usize,
+    /// The weight version after this step (updates applied since the model was built).
+    pub version: u64,
 }
 
 pub struct Trainer {
@@ -82,6 +101,10 @@ pub struct Trainer {
     config: TrainerConfig,
     /// The data-parallel group this trainer averages gradients with, once joined.
     data_parallel: Option<troupe::collective::TcpCommunicator>,
+    /// The group it sends weights to rollouts through, once joined.
+    weight_sync: Option<WeightSync>,
+    /// Updates applied since the model was built, over every phase: the weights' version.
+    version: u64,
 }
 
 fn scalar(x: &Tensor) -> Result<f64> {
@@ -101,6 +124,8 @@ impl Trainer {
             updater,
             config,
             data_parallel: None,
+            weight_sync: None,
+            version: 0,
         }
     }
 
@@ -140,7 +165,15 @@ impl Trainer {
         let mask = shaped.mask(dtype, &device)?;
         let logp = sequence_logprobs(&self.model, &shaped.padded)?;
         let old = shaped.scatter(&batch.old_logprobs[rows.clone()], dtype, &device)?;
-        let advantages = shaped.per_sequence(&batch.advantages[rows.clone()], dtype, &device)?;
+        let advantages = match &batch.advantages {
+            Advantages::PerSequence(values) => {
+                shaped.per_sequence(&values[rows.clone()], dtype, &device)?
+            }
+            Advantages::PerToken(values) => {
+                Self::check_token_rows(&values[rows.clone()], &responses)?;
+                shaped.scatter(&values[rows.clone()], dtype, &device)?
+            }
+        };
         let policy = &self.config.policy;
         let (loss, stats) = ppo_clip(
             &logp,
@@ -168,12 +201,26 @@ impl Trainer {
         Ok((weighted, stats, mean_kl, tokens))
     }
 
+    /// Per-token values must match their responses' lengths.
+    fn check_token_rows(values: &[Vec<f32>], responses: &[Vec<u32>]) -> Result<()> {
+        for (row, (values, response)) in values.iter().zip(responses).enumerate() {
+            if values.len() != response.len() {
+                return Err(ModelError::Input(format!(
+                    "row {row}: {} per-token advantages for {} response tokens",
+                    values.len(),
+                    response.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn check_policy_batch(batch: &PolicyBatch) -> Result<()> {
         let rows = batch.prompts.len();
         let lengths = [
             batch.responses.len(),
             batch.old_logprobs.len(),
-            batch.advantages.len(),
+            batch.advantages.rows(),
         ];
         if rows == 0 || lengths.iter().any(|len| *len != rows) {
             return Err(ModelError::Input(format!(
@@ -240,9 +287,11 @@ impl Trainer {
             stats.policy.loss = stats.loss;
         }
         let (lr, grad_norm) = self.apply_gradients(grads)?;
+        self.version += 1;
         stats.lr = lr;
         stats.grad_norm = grad_norm;
         stats.step = self.updater.adam.step;
+        stats.version = self.version;
         Ok(stats)
     }
 
@@ -317,6 +366,60 @@ impl Trainer {
         Ok(())
     }
 
+    /// Joins a weight-sync group as source `index` of `sources` trainers sending to
+    /// `destinations` rollouts (see `Rollout::join_weight_sync`).
+    pub async fn join_weight_sync(
+        &mut self,
+        group: String,
+        index: usize,
+        sources: usize,
+        destinations: usize,
+    ) -> Result<()> {
+        let sync = WeightSync::join(
+            &group,
+            SyncSide::Source(index),
+            sources,
+            destinations,
+            &self.model,
+            std::time::Duration::from_secs(120),
+        )
+        .await?;
+        self.weight_sync = Some(sync);
+        Ok(())
+    }
+
+    /// Sends this trainer's share of the current weights to the rollouts of its weight-sync
+    /// group (they call `pull_weights` at the same time); returns the version sent.
+    pub async fn push_weights(&self) -> Result<u64> {
+        let sync = self
+            .weight_sync
+            .as_ref()
+            .ok_or_else(|| ModelError::Input("push_weights before join_weight_sync".to_string()))?;
+        sync.send(&self.model).await?;
+        Ok(self.version)
+    }
+
+    /// Starts a new training phase (say, RL after a supervised warm start): fresh optimizer
+    /// moments, step count and schedule. The weight version keeps counting.
+    pub fn start_phase(
+        &mut self,
+        optimizer: AdamWConfig,
+        schedule: LrSchedule,
+        max_grad_norm: f64,
+    ) {
+        self.updater.adam = AdamW::new(optimizer);
+        self.updater.schedule = schedule;
+        self.updater.max_grad_norm = max_grad_norm;
+        self.config.optimizer = optimizer;
+        self.config.schedule = schedule;
+        self.config.max_grad_norm = max_grad_norm;
+    }
+
+    /// Sets the policy objective (clip, aggregation, KL) for the steps that follow.
+    pub fn set_policy(&mut self, policy: PolicyConfig) {
+        self.config.policy = policy;
+    }
+
     /// One PPO-clip step on a batch of scored responses (this rank's share of the batch when
     /// data-parallel).
     pub async fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
@@ -344,9 +447,14 @@ impl Trainer {
         shaped.gather(&sequence_logprobs(&self.model, &shaped.padded)?)
     }
 
-    /// The policy's weights by name, versioned by the optimizer step.
+    /// The policy's weights by name, with their version.
     pub fn weights(&self) -> Result<WeightSet> {
-        WeightSet::from_model(&self.model, self.updater.adam.step)
+        WeightSet::from_model(&self.model, self.version)
+    }
+
+    /// Updates applied since the model was built.
+    pub fn weight_version(&self) -> u64 {
+        self.version
     }
 
     pub fn step(&self) -> u64 {
@@ -360,7 +468,7 @@ impl Trainer {
         let tensors: std::collections::HashMap<String, Tensor> =
             self.updater.adam.state_tensors().into_iter().collect();
         candle_core::safetensors::save(&tensors, &optimizer)?;
-        let json = serde_json::json!({ "step": self.updater.adam.step });
+        let json = serde_json::json!({ "step": self.updater.adam.step, "version": self.version });
         std::fs::write(&state, json.to_string())
             .map_err(|err| ModelError::io(format!("writing {}", state.display()), err))
     }
@@ -381,6 +489,7 @@ impl Trainer {
         self.updater
             .adam
             .load_state(step, moments.into_iter().collect())?;
+        self.version = json["version"].as_u64().unwrap_or(step);
         Ok(step)
     }
 }

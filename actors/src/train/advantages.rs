@@ -79,6 +79,65 @@ pub fn reinforce_pp(rewards: &[f32], eps: f32) -> Result<Vec<f32>> {
         .collect())
 }
 
+/// Per-token rewards of RLHF-style PPO: each token pays `kl_coef` times its sampled KL to the
+/// reference (log p_old - log p_ref), and the last token also gets the sequence's score.
+pub fn kl_shaped_rewards(
+    scores: &[f32],
+    old_logprobs: &[Vec<f32>],
+    ref_logprobs: &[Vec<f32>],
+    kl_coef: f32,
+) -> Result<Vec<Vec<f32>>> {
+    if scores.len() != old_logprobs.len() || scores.len() != ref_logprobs.len() {
+        return Err(ModelError::Input(format!(
+            "{} scores, {} log-prob rows, {} reference rows",
+            scores.len(),
+            old_logprobs.len(),
+            ref_logprobs.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(scores.len());
+    for (row, ((score, old), reference)) in scores
+        .iter()
+        .zip(old_logprobs)
+        .zip(ref_logprobs)
+        .enumerate()
+    {
+        if old.len() != reference.len() || old.is_empty() {
+            return Err(ModelError::Input(format!(
+                "row {row}: {} sampled and {} reference log-probs",
+                old.len(),
+                reference.len()
+            )));
+        }
+        let mut rewards: Vec<f32> = old
+            .iter()
+            .zip(reference)
+            .map(|(o, r)| -kl_coef * (o - r))
+            .collect();
+        if let Some(last) = rewards.last_mut() {
+            *last += score;
+        }
+        out.push(rewards);
+    }
+    Ok(out)
+}
+
+/// Normalises every value of every row together to mean 0 and standard deviation 1 (advantage
+/// whitening over a batch's tokens); leaves them unchanged when they are all equal.
+pub fn whiten(rows: &mut [Vec<f32>]) {
+    let all: Vec<f32> = rows.iter().flatten().copied().collect();
+    if all.len() < 2 {
+        return;
+    }
+    let m = mean(&all);
+    let s = std_unbiased(&all);
+    if s > 0.0 {
+        rows.iter_mut()
+            .flatten()
+            .for_each(|value| *value = (*value - m) / (s + 1e-8));
+    }
+}
+
 /// Generalised advantage estimation over one trajectory: `rewards[t]` and `values[t]` per step,
 /// `last_value` the value after the last step (0 when it ended). Returns (advantages, returns).
 pub fn gae(
@@ -162,5 +221,21 @@ mod tests {
         let (advantages, returns) = gae(&[1.0, 0.0], &[1.0, 2.0], 0.0, 0.5, 0.5).unwrap();
         close(&advantages, &[0.5, -2.0]);
         close(&returns, &[1.5, 0.0]);
+    }
+
+    #[test]
+    fn kl_shaped_rewards_pay_per_token_and_score_at_the_end() {
+        let rewards =
+            kl_shaped_rewards(&[2.0], &[vec![-1.0, -0.5]], &[vec![-1.5, -0.5]], 0.1).unwrap();
+        assert!((rewards[0][0] + 0.05).abs() < 1e-6);
+        assert!((rewards[0][1] - 2.0).abs() < 1e-6);
+        assert!(kl_shaped_rewards(&[1.0], &[vec![-1.0]], &[vec![]], 0.1).is_err());
+        let mut rows = vec![vec![1.0, 2.0], vec![3.0]];
+        whiten(&mut rows);
+        let all: Vec<f32> = rows.concat();
+        assert!(mean(&all).abs() < 1e-6 && (std_unbiased(&all) - 1.0).abs() < 1e-4);
+        let mut flat = vec![vec![5.0, 5.0]];
+        whiten(&mut flat);
+        assert_eq!(flat, vec![vec![5.0, 5.0]]);
     }
 }

@@ -20,6 +20,8 @@ pub struct StageTiming {
 /// What a step produced.
 #[derive(Debug, Clone)]
 pub struct StepReport {
+    /// The step's index in its run (0 for a lone `run_step`).
+    pub step: usize,
     /// The input's columns and every stage's outputs; row metadata holds `weight_version`.
     pub output: Batch,
     /// Per stage, in the order they finished.
@@ -39,6 +41,7 @@ impl Pipeline {
         let all: Vec<usize> = (0..self.stages.len()).collect();
         let (output, timings) = self.run_stages(&all, input).await?;
         Ok(StepReport {
+            step: 0,
             output,
             timings,
             weight_version,

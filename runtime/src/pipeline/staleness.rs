@@ -25,6 +25,31 @@ impl Pipeline {
         I: Fn(usize) -> Batch,
         S: Fn() -> BoxFuture<crate::Result<u64>>,
     {
+        self.run_observed(steps, max_staleness, 0, input, sync, |_| {
+            Box::pin(async { Ok(()) })
+        })
+        .await
+    }
+
+    /// As `run_with_staleness`, starting from weights of version `start_version` (the
+    /// rollouts' version when the run begins, after a warm start say), and calling
+    /// `observe(report)` after each step's weight sync and before the next learning step
+    /// (progress, metrics, evaluations); an error from it stops the run. Rollouts for later
+    /// steps may keep running meanwhile, within the staleness bound.
+    pub async fn run_observed<I, S, O>(
+        &self,
+        steps: usize,
+        max_staleness: usize,
+        start_version: u64,
+        input: I,
+        sync: S,
+        mut observe: O,
+    ) -> Result<Vec<StepReport>, PipelineError>
+    where
+        I: Fn(usize) -> Batch,
+        S: Fn() -> BoxFuture<crate::Result<u64>>,
+        O: FnMut(&StepReport) -> BoxFuture<crate::Result<()>>,
+    {
         let (trainer, _) = self.weight_sync.clone().ok_or_else(|| PipelineError::Run {
             stage: "(staleness)".to_string(),
             why: "bounded staleness needs a weight-sync edge (trainer group -> rollout group)"
@@ -50,7 +75,7 @@ impl Pipeline {
             }
         }
         // trained: how many learning steps have finished; version: the weights experience uses.
-        let (trained_tx, mut trained_rx) = watch::channel((0_usize, 0_u64));
+        let (trained_tx, mut trained_rx) = watch::channel((0_usize, start_version));
         let (batches_tx, mut batches_rx) =
             mpsc::channel::<(usize, u64, Batch, Vec<super::StageTiming>)>(max_staleness + 1);
         let producing = async move {
@@ -80,7 +105,7 @@ impl Pipeline {
         };
         let learning_side = async move {
             let mut reports = Vec::with_capacity(steps);
-            let mut version = 0;
+            let mut version = start_version;
             for _ in 0..steps {
                 let Some((step, made_with, batch, mut timings)) = batches_rx.recv().await else {
                     break;
@@ -93,11 +118,17 @@ impl Pipeline {
                     why: err.to_string(),
                 })?;
                 let _ = trained_tx.send((step + 1, version));
-                reports.push(StepReport {
+                let report = StepReport {
+                    step,
                     output,
                     timings,
                     weight_version: made_with,
-                });
+                };
+                observe(&report).await.map_err(|err| PipelineError::Run {
+                    stage: "(observer)".to_string(),
+                    why: err.to_string(),
+                })?;
+                reports.push(report);
             }
             let _ = version;
             Ok::<Vec<StepReport>, PipelineError>(reports)

@@ -1,0 +1,240 @@
+//! The recipes end to end on an embedded cluster, shortened to a few steps: every actor is its
+//! own worker process, the pipeline, the data-parallel all-reduce and the weight sync all run
+//! for real. Checks what a run leaves behind (metrics lines, plot, checkpoint that a fresh
+//! rollout actor loads, the JSON figures), that the weight sync gives the rollouts exactly the
+//! trainers' weights, and that bounded staleness keeps rollouts within k versions.
+//!
+//! Run: `cargo test -p troupe-actors --test recipes`
+
+use std::path::Path;
+use std::time::Duration;
+use troupe::Cluster;
+use troupe_actors::recipes::grpo::{self, GrpoConfig};
+use troupe_actors::recipes::ppo::preferences::PreferenceConfig;
+use troupe_actors::recipes::ppo::{self, PpoConfig};
+use troupe_actors::recipes::setup::{arithmetic_model, PolicyActors};
+use troupe_actors::recipes::warm_start::{supervised_parts, WarmStartConfig};
+use troupe_actors::roles::trainer::{PolicyConfig, TrainerConfig};
+use troupe_actors::roles::ModelSource;
+use troupe_actors::tasks::arithmetic::AdditionTask;
+use troupe_actors::train::optim::{AdamWConfig, LrSchedule};
+
+fn short_warm_start() -> WarmStartConfig {
+    WarmStartConfig {
+        batch: 16,
+        max_steps: 3,
+        eval_every: 3,
+        target_accuracy: 1.0,
+        ..WarmStartConfig::default()
+    }
+}
+
+fn lines(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
+    std::fs::read_to_string(path)?
+        .lines()
+        .map(|line| Ok(serde_json::from_str(line)?))
+        .collect()
+}
+
+fn check_png(path: &Path) -> anyhow::Result<()> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path)?));
+    let reader = decoder.read_info()?;
+    let info = reader.info();
+    anyhow::ensure!(
+        info.width == 1000 && info.height >= 760,
+        "{}x{}",
+        info.width,
+        info.height
+    );
+    Ok(())
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("troupe-recipes-{name}-{}", std::process::id()))
+}
+
+/// A short GRPO run leaves one metrics line per step, a plot, a pipeline graph and a checkpoint
+/// whose reloaded accuracy equals the run's final one.
+async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()> {
+    let out = scratch(&format!("grpo-{max_staleness}"));
+    let config = GrpoConfig {
+        steps: 4,
+        batch: 4,
+        group_size: 4,
+        held_out: 200,
+        eval_every: 2,
+        max_staleness,
+        out: out.clone(),
+        warm_start: short_warm_start(),
+        ..GrpoConfig::default()
+    };
+    let report = grpo::run(&config).await?;
+    anyhow::ensure!(report.steps == 4 && report.sft_steps == 3, "{report:?}");
+    let rows = lines(&out.join("metrics.jsonl"))?;
+    anyhow::ensure!(rows.len() == 4, "{} metrics lines", rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        anyhow::ensure!(row["step"] == index + 1, "{row}");
+        let reward = row["reward_mean"].as_f64().unwrap_or(-1.0);
+        anyhow::ensure!((0.0..=1.1).contains(&reward), "{row}");
+        anyhow::ensure!(row["weight_sync_ms"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
+        anyhow::ensure!(row["rollout_tokens"].as_u64().unwrap_or(0) > 0, "{row}");
+        let evaluated = !row["heldout_accuracy"].is_null();
+        anyhow::ensure!(
+            evaluated == ((index + 1) % 2 == 0),
+            "evaluation steps: {row}"
+        );
+        // Three warm-start updates, then one per step: step i was generated with version
+        // 3 + i (synchronous) or up to `max_staleness` versions older.
+        let made_with = row["made_with_version"].as_u64().unwrap_or(u64::MAX);
+        let newest = 3 + index as u64;
+        anyhow::ensure!(
+            made_with <= newest && made_with + max_staleness as u64 >= newest,
+            "step {} made with version {made_with}, newest {newest}, staleness {max_staleness}",
+            index + 1
+        );
+    }
+    anyhow::ensure!(lines(&out.join("sft_metrics.jsonl"))?.len() == 3);
+    check_png(&out.join("curves.png"))?;
+    anyhow::ensure!(std::fs::read_to_string(out.join("pipeline.dot"))?.contains("generate"));
+    for file in ["config.json", "model.safetensors", "optimizer.safetensors"] {
+        anyhow::ensure!(report.checkpoint.join(file).exists(), "{file} missing");
+    }
+    anyhow::ensure!(
+        report.checkpoint_heldout_accuracy == Some(report.heldout_accuracy_final),
+        "the reloaded checkpoint answers as the final policy did: {:?} vs {}",
+        report.checkpoint_heldout_accuracy,
+        report.heldout_accuracy_final
+    );
+    let json = serde_json::to_value(&report)?;
+    for key in [
+        "heldout_accuracy_sft",
+        "heldout_accuracy_final",
+        "steps",
+        "wall_s",
+        "weight_sync_ms_mean",
+        "rollout_tokens_per_s",
+    ] {
+        anyhow::ensure!(json[key].is_number(), "--json lacks {key}: {json}");
+    }
+    std::fs::remove_dir_all(&out)?;
+    println!("test grpo_run_leaves_its_outputs (max_staleness {max_staleness}) ... ok");
+    Ok(())
+}
+
+/// A short PPO run: reward model, critic, GAE, per-token advantages, all through the pipeline.
+async fn ppo_run_leaves_its_outputs() -> anyhow::Result<()> {
+    let out = scratch("ppo");
+    let config = PpoConfig {
+        steps: 3,
+        batch: 4,
+        samples: 2,
+        held_out: 200,
+        eval_every: 3,
+        out: out.clone(),
+        warm_start: short_warm_start(),
+        preferences: PreferenceConfig {
+            batch: 8,
+            max_steps: 2,
+            eval_every: 2,
+            ..PreferenceConfig::default()
+        },
+        ..PpoConfig::default()
+    };
+    let report = ppo::run(&config).await?;
+    anyhow::ensure!(
+        report.steps == 3 && report.reward_model_steps == 2,
+        "{report:?}"
+    );
+    let rows = lines(&out.join("metrics.jsonl"))?;
+    anyhow::ensure!(rows.len() == 3);
+    for row in &rows {
+        for key in ["rm_score_mean", "kl_sampled", "value_loss", "policy_loss"] {
+            anyhow::ensure!(
+                row[key].as_f64().is_some_and(f64::is_finite),
+                "{key} in {row}"
+            );
+        }
+    }
+    anyhow::ensure!(lines(&out.join("reward_model_metrics.jsonl"))?.len() == 2);
+    check_png(&out.join("curves.png"))?;
+    anyhow::ensure!(report.checkpoint_heldout_accuracy == Some(report.heldout_accuracy_final));
+    std::fs::remove_dir_all(&out)?;
+    println!("test ppo_run_leaves_its_outputs ... ok");
+    Ok(())
+}
+
+/// After supervised steps on the trainers and a sync, both rollouts hold exactly the trainers'
+/// weights, and the version that came with them.
+async fn weight_sync_is_exact(cluster: &Cluster) -> anyhow::Result<()> {
+    let config = TrainerConfig {
+        source: ModelSource::Fresh {
+            config: arithmetic_model(),
+            seed: 3,
+        },
+        pad_id: 0,
+        optimizer: AdamWConfig::default(),
+        schedule: LrSchedule::constant(1e-3),
+        max_grad_norm: 1.0,
+        micro_batch: 0,
+        policy: PolicyConfig::default(),
+    };
+    let run = format!("sync-test-{}", std::process::id());
+    let mut actors = PolicyActors::spawn(cluster, &run, config, 2, 2).await?;
+    let mut task = AdditionTask::new(200, 3)?;
+    let parts = supervised_parts(&task.sample(8), 2);
+    actors
+        .trainers
+        .per_rank(parts, |trainer, (prompts, targets)| async move {
+            trainer.sft_step(prompts, targets).await
+        })
+        .await?;
+    let before = actors.rollouts.members()[0].weights().await?;
+    let ms = actors.sync_weights().await?;
+    let trained = actors.trainers.members()[0].weights().await?;
+    anyhow::ensure!(
+        trained.tensors != before.tensors,
+        "the step changed the weights"
+    );
+    for rollout in actors.rollouts.members() {
+        let held = rollout.weights().await?;
+        anyhow::ensure!(
+            held.tensors == trained.tensors,
+            "a rollout's weights differ"
+        );
+        anyhow::ensure!(held.version == 1 && trained.version == 1);
+    }
+    actors.kill(cluster).await;
+    println!("test weight_sync_is_exact ({ms:.1} ms) ... ok");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    troupe::init();
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        println!("0 passed, 1 failed");
+        return std::process::ExitCode::FAILURE;
+    };
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(600), async {
+            let cluster = Cluster::local_builder().cpus(8.0).start().await?;
+            let synced = weight_sync_is_exact(&cluster).await;
+            cluster.shutdown().await;
+            synced?;
+            grpo_run_leaves_its_outputs(0).await?;
+            grpo_run_leaves_its_outputs(1).await?;
+            ppo_run_leaves_its_outputs().await
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after 600 s"))?
+    });
+    match outcome {
+        Ok(()) => {
+            println!("\n4 passed, 0 failed");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            println!("FAILED: {err:#}\n");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
