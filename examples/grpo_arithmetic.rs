@@ -12,6 +12,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use troupe_actors::recipes::grpo::{run, GrpoConfig};
+use troupe_actors::recipes::warm_start::WarmStartConfig;
 
 /// GRPO on three-digit addition.
 #[derive(Parser, Debug)]
@@ -44,6 +45,12 @@ struct Args {
     /// Directory for metrics, the plot and the checkpoint.
     #[arg(long, default_value = "runs/grpo_arithmetic")]
     out: PathBuf,
+    /// The warm start stops once this share of held-out problems is answered exactly.
+    #[arg(long, default_value_t = WarmStartConfig::default().target_accuracy)]
+    warm_start_target: f64,
+    /// ... or after this many supervised steps.
+    #[arg(long, default_value_t = WarmStartConfig::default().max_steps)]
+    warm_start_max_steps: usize,
     /// Also write the run's figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -63,6 +70,11 @@ async fn main() -> anyhow::Result<()> {
         seed: args.seed,
         cluster: args.cluster,
         out: args.out,
+        warm_start: WarmStartConfig {
+            target_accuracy: args.warm_start_target,
+            max_steps: args.warm_start_max_steps,
+            ..WarmStartConfig::default()
+        },
         ..GrpoConfig::default()
     };
     let report = run(&config).await?;

@@ -12,6 +12,7 @@ pub mod ppo;
 pub mod progress;
 pub mod record;
 pub mod setup;
+pub mod shared_stages;
 pub mod warm_start;
 
 pub use setup::RecipeError;

@@ -76,6 +76,12 @@ pub async fn warm_start(
     config: &WarmStartConfig,
     log: &mut MetricsLog,
 ) -> Result<WarmStartOutcome> {
+    if config.max_steps == 0 || config.eval_every == 0 || config.batch == 0 {
+        return Err(super::RecipeError::Config(format!(
+            "warm start: max_steps {}, eval_every {} and batch {} must all be at least 1",
+            config.max_steps, config.eval_every, config.batch
+        )));
+    }
     let started = Instant::now();
     let schedule = LrSchedule {
         peak: config.lr,

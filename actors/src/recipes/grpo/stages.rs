@@ -6,14 +6,12 @@
 //! edge. Columns are ragged token and log-probability rows; each row's answer travels in its
 //! metadata.
 
-use super::super::setup::ANSWER_TOKENS;
-use crate::generate::SamplingConfig;
+use super::super::shared_stages::{generate, reference_logprobs, STEP_KEY};
 use crate::roles::reference::ReferenceHandle;
 use crate::roles::reward::RuleRewardHandle;
 use crate::roles::rollout::RolloutHandle;
 use crate::roles::trainer::{Advantages, PolicyBatch, StepStats, TrainerHandle};
 use crate::tasks::arithmetic::Problem;
-use crate::tokenizer::BuiltinTokenizer;
 use crate::train::advantages::grpo;
 use std::sync::{Arc, Mutex};
 use troupe::data::Batch;
@@ -23,9 +21,8 @@ use troupe::ActorGroup;
 /// Width of the prompt column: `<bos>` and `ddd+ddd=`, with room to spare.
 pub const PROMPT_TOKENS: usize = 12;
 
-/// Metadata keys of each row.
+/// Metadata key of each row's answer.
 pub const ANSWER_KEY: &str = "answer";
-pub const STEP_KEY: &str = "step";
 
 /// What the stages need besides their actors.
 #[derive(Debug, Clone)]
@@ -83,26 +80,14 @@ fn invalid(err: impl std::fmt::Display) -> troupe::Error {
     }
 }
 
-fn step_of(batch: &Batch) -> u64 {
-    batch
-        .meta()
-        .first()
-        .and_then(|meta| meta.get(STEP_KEY))
-        .and_then(|step| step.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Builds the graph. The train stage leaves rank 0's step figures in `stats`.
 pub fn build(
     actors: &GrpoActors,
     settings: &StageSettings,
     stats: Arc<Mutex<Option<StepStats>>>,
 ) -> Result<Pipeline, PipelineError> {
-    let rollouts = actors.rollouts.clone();
     let trainers = actors.trainers.clone();
-    let reference = actors.reference.clone();
     let reward = actors.reward.clone();
-    let sampling = settings.clone();
     let group_size = settings.group_size;
     PipelineBuilder::new()
         .group("rollout", actors.rollouts.world_size())
@@ -116,29 +101,7 @@ pub fn build(
             Dispatch::Split,
             &["prompt"],
             &["response", "old_logprob"],
-            move |rank, batch| {
-                let member = rollouts.rank(rank).cloned();
-                let settings = sampling.clone();
-                Box::pin(async move {
-                    let member =
-                        member.ok_or_else(|| invalid(format!("no rollout rank {rank}")))?;
-                    let prompts = batch.ragged_u32("prompt")?;
-                    let config = SamplingConfig {
-                        max_new_tokens: ANSWER_TOKENS,
-                        temperature: settings.temperature,
-                        stop_tokens: vec![BuiltinTokenizer::EOS],
-                        seed: settings
-                            .seed
-                            .wrapping_mul(1_000_003)
-                            .wrapping_add(step_of(&batch) * 64 + rank as u64),
-                        ..SamplingConfig::default()
-                    };
-                    let made = member.generate(prompts, config).await?;
-                    Ok(Batch::new(batch.rows())
-                        .with_ragged_u32("response", &made.tokens, ANSWER_TOKENS)?
-                        .with_ragged_f32("old_logprob", &made.logprobs, ANSWER_TOKENS)?)
-                })
-            },
+            generate(actors.rollouts.clone(), settings.temperature, settings.seed),
         )
         .stage(
             "score",
@@ -169,19 +132,7 @@ pub fn build(
             Dispatch::RankZero,
             &["prompt", "response"],
             &["ref_logprob"],
-            move |_, batch| {
-                let reference = reference.clone();
-                Box::pin(async move {
-                    let logprobs = reference
-                        .logprobs(batch.ragged_u32("prompt")?, batch.ragged_u32("response")?)
-                        .await?;
-                    Ok(Batch::new(batch.rows()).with_ragged_f32(
-                        "ref_logprob",
-                        &logprobs,
-                        ANSWER_TOKENS,
-                    )?)
-                })
-            },
+            reference_logprobs(actors.reference.clone()),
         )
         .stage(
             "train",

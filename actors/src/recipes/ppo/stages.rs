@@ -5,13 +5,12 @@
 //! gradients all-reduced) learn side by side, and weights flow back to the rollouts.
 
 use super::super::setup::ANSWER_TOKENS;
-use crate::generate::SamplingConfig;
+use super::super::shared_stages::{generate, reference_logprobs};
 use crate::roles::critic::CriticHandle;
 use crate::roles::reference::ReferenceHandle;
 use crate::roles::reward_model::RewardModelHandle;
 use crate::roles::rollout::RolloutHandle;
 use crate::roles::trainer::{Advantages, PolicyBatch, StepStats, TrainerHandle};
-use crate::tokenizer::BuiltinTokenizer;
 use crate::train::advantages::{gae, kl_shaped_rewards, whiten};
 use std::sync::{Arc, Mutex};
 use troupe::data::Batch;
@@ -62,10 +61,9 @@ pub fn build(
     settings: &PpoSettings,
     learned: Arc<Mutex<LearnedFigures>>,
 ) -> Result<Pipeline, PipelineError> {
-    let (rollouts, trainers) = (actors.rollouts.clone(), actors.trainers.clone());
-    let (reference, reward_model) = (actors.reference.clone(), actors.reward_model.clone());
+    let trainers = actors.trainers.clone();
+    let reward_model = actors.reward_model.clone();
     let (critic_values, critic_train) = (actors.critic.clone(), actors.critic.clone());
-    let sampling = settings.clone();
     let shaping = settings.clone();
     let learned_policy = learned.clone();
     PipelineBuilder::new()
@@ -81,34 +79,7 @@ pub fn build(
             Dispatch::Split,
             &["prompt"],
             &["response", "old_logprob"],
-            move |rank, batch| {
-                let member = rollouts.rank(rank).cloned();
-                let settings = sampling.clone();
-                Box::pin(async move {
-                    let member =
-                        member.ok_or_else(|| invalid(format!("no rollout rank {rank}")))?;
-                    let step: u64 = batch
-                        .meta()
-                        .first()
-                        .and_then(|meta| meta.get("step"))
-                        .and_then(|step| step.parse().ok())
-                        .unwrap_or(0);
-                    let config = SamplingConfig {
-                        max_new_tokens: ANSWER_TOKENS,
-                        temperature: settings.temperature,
-                        stop_tokens: vec![BuiltinTokenizer::EOS],
-                        seed: settings
-                            .seed
-                            .wrapping_mul(1_000_003)
-                            .wrapping_add(step * 64 + rank as u64),
-                        ..SamplingConfig::default()
-                    };
-                    let made = member.generate(batch.ragged_u32("prompt")?, config).await?;
-                    Ok(Batch::new(batch.rows())
-                        .with_ragged_u32("response", &made.tokens, ANSWER_TOKENS)?
-                        .with_ragged_f32("old_logprob", &made.logprobs, ANSWER_TOKENS)?)
-                })
-            },
+            generate(actors.rollouts.clone(), settings.temperature, settings.seed),
         )
         .stage(
             "score",
@@ -139,19 +110,7 @@ pub fn build(
             Dispatch::RankZero,
             &["prompt", "response"],
             &["ref_logprob"],
-            move |_, batch| {
-                let reference = reference.clone();
-                Box::pin(async move {
-                    let logprobs = reference
-                        .logprobs(batch.ragged_u32("prompt")?, batch.ragged_u32("response")?)
-                        .await?;
-                    Ok(Batch::new(batch.rows()).with_ragged_f32(
-                        "ref_logprob",
-                        &logprobs,
-                        ANSWER_TOKENS,
-                    )?)
-                })
-            },
+            reference_logprobs(actors.reference.clone()),
         )
         .stage(
             "values",
