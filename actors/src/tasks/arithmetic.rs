@@ -1,6 +1,8 @@
-//! Three-digit addition, `a+b=` answered with the digits of the sum least-significant first
-//! (123+459= is answered 285, for 582), so the model writes each digit after the carry that
-//! decides it. A fixed, seeded set of problems is held out: training draws never return them.
+//! Three-digit addition with every number written least-significant digit first: 123 + 459 is
+//! asked as `321+954=` and answered `285` (582). The model then writes each digit of the sum
+//! right after the carry that decides it, and the digits it adds sit at the same distance from
+//! every answer position. A fixed, seeded set of problems is held out: training draws never
+//! return them.
 
 use crate::error::{ModelError, Result};
 use crate::tokenizer::{BuiltinTokenizer, TextTokenizer};
@@ -15,14 +17,14 @@ pub struct Problem {
 }
 
 impl Problem {
-    /// The prompt text, `a+b=`.
+    /// The prompt text, `a+b=` with both operands' digits reversed.
     pub fn prompt_text(&self) -> String {
-        format!("{}+{}=", self.a, self.b)
+        format!("{}+{}=", reversed(self.a), reversed(self.b))
     }
 
     /// The answer text: the sum's digits, least-significant first.
     pub fn answer_text(&self) -> String {
-        (self.a + self.b).to_string().chars().rev().collect()
+        reversed(self.a + self.b)
     }
 
     /// `<bos>` then the prompt's tokens.
@@ -38,6 +40,11 @@ impl Problem {
         tokens.push(BuiltinTokenizer::EOS);
         tokens
     }
+}
+
+/// A number's decimal digits, least-significant first.
+fn reversed(number: u32) -> String {
+    number.to_string().chars().rev().collect()
 }
 
 fn encode(text: &str) -> Vec<u32> {
@@ -125,13 +132,13 @@ mod tests {
     #[test]
     fn answers_are_reversed_sums() {
         let problem = Problem { a: 123, b: 459 };
-        assert_eq!(problem.prompt_text(), "123+459=");
+        assert_eq!(problem.prompt_text(), "321+954=");
         assert_eq!(problem.answer_text(), "285");
         assert_eq!(Problem { a: 500, b: 500 }.answer_text(), "0001");
         let tokenizer = BuiltinTokenizer::new();
         assert_eq!(
             tokenizer.decode(&problem.prompt_tokens()).unwrap(),
-            "123+459="
+            "321+954="
         );
         assert_eq!(tokenizer.decode(&problem.target_tokens()).unwrap(), "285");
         assert_eq!(

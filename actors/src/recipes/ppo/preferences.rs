@@ -250,7 +250,7 @@ mod tests {
             wrong_sample.as_slice()
         );
         let tokens = sequence(&problem, "285");
-        assert_eq!(tokenizer.decode(&tokens).unwrap(), "123+459=285");
+        assert_eq!(tokenizer.decode(&tokens).unwrap(), "321+954=285");
         assert_eq!(*tokens.last().unwrap(), BuiltinTokenizer::EOS);
     }
 }
