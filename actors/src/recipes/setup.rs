@@ -194,6 +194,18 @@ impl PolicyActors {
         evaluate(&self.rollouts, problems).await
     }
 
+    /// Rank 0 trainer writes its checkpoint to `dir` (made absolute, so actors on the same
+    /// machine can load it); returns the absolute path.
+    pub async fn save_checkpoint(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        let absolute = std::path::absolute(dir)
+            .map_err(|err| RecipeError::io(format!("resolving {}", dir.display()), err))?;
+        let target = absolute.clone();
+        self.trainers
+            .rank_zero(|trainer| async move { trainer.save_checkpoint(target).await })
+            .await?;
+        Ok(absolute)
+    }
+
     pub async fn kill(&self, cluster: &Cluster) {
         let _ = self.trainers.kill(cluster).await;
         let _ = self.rollouts.kill(cluster).await;

@@ -44,6 +44,63 @@ fn length_of(name: &str, row: usize, raw: &[u8], width: usize) -> Result<usize, 
     Ok(len)
 }
 
+/// An element type a ragged column can hold (4 bytes, little-endian).
+trait RaggedElement: Copy {
+    const TYPE: ColumnType;
+    fn put(self, bytes: &mut BytesMut);
+    fn read(bytes: &[u8]) -> Self;
+}
+
+impl RaggedElement for u32 {
+    const TYPE: ColumnType = ColumnType::U32;
+    fn put(self, bytes: &mut BytesMut) {
+        bytes.put_u32_le(self);
+    }
+    fn read(b: &[u8]) -> Self {
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+impl RaggedElement for f32 {
+    const TYPE: ColumnType = ColumnType::F32;
+    fn put(self, bytes: &mut BytesMut) {
+        bytes.put_f32_le(self);
+    }
+    fn read(b: &[u8]) -> Self {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+fn with_ragged<T: RaggedElement>(
+    batch: Batch,
+    name: &str,
+    rows: &[Vec<T>],
+    width: usize,
+) -> Result<Batch, BatchError> {
+    let mut bytes = BytesMut::with_capacity(rows.len() * (width + 1) * 4);
+    for (index, row) in rows.iter().enumerate() {
+        if row.len() > width {
+            return Err(too_long(name, index, row.len(), width));
+        }
+        bytes.put_u32_le(row.len() as u32);
+        row.iter().for_each(|value| value.put(&mut bytes));
+        bytes.put_bytes(0, (width - row.len()) * 4);
+    }
+    batch.with_column(name, T::TYPE, &[width + 1], bytes.freeze())
+}
+
+fn ragged<T: RaggedElement>(batch: &Batch, name: &str) -> Result<Vec<Vec<T>>, BatchError> {
+    let (width, raw_rows) = ragged_rows(batch, name, T::TYPE)?;
+    raw_rows
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            let len = length_of(name, index, raw, width)?;
+            Ok(raw[4..4 + len * 4].chunks_exact(4).map(T::read).collect())
+        })
+        .collect()
+}
+
 impl Batch {
     /// Adds a ragged u32 column (token sequences) of `width` slots per row.
     pub fn with_ragged_u32(
@@ -52,32 +109,12 @@ impl Batch {
         rows: &[Vec<u32>],
         width: usize,
     ) -> Result<Self, BatchError> {
-        let mut bytes = BytesMut::with_capacity(rows.len() * (width + 1) * 4);
-        for (index, row) in rows.iter().enumerate() {
-            if row.len() > width {
-                return Err(too_long(name, index, row.len(), width));
-            }
-            bytes.put_u32_le(row.len() as u32);
-            row.iter().for_each(|value| bytes.put_u32_le(*value));
-            bytes.put_bytes(0, (width - row.len()) * 4);
-        }
-        self.with_column(name, ColumnType::U32, &[width + 1], bytes.freeze())
+        with_ragged(self, name, rows, width)
     }
 
     /// A ragged u32 column's rows.
     pub fn ragged_u32(&self, name: &str) -> Result<Vec<Vec<u32>>, BatchError> {
-        let (width, raw_rows) = ragged_rows(self, name, ColumnType::U32)?;
-        raw_rows
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| {
-                let len = length_of(name, index, raw, width)?;
-                Ok(raw[4..4 + len * 4]
-                    .chunks_exact(4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect())
-            })
-            .collect()
+        ragged(self, name)
     }
 
     /// Adds a ragged f32 column (the length prefix is stored as the bits of a u32).
@@ -87,32 +124,12 @@ impl Batch {
         rows: &[Vec<f32>],
         width: usize,
     ) -> Result<Self, BatchError> {
-        let mut bytes = BytesMut::with_capacity(rows.len() * (width + 1) * 4);
-        for (index, row) in rows.iter().enumerate() {
-            if row.len() > width {
-                return Err(too_long(name, index, row.len(), width));
-            }
-            bytes.put_u32_le(row.len() as u32);
-            row.iter().for_each(|value| bytes.put_f32_le(*value));
-            bytes.put_bytes(0, (width - row.len()) * 4);
-        }
-        self.with_column(name, ColumnType::F32, &[width + 1], bytes.freeze())
+        with_ragged(self, name, rows, width)
     }
 
     /// A ragged f32 column's rows.
     pub fn ragged_f32(&self, name: &str) -> Result<Vec<Vec<f32>>, BatchError> {
-        let (width, raw_rows) = ragged_rows(self, name, ColumnType::F32)?;
-        raw_rows
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| {
-                let len = length_of(name, index, raw, width)?;
-                Ok(raw[4..4 + len * 4]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect())
-            })
-            .collect()
+        ragged(self, name)
     }
 }
 

@@ -347,12 +347,8 @@ async fn train(
         .last()
         .map(|(_, accuracy)| *accuracy)
         .unwrap_or(sft.heldout_accuracy);
-    let checkpoint = std::path::absolute(config.out.join("checkpoint"))
-        .map_err(|err| RecipeError::io("resolving the checkpoint path", err))?;
-    let dir = checkpoint.clone();
-    policy
-        .trainers
-        .rank_zero(|trainer| async move { trainer.save_checkpoint(dir).await })
+    let checkpoint = policy
+        .save_checkpoint(&config.out.join("checkpoint"))
         .await?;
     let checkpoint_heldout_accuracy = check_checkpoint(cluster, &checkpoint, &held_out).await;
 

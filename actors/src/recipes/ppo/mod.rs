@@ -218,12 +218,8 @@ async fn run_on(cluster: &Cluster, config: &PpoConfig, started: Instant) -> Resu
         sft.seconds,
         sft.heldout_accuracy * 100.0
     );
-    let sft_dir = std::path::absolute(config.out.join("sft_checkpoint"))
-        .map_err(|err| RecipeError::io("resolving the warm-start checkpoint path", err))?;
-    let dir = sft_dir.clone();
-    policy
-        .trainers
-        .rank_zero(|trainer| async move { trainer.save_checkpoint(dir).await })
+    let sft_dir = policy
+        .save_checkpoint(&config.out.join("sft_checkpoint"))
         .await?;
     let warm = ModelSource::Checkpoint { dir: sft_dir };
     let options = |cpus: f64, role: &str| {
@@ -404,12 +400,8 @@ async fn train(
         record.progress.finish();
         (record.figures.clone(), record.accuracy.clone())
     };
-    let checkpoint = std::path::absolute(config.out.join("checkpoint"))
-        .map_err(|err| RecipeError::io("resolving the checkpoint path", err))?;
-    let dir = checkpoint.clone();
-    policy
-        .trainers
-        .rank_zero(|trainer| async move { trainer.save_checkpoint(dir).await })
+    let checkpoint = policy
+        .save_checkpoint(&config.out.join("checkpoint"))
         .await?;
     let checkpoint_heldout_accuracy = check_checkpoint(cluster, &checkpoint, held_out).await;
     let plot_path = config.out.join("curves.png");
