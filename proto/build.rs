@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "troupe/v1/head.proto",
         "troupe/v1/node.proto",
         "troupe/v1/worker.proto",
+        "troupe/v1/jobs.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

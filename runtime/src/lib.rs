@@ -38,6 +38,7 @@ pub mod cuda;
 pub mod data;
 mod error;
 pub mod head;
+pub mod jobs;
 pub mod node;
 pub mod objects;
 pub mod pipeline;

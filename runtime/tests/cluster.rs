@@ -17,7 +17,7 @@ use troupe::proto::actors_client::ActorsClient;
 use troupe::proto::cluster_client::ClusterClient;
 use troupe::proto::nodes_client::NodesClient;
 use troupe::proto::{
-    ActorState, BinaryChunk, BinaryRef, CreateActorRequest, GetActorRequest, GpuDevice,
+    ActorState, BinaryChunk, BinaryRef, CreateActorRequest, Empty, GetActorRequest, GpuDevice,
     HeartbeatRequest, KillActorRequest, NodeResources, RegisterNodeRequest, ResourceRequest,
     WorkerReadyRequest,
 };
@@ -538,9 +538,25 @@ async fn panics_reach_the_caller(world: &World) -> anyhow::Result<()> {
 
 async fn bad_input_is_rejected(world: &World) -> anyhow::Result<()> {
     let address = format!("http://{}", world.fixture.head_address);
-    let channel = tonic::transport::Endpoint::from_shared(address)?
+    let bare = tonic::transport::Endpoint::from_shared(address)?
         .connect()
         .await?;
+    let refused = ClusterClient::new(bare.clone())
+        .status(Empty {})
+        .await
+        .expect_err("a request without the token is refused");
+    anyhow::ensure!(
+        refused.code() == tonic::Code::Unauthenticated && refused.message().contains("no token"),
+        "missing token: {refused:?}"
+    );
+    ClusterClient::new(bare)
+        .version(Empty {})
+        .await
+        .map_err(|status| anyhow::anyhow!("the version check needs no token: {status:?}"))?;
+    let token = troupe::rpc::Token::from_env()?;
+    let channel = troupe::rpc::connect(&world.fixture.head_address, &token)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let mut actors = ActorsClient::new(channel.clone());
     let mut nodes = NodesClient::new(channel.clone());
     let mut cluster = ClusterClient::new(channel);

@@ -1,6 +1,7 @@
-//! The `troupe` command line: `head`, `node`, `up`/`down` (a local multi-process cluster) and
-//! `status`.
+//! The `troupe` command line: `head`, `node`, `up`/`down` (a local multi-process cluster),
+//! `status` and `job`.
 
+mod job;
 mod processes;
 mod status;
 
@@ -89,6 +90,9 @@ enum Command {
         /// Worker logs and cached executables (default: a directory under /tmp).
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// The cluster token's file (the head's `DATA_DIR/token`); default: $TROUPE_TOKEN.
+        #[arg(long, env = "TROUPE_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Start a local cluster: a head and N node agents as separate processes, left running.
     Up {
@@ -124,6 +128,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Submit and manage jobs.
+    Job {
+        /// The head's address (default: $TROUPE_ADDRESS, then the cluster `troupe up` started).
+        #[arg(long, global = true)]
+        address: Option<String>,
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
 }
 
 fn parse_quantity(text: &str) -> Result<(String, f64), String> {
@@ -149,10 +161,11 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
-/// Parses the command line and runs the command.
-pub fn main() -> anyhow::Result<()> {
+/// Parses the command line and runs the command; returns the process's exit code.
+pub fn main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
-    crate::init_logging("info");
+    let quiet = matches!(cli.command, Command::Job { .. } | Command::Status { .. });
+    crate::init_logging(if quiet { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -160,8 +173,16 @@ pub fn main() -> anyhow::Result<()> {
     runtime.block_on(run(cli.command))
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
+        Command::Job { address, command } => job::run(address, command).await,
+        other => run_service(other).await.map(|()| 0),
+    }
+}
+
+async fn run_service(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Job { .. } => bail!("job commands are run by `run`"),
         Command::Head {
             port,
             host,
@@ -176,6 +197,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let data_dir = data_dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("troupe-head-{}", std::process::id()))
             });
+            let data_dir_shown = data_dir.clone();
             let mut config = HeadConfig::local(data_dir);
             config.bind = bind;
             config.node_timeout = Duration::from_millis(node_timeout_ms.max(500));
@@ -185,6 +207,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let handle = head::start(config).await?;
             println!("troupe head listening on {}", handle.address);
+            println!(
+                "cluster token in {}",
+                data_dir_shown
+                    .join(crate::rpc::auth::TOKEN_FILE_NAME)
+                    .display()
+            );
             if let Some(metrics) = handle.metrics_address {
                 println!("metrics on http://{metrics}/metrics");
             }
@@ -212,7 +240,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             resources: custom,
             labels,
             work_dir,
+            token_file,
         } => {
+            let token = match token_file {
+                Some(path) => crate::rpc::Token::read_file(&path)?,
+                None => crate::rpc::Token::from_env()?,
+            };
             let detected = resources::detect_gpus();
             let gpu_list = if gpus.is_some() || gpu_ids.is_some() {
                 resources::declared_gpus(gpus, gpu_ids.as_deref(), &gpu_model)
@@ -244,6 +277,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 resources,
                 work_dir,
                 local_executables: HashMap::new(),
+                token,
             })
             .await?;
             println!(

@@ -9,7 +9,8 @@ use troupe_proto::{ClusterStatusReply, Empty};
 
 /// Asks the head at `address` for the cluster status.
 pub(super) async fn fetch(address: &str) -> anyhow::Result<ClusterStatusReply> {
-    let channel = crate::rpc::connect(address)
+    let token = crate::rpc::Token::from_env()?;
+    let channel = crate::rpc::connect(address, &token)
         .await
         .map_err(anyhow::Error::msg)?;
     let mut client = ClusterClient::new(channel);
@@ -20,7 +21,7 @@ pub(super) async fn fetch(address: &str) -> anyhow::Result<ClusterStatusReply> {
     Ok(reply.into_inner())
 }
 
-fn head_address(flag: Option<String>) -> anyhow::Result<String> {
+pub(super) fn head_address(flag: Option<String>) -> anyhow::Result<String> {
     if let Some(address) = flag {
         return Ok(address);
     }

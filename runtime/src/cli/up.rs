@@ -128,6 +128,13 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
                 .to_string(),
             "--label".to_string(),
             format!("local-node={index}"),
+            "--token-file".to_string(),
+            options
+                .dir
+                .join("head")
+                .join(crate::rpc::auth::TOKEN_FILE_NAME)
+                .display()
+                .to_string(),
         ];
         if options.gpus_per_node > 0 {
             args.extend(["--gpus".to_string(), options.gpus_per_node.to_string()]);

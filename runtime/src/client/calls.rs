@@ -205,7 +205,7 @@ impl Client {
                 return Ok(existing.clone());
             }
         }
-        let connection = Connection::open(address).await?;
+        let connection = Connection::open(address, &self.token).await?;
         *slot = Some(connection.clone());
         Ok(connection)
     }

@@ -5,11 +5,11 @@
 mod calls;
 
 use crate::error::{Error, Result};
+use crate::rpc::{AuthChannel, Token};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 use troupe_proto::actors_client::ActorsClient;
 use troupe_proto::cluster_client::ClusterClient;
 use troupe_proto::SessionPing;
@@ -51,8 +51,12 @@ pub(crate) const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// A process's connection to one cluster.
 pub(crate) struct Client {
     pub(crate) head_address: String,
-    pub(crate) actors: ActorsClient<Channel>,
-    pub(crate) cluster: ClusterClient<Channel>,
+    pub(crate) actors: ActorsClient<AuthChannel>,
+    pub(crate) cluster: ClusterClient<AuthChannel>,
+    /// The cluster token every RPC carries (to the head and to workers).
+    pub(crate) token: Token,
+    /// The job this process belongs to (`TROUPE_JOB_ID`), if any: its actors are tagged with it.
+    pub(crate) job_id: String,
     pub(crate) session_id: String,
     /// Hash of the executable that hosts this process's actor types, as the nodes know it.
     pub(crate) binary_hash: String,
@@ -69,11 +73,12 @@ impl Client {
     /// Connects to the head at `head_address` (checks it answers).
     pub(crate) async fn connect(
         head_address: &str,
+        token: Token,
         session_id: String,
         binary_hash: String,
         worker_args: Vec<String>,
     ) -> Result<Arc<Client>> {
-        let channel = crate::rpc::connect(head_address)
+        let channel = crate::rpc::connect(head_address, &token)
             .await
             .map_err(|why| Error::Invalid {
                 what: "cluster address".to_string(),
@@ -112,6 +117,8 @@ impl Client {
             actors,
             cluster,
             session_id,
+            token,
+            job_id: std::env::var(crate::jobs::JOB_ID_ENV).unwrap_or_default(),
             binary_hash,
             worker_args,
             ready_timeout: DEFAULT_READY_TIMEOUT,

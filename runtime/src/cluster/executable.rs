@@ -45,11 +45,11 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// Uploads this executable to the head at `address` unless it has it; returns its hash.
-pub(crate) async fn ensure_uploaded(address: &str) -> Result<String> {
+pub(crate) async fn ensure_uploaded(address: &str, token: &crate::rpc::Token) -> Result<String> {
     let hash = tokio::task::spawn_blocking(own_hash)
         .await
         .map_err(|err| Error::io("hashing this executable", std::io::Error::other(err)))??;
-    let channel = crate::rpc::connect(address)
+    let channel = crate::rpc::connect(address, token)
         .await
         .map_err(|why| Error::Invalid {
             what: "cluster address".to_string(),

@@ -99,10 +99,17 @@ impl LocalClusterBuilder {
             resources: self.resources(),
             work_dir: data_dir.join("node"),
             local_executables: HashMap::from([(exe_name.clone(), exe)]),
+            token: head.token.clone(),
         })
         .await?;
-        let client =
-            Client::connect(&head_address, super::new_session_id(), exe_name, Vec::new()).await?;
+        let client = Client::connect(
+            &head_address,
+            head.token.clone(),
+            super::new_session_id(),
+            exe_name,
+            Vec::new(),
+        )
+        .await?;
         client.open_session().await?;
         client::set_current(&client);
         let embedded = Embedded {

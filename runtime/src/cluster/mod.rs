@@ -63,8 +63,12 @@ impl Cluster {
             what: "cluster address".to_string(),
             why,
         })?;
-        let hash = executable::ensure_uploaded(address).await?;
-        let client = Client::connect(address, new_session_id(), hash, Vec::new()).await?;
+        let token = crate::rpc::Token::from_env().map_err(|err| Error::Invalid {
+            what: "cluster token".to_string(),
+            why: err.to_string(),
+        })?;
+        let hash = executable::ensure_uploaded(address, &token).await?;
+        let client = Client::connect(address, token, new_session_id(), hash, Vec::new()).await?;
         client.open_session().await?;
         client::set_current(&client);
         Ok(Cluster {
@@ -115,13 +119,14 @@ impl Cluster {
             owner_session: self.client.session_id.clone(),
             binary_hash: self.client.binary_hash.clone(),
             worker_args: self.client.worker_args.clone(),
-            env: options.env.clone().into_iter().collect(),
+            env: self.worker_env(&options),
             gang: options
                 .gang
                 .as_ref()
                 .map(|(id, _)| id.clone())
                 .unwrap_or_default(),
             gang_size: options.gang.as_ref().map(|(_, size)| *size).unwrap_or(0),
+            job_id: self.client.job_id.clone(),
         };
         let mut actors = self.client.actors.clone();
         let info = actors
@@ -130,6 +135,20 @@ impl Cluster {
             .map_err(|status| Error::rpc(format!("spawning an actor of type {type_name}"), status))?
             .into_inner();
         Ok(ActorRef::new(&info.id, type_name, self.client.clone()))
+    }
+
+    /// The worker's extra environment: the spawn options', and the job id, so that actors the
+    /// worker spawns belong to the same job.
+    fn worker_env(&self, options: &SpawnOptions) -> std::collections::HashMap<String, String> {
+        let mut env: std::collections::HashMap<String, String> =
+            options.env.clone().into_iter().collect();
+        if !self.client.job_id.is_empty() {
+            env.insert(
+                crate::jobs::JOB_ID_ENV.to_string(),
+                self.client.job_id.clone(),
+            );
+        }
+        env
     }
 
     /// Finds a live actor by the name it was spawned with; fails if it has another type.

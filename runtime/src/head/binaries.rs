@@ -1,5 +1,6 @@
-//! Executables that drivers upload, stored by the sha256 of their content so each is sent once;
-//! node agents fetch them by hash to start workers.
+//! Content-addressed uploads: executables that drivers upload and the working-directory
+//! packages of jobs, stored by the sha256 of their content so each is sent once (and checked
+//! before it is kept); node agents fetch them by hash to start workers and jobs.
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -10,13 +11,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use troupe_proto::BinaryChunk;
 
-/// Largest executable accepted.
-const MAX_BINARY_BYTES: u64 = 4 << 30;
+/// Checks an upload before it is kept; the error says what is wrong with it.
+pub(super) type Check = fn(&std::path::Path) -> std::result::Result<(), String>;
 /// Size of the chunks sent to node agents.
 const CHUNK_BYTES: usize = 1 << 20;
 
 pub(super) struct BinaryStore {
     dir: PathBuf,
+    /// What the store holds, for messages: "executable", "package".
+    kind: &'static str,
+    max_bytes: u64,
+    check: Option<Check>,
 }
 
 pub(crate) fn is_sha256_hex(hash: &str) -> bool {
@@ -27,10 +32,20 @@ pub(crate) fn is_sha256_hex(hash: &str) -> bool {
 }
 
 impl BinaryStore {
-    pub(super) fn open(dir: PathBuf) -> Result<Self> {
+    pub(super) fn open(
+        dir: PathBuf,
+        kind: &'static str,
+        max_bytes: u64,
+        check: Option<Check>,
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir)
             .map_err(|err| Error::io(format!("creating {}", dir.display()), err))?;
-        Ok(BinaryStore { dir })
+        Ok(BinaryStore {
+            dir,
+            kind,
+            max_bytes,
+            check,
+        })
     }
 
     pub(super) fn has(&self, hash: &str) -> bool {
@@ -69,9 +84,10 @@ impl BinaryStore {
         let outcome: Result<(), Status> = async {
             while let Some(chunk) = next.take() {
                 size += chunk.data.len() as u64;
-                if size > MAX_BINARY_BYTES {
+                if size > self.max_bytes {
                     return Err(Status::resource_exhausted(format!(
-                        "executable larger than {MAX_BINARY_BYTES} bytes"
+                        "{} larger than {} bytes",
+                        self.kind, self.max_bytes
                     )));
                 }
                 hasher.update(&chunk.data);
@@ -98,13 +114,24 @@ impl BinaryStore {
                 format!("the upload hashes to {actual}, not {claimed}"),
             ));
         }
+        if let Some(check) = self.check {
+            let path = partial.clone();
+            let verdict = tokio::task::spawn_blocking(move || check(&path))
+                .await
+                .map_err(|err| Status::internal(format!("checking the upload: {err}")))?;
+            if let Err(why) = verdict {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(crate::rpc::invalid(self.kind, why));
+            }
+        }
         tokio::fs::rename(&partial, self.dir.join(&claimed))
             .await
             .map_err(|err| Status::internal(format!("storing the upload: {err}")))?;
         tracing::info!(
             hash = claimed,
             bytes = size,
-            "stored an uploaded executable"
+            kind = self.kind,
+            "stored an upload"
         );
         Ok(claimed)
     }
@@ -115,11 +142,14 @@ impl BinaryStore {
         hash: &str,
     ) -> Result<ReceiverStream<Result<BinaryChunk, Status>>, Status> {
         if !self.has(hash) {
-            return Err(Status::not_found(format!("no executable with hash {hash}")));
+            return Err(Status::not_found(format!(
+                "no {} with hash {hash}",
+                self.kind
+            )));
         }
         let mut file = tokio::fs::File::open(self.dir.join(hash))
             .await
-            .map_err(|err| Status::internal(format!("opening the executable: {err}")))?;
+            .map_err(|err| Status::internal(format!("opening the {}: {err}", self.kind)))?;
         let (chunks, receiver) = mpsc::channel(4);
         let hash = hash.to_string();
         tokio::spawn(async move {

@@ -1,14 +1,17 @@
-//! The head: the control plane. One tonic server with the `Nodes`, `Actors` and `Cluster`
-//! services; it owns the scheduler and the cluster's state, watches node heartbeats, sends start
-//! and stop orders to node agents, stores uploaded executables and serves Prometheus metrics.
+//! The head: the control plane. One tonic server with the `Nodes`, `Actors`, `Cluster` and `Jobs`
+//! services, all behind the cluster token; it owns the scheduler and the cluster's state (job
+//! records persisted under its data directory), watches node heartbeats, sends start and stop
+//! orders to node agents, stores uploaded executables and packages, and serves Prometheus metrics.
 
 mod binaries;
+mod jobs;
 pub(crate) use binaries::is_sha256_hex;
 pub(crate) mod metrics;
 mod service;
 mod state;
 
 use crate::error::{Error, Result};
+use crate::rpc::{AuthChannel, Token};
 use binaries::BinaryStore;
 use state::{HeadState, Order};
 use std::collections::HashMap;
@@ -17,7 +20,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use troupe_proto::node_agent_client::NodeAgentClient;
 use troupe_proto::{StopWorkerRequest, WorkerExitedRequest};
 
@@ -26,7 +28,7 @@ use troupe_proto::{StopWorkerRequest, WorkerExitedRequest};
 pub struct HeadConfig {
     /// Address to serve gRPC on; port 0 picks a free one.
     pub bind: SocketAddr,
-    /// Where uploaded executables (and, later, job records) are kept.
+    /// Where the token, uploaded executables and packages, and job records and logs are kept.
     pub data_dir: PathBuf,
     /// Port for Prometheus metrics over HTTP, if any (0 picks a free one).
     pub metrics_bind: Option<SocketAddr>,
@@ -55,15 +57,25 @@ pub(crate) struct Head {
     changed: watch::Sender<u64>,
     config: HeadConfig,
     binaries: BinaryStore,
+    /// Working-directory packages of jobs.
+    packages: BinaryStore,
+    job_store: jobs::JobStore,
+    job_logs: jobs::LogFiles,
+    /// Bumped whenever a job's log grows or a job ends, for log tails.
+    logs_changed: watch::Sender<u64>,
     started: Instant,
     /// One channel per node agent address, reused for every order.
-    agents: Mutex<HashMap<String, NodeAgentClient<Channel>>>,
+    agents: Mutex<HashMap<String, NodeAgentClient<AuthChannel>>>,
+    /// The cluster token: every RPC to the head, node agents and workers carries it.
+    token: Token,
 }
 
 /// A running head; dropping it stops the server.
 pub struct HeadHandle {
     pub address: SocketAddr,
     pub metrics_address: Option<SocketAddr>,
+    /// The cluster token (also in `data_dir/token`).
+    pub token: Token,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -88,7 +100,31 @@ impl HeadHandle {
 pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|err| Error::io(format!("creating {}", config.data_dir.display()), err))?;
-    let binaries = BinaryStore::open(config.data_dir.join("binaries"))?;
+    let token = Token::load_or_create(&config.data_dir).map_err(|err| Error::Invalid {
+        what: "cluster token".to_string(),
+        why: err.to_string(),
+    })?;
+    let binaries = BinaryStore::open(
+        config.data_dir.join("binaries"),
+        "executable",
+        4 << 30,
+        None,
+    )?;
+    let packages = BinaryStore::open(
+        config.data_dir.join("packages"),
+        "package",
+        jobs::MAX_PACKAGE_BYTES,
+        Some(jobs::check_package),
+    )?;
+    let job_store = jobs::JobStore::open(&config.data_dir.join("jobs.redb"))?;
+    let job_logs = jobs::LogFiles::open(config.data_dir.join("job-logs"))
+        .map_err(|err| Error::io("creating the job log directory", err))?;
+    let mut state = HeadState::default();
+    let restored = job_store.load()?;
+    if !restored.is_empty() {
+        tracing::info!(jobs = restored.len(), "restored job records");
+    }
+    state.restore_jobs(restored, Instant::now());
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|err| Error::io(format!("binding the head to {}", config.bind), err))?;
@@ -97,10 +133,15 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         .map_err(|err| Error::io("reading the head's address", err))?;
     let (changed, _) = watch::channel(0);
     let head = Arc::new(Head {
-        state: Mutex::new(HeadState::default()),
+        state: Mutex::new(state),
         changed,
         config: config.clone(),
         binaries,
+        packages,
+        job_store,
+        job_logs,
+        logs_changed: watch::channel(0).0,
+        token: token.clone(),
         started: Instant::now(),
         agents: Mutex::new(HashMap::new()),
     });
@@ -116,6 +157,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
     Ok(HeadHandle {
         address,
         metrics_address,
+        token,
         tasks,
     })
 }
@@ -128,7 +170,15 @@ impl Head {
                 Ok(state) => state,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            change(&mut state)
+            let outcome = change(&mut state);
+            if !state.dirty_jobs.is_empty() {
+                // Under the lock, so records reach the disk in the order they changed.
+                let dirty = std::mem::take(&mut state.dirty_jobs);
+                if let Err(err) = self.job_store.write(&dirty, &state.jobs, |job| &job.info) {
+                    tracing::error!(%err, "could not write job records");
+                }
+            }
+            outcome
         };
         self.changed.send_modify(|version| *version += 1);
         for order in orders {
@@ -147,7 +197,7 @@ impl Head {
     }
 
     /// A client for the node agent at `address` (the channel connects on first use).
-    fn agent(&self, address: &str) -> Result<NodeAgentClient<Channel>, String> {
+    fn agent(&self, address: &str) -> Result<NodeAgentClient<AuthChannel>, String> {
         let mut agents = match self.agents.lock() {
             Ok(agents) => agents,
             Err(poisoned) => poisoned.into_inner(),
@@ -155,7 +205,7 @@ impl Head {
         if let Some(agent) = agents.get(address) {
             return Ok(agent.clone());
         }
-        let agent = NodeAgentClient::new(crate::rpc::connect_lazy(address)?);
+        let agent = NodeAgentClient::new(crate::rpc::connect_lazy(address, &self.token)?);
         agents.insert(address.to_string(), agent.clone());
         Ok(agent)
     }
@@ -204,6 +254,14 @@ impl Head {
                         }
                     }
                 }
+                Order::StartJob {
+                    node_address,
+                    request,
+                } => head.start_job(node_address, request).await,
+                Order::StopJob {
+                    node_address,
+                    order,
+                } => head.stop_job(node_address, order).await,
                 Order::Stop {
                     node_address,
                     actor_id,
@@ -274,16 +332,24 @@ async fn watch_nodes(head: Arc<Head>) {
     loop {
         ticker.tick().await;
         let timeout = head.config.node_timeout;
+        // Running jobs restored from disk wait this long for their node to claim them.
+        let claim_patience = timeout * 3;
         let due = head.read(|state| {
             let now = Instant::now();
             state.backoff_expired(now)
+                || state.unclaimed_jobs_expired(now, claim_patience)
                 || state
                     .nodes
                     .values()
                     .any(|node| node.alive && now.duration_since(node.last_heartbeat) > timeout)
         });
         if due {
-            head.update(|state| ((), state.check_nodes(Instant::now(), timeout)));
+            head.update(|state| {
+                let now = Instant::now();
+                let mut orders = state.fail_unclaimed_jobs(now, claim_patience);
+                orders.extend(state.check_nodes(now, timeout));
+                ((), orders)
+            });
         }
     }
 }

@@ -10,6 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use troupe_proto::actors_server::{Actors, ActorsServer};
 use troupe_proto::cluster_server::{Cluster, ClusterServer};
+use troupe_proto::jobs_server::JobsServer;
 use troupe_proto::nodes_server::{Nodes, NodesServer};
 use troupe_proto::*;
 
@@ -21,11 +22,13 @@ const MAX_KV_KEYS: usize = 100_000;
 
 pub(super) async fn serve(head: Arc<Head>, listener: tokio::net::TcpListener) {
     let incoming = crate::rpc::incoming(listener);
+    let require_token = crate::rpc::auth::RequireToken::new(&head.token, "head");
     let service = HeadService(head);
     let limit = crate::rpc::MAX_MESSAGE_BYTES;
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(require_token)
         .add_service(
             NodesServer::new(service.clone())
                 .max_decoding_message_size(limit)
@@ -33,6 +36,11 @@ pub(super) async fn serve(head: Arc<Head>, listener: tokio::net::TcpListener) {
         )
         .add_service(
             ActorsServer::new(service.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
+            JobsServer::new(super::jobs::JobsService(service.0.clone()))
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
@@ -168,6 +176,7 @@ impl Nodes for HeadService {
                 &request.address,
                 &request.hostname,
                 resources,
+                &request.running_jobs,
                 Instant::now(),
             )
         });
@@ -216,6 +225,31 @@ impl Nodes for HeadService {
         }
         self.0.worker_exited(report);
         Ok(Response::new(Empty {}))
+    }
+
+    async fn append_job_log(
+        &self,
+        request: Request<JobLogAppend>,
+    ) -> Result<Response<JobLogAck>, Status> {
+        Ok(Response::new(self.0.append_job_log(request.into_inner())?))
+    }
+
+    async fn job_exited(
+        &self,
+        request: Request<JobExitedRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.0.job_exited(request.into_inner())?;
+        Ok(Response::new(Empty {}))
+    }
+
+    type FetchPackageStream = ReceiverStream<Result<BinaryChunk, Status>>;
+
+    async fn fetch_package(
+        &self,
+        request: Request<BinaryRef>,
+    ) -> Result<Response<Self::FetchPackageStream>, Status> {
+        let hash = request.into_inner().hash;
+        Ok(Response::new(self.0.packages.stream(&hash).await?))
     }
 
     type FetchBinaryStream = ReceiverStream<Result<BinaryChunk, Status>>;

@@ -1,6 +1,6 @@
-//! Where a node agent finds the executable a worker runs: its own map of local executables (an
-//! embedded cluster's driver binary), its on-disk cache, or the head (fetched by content hash
-//! once, checked, then cached).
+//! Where a node agent finds the executable a worker runs or the package a job unpacks: its own
+//! map of local executables (an embedded cluster's driver binary), its on-disk cache, or the head
+//! (fetched by content hash once, checked, then cached).
 
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -10,21 +10,31 @@ use tokio::io::AsyncWriteExt;
 use troupe_proto::nodes_client::NodesClient;
 use troupe_proto::BinaryRef;
 
-pub(super) struct ExecutableCache {
+/// What a cache holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BlobKind {
+    Executable,
+    Package,
+}
+
+pub(super) struct BlobCache {
+    kind: BlobKind,
     dir: PathBuf,
     local: HashMap<String, PathBuf>,
-    head: NodesClient<tonic::transport::Channel>,
+    head: NodesClient<crate::rpc::AuthChannel>,
     /// One fetch at a time, so concurrent starts of one executable download it once.
     fetching: tokio::sync::Mutex<()>,
 }
 
-impl ExecutableCache {
+impl BlobCache {
     pub(super) fn new(
+        kind: BlobKind,
         dir: PathBuf,
         local: HashMap<String, PathBuf>,
-        head: NodesClient<tonic::transport::Channel>,
+        head: NodesClient<crate::rpc::AuthChannel>,
     ) -> Self {
-        ExecutableCache {
+        BlobCache {
+            kind,
             dir,
             local,
             head,
@@ -32,13 +42,13 @@ impl ExecutableCache {
         }
     }
 
-    /// The path of the executable with `hash`, fetching it from the head if needed.
+    /// The path of the file with `hash`, fetching it from the head if needed.
     pub(super) async fn resolve(&self, hash: &str) -> Result<PathBuf, String> {
         if let Some(path) = self.local.get(hash) {
             return Ok(path.clone());
         }
         if !crate::head::is_sha256_hex(hash) {
-            return Err("not a sha256 hash, and not an executable of this node".to_string());
+            return Err("not a sha256 hash, and not a file of this node".to_string());
         }
         let cached = self.dir.join(hash);
         if cached.is_file() {
@@ -56,11 +66,14 @@ impl ExecutableCache {
             .await
             .map_err(|err| format!("creating {}: {err}", partial.display()))?;
         let mut head = self.head.clone();
-        let mut chunks = head
-            .fetch_binary(BinaryRef {
-                hash: hash.to_string(),
-            })
-            .await
+        let wanted = BinaryRef {
+            hash: hash.to_string(),
+        };
+        let fetched = match self.kind {
+            BlobKind::Executable => head.fetch_binary(wanted).await,
+            BlobKind::Package => head.fetch_package(wanted).await,
+        };
+        let mut chunks = fetched
             .map_err(|status| format!("fetching from the head: {}", status.message()))?
             .into_inner();
         let mut hasher = Sha256::new();
@@ -88,13 +101,17 @@ impl ExecutableCache {
             let _ = tokio::fs::remove_file(&partial).await;
             return Err(format!("the head sent {size} bytes hashing to {actual}"));
         }
-        tokio::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o755))
+        let mode = match self.kind {
+            BlobKind::Executable => 0o755,
+            BlobKind::Package => 0o644,
+        };
+        tokio::fs::set_permissions(&partial, std::fs::Permissions::from_mode(mode))
             .await
-            .map_err(|err| format!("making {} executable: {err}", partial.display()))?;
+            .map_err(|err| format!("setting the mode of {}: {err}", partial.display()))?;
         tokio::fs::rename(&partial, &cached)
             .await
             .map_err(|err| format!("moving {} into the cache: {err}", partial.display()))?;
-        tracing::info!(hash, bytes = size, "fetched an executable from the head");
+        tracing::info!(hash, bytes = size, kind = ?self.kind, "fetched from the head");
         Ok(cached)
     }
 }

@@ -1,13 +1,16 @@
 //! The node agent: registers the node's resources with the head, heartbeats, starts and stops
-//! worker processes on the head's orders (each with its devices and thread counts in its
-//! environment, its output captured to a log file), and reports how they exit.
+//! worker processes and job entrypoints on the head's orders (each with its devices and thread
+//! counts in its environment, its output captured to a log file), and reports how they exit.
 
 mod executables;
+mod jobs;
 pub mod resources;
 mod service;
+mod spawner;
 mod workers;
 
 pub(crate) use service::env as service_env;
+pub(crate) use workers::log_tail;
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
@@ -34,14 +37,19 @@ pub struct NodeConfig {
     /// Executables this agent can run without fetching them: hash to path (an embedded
     /// cluster's own driver binary).
     pub local_executables: HashMap<String, PathBuf>,
+    /// The cluster token (the head's `token` file).
+    pub token: crate::rpc::Token,
 }
 
 pub(crate) struct NodeAgent {
     config: NodeConfig,
     node_id: Mutex<String>,
     workers: WorkerTable,
-    executables: executables::ExecutableCache,
-    head: NodesClient<tonic::transport::Channel>,
+    jobs: jobs::JobTable,
+    spawner: spawner::Spawner,
+    executables: executables::BlobCache,
+    packages: executables::BlobCache,
+    head: NodesClient<crate::rpc::AuthChannel>,
 }
 
 /// A running node agent. Dropping it kills its workers and stops it.
@@ -66,6 +74,11 @@ impl NodeHandle {
         self.agent.workers.kill_all();
     }
 
+    /// Kills every job entrypoint of this node now.
+    pub fn kill_jobs(&self) {
+        self.agent.jobs.kill_all();
+    }
+
     /// Runs until the process is stopped.
     pub async fn wait(mut self) {
         if let Some(server) = self.tasks.first_mut() {
@@ -77,6 +90,7 @@ impl NodeHandle {
 impl Drop for NodeHandle {
     fn drop(&mut self) {
         self.agent.workers.kill_all();
+        self.agent.jobs.kill_all();
         for task in &self.tasks {
             task.abort();
         }
@@ -87,9 +101,11 @@ impl Drop for NodeHandle {
 pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
     std::fs::create_dir_all(config.work_dir.join("logs"))
         .map_err(|err| Error::io(format!("creating {}", config.work_dir.display()), err))?;
-    let channel = crate::rpc::connect_lazy(&config.head_address).map_err(|why| Error::Invalid {
-        what: "head address".to_string(),
-        why,
+    let channel = crate::rpc::connect_lazy(&config.head_address, &config.token).map_err(|why| {
+        Error::Invalid {
+            what: "head address".to_string(),
+            why,
+        }
     })?;
     let head =
         NodesClient::new(channel.clone()).max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
@@ -106,13 +122,23 @@ pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
         .map_err(|err| Error::io("reading the node agent's address", err))?
         .port();
     let address = format!("{}:{port}", config.host);
+    let spawner = spawner::Spawner::start()?;
     let agent = Arc::new(NodeAgent {
-        executables: executables::ExecutableCache::new(
+        executables: executables::BlobCache::new(
+            executables::BlobKind::Executable,
             config.work_dir.join("executables"),
             config.local_executables.clone(),
             head.clone(),
         ),
-        workers: WorkerTable::new(config.work_dir.join("logs"))?,
+        packages: executables::BlobCache::new(
+            executables::BlobKind::Package,
+            config.work_dir.join("packages"),
+            HashMap::new(),
+            head.clone(),
+        ),
+        workers: WorkerTable::new(config.work_dir.join("logs"), spawner.clone()),
+        jobs: jobs::JobTable::new(config.work_dir.join("jobs")),
+        spawner,
         config,
         node_id: Mutex::new(String::new()),
         head,
@@ -149,6 +175,7 @@ impl NodeAgent {
                 address: address.to_string(),
                 resources: Some(self.config.resources.clone()),
                 hostname: hostname.clone(),
+                running_jobs: self.jobs.running(),
             };
             let mut head = self.head.clone();
             match tokio::time::timeout(Duration::from_secs(5), head.register_node(request)).await {

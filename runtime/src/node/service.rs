@@ -8,7 +8,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use troupe_proto::node_agent_server::{NodeAgent as NodeAgentService, NodeAgentServer};
 use troupe_proto::{
-    Empty, StartWorkerReply, StartWorkerRequest, StopWorkerRequest, WorkerExitedRequest,
+    Empty, StartJobReply, StartJobRequest, StartWorkerReply, StartWorkerRequest, StopJobOrder,
+    StopWorkerRequest, WorkerExitedRequest,
 };
 
 /// Environment variables a worker reads at start.
@@ -21,6 +22,7 @@ pub(crate) mod env {
     pub const SESSION: &str = "TROUPE_SESSION";
     pub const BINARY_HASH: &str = "TROUPE_BINARY_HASH";
     pub const NUM_CPUS: &str = "TROUPE_NUM_CPUS";
+    pub const TOKEN: &str = crate::rpc::auth::TOKEN_ENV;
     /// Thread-pool sizes set to the actor's CPU count.
     pub const THREAD_POOLS: [&str; 6] = [
         "TOKIO_WORKER_THREADS",
@@ -34,7 +36,9 @@ pub(crate) mod env {
 
 pub(super) async fn serve(agent: Arc<NodeAgent>, listener: tokio::net::TcpListener) {
     let incoming = crate::rpc::incoming(listener);
+    let require_token = crate::rpc::auth::RequireToken::new(&agent.config.token, "node agent");
     let result = tonic::transport::Server::builder()
+        .layer(require_token)
         .add_service(NodeAgentServer::new(AgentService(agent)))
         .serve_with_incoming(incoming)
         .await;
@@ -115,6 +119,10 @@ async fn launch(
         (env::BIND_HOST.to_string(), agent.config.host.clone()),
         (env::SESSION.to_string(), request.owner_session.clone()),
         (env::BINARY_HASH.to_string(), request.binary_hash.clone()),
+        (
+            env::TOKEN.to_string(),
+            agent.config.token.as_str().to_string(),
+        ),
         (
             env::NUM_CPUS.to_string(),
             format!("{}", request.cpu_milli as f64 / 1000.0),
@@ -203,6 +211,27 @@ impl NodeAgentService for AgentService {
             pid: 0,
             log_path: log_path.display().to_string(),
         }))
+    }
+
+    async fn start_job(
+        &self,
+        request: Request<StartJobRequest>,
+    ) -> Result<Response<StartJobReply>, Status> {
+        let request = request.into_inner();
+        check_id("submission_id", &request.submission_id)?;
+        if request.entrypoint.trim().is_empty() {
+            return Err(invalid("entrypoint", "is empty"));
+        }
+        let pid = super::jobs::start(&self.0, request).await?;
+        Ok(Response::new(StartJobReply { pid }))
+    }
+
+    async fn stop_job(&self, request: Request<StopJobOrder>) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        check_id("submission_id", &request.submission_id)?;
+        let grace = Duration::from_millis(request.grace_ms.min(600_000));
+        self.0.jobs.stop(&request.submission_id, grace);
+        Ok(Response::new(Empty {}))
     }
 
     async fn stop_worker(

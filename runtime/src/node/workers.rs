@@ -1,13 +1,11 @@
-//! Worker processes of one node: starting them (from one long-lived spawner thread, so that the
-//! parent-death signal that kills a worker when its agent dies is tied to the agent's life, not
-//! to some short-lived thread), their environment, their log files, stopping them, and
-//! noticing when they exit.
+//! Worker processes of one node: starting them (through the spawner), their log files, stopping
+//! them, and noticing when they exit.
 
-use crate::error::{Error, Result};
+use super::spawner::{kill, terminate, Process, Spawner};
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Everything needed to start one worker.
@@ -34,40 +32,23 @@ pub(crate) struct Exit {
     pub log_tail: String,
 }
 
-type SpawnJob = (
-    Launch,
-    PathBuf,
-    oneshot::Sender<std::io::Result<tokio::process::Child>>,
-);
-
 pub(crate) struct WorkerTable {
     log_dir: PathBuf,
     running: Arc<Mutex<HashMap<String, Running>>>,
     /// Highest incarnation the head asked this node to stop, per actor: a start for it or an
     /// older one that arrives late is killed at once.
     stopped: Mutex<HashMap<String, u64>>,
-    spawner: Mutex<std_mpsc::Sender<SpawnJob>>,
+    spawner: Spawner,
 }
 
 impl WorkerTable {
-    pub(crate) fn new(log_dir: PathBuf) -> Result<Self> {
-        let (jobs, receiver) = std_mpsc::channel::<SpawnJob>();
-        let runtime = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
-            .name("troupe-spawner".to_string())
-            .spawn(move || {
-                let _entered = runtime.enter();
-                while let Ok((launch, log_path, reply)) = receiver.recv() {
-                    let _ = reply.send(spawn_process(&launch, &log_path));
-                }
-            })
-            .map_err(|err| Error::io("starting the spawner thread", err))?;
-        Ok(WorkerTable {
+    pub(crate) fn new(log_dir: PathBuf, spawner: Spawner) -> Self {
+        WorkerTable {
             log_dir,
             running: Arc::new(Mutex::new(HashMap::new())),
             stopped: Mutex::new(HashMap::new()),
-            spawner: Mutex::new(jobs),
-        })
+            spawner,
+        }
     }
 
     /// Where the worker of this actor incarnation writes its output.
@@ -83,15 +64,16 @@ impl WorkerTable {
         let log_path = self.log_path(&launch.actor_id, launch.incarnation);
         let actor_id = launch.actor_id.clone();
         let incarnation = launch.incarnation;
-        let (reply, child) = oneshot::channel();
-        self.spawner
-            .lock()
-            .map_err(|_| std::io::Error::other("spawner lock poisoned"))?
-            .send((launch, log_path.clone(), reply))
-            .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
-        let mut child = child
-            .await
-            .map_err(|_| std::io::Error::other("the spawner thread dropped the request"))??;
+        let mut child = self
+            .spawner
+            .spawn(Process {
+                program: launch.executable,
+                args: launch.args,
+                env: launch.env,
+                cwd: None,
+                log_path: log_path.clone(),
+            })
+            .await?;
         let pid = child.id().unwrap_or(0);
         let stopped_already = self
             .stopped
@@ -171,10 +153,7 @@ impl WorkerTable {
         if grace.is_zero() {
             kill(pid);
         } else {
-            // SAFETY: kill(2) on the process group of a worker this agent started.
-            unsafe {
-                libc::kill(-(pid as i32), libc::SIGTERM);
-            }
+            terminate(pid);
             let running = self.running.clone();
             let actor_id = actor_id.to_string();
             tokio::spawn(async move {
@@ -212,46 +191,6 @@ impl WorkerTable {
             }
         }
     }
-}
-
-/// SIGKILLs a worker and every process it started (each worker leads its own process group).
-fn kill(pid: u32) {
-    if pid > 0 {
-        // SAFETY: kill(2) on a worker this agent started and on its process group.
-        unsafe {
-            libc::kill(-(pid as i32), libc::SIGKILL);
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
-}
-
-fn spawn_process(launch: &Launch, log_path: &Path) -> std::io::Result<tokio::process::Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_path)?;
-    let mut command = tokio::process::Command::new(&launch.executable);
-    command
-        .args(&launch.args)
-        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .kill_on_drop(false);
-    let parent = std::process::id() as i32;
-    // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid, _exit) between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            // Its own process group, so that stopping it also stops what it started.
-            libc::setpgid(0, 0);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
 }
 
 /// The last `lines` lines of a log file (reads at most its last 8 KiB).

@@ -20,7 +20,7 @@ pub(crate) const CHUNK_BYTES: usize = 4 << 20;
 static OWN_ADDRESS: OnceLock<String> = OnceLock::new();
 static STORE: RwLock<Option<HashMap<String, Bytes>>> = RwLock::new(None);
 static FETCHED: AtomicU64 = AtomicU64::new(0);
-static CLIENTS: Mutex<Option<HashMap<String, WorkerClient<tonic::transport::Channel>>>> =
+static CLIENTS: Mutex<Option<HashMap<String, WorkerClient<crate::rpc::AuthChannel>>>> =
     Mutex::new(None);
 
 /// A worker announces where it serves objects (its own call address).
@@ -129,7 +129,7 @@ impl ObjectRef {
     }
 }
 
-async fn client(address: &str) -> Result<WorkerClient<tonic::transport::Channel>> {
+async fn client(address: &str) -> Result<WorkerClient<crate::rpc::AuthChannel>> {
     if let Some(found) = CLIENTS
         .lock()
         .ok()
@@ -137,7 +137,10 @@ async fn client(address: &str) -> Result<WorkerClient<tonic::transport::Channel>
     {
         return Ok(found);
     }
-    let channel = crate::rpc::connect(address)
+    let token = crate::client::current()
+        .map(|client| client.token.clone())
+        .ok_or(Error::NoCluster)?;
+    let channel = crate::rpc::connect(address, &token)
         .await
         .map_err(|why| Error::Invalid {
             what: "object owner".to_string(),

@@ -117,11 +117,29 @@ impl Scheduler {
     /// Picks a node for `request` (best fit: the node left with the least free GPU, then CPU)
     /// and records the allocation.
     pub fn place(&mut self, request: &Request) -> Result<Allocation, PlacementError> {
+        self.place_where(request, |_| true)
+    }
+
+    /// Places `request` on the node `node_id` only (a node that registers with work it already
+    /// runs, after the head restarted).
+    pub fn place_on(
+        &mut self,
+        node_id: &str,
+        request: &Request,
+    ) -> Result<Allocation, PlacementError> {
+        self.place_where(request, |candidate| candidate == node_id)
+    }
+
+    fn place_where(
+        &mut self,
+        request: &Request,
+        eligible: impl Fn(&str) -> bool,
+    ) -> Result<Allocation, PlacementError> {
         self.check_feasible(request)?;
         let mut best: Option<(u64, u64, String, Vec<GpuShare>)> = None;
         let mut reasons = Vec::new();
         for (node_id, slot) in &self.nodes {
-            if !slot.schedulable {
+            if !slot.schedulable || !eligible(node_id) {
                 continue;
             }
             match resources::fit(

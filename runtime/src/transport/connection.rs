@@ -47,8 +47,11 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Opens the stream to the worker at `address` (host:port).
-    pub(crate) async fn open(address: &str) -> Result<Arc<Connection>, LinkError> {
-        let channel = crate::rpc::connect(address)
+    pub(crate) async fn open(
+        address: &str,
+        token: &crate::rpc::Token,
+    ) -> Result<Arc<Connection>, LinkError> {
+        let channel = crate::rpc::connect(address, token)
             .await
             .map_err(|err| LinkError(format!("cannot reach the worker at {address}: {err}")))?;
         let mut client = WorkerClient::new(channel)

@@ -64,7 +64,8 @@ async fn run() -> anyhow::Result<()> {
 
     // Actors this one spawns are owned by this worker: they stop when it goes.
     let session = format!("worker-{actor_id}-{incarnation}");
-    let client = Client::connect(&head_address, session, binary_hash, Vec::new()).await?;
+    let token = crate::rpc::Token::from_env()?;
+    let client = Client::connect(&head_address, token, session, binary_hash, Vec::new()).await?;
     client.open_session().await?;
     crate::client::set_current(&client);
     let mut actors: ActorsClient<_> = client.actors.clone();
@@ -99,7 +100,11 @@ async fn run() -> anyhow::Result<()> {
         spec.max_concurrency.max(1),
         format!("{actor_id} on node {node_id}"),
     ));
-    let serving = tokio::spawn(server::serve(context.clone(), listener));
+    let serving = tokio::spawn(server::serve(
+        context.clone(),
+        listener,
+        client.token.clone(),
+    ));
     actors
         .worker_ready(WorkerReadyRequest {
             actor_id: actor_id.clone(),

@@ -46,7 +46,11 @@ impl WorkerContext {
     }
 }
 
-pub(super) async fn serve(context: Arc<WorkerContext>, listener: tokio::net::TcpListener) {
+pub(super) async fn serve(
+    context: Arc<WorkerContext>,
+    listener: tokio::net::TcpListener,
+    token: crate::rpc::Token,
+) {
     let incoming = crate::rpc::incoming(listener);
     let limit = crate::rpc::MAX_MESSAGE_BYTES;
     let service = WorkerServer::new(WorkerService(context))
@@ -55,6 +59,7 @@ pub(super) async fn serve(context: Arc<WorkerContext>, listener: tokio::net::Tcp
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(5)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(crate::rpc::auth::RequireToken::new(&token, "worker"))
         .add_service(service)
         .serve_with_incoming(incoming)
         .await;

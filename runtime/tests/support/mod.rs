@@ -82,6 +82,8 @@ impl Fixture {
             anyhow::ensure!(Instant::now() < deadline, "the head did not start");
             std::thread::sleep(Duration::from_millis(20));
         };
+        // Every client this test starts (status commands, drivers, node agents) reads it here.
+        std::env::set_var("TROUPE_TOKEN_FILE", dir.join("head").join("token"));
         let mut lines = text.lines();
         let head_address = lines.next().unwrap_or_default().to_string();
         let metrics_address = lines.next().unwrap_or_default().to_string();
@@ -108,6 +110,8 @@ impl Fixture {
             self.dir.join(format!("node-{index}")).display().to_string(),
             "--label".into(),
             format!("index={index}"),
+            "--token-file".into(),
+            self.dir.join("head").join("token").display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let child = spawn_process(

@@ -1,16 +1,23 @@
-//! The head's state machine: nodes, actors, names, the pending queue and driver sessions, and the
-//! transitions between actor states (`actors.rs`) and node states (`nodes.rs`). Every transition
+//! The head's state machine: nodes, actors, names, the pending queue, driver sessions and jobs,
+//! and the transitions between actor states (`actors.rs`), node states (`nodes.rs`) and job
+//! states (`jobs.rs`). Every transition
 //! returns the orders (start or stop a worker) that the head must then send to node agents, so
 //! that no gRPC call is ever made while the state lock is held.
 
 mod actors;
+mod jobs;
 mod nodes;
 mod placement;
 
+pub(crate) use jobs::JobExit;
+
 use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, Request, Scheduler};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
-use troupe_proto::{ActorInfo, ActorState, CreateActorRequest, NodeResources, StartWorkerRequest};
+use troupe_proto::{
+    ActorInfo, ActorState, CreateActorRequest, NodeResources, StartJobRequest, StartWorkerRequest,
+    StopJobOrder,
+};
 
 /// An order for a node agent, carried out after the state lock is released.
 #[derive(Debug, Clone)]
@@ -23,6 +30,14 @@ pub(crate) enum Order {
         node_address: String,
         actor_id: String,
         incarnation: u64,
+    },
+    StartJob {
+        node_address: String,
+        request: StartJobRequest,
+    },
+    StopJob {
+        node_address: String,
+        order: StopJobOrder,
     },
 }
 
@@ -90,6 +105,11 @@ pub(crate) struct HeadState {
     /// The rendezvous key-value store.
     pub kv: HashMap<String, bytes::Bytes>,
     pub counters: Counters,
+    /// Jobs by submission id, and those waiting for a node, oldest first.
+    pub jobs: BTreeMap<String, jobs::JobRecord>,
+    pub pending_jobs: VecDeque<String>,
+    /// Jobs changed (or deleted) since the head last wrote them to disk.
+    pub dirty_jobs: BTreeSet<String>,
     next_node: u64,
 }
 

@@ -17,6 +17,7 @@ impl HeadState {
         address: &str,
         hostname: &str,
         resources: NodeResources,
+        running_jobs: &std::collections::HashMap<String, u32>,
         now: Instant,
     ) -> (String, Vec<Order>) {
         let id = if !node_id.is_empty() && self.nodes.contains_key(node_id) {
@@ -31,6 +32,7 @@ impl HeadState {
             // Take the node out first so nothing is placed on its old bookkeeping.
             self.scheduler.remove_node(&id);
             orders.extend(self.fail_node_actors(&id, "the node agent restarted"));
+            orders.extend(self.fail_node_jobs(&id, "the node agent restarted", running_jobs, now));
         }
         self.scheduler.add_node(&id, capacity_of(&resources));
         self.nodes.insert(
@@ -44,6 +46,7 @@ impl HeadState {
                 last_heartbeat: now,
             },
         );
+        orders.extend(self.claim_jobs(&id, address, running_jobs));
         orders.extend(self.schedule(now));
         (id, orders)
     }
@@ -133,6 +136,7 @@ impl HeadState {
                 timeout.as_millis()
             );
             orders.extend(self.fail_node_actors(&node_id, &reason));
+            orders.extend(self.fail_node_jobs(&node_id, &reason, &Default::default(), now));
         }
         orders.extend(self.schedule(now));
         orders

@@ -39,7 +39,7 @@ fn started(orders: &[Order]) -> Vec<StartWorkerRequest> {
         .iter()
         .filter_map(|order| match order {
             Order::Start { request, .. } => Some(request.clone()),
-            Order::Stop { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -50,7 +50,14 @@ fn create_places_and_orders_a_start_with_devices() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node("", "127.0.0.1:1", "h", node_resources(4), now);
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(4),
+        &Default::default(),
+        now,
+    );
     let (info, orders) = state.create_actor(spec(2000, 0, "s"), now).expect("create");
     let starts = started(&orders);
     assert_eq!(starts.len(), 1);
@@ -64,7 +71,14 @@ fn infeasible_requests_fail_at_once() {
     let mut state = HeadState::default();
     state.open_session("s");
     state.open_session("driver");
-    state.register_node("", "127.0.0.1:1", "h", node_resources(8), Instant::now());
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(8),
+        &Default::default(),
+        Instant::now(),
+    );
     let err = state
         .create_actor(spec(16_000, 0, "s"), Instant::now())
         .expect_err("16 GPUs");
@@ -82,7 +96,14 @@ fn a_dead_worker_restarts_with_a_new_incarnation_until_the_limit() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(0),
+        &Default::default(),
+        now,
+    );
     let (info, _) = state.create_actor(spec(0, 1, "s"), now).expect("create");
     state
         .worker_ready(&info.id, 1, "127.0.0.1:9", 42, "")
@@ -114,12 +135,26 @@ fn a_silent_node_is_declared_dead_and_its_actors_move() {
     state.open_session("s");
     state.open_session("driver");
     let start = Instant::now();
-    let (first, _) = state.register_node("", "127.0.0.1:1", "a", node_resources(1), start);
+    let (first, _) = state.register_node(
+        "",
+        "127.0.0.1:1",
+        "a",
+        node_resources(1),
+        &Default::default(),
+        start,
+    );
     let (info, _) = state
         .create_actor(spec(1000, 1, "s"), start)
         .expect("create");
     assert_eq!(state.actors[&info.id].info.node_id, first);
-    let (second, _) = state.register_node("", "127.0.0.1:2", "b", node_resources(1), start);
+    let (second, _) = state.register_node(
+        "",
+        "127.0.0.1:2",
+        "b",
+        node_resources(1),
+        &Default::default(),
+        start,
+    );
     state.heartbeat(&second, &[], start + Duration::from_secs(6));
     let orders = state.check_nodes(start + Duration::from_secs(6), Duration::from_secs(5));
     let starts = started(&orders);
@@ -136,7 +171,14 @@ fn closing_a_session_stops_owned_actors_but_not_detached_ones() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(0),
+        &Default::default(),
+        now,
+    );
     let (owned, _) = state
         .create_actor(spec(0, 3, "driver"), now)
         .expect("owned");
@@ -154,7 +196,14 @@ fn names_are_unique_among_live_actors() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(0),
+        &Default::default(),
+        now,
+    );
     let mut named = spec(0, 0, "s");
     named.name = "trainer".into();
     let (first, _) = state.create_actor(named.clone(), now).expect("first");
@@ -172,7 +221,14 @@ fn names_are_unique_among_live_actors() {
 fn a_closed_session_cannot_own_new_actors() {
     let mut state = HeadState::default();
     let now = Instant::now();
-    state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(0),
+        &Default::default(),
+        now,
+    );
     let err = state
         .create_actor(spec(0, 0, "never-opened"), now)
         .expect_err("no session");
@@ -189,7 +245,14 @@ fn workers_that_never_start_back_off_and_constructor_errors_are_final() {
     let mut state = HeadState::default();
     state.open_session("s");
     let now = Instant::now();
-    state.register_node("", "127.0.0.1:1", "h", node_resources(0), now);
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(0),
+        &Default::default(),
+        now,
+    );
     let (info, _) = state.create_actor(spec(0, -1, "s"), now).expect("create");
     for incarnation in 1..=3 {
         state.worker_failed(&info.id, incarnation, Failure::exited("exit 127"));
@@ -216,7 +279,14 @@ fn a_heartbeat_without_a_live_worker_fails_its_actor() {
     let mut state = HeadState::default();
     state.open_session("s");
     let start = Instant::now();
-    let (node, _) = state.register_node("", "127.0.0.1:1", "h", node_resources(0), start);
+    let (node, _) = state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(0),
+        &Default::default(),
+        start,
+    );
     let (info, _) = state.create_actor(spec(0, 1, "s"), start).expect("create");
     state
         .worker_ready(&info.id, 1, "127.0.0.1:9", 7, "")
@@ -246,7 +316,14 @@ fn a_gang_is_placed_all_together_or_not_at_all() {
     let mut state = HeadState::default();
     state.open_session("s");
     let now = Instant::now();
-    state.register_node("", "127.0.0.1:1", "h", node_resources(4), now);
+    state.register_node(
+        "",
+        "127.0.0.1:1",
+        "h",
+        node_resources(4),
+        &Default::default(),
+        now,
+    );
     let member = |gpus: u64| CreateActorRequest {
         gang: "g1".into(),
         gang_size: 3,
@@ -279,6 +356,13 @@ fn a_gang_is_placed_all_together_or_not_at_all() {
         0
     );
     // A second node makes room: all three start in one pass.
-    let (_, orders) = state.register_node("", "127.0.0.1:2", "h2", node_resources(4), now);
+    let (_, orders) = state.register_node(
+        "",
+        "127.0.0.1:2",
+        "h2",
+        node_resources(4),
+        &Default::default(),
+        now,
+    );
     assert_eq!(started(&orders).len(), 3);
 }

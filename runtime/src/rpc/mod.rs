@@ -1,8 +1,13 @@
 //! gRPC plumbing shared by every process: address parsing, channels with bounded connect
-//! times and keep-alives, message size limits, and turning invalid input into clear statuses.
+//! times and keep-alives that carry the cluster token, message size limits, and turning invalid
+//! input into clear statuses.
+
+pub mod auth;
+
+pub use auth::{AuthChannel, Token};
 
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Largest message any troupe service accepts or sends (arguments, replies, binary chunks).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
@@ -44,17 +49,19 @@ pub fn endpoint(address: &str) -> Result<Endpoint, String> {
     Ok(endpoint)
 }
 
-/// Connects now (fails within the connect timeout).
-pub async fn connect(address: &str) -> Result<Channel, String> {
-    endpoint(address)?
+/// Connects now (fails within the connect timeout); every request carries `token`.
+pub async fn connect(address: &str, token: &Token) -> Result<AuthChannel, String> {
+    let channel = endpoint(address)?
         .connect()
         .await
-        .map_err(|err| format!("cannot connect to {address}: {err}"))
+        .map_err(|err| format!("cannot connect to {address}: {err}"))?;
+    Ok(auth::authorized(channel, token))
 }
 
-/// A channel that connects on first use (and reconnects after failures).
-pub fn connect_lazy(address: &str) -> Result<Channel, String> {
-    Ok(endpoint(address)?.connect_lazy())
+/// A channel that connects on first use (and reconnects after failures); every request carries
+/// `token`.
+pub fn connect_lazy(address: &str, token: &Token) -> Result<AuthChannel, String> {
+    Ok(auth::authorized(endpoint(address)?.connect_lazy(), token))
 }
 
 /// Accepted connections of a server, with Nagle's algorithm off: with it on, small replies wait

@@ -1,0 +1,290 @@
+from troupe.v1 import common_pb2 as _common_pb2
+from troupe.v1 import jobs_pb2 as _jobs_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RegisterNodeRequest(_message.Message):
+    __slots__ = ("node_id", "address", "resources", "hostname", "running_jobs")
+    class RunningJobsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_JOBS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    address: str
+    resources: _common_pb2.NodeResources
+    hostname: str
+    running_jobs: _containers.ScalarMap[str, int]
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.NodeResources, _Mapping]] = ..., hostname: _Optional[str] = ..., running_jobs: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class RegisterNodeReply(_message.Message):
+    __slots__ = ("node_id", "heartbeat_interval_ms", "node_timeout_ms")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    NODE_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    heartbeat_interval_ms: int
+    node_timeout_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., node_timeout_ms: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("node_id", "running")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    running: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., running: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HeartbeatReply(_message.Message):
+    __slots__ = ("reregister",)
+    REREGISTER_FIELD_NUMBER: _ClassVar[int]
+    reregister: bool
+    def __init__(self, reregister: bool = ...) -> None: ...
+
+class WorkerExitedRequest(_message.Message):
+    __slots__ = ("node_id", "actor_id", "incarnation", "exit_code", "signal", "log_tail", "start_error")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    LOG_TAIL_FIELD_NUMBER: _ClassVar[int]
+    START_ERROR_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    actor_id: str
+    incarnation: int
+    exit_code: int
+    signal: int
+    log_tail: str
+    start_error: str
+    def __init__(self, node_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., log_tail: _Optional[str] = ..., start_error: _Optional[str] = ...) -> None: ...
+
+class CreateActorRequest(_message.Message):
+    __slots__ = ("type_name", "constructor_args", "name", "resources", "max_restarts", "max_concurrency", "detached", "owner_session", "binary_hash", "worker_args", "env", "gang", "gang_size", "job_id")
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONSTRUCTOR_ARGS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    MAX_RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    OWNER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    BINARY_HASH_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ARGS_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    GANG_FIELD_NUMBER: _ClassVar[int]
+    GANG_SIZE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    type_name: str
+    constructor_args: bytes
+    name: str
+    resources: _common_pb2.ResourceRequest
+    max_restarts: int
+    max_concurrency: int
+    detached: bool
+    owner_session: str
+    binary_hash: str
+    worker_args: _containers.RepeatedScalarFieldContainer[str]
+    env: _containers.ScalarMap[str, str]
+    gang: str
+    gang_size: int
+    job_id: str
+    def __init__(self, type_name: _Optional[str] = ..., constructor_args: _Optional[bytes] = ..., name: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., max_restarts: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., binary_hash: _Optional[str] = ..., worker_args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class GetActorRequest(_message.Message):
+    __slots__ = ("id", "name", "wait_ready", "wait_past_incarnation", "incarnation", "timeout_ms")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WAIT_READY_FIELD_NUMBER: _ClassVar[int]
+    WAIT_PAST_INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    wait_ready: bool
+    wait_past_incarnation: bool
+    incarnation: int
+    timeout_ms: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., wait_ready: bool = ..., wait_past_incarnation: bool = ..., incarnation: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class KillActorRequest(_message.Message):
+    __slots__ = ("id", "allow_restart")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_RESTART_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    allow_restart: bool
+    def __init__(self, id: _Optional[str] = ..., allow_restart: bool = ...) -> None: ...
+
+class ListActorsReply(_message.Message):
+    __slots__ = ("actors",)
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
+    def __init__(self, actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ...) -> None: ...
+
+class GetActorSpecRequest(_message.Message):
+    __slots__ = ("actor_id", "incarnation")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ...) -> None: ...
+
+class ActorSpec(_message.Message):
+    __slots__ = ("actor_id", "type_name", "constructor_args", "name", "max_concurrency", "incarnation", "owner_session", "node_id")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
+    CONSTRUCTOR_ARGS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    OWNER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    type_name: str
+    constructor_args: bytes
+    name: str
+    max_concurrency: int
+    incarnation: int
+    owner_session: str
+    node_id: str
+    def __init__(self, actor_id: _Optional[str] = ..., type_name: _Optional[str] = ..., constructor_args: _Optional[bytes] = ..., name: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., incarnation: _Optional[int] = ..., owner_session: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class WorkerReadyRequest(_message.Message):
+    __slots__ = ("actor_id", "incarnation", "worker_address", "pid", "constructor_error")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CONSTRUCTOR_ERROR_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    worker_address: str
+    pid: int
+    constructor_error: str
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., worker_address: _Optional[str] = ..., pid: _Optional[int] = ..., constructor_error: _Optional[str] = ...) -> None: ...
+
+class CallStats(_message.Message):
+    __slots__ = ("actor_id", "calls_delta")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLS_DELTA_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    calls_delta: int
+    def __init__(self, actor_id: _Optional[str] = ..., calls_delta: _Optional[int] = ...) -> None: ...
+
+class VersionReply(_message.Message):
+    __slots__ = ("version", "protocol")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    protocol: str
+    def __init__(self, version: _Optional[str] = ..., protocol: _Optional[str] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("id", "address", "hostname", "alive", "total", "cpu_milli_used", "memory_bytes_used", "custom_used", "gpus", "ms_since_heartbeat")
+    class CustomUsedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLI_USED_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_USED_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_USED_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    MS_SINCE_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    address: str
+    hostname: str
+    alive: bool
+    total: _common_pb2.NodeResources
+    cpu_milli_used: int
+    memory_bytes_used: int
+    custom_used: _containers.ScalarMap[str, float]
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuUsage]
+    ms_since_heartbeat: int
+    def __init__(self, id: _Optional[str] = ..., address: _Optional[str] = ..., hostname: _Optional[str] = ..., alive: bool = ..., total: _Optional[_Union[_common_pb2.NodeResources, _Mapping]] = ..., cpu_milli_used: _Optional[int] = ..., memory_bytes_used: _Optional[int] = ..., custom_used: _Optional[_Mapping[str, float]] = ..., gpus: _Optional[_Iterable[_Union[GpuUsage, _Mapping]]] = ..., ms_since_heartbeat: _Optional[int] = ...) -> None: ...
+
+class GpuUsage(_message.Message):
+    __slots__ = ("index", "model", "milli_used", "actor_ids")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MILLI_USED_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_IDS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    model: str
+    milli_used: int
+    actor_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., model: _Optional[str] = ..., milli_used: _Optional[int] = ..., actor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ClusterStatusReply(_message.Message):
+    __slots__ = ("nodes", "actors")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    ACTORS_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
+    actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ...) -> None: ...
+
+class SessionPing(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class SessionEvent(_message.Message):
+    __slots__ = ("message",)
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    message: str
+    def __init__(self, message: _Optional[str] = ...) -> None: ...
+
+class KvPutRequest(_message.Message):
+    __slots__ = ("key", "value", "overwrite")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: bytes
+    overwrite: bool
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., overwrite: bool = ...) -> None: ...
+
+class KvGetRequest(_message.Message):
+    __slots__ = ("key", "wait", "timeout_ms")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    wait: bool
+    timeout_ms: int
+    def __init__(self, key: _Optional[str] = ..., wait: bool = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class KvGetReply(_message.Message):
+    __slots__ = ("found", "value")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    value: bytes
+    def __init__(self, found: bool = ..., value: _Optional[bytes] = ...) -> None: ...

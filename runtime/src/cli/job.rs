@@ -1,0 +1,263 @@
+//! `troupe job`: submit a job (uploading its working directory), follow its logs, and show, list,
+//! stop or delete jobs, against the head's `Jobs` service.
+
+use crate::jobs::client::exit_code_of;
+use crate::jobs::{status_name, JobClient};
+use anyhow::Context;
+use clap::Subcommand;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+use troupe_proto::{JobInfo, JobSpec};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum JobCommand {
+    /// Submit a job and print its id; with --wait, follow its logs and exit with its exit code.
+    Submit {
+        /// A directory uploaded with the job; the entrypoint runs inside it.
+        #[arg(long)]
+        working_dir: Option<PathBuf>,
+        /// An environment variable for the entrypoint, K=V (repeatable).
+        #[arg(long = "env", value_parser = super::parse_label)]
+        env: Vec<(String, String)>,
+        /// CPUs reserved for the entrypoint.
+        #[arg(long)]
+        num_cpus: Option<f64>,
+        /// GPUs reserved for the entrypoint (its CUDA_VISIBLE_DEVICES).
+        #[arg(long)]
+        num_gpus: Option<f64>,
+        /// The job's id; submitting the same id again runs nothing new.
+        #[arg(long)]
+        submission_id: Option<String>,
+        /// Metadata kept with the job, K=V (repeatable).
+        #[arg(long = "metadata", value_parser = super::parse_label)]
+        metadata: Vec<(String, String)>,
+        /// Follow the logs until the job ends and exit with its exit code.
+        #[arg(long)]
+        wait: bool,
+        /// The command, after `--`. One argument is taken as a whole shell command line.
+        #[arg(last = true, required = true)]
+        entrypoint: Vec<String>,
+    },
+    /// Show a job's status, exit code and message.
+    Status { id: String },
+    /// Print a job's log; -f follows it until the job ends.
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Stop a job: SIGTERM, then SIGKILL after the grace period.
+    Stop {
+        id: String,
+        #[arg(long, default_value_t = 5.0)]
+        grace_s: f64,
+    },
+    /// List every job.
+    List {
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a finished job's record and log.
+    Delete { id: String },
+}
+
+/// Joins arguments into one shell command line, quoting those that need it; a single argument
+/// is used as it is.
+pub(super) fn command_line(args: &[String]) -> String {
+    if args.len() == 1 {
+        return args[0].clone();
+    }
+    args.iter()
+        .map(|arg| {
+            let plain = !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c));
+            if plain {
+                arg.clone()
+            } else {
+                format!("'{}'", arg.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_info(info: &JobInfo) {
+    println!("submission id: {}", info.submission_id);
+    println!("status:        {}", status_name(info.status()));
+    if let Some(spec) = &info.spec {
+        println!("entrypoint:    {}", spec.entrypoint);
+    }
+    if info.has_exit_code {
+        println!("exit code:     {}", info.exit_code);
+    }
+    if info.signal != 0 {
+        println!("signal:        {}", info.signal);
+    }
+    if !info.node_id.is_empty() {
+        println!("node:          {} (pid {})", info.node_id, info.pid);
+    }
+    println!("log bytes:     {}", info.log_bytes);
+    println!("message:       {}", info.message);
+}
+
+fn to_json(info: &JobInfo) -> serde_json::Value {
+    let spec = info.spec.clone().unwrap_or_default();
+    serde_json::json!({
+        "submission_id": info.submission_id,
+        "status": status_name(info.status()),
+        "entrypoint": spec.entrypoint,
+        "metadata": spec.metadata,
+        "exit_code": info.has_exit_code.then_some(info.exit_code),
+        "signal": info.signal,
+        "message": info.message,
+        "node_id": info.node_id,
+        "submit_time_ms": info.submit_time_ms,
+        "start_time_ms": info.start_time_ms,
+        "end_time_ms": info.end_time_ms,
+        "log_bytes": info.log_bytes,
+    })
+}
+
+fn write_out(data: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(data);
+    let _ = stdout.flush();
+}
+
+/// Runs a job command; returns the process's exit code.
+pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow::Result<i32> {
+    let address = super::status::head_address(address)?;
+    let token = crate::rpc::Token::from_env()?;
+    let client = JobClient::connect(&address, &token)
+        .await
+        .with_context(|| format!("connecting to the head at {address}"))?;
+    match command {
+        JobCommand::Submit {
+            working_dir,
+            env,
+            num_cpus,
+            num_gpus,
+            submission_id,
+            metadata,
+            wait,
+            entrypoint,
+        } => {
+            let package = match working_dir {
+                Some(dir) => client.upload_working_dir(&dir).await?,
+                None => String::new(),
+            };
+            let spec = JobSpec {
+                entrypoint: command_line(&entrypoint),
+                working_dir_package: package,
+                env_vars: env.into_iter().collect(),
+                entrypoint_num_cpus: num_cpus.unwrap_or(0.0),
+                entrypoint_num_gpus: num_gpus.unwrap_or(0.0),
+                metadata: metadata.into_iter().collect(),
+            };
+            let reply = client
+                .submit(submission_id.as_deref().unwrap_or(""), spec)
+                .await?;
+            if reply.already_existed {
+                eprintln!(
+                    "job {} was submitted before; not running it again",
+                    reply.submission_id
+                );
+            }
+            println!("{}", reply.submission_id);
+            if !wait {
+                return Ok(0);
+            }
+            let info = client.follow(&reply.submission_id, write_out).await?;
+            eprintln!("job {}: {}", info.submission_id, status_name(info.status()));
+            Ok(exit_code_of(&info))
+        }
+        JobCommand::Status { id } => {
+            print_info(&client.get(&id).await?);
+            Ok(0)
+        }
+        JobCommand::Logs { id, follow } => {
+            if follow {
+                client.follow(&id, write_out).await?;
+            } else {
+                write_out(&client.logs(&id).await?);
+            }
+            Ok(0)
+        }
+        JobCommand::Stop { id, grace_s } => {
+            if !grace_s.is_finite() || grace_s < 0.0 {
+                anyhow::bail!("--grace-s {grace_s} is not a duration");
+            }
+            let grace = Duration::from_secs_f64(grace_s).max(Duration::from_millis(1));
+            if client.stop(&id, grace).await? {
+                println!("stopping job {id}");
+            } else {
+                println!("job {id} had already finished");
+            }
+            Ok(0)
+        }
+        JobCommand::List { json } => {
+            let jobs = client.list().await?;
+            if json {
+                let all: Vec<_> = jobs.iter().map(to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!(
+                    "{:<28} {:<10} {:>5}  ENTRYPOINT",
+                    "SUBMISSION ID", "STATUS", "EXIT"
+                );
+                for info in &jobs {
+                    let exit = if info.has_exit_code {
+                        info.exit_code.to_string()
+                    } else {
+                        "-".to_string()
+                    };
+                    let entrypoint = info
+                        .spec
+                        .as_ref()
+                        .map(|spec| spec.entrypoint.as_str())
+                        .unwrap_or("");
+                    let short: String = entrypoint.chars().take(60).collect();
+                    println!(
+                        "{:<28} {:<10} {:>5}  {short}",
+                        info.submission_id,
+                        status_name(info.status()),
+                        exit
+                    );
+                }
+            }
+            Ok(0)
+        }
+        JobCommand::Delete { id } => {
+            client.delete(&id).await?;
+            println!("deleted job {id}");
+            Ok(0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn arguments_are_quoted_for_the_shell() {
+        let args = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_line(&args(&["echo hi && exit 3"])),
+            "echo hi && exit 3"
+        );
+        assert_eq!(
+            command_line(&args(&["sh", "-c", "exit 3"])),
+            "sh -c 'exit 3'"
+        );
+        assert_eq!(command_line(&args(&["echo", "it's"])), r"echo 'it'\''s'");
+        assert_eq!(
+            command_line(&args(&["python", "train.py", "--lr=0.1"])),
+            "python train.py --lr=0.1"
+        );
+    }
+}

@@ -1,0 +1,37 @@
+//! Jobs as every process sees them: the environment a job's entrypoint gets, the names of job
+//! statuses, working-directory packages (`archive`), and a client of the head's `Jobs` service
+//! (`client`, used by `troupe job`). The head's side lives in `head::jobs`, the node agent's in
+//! `node::jobs`.
+
+pub mod archive;
+pub mod client;
+
+pub use client::JobClient;
+use troupe_proto::JobStatus;
+
+/// Set in a job's entrypoint (and the workers of actors it spawns): the job's submission id.
+pub const JOB_ID_ENV: &str = "TROUPE_JOB_ID";
+/// Set in a job's entrypoint: the head's address, for `Cluster::connect`.
+pub const ADDRESS_ENV: &str = "TROUPE_ADDRESS";
+/// Largest working directory accepted for upload (packed, before compression).
+pub const MAX_WORKING_DIR_BYTES: u64 = 512 << 20;
+
+/// The status's short name: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED.
+pub fn status_name(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Unspecified => "UNKNOWN",
+        JobStatus::Pending => "PENDING",
+        JobStatus::Running => "RUNNING",
+        JobStatus::Succeeded => "SUCCEEDED",
+        JobStatus::Failed => "FAILED",
+        JobStatus::Stopped => "STOPPED",
+    }
+}
+
+/// Whether a job in this status has finished for good.
+pub fn is_finished(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Succeeded | JobStatus::Failed | JobStatus::Stopped
+    )
+}

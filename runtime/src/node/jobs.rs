@@ -1,0 +1,327 @@
+//! Job entrypoints on one node: fetching and safely unpacking the working directory, starting
+//! `sh -c ENTRYPOINT` in it with the job's environment (the head's address and token, the job id,
+//! its GPUs), streaming its output to the head as it is written, stopping it (SIGTERM to its
+//! process group, SIGKILL after the grace period), and reporting its exit once all of its output
+//! has reached the head.
+
+use super::spawner::{kill, terminate, Process};
+use super::NodeAgent;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tonic::Status;
+use troupe_proto::{JobExitedRequest, JobLogAppend, StartJobRequest};
+
+/// How often a running entrypoint's log file is checked for new output.
+const POLL: Duration = Duration::from_millis(100);
+/// Most bytes in one log append.
+const APPEND_BYTES: usize = 1 << 20;
+/// How long an exit report keeps being retried while the head is unreachable.
+const REPORT_PATIENCE: Duration = Duration::from_secs(120);
+
+pub(crate) struct JobTable {
+    dir: PathBuf,
+    /// Entrypoints running: submission id to pid.
+    running: Arc<Mutex<HashMap<String, u32>>>,
+    /// Jobs told to stop while their entrypoint was still being set up.
+    cancelled: Mutex<HashSet<String>>,
+}
+
+impl JobTable {
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        JobTable {
+            dir,
+            running: Arc::new(Mutex::new(HashMap::new())),
+            cancelled: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Running entrypoints and their pids.
+    pub(crate) fn running(&self) -> HashMap<String, u32> {
+        self.running
+            .lock()
+            .map(|table| table.clone())
+            .unwrap_or_default()
+    }
+
+    fn pid_of(&self, id: &str) -> Option<u32> {
+        self.running.lock().ok()?.get(id).copied()
+    }
+
+    /// SIGTERMs the entrypoint's process group, then SIGKILLs it after `grace` if it still runs.
+    pub(crate) fn stop(&self, id: &str, grace: Duration) {
+        let Some(pid) = self.pid_of(id) else {
+            if let Ok(mut cancelled) = self.cancelled.lock() {
+                cancelled.insert(id.to_string());
+            }
+            return;
+        };
+        tracing::info!(
+            job = id,
+            pid,
+            grace_ms = grace.as_millis() as u64,
+            "stopping a job"
+        );
+        if grace.is_zero() {
+            kill(pid);
+            return;
+        }
+        terminate(pid);
+        let running = self.running.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let still = running
+                .lock()
+                .map(|table| table.get(&id) == Some(&pid))
+                .unwrap_or(false);
+            if still {
+                tracing::info!(job = id, pid, "grace period over: killing the job");
+                kill(pid);
+            }
+        });
+    }
+
+    /// SIGKILLs every entrypoint.
+    pub(crate) fn kill_all(&self) {
+        if let Ok(table) = self.running.lock() {
+            for pid in table.values() {
+                kill(*pid);
+            }
+        }
+    }
+
+    fn take_cancelled(&self, id: &str) -> bool {
+        self.cancelled
+            .lock()
+            .map(|mut set| set.remove(id))
+            .unwrap_or(false)
+    }
+}
+
+/// Starts a job's entrypoint and returns its pid; its output and exit are then reported by a task
+/// of their own.
+pub(super) async fn start(agent: &Arc<NodeAgent>, request: StartJobRequest) -> Result<u32, Status> {
+    let id = request.submission_id.clone();
+    if let Some(pid) = agent.jobs.pid_of(&id) {
+        return Ok(pid);
+    }
+    let job_dir = agent.jobs.dir.join(&id);
+    let log_path = agent.jobs.dir.join(format!("{id}.log"));
+    prepare_dir(&job_dir, &log_path)
+        .await
+        .map_err(|err| Status::internal(format!("preparing {}: {err}", job_dir.display())))?;
+    if !request.package_hash.is_empty() {
+        let package = agent
+            .packages
+            .resolve(&request.package_hash)
+            .await
+            .map_err(|why| {
+                Status::failed_precondition(format!(
+                    "working directory package {}: {why}",
+                    request.package_hash
+                ))
+            })?;
+        let dest = job_dir.clone();
+        tokio::task::spawn_blocking(move || unpack(&package, &dest))
+            .await
+            .map_err(|err| Status::internal(format!("unpacking the working directory: {err}")))?
+            .map_err(|why| {
+                Status::failed_precondition(format!("unpacking the working directory: {why}"))
+            })?;
+    }
+    if agent.jobs.take_cancelled(&id) {
+        return Err(Status::cancelled(
+            "the job was stopped before its entrypoint started",
+        ));
+    }
+    let process = Process {
+        program: PathBuf::from("/bin/sh"),
+        args: vec!["-c".to_string(), request.entrypoint.clone()],
+        env: environment(agent, &request),
+        cwd: Some(job_dir),
+        log_path: log_path.clone(),
+    };
+    let child = agent
+        .spawner
+        .spawn(process)
+        .await
+        .map_err(|err| Status::failed_precondition(format!("starting `sh -c`: {err}")))?;
+    let pid = child.id().unwrap_or(0);
+    if let Ok(mut running) = agent.jobs.running.lock() {
+        running.insert(id.clone(), pid);
+    }
+    tracing::info!(job = id, pid, "job entrypoint started");
+    tokio::spawn(watch(agent.clone(), id, child, log_path));
+    Ok(pid)
+}
+
+/// A fresh, empty job directory and log file.
+async fn prepare_dir(job_dir: &Path, log_path: &Path) -> std::io::Result<()> {
+    if tokio::fs::symlink_metadata(job_dir).await.is_ok() {
+        tokio::fs::remove_dir_all(job_dir).await?;
+    }
+    tokio::fs::create_dir_all(job_dir).await?;
+    tokio::fs::write(log_path, b"").await
+}
+
+fn unpack(package: &Path, dest: &Path) -> Result<(), String> {
+    let file = std::fs::File::open(package)
+        .map_err(|err| format!("opening {}: {err}", package.display()))?;
+    crate::jobs::archive::unpack(std::io::BufReader::new(file), dest, &Default::default())
+        .map(|_| ())
+        .map_err(|err| err.to_string())
+}
+
+/// The entrypoint's environment on top of the agent's: the job's own variables, then what troupe
+/// sets (which the job cannot override).
+fn environment(agent: &NodeAgent, request: &StartJobRequest) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = request.env.clone().into_iter().collect();
+    vars.sort();
+    if !request.env.contains_key("PYTHONUNBUFFERED") {
+        vars.push(("PYTHONUNBUFFERED".to_string(), "1".to_string()));
+    }
+    vars.extend([
+        (
+            crate::jobs::JOB_ID_ENV.to_string(),
+            request.submission_id.clone(),
+        ),
+        (
+            crate::jobs::ADDRESS_ENV.to_string(),
+            agent.config.head_address.clone(),
+        ),
+        (
+            crate::rpc::auth::TOKEN_ENV.to_string(),
+            agent.config.token.as_str().to_string(),
+        ),
+    ]);
+    if !request.gpu_ids.is_empty() {
+        let devices: Vec<String> = request.gpu_ids.iter().map(|id| id.to_string()).collect();
+        vars.push(("CUDA_VISIBLE_DEVICES".to_string(), devices.join(",")));
+    }
+    if request.cpu_milli > 0 {
+        vars.push((
+            super::service_env::NUM_CPUS.to_string(),
+            format!("{}", request.cpu_milli as f64 / 1000.0),
+        ));
+    }
+    vars
+}
+
+/// Streams the entrypoint's output to the head until it exits, then reports the exit.
+async fn watch(
+    agent: Arc<NodeAgent>,
+    id: String,
+    mut child: tokio::process::Child,
+    log_path: PathBuf,
+) {
+    let mut sent = 0_u64;
+    let status = loop {
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = tokio::time::sleep(POLL) => None,
+        };
+        sent = forward(&agent, &id, &log_path, sent).await;
+        if let Some(status) = exited {
+            break status;
+        }
+    };
+    // Output written just before the exit.
+    sent = forward(&agent, &id, &log_path, sent).await;
+    if let Ok(mut running) = agent.jobs.running.lock() {
+        running.remove(&id);
+    }
+    let (exit_code, signal) = match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            (status.code().unwrap_or(-1), status.signal().unwrap_or(0))
+        }
+        Err(_) => (-1, 0),
+    };
+    tracing::info!(
+        job = id,
+        exit_code,
+        signal,
+        log_bytes = sent,
+        "job entrypoint exited"
+    );
+    let report = JobExitedRequest {
+        node_id: agent.node_id(),
+        submission_id: id.clone(),
+        exit_code,
+        signal,
+    };
+    let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let mut head = agent.head.clone();
+        let mut report = report.clone();
+        report.node_id = agent.node_id();
+        match tokio::time::timeout(Duration::from_secs(5), head.job_exited(report)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return,
+            _ if tokio::time::Instant::now() > deadline => {
+                tracing::warn!(job = id, "could not report a job's exit to the head");
+                return;
+            }
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sends the log from `sent` on to the head; returns how far the head now holds it. Stops early
+/// (to try again on the next poll) when the head does not answer; kills the entrypoint when the
+/// head no longer counts it as running here.
+async fn forward(agent: &Arc<NodeAgent>, id: &str, log_path: &Path, mut sent: u64) -> u64 {
+    loop {
+        let path = log_path.to_path_buf();
+        let data = tokio::task::spawn_blocking(move || read_from(&path, sent))
+            .await
+            .unwrap_or_default();
+        if data.is_empty() {
+            return sent;
+        }
+        let append = JobLogAppend {
+            node_id: agent.node_id(),
+            submission_id: id.to_string(),
+            offset: sent,
+            data: data.into(),
+        };
+        let mut head = agent.head.clone();
+        match tokio::time::timeout(Duration::from_secs(5), head.append_job_log(append)).await {
+            Ok(Ok(ack)) => {
+                let ack = ack.into_inner();
+                if ack.unknown {
+                    if let Some(pid) = agent.jobs.pid_of(id) {
+                        tracing::warn!(
+                            job = id,
+                            "the head does not count this job as running here: killing it"
+                        );
+                        kill(pid);
+                    }
+                    return ack.stored;
+                }
+                sent = ack.stored;
+            }
+            _ => return sent,
+        }
+    }
+}
+
+/// Up to `APPEND_BYTES` of the file from `offset`.
+fn read_from(path: &Path, offset: u64) -> Vec<u8> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    if file.seek(SeekFrom::Start(offset)).is_err() {
+        return Vec::new();
+    }
+    let mut data = Vec::new();
+    let _ = file.take(APPEND_BYTES as u64).read_to_end(&mut data);
+    data
+}
