@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, clippy, the runtime's `cuda` feature
-# (must compile without CUDA), unit tests and the multi-process integration tests. Installs what
-# it needs (a Python venv with numpy) on first run.
+# (must compile without CUDA), unit tests, the multi-process integration tests, the check that
+# the committed Python stubs match proto/, and the Python client's tests against a real head and
+# node agent. Installs what it needs (a Python venv with numpy and the client's pinned test
+# dependencies) on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The model tests compare against an independent NumPy forward pass.
-if ! .venv/bin/python -c "import numpy" 2>/dev/null; then
-  echo "== setting up .venv with numpy"
+# The model tests compare against an independent NumPy forward pass; the Python client's tests
+# need grpcio, protobuf and pytest. The venv is refreshed when the pinned versions change.
+wanted="$(cat python/requirements-dev.txt; echo numpy)"
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.troupe-requirements 2>/dev/null)" != "$wanted" ]; then
+  echo "== setting up .venv (numpy, python/requirements-dev.txt, the troupe client)"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet numpy
+  .venv/bin/pip install --quiet --disable-pip-version-check numpy -r python/requirements-dev.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e python/
+  printf '%s' "$wanted" > .venv/.troupe-requirements
 fi
 
 echo "== cargo fmt --check"
@@ -20,3 +26,7 @@ echo "== cargo check -p troupe --features cuda"
 cargo check -p troupe --features cuda
 echo "== cargo test"
 cargo test --workspace
+echo "== Python stubs up to date"
+PYTHON=.venv/bin/python bash python/scripts/check_stubs.sh
+echo "== pytest python/tests (real head and node agent from target/debug/troupe)"
+TROUPE_BIN="$PWD/target/debug/troupe" .venv/bin/python -m pytest python/tests -q

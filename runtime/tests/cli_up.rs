@@ -62,7 +62,18 @@ fn up_status_down() {
         "the cluster outlives `troupe up`"
     );
 
-    let status = troupe(&["status", "--head", &address, "--json"]);
+    let without_token = troupe(&["status", "--head", &address]);
+    assert!(
+        !without_token.status.success()
+            && String::from_utf8_lossy(&without_token.stderr).contains("TROUPE_TOKEN"),
+        "without the token, status says where tokens are looked for: {}",
+        String::from_utf8_lossy(&without_token.stderr)
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_troupe"))
+        .args(["status", "--head", &address, "--json"])
+        .env("TROUPE_TOKEN_FILE", dir.join("head").join("token"))
+        .output()
+        .expect("run troupe");
     assert!(
         status.status.success(),
         "{}",

@@ -130,8 +130,9 @@ fn write_out(data: &[u8]) {
 
 /// Runs a job command; returns the process's exit code.
 pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow::Result<i32> {
-    let address = super::status::head_address(address)?;
-    let token = crate::rpc::Token::from_env()?;
+    let address = super::status::checked(super::status::head_address(address)?)?;
+    let token = crate::rpc::Token::from_env()
+        .with_context(|| format!("connecting to the cluster at {address}"))?;
     let client = JobClient::connect(&address, &token)
         .await
         .with_context(|| format!("connecting to the head at {address}"))?;

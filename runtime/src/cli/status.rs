@@ -8,9 +8,11 @@ use troupe_proto::cluster_client::ClusterClient;
 use troupe_proto::{ClusterStatusReply, Empty};
 
 /// Asks the head at `address` for the cluster status.
-pub(super) async fn fetch(address: &str) -> anyhow::Result<ClusterStatusReply> {
-    let token = crate::rpc::Token::from_env()?;
-    let channel = crate::rpc::connect(address, &token)
+pub(super) async fn fetch(
+    address: &str,
+    token: &crate::rpc::Token,
+) -> anyhow::Result<ClusterStatusReply> {
+    let channel = crate::rpc::connect(address, token)
         .await
         .map_err(anyhow::Error::msg)?;
     let mut client = ClusterClient::new(channel);
@@ -19,6 +21,12 @@ pub(super) async fn fetch(address: &str) -> anyhow::Result<ClusterStatusReply> {
         .context("the head did not answer within 10 s")?
         .map_err(|status| anyhow::anyhow!("the head refused: {}", status.message()))?;
     Ok(reply.into_inner())
+}
+
+/// Fails with the reason when `address` is not `host:port` (before any token is looked for).
+pub(super) fn checked(address: String) -> anyhow::Result<String> {
+    crate::rpc::normalize_address(&address).map_err(anyhow::Error::msg)?;
+    Ok(address)
 }
 
 pub(super) fn head_address(flag: Option<String>) -> anyhow::Result<String> {
@@ -37,8 +45,10 @@ pub(super) fn head_address(flag: Option<String>) -> anyhow::Result<String> {
 }
 
 pub(super) async fn show(head: Option<String>, as_json: bool) -> anyhow::Result<()> {
-    let address = head_address(head)?;
-    let status = fetch(&address)
+    let address = checked(head_address(head)?)?;
+    let token = crate::rpc::Token::from_env()
+        .with_context(|| format!("connecting to the cluster at {address}"))?;
+    let status = fetch(&address, &token)
         .await
         .with_context(|| format!("reading the status of the cluster at {address}"))?;
     if as_json {

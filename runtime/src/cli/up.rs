@@ -158,12 +158,19 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&state)?,
     )
     .with_context(|| format!("writing {}", state_file(&options.dir).display()))?;
-    wait_for_nodes(&head_address, options.nodes as usize).await?;
+    let token = crate::rpc::Token::read_file(
+        &options
+            .dir
+            .join("head")
+            .join(crate::rpc::auth::TOKEN_FILE_NAME),
+    )?;
+    wait_for_nodes(&head_address, &token, options.nodes as usize).await?;
     println!("{head_address}");
     eprintln!(
-        "troupe cluster up: head {head_address}, {} node(s); state in {}; stop it with `troupe down`",
+        "troupe cluster up: head {head_address}, {} node(s); state in {}; cluster token in {}; stop it with `troupe down`",
         options.nodes,
-        options.dir.display()
+        options.dir.display(),
+        options.dir.join("head").join(crate::rpc::auth::TOKEN_FILE_NAME).display()
     );
     if let Some(metrics) = metrics_address {
         eprintln!("metrics on http://{metrics}/metrics");
@@ -171,10 +178,14 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_nodes(head_address: &str, expected: usize) -> anyhow::Result<()> {
+async fn wait_for_nodes(
+    head_address: &str,
+    token: &crate::rpc::Token,
+    expected: usize,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(status) = super::status::fetch(head_address).await {
+        if let Ok(status) = super::status::fetch(head_address, token).await {
             if status.nodes.iter().filter(|node| node.alive).count() >= expected {
                 return Ok(());
             }

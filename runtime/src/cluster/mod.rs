@@ -77,6 +77,16 @@ impl Cluster {
         })
     }
 
+    /// What a driver that may run as a job wants: connects to `$TROUPE_ADDRESS` when it is set
+    /// (a job's entrypoint always has it, and the cluster token in `$TROUPE_TOKEN`), and starts
+    /// an embedded cluster otherwise.
+    pub async fn from_env() -> Result<Cluster> {
+        match std::env::var(crate::jobs::ADDRESS_ENV) {
+            Ok(address) if !address.trim().is_empty() => Cluster::connect(&address).await,
+            _ => Cluster::local().await,
+        }
+    }
+
     /// The cluster of this process: the last one created or connected, or, inside a worker, the
     /// one the worker belongs to.
     pub fn current() -> Result<Cluster> {

@@ -52,6 +52,14 @@ impl BinaryStore {
         is_sha256_hex(hash) && self.dir.join(hash).is_file()
     }
 
+    /// The answer to a "do you have it" request.
+    pub(super) fn answer_has(&self, hash: &str) -> Result<troupe_proto::HasBinaryReply, Status> {
+        crate::rpc::check_id("hash", hash)?;
+        Ok(troupe_proto::HasBinaryReply {
+            present: self.has(hash),
+        })
+    }
+
     /// Receives an upload, checks its hash, and stores it. Returns the hash.
     pub(super) async fn receive(
         &self,

@@ -474,10 +474,7 @@ impl Cluster for HeadService {
         request: Request<BinaryRef>,
     ) -> Result<Response<HasBinaryReply>, Status> {
         let hash = request.into_inner().hash;
-        check_id("hash", &hash)?;
-        Ok(Response::new(HasBinaryReply {
-            present: self.0.binaries.has(&hash),
-        }))
+        Ok(Response::new(self.0.binaries.answer_has(&hash)?))
     }
 
     async fn kv_put(&self, request: Request<KvPutRequest>) -> Result<Response<Empty>, Status> {

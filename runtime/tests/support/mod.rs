@@ -39,7 +39,7 @@ pub struct NodeProcess {
 /// A head and node agents as separate processes.
 pub struct Fixture {
     pub dir: PathBuf,
-    pub head: Child,
+    pub head: std::sync::Mutex<Child>,
     pub head_address: String,
     pub metrics_address: String,
     pub nodes: std::sync::Mutex<Vec<NodeProcess>>,
@@ -56,32 +56,7 @@ impl Fixture {
         let dir = std::env::temp_dir().join(format!("troupe-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let address_file = dir.join("head.address");
-        let head_args: Vec<String> = [
-            "head",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--data-dir",
-            dir.join("head").to_str().unwrap_or_default(),
-            "--address-file",
-            address_file.to_str().unwrap_or_default(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let head = spawn_process(troupe_bin(), &head_args, &dir.join("head.log"))?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
-                if text.lines().count() >= 2 {
-                    break text;
-                }
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the head did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (head, text) = start_head(&dir, "0")?;
         // Every client this test starts (status commands, drivers, node agents) reads it here.
         std::env::set_var("TROUPE_TOKEN_FILE", dir.join("head").join("token"));
         let mut lines = text.lines();
@@ -89,7 +64,7 @@ impl Fixture {
         let metrics_address = lines.next().unwrap_or_default().to_string();
         let fixture = Fixture {
             dir: dir.clone(),
-            head,
+            head: std::sync::Mutex::new(head),
             head_address,
             metrics_address,
             nodes: std::sync::Mutex::new(Vec::new()),
@@ -101,6 +76,68 @@ impl Fixture {
         Ok(fixture)
     }
 
+    /// Kills the head with SIGKILL and starts it again on the same port and data directory.
+    pub fn restart_head(&self) -> anyhow::Result<()> {
+        let port = self
+            .head_address
+            .rsplit_once(':')
+            .map(|(_, port)| port.to_string())
+            .unwrap_or_default();
+        let mut head = self.head.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        head.kill()?;
+        head.wait()?;
+        let (fresh, _) = start_head(&self.dir, &port)?;
+        *head = fresh;
+        Ok(())
+    }
+}
+
+/// Starts `troupe head` with its data in `dir/head`; returns it and what it wrote to its address
+/// file (the gRPC address, then the metrics address).
+fn start_head(dir: &std::path::Path, port: &str) -> anyhow::Result<(Child, String)> {
+    let address_file = dir.join("head.address");
+    let _ = std::fs::remove_file(&address_file);
+    let head_args: Vec<String> = [
+        "head",
+        "--port",
+        port,
+        "--metrics-port",
+        "0",
+        "--data-dir",
+        dir.join("head").to_str().unwrap_or_default(),
+        "--address-file",
+        address_file.to_str().unwrap_or_default(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let log = dir.join(format!("head-{}.log", next_head_log()));
+    let head = spawn_process(troupe_bin(), &head_args, &log)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        if let Ok(text) = std::fs::read_to_string(&address_file) {
+            if text.lines().count() >= 2 {
+                break text;
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the head did not start; see {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok((head, text))
+}
+
+/// A number for each head started, so the logs of restarts do not overwrite each other.
+fn next_head_log() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+impl Fixture {
     pub fn start_node(&self, index: usize, extra: &[&str]) -> anyhow::Result<()> {
         let mut args: Vec<String> = vec![
             "node".into(),
@@ -195,8 +232,10 @@ impl Drop for Fixture {
             let _ = node.child.kill();
             let _ = node.child.wait();
         }
-        let _ = self.head.kill();
-        let _ = self.head.wait();
+        if let Ok(mut head) = self.head.lock() {
+            let _ = head.kill();
+            let _ = head.wait();
+        }
         if std::env::var_os("TROUPE_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

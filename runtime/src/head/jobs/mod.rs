@@ -363,10 +363,7 @@ impl Jobs for JobsService {
         request: Request<BinaryRef>,
     ) -> Result<Response<HasBinaryReply>, Status> {
         let hash = request.into_inner().hash;
-        check_id("hash", &hash)?;
-        Ok(Response::new(HasBinaryReply {
-            present: self.0.packages.has(&hash),
-        }))
+        Ok(Response::new(self.0.packages.answer_has(&hash)?))
     }
 
     async fn upload_package(

@@ -222,19 +222,18 @@ impl HeadState {
 
     /// The entrypoint could not be started on its node.
     pub fn job_start_failed(&mut self, id: &str, why: &str, now: Instant) -> Vec<Order> {
-        if !self
-            .jobs
-            .get(id)
-            .is_some_and(|job| job.info.status() == JobStatus::Running)
-        {
+        let Some(job) = self.jobs.get(id) else {
+            return Vec::new();
+        };
+        if job.info.status() != JobStatus::Running {
             return Vec::new();
         }
-        self.finish_job(
-            id,
-            JobStatus::Failed,
-            format!("the entrypoint could not start: {why}"),
-            now,
-        )
+        if job.info.stop_requested {
+            let message = "stopped by request before its entrypoint started".to_string();
+            return self.finish_job(id, JobStatus::Stopped, message, now);
+        }
+        let message = format!("the entrypoint could not start: {why}");
+        self.finish_job(id, JobStatus::Failed, message, now)
     }
 
     /// The entrypoint exited (by itself, or after a stop).
