@@ -10,7 +10,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use support::{kill9, pid_alive, run_scenarios, Fixture, Scenario};
+use support::{http_get, kill9, pid_alive, run_scenarios, Fixture, Scenario};
 use troupe::data::Batch;
 use troupe::objects::ObjectRef;
 use troupe::proto::actors_client::ActorsClient;
@@ -357,17 +357,6 @@ async fn status_and_metrics(world: &World) -> anyhow::Result<()> {
     }
     world.cluster.kill(&probe).await?;
     Ok(())
-}
-
-async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(address).await?;
-    socket
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(5), socket.read_to_string(&mut body)).await??;
-    Ok(body)
 }
 
 async fn names_and_handle_passing(world: &World) -> anyhow::Result<()> {
@@ -815,6 +804,7 @@ async fn bad_input_is_rejected(world: &World) -> anyhow::Result<()> {
         .heartbeat(HeartbeatRequest {
             node_id: "node-ghost".into(),
             running: vec!["garbage".into()],
+            jobs: vec!["no-such-job".into()],
         })
         .await?;
     anyhow::ensure!(

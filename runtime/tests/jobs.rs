@@ -6,7 +6,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{pid_alive, run_scenarios, Fixture, Scenario};
+use support::{http_get, pid_alive, run_scenarios, Fixture, Scenario};
 use troupe::jobs::JobClient;
 use troupe::proto::{JobInfo, JobSpec, JobStatus};
 use troupe::{Cluster, SpawnOptions};
@@ -161,6 +161,28 @@ async fn cli_wait_exits_with_the_job_code(world: &World) -> anyhow::Result<()> {
     anyhow::ensure!(
         stdout.contains("out-of-the-job"),
         "the log is followed: {stdout}"
+    );
+    let status = world.fixture.status_json()?;
+    let listed = status["jobs"]
+        .as_array()
+        .and_then(|jobs| {
+            jobs.iter().find(|job| {
+                job["entrypoint"]
+                    .as_str()
+                    .is_some_and(|entrypoint| entrypoint.contains("out-of-the-job"))
+            })
+        })
+        .ok_or_else(|| anyhow::anyhow!("`troupe status --json` lists the job: {status}"))?;
+    anyhow::ensure!(
+        listed["status"] == "FAILED" && listed["exit_code"] == 7,
+        "{listed}"
+    );
+    let metrics = http_get(&world.fixture.metrics_address, "/metrics").await?;
+    anyhow::ensure!(
+        metrics.lines().any(
+            |line| line.starts_with("troupe_jobs{status=\"failed\"} ") && !line.ends_with(" 0")
+        ),
+        "the metrics count the failed job"
     );
     Ok(())
 }

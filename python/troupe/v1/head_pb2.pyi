@@ -40,12 +40,14 @@ class RegisterNodeReply(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., node_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "running")
+    __slots__ = ("node_id", "running", "jobs")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     running: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, node_id: _Optional[str] = ..., running: _Optional[_Iterable[str]] = ...) -> None: ...
+    jobs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., running: _Optional[_Iterable[str]] = ..., jobs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("reregister",)
@@ -242,12 +244,14 @@ class GpuUsage(_message.Message):
     def __init__(self, index: _Optional[int] = ..., model: _Optional[str] = ..., milli_used: _Optional[int] = ..., actor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClusterStatusReply(_message.Message):
-    __slots__ = ("nodes", "actors")
+    __slots__ = ("nodes", "actors", "jobs")
     NODES_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
+    JOBS_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ...) -> None: ...
+    jobs: _containers.RepeatedCompositeFieldContainer[_jobs_pb2.JobInfo]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.JobInfo, _Mapping]]] = ...) -> None: ...
 
 class SessionPing(_message.Message):
     __slots__ = ("session_id",)

@@ -104,7 +104,8 @@ fn print_info(info: &JobInfo) {
     println!("message:       {}", info.message);
 }
 
-fn to_json(info: &JobInfo) -> serde_json::Value {
+/// One job for `--json` output.
+pub(super) fn to_json(info: &JobInfo) -> serde_json::Value {
     let spec = info.spec.clone().unwrap_or_default();
     serde_json::json!({
         "submission_id": info.submission_id,
@@ -120,6 +121,44 @@ fn to_json(info: &JobInfo) -> serde_json::Value {
         "end_time_ms": info.end_time_ms,
         "log_bytes": info.log_bytes,
     })
+}
+
+/// Jobs as a table: id, status, exit code, node, entrypoint (cut at 60 characters).
+pub(super) fn table(jobs: &[JobInfo]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:<10} {:>5}  {:<22} ENTRYPOINT",
+        "SUBMISSION ID", "STATUS", "EXIT", "NODE"
+    );
+    for info in jobs {
+        let exit = if info.has_exit_code {
+            info.exit_code.to_string()
+        } else {
+            "-".to_string()
+        };
+        let entrypoint = info
+            .spec
+            .as_ref()
+            .map(|spec| spec.entrypoint.as_str())
+            .unwrap_or("");
+        let short: String = entrypoint.chars().take(60).collect();
+        let node = if info.node_id.is_empty() {
+            "-"
+        } else {
+            &info.node_id
+        };
+        let _ = writeln!(
+            out,
+            "{:<28} {:<10} {:>5}  {:<22} {short}",
+            info.submission_id,
+            status_name(info.status()),
+            exit,
+            node
+        );
+    }
+    out
 }
 
 fn write_out(data: &[u8]) {
@@ -206,29 +245,7 @@ pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow:
                 let all: Vec<_> = jobs.iter().map(to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!(
-                    "{:<28} {:<10} {:>5}  ENTRYPOINT",
-                    "SUBMISSION ID", "STATUS", "EXIT"
-                );
-                for info in &jobs {
-                    let exit = if info.has_exit_code {
-                        info.exit_code.to_string()
-                    } else {
-                        "-".to_string()
-                    };
-                    let entrypoint = info
-                        .spec
-                        .as_ref()
-                        .map(|spec| spec.entrypoint.as_str())
-                        .unwrap_or("");
-                    let short: String = entrypoint.chars().take(60).collect();
-                    println!(
-                        "{:<28} {:<10} {:>5}  {short}",
-                        info.submission_id,
-                        status_name(info.status()),
-                        exit
-                    );
-                }
+                print!("{}", table(&jobs));
             }
             Ok(0)
         }

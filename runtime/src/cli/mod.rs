@@ -42,7 +42,8 @@ enum Command {
         /// Address to bind.
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
-        /// Where uploaded executables and records are kept.
+        /// Where the token, uploads, job records and logs are kept (default: $TROUPE_HOME/head,
+        /// else /tmp/troupe-up/head, where clients look for the token).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Serve Prometheus metrics on this port (0 picks a free one).
@@ -194,9 +195,8 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             let bind: SocketAddr = format!("{host}:{port}")
                 .parse()
                 .with_context(|| format!("`{host}:{port}` is not an address to bind"))?;
-            let data_dir = data_dir.unwrap_or_else(|| {
-                std::env::temp_dir().join(format!("troupe-head-{}", std::process::id()))
-            });
+            // By default where `troupe up` keeps its head: clients find the token there.
+            let data_dir = data_dir.unwrap_or_else(|| up::state_dir(None).join("head"));
             let data_dir_shown = data_dir.clone();
             let mut config = HeadConfig::local(data_dir);
             config.bind = bind;

@@ -122,7 +122,8 @@ pub fn to_json(status: &ClusterStatusReply) -> Value {
             })
         })
         .collect();
-    json!({ "nodes": nodes, "actors": actors })
+    let jobs: Vec<Value> = status.jobs.iter().map(super::job::to_json).collect();
+    json!({ "nodes": nodes, "actors": actors, "jobs": jobs })
 }
 
 /// The table form.
@@ -214,6 +215,10 @@ pub fn to_table(status: &ClusterStatusReply) -> String {
             actor.restarts,
             note,
         );
+    }
+    if !status.jobs.is_empty() {
+        let _ = writeln!(out, "\nJOBS");
+        out.push_str(&super::job::table(&status.jobs));
     }
     out
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use troupe_proto::{ActorState, ClusterStatusReply, GpuUsage, NodeStatus};
+use troupe_proto::{ActorState, ClusterStatusReply, GpuUsage, JobInfo, JobStatus, NodeStatus};
 
 /// Upper bounds (seconds) of the scheduling-latency histogram buckets.
 const BUCKETS: [f64; 10] = [
@@ -90,7 +90,22 @@ pub(super) fn status_of(state: &HeadState) -> ClusterStatusReply {
         .map(|actor| actor.info.clone())
         .collect();
     actors.sort_by(|a, b| a.id.cmp(&b.id));
-    ClusterStatusReply { nodes, actors }
+    let mut jobs: Vec<_> = state
+        .jobs
+        .values()
+        .map(|job| JobInfo {
+            log_tail: String::new(),
+            ..job.info.clone()
+        })
+        .collect();
+    jobs.sort_by(|a, b| {
+        (a.submit_time_ms, &a.submission_id).cmp(&(b.submit_time_ms, &b.submission_id))
+    });
+    ClusterStatusReply {
+        nodes,
+        actors,
+        jobs,
+    }
 }
 
 /// The metrics page in Prometheus text format.
@@ -124,6 +139,23 @@ pub(super) fn render(state: &HeadState, uptime: Duration) -> String {
             .trim_start_matches("ACTOR_STATE_")
             .to_lowercase();
         let _ = writeln!(out, "troupe_actors{{state=\"{label}\"}} {count}");
+    }
+    let _ = writeln!(out, "# HELP troupe_jobs Jobs, by status.");
+    let _ = writeln!(out, "# TYPE troupe_jobs gauge");
+    for status in [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Stopped,
+    ] {
+        let count = state
+            .jobs
+            .values()
+            .filter(|job| job.info.status() == status)
+            .count();
+        let label = crate::jobs::status_name(status).to_lowercase();
+        let _ = writeln!(out, "troupe_jobs{{status=\"{label}\"}} {count}");
     }
     let counters = &state.counters;
     let _ = writeln!(

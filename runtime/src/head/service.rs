@@ -194,9 +194,14 @@ impl Nodes for HeadService {
     ) -> Result<Response<HeartbeatReply>, Status> {
         let request = request.into_inner();
         check_id("node_id", &request.node_id)?;
-        let reregister = self
-            .0
-            .update(|state| state.heartbeat(&request.node_id, &request.running, Instant::now()));
+        let reregister = self.0.update(|state| {
+            let now = Instant::now();
+            let (reregister, mut orders) = state.heartbeat(&request.node_id, &request.running, now);
+            if !reregister {
+                orders.extend(state.reconcile_jobs(&request.node_id, &request.jobs, now));
+            }
+            (reregister, orders)
+        });
         Ok(Response::new(HeartbeatReply { reregister }))
     }
 

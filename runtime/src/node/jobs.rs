@@ -25,6 +25,9 @@ pub(crate) struct JobTable {
     dir: PathBuf,
     /// Entrypoints running: submission id to pid.
     running: Arc<Mutex<HashMap<String, u32>>>,
+    /// Jobs taken on and not yet reported finished: starting, running, or exited with the report
+    /// on its way. Heartbeats list them.
+    active: Mutex<HashSet<String>>,
     /// Jobs told to stop while their entrypoint was still being set up.
     cancelled: Mutex<HashSet<String>>,
 }
@@ -34,7 +37,33 @@ impl JobTable {
         JobTable {
             dir,
             running: Arc::new(Mutex::new(HashMap::new())),
+            active: Mutex::new(HashSet::new()),
             cancelled: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Jobs taken on and not yet reported finished.
+    pub(crate) fn active(&self) -> Vec<String> {
+        self.active
+            .lock()
+            .map(|active| active.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Marks a job taken on; false if it already was.
+    fn take_on(&self, id: &str) -> bool {
+        self.active
+            .lock()
+            .map(|mut active| active.insert(id.to_string()))
+            .unwrap_or(false)
+    }
+
+    fn let_go(&self, id: &str) {
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(id);
+        }
+        if let Ok(mut cancelled) = self.cancelled.lock() {
+            cancelled.remove(id);
         }
     }
 
@@ -53,8 +82,11 @@ impl JobTable {
     /// SIGTERMs the entrypoint's process group, then SIGKILLs it after `grace` if it still runs.
     pub(crate) fn stop(&self, id: &str, grace: Duration) {
         let Some(pid) = self.pid_of(id) else {
-            if let Ok(mut cancelled) = self.cancelled.lock() {
-                cancelled.insert(id.to_string());
+            let starting = self.active.lock().is_ok_and(|active| active.contains(id));
+            if starting {
+                if let Ok(mut cancelled) = self.cancelled.lock() {
+                    cancelled.insert(id.to_string());
+                }
             }
             return;
         };
@@ -108,6 +140,21 @@ pub(super) async fn start(agent: &Arc<NodeAgent>, request: StartJobRequest) -> R
     if let Some(pid) = agent.jobs.pid_of(&id) {
         return Ok(pid);
     }
+    if !agent.jobs.take_on(&id) {
+        return Err(Status::already_exists(format!(
+            "job {id} is already being started on this node"
+        )));
+    }
+    let outcome = launch(agent, request).await;
+    if outcome.is_err() {
+        agent.jobs.let_go(&id);
+    }
+    outcome
+}
+
+/// Prepares the directory, unpacks the package and starts the process.
+async fn launch(agent: &Arc<NodeAgent>, request: StartJobRequest) -> Result<u32, Status> {
+    let id = request.submission_id.clone();
     let job_dir = agent.jobs.dir.join(&id);
     let log_path = agent.jobs.dir.join(format!("{id}.log"));
     prepare_dir(&job_dir, &log_path)
@@ -253,6 +300,14 @@ async fn watch(
         exit_code,
         signal,
     };
+    report_exit(&agent, report).await;
+    agent.jobs.let_go(&id);
+}
+
+/// Tells the head how an entrypoint ended, retrying while the head is unreachable (it may be
+/// restarting) for up to `REPORT_PATIENCE`.
+async fn report_exit(agent: &Arc<NodeAgent>, report: JobExitedRequest) {
+    let id = report.submission_id.clone();
     let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
     let mut pause = Duration::from_millis(100);
     loop {

@@ -232,6 +232,7 @@ async fn heartbeat_loop(
         let request = HeartbeatRequest {
             node_id: agent.node_id(),
             running: agent.workers.running(),
+            jobs: agent.jobs.active(),
         };
         let mut head = agent.head.clone();
         let rpc_timeout =

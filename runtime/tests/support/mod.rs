@@ -242,6 +242,18 @@ impl Drop for Fixture {
     }
 }
 
+/// A plain HTTP GET (the head's metrics page); the whole answer, headers included.
+pub async fn http_get(address: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address).await?;
+    socket
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), socket.read_to_string(&mut body)).await??;
+    Ok(body)
+}
+
 /// Whether a process exists.
 pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks existence.

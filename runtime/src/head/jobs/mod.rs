@@ -121,11 +121,13 @@ impl Head {
     pub(super) fn append_job_log(&self, append: JobLogAppend) -> Result<JobLogAck, Status> {
         check_id("node_id", &append.node_id)?;
         check_id("submission_id", &append.submission_id)?;
+        // Entrypoints never move between nodes, so the node id is not compared: right after the
+        // head restarted, appends still carry the agent's earlier id.
         let known = self.read(|state| {
-            state.jobs.get(&append.submission_id).is_some_and(|job| {
-                job.info.status() == JobStatus::Running
-                    && (job.info.node_id == append.node_id || job.unclaimed_since.is_some())
-            })
+            state
+                .jobs
+                .get(&append.submission_id)
+                .is_some_and(|job| job.info.status() == JobStatus::Running)
         });
         if !known {
             return Ok(JobLogAck {

@@ -16,7 +16,13 @@ pub(crate) struct JobRecord {
     pub node_address: String,
     /// Set for a job found RUNNING when the head started: no node has claimed it yet.
     pub unclaimed_since: Option<Instant>,
+    /// When it was placed on its node (or claimed by it).
+    pub running_since: Option<Instant>,
 }
+
+/// How long a node may take to list a job the head placed there before the head takes it for
+/// lost.
+const LISTING_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -59,6 +65,7 @@ impl HeadState {
                     allocation: None,
                     node_address: String::new(),
                     unclaimed_since,
+                    running_since: None,
                 },
             );
         }
@@ -103,6 +110,7 @@ impl HeadState {
                 allocation: None,
                 node_address: String::new(),
                 unclaimed_since: None,
+                running_since: None,
             },
         );
         self.pending_jobs.push_back(submission_id.to_string());
@@ -115,7 +123,7 @@ impl HeadState {
     }
 
     /// Places pending entrypoints, in submission order.
-    pub(super) fn place_jobs(&mut self) -> Vec<Order> {
+    pub(super) fn place_jobs(&mut self, now: Instant) -> Vec<Order> {
         let mut orders = Vec::new();
         let queue = std::mem::take(&mut self.pending_jobs);
         for id in queue {
@@ -138,6 +146,7 @@ impl HeadState {
                     job.info.start_time_ms = now_ms();
                     job.info.message = format!("running on node {}", allocation.node_id);
                     job.node_address = node_address.clone();
+                    job.running_since = Some(now);
                     orders.push(Order::StartJob {
                         node_address,
                         request: StartJobRequest {
@@ -247,10 +256,17 @@ impl HeadState {
         let Some(job) = self.jobs.get_mut(id) else {
             return Vec::new();
         };
-        if job.info.status() != JobStatus::Running
-            || (job.info.node_id != node_id && job.unclaimed_since.is_none())
-        {
+        // Entrypoints never move between nodes: a report under another node id is the same node
+        // agent, registered again (the head restarted) while the report was on its way.
+        if job.info.status() != JobStatus::Running {
             return Vec::new();
+        }
+        if job.info.node_id != node_id {
+            tracing::debug!(
+                job = id,
+                reported_by = node_id,
+                "exit reported under an earlier node id"
+            );
         }
         job.info.has_exit_code = exit.signal == 0;
         job.info.exit_code = exit.exit_code;
@@ -409,6 +425,7 @@ impl HeadState {
             if let Some(job) = self.jobs.get_mut(id) {
                 tracing::info!(job = id, node = node_id, "a node claimed a running job");
                 job.unclaimed_since = None;
+                job.running_since = Some(Instant::now());
                 job.info.node_id = node_id.to_string();
                 job.info.pid = *pid;
                 job.info.message = format!("running on node {node_id}");
@@ -416,6 +433,62 @@ impl HeadState {
                 job.allocation = allocation;
                 self.dirty_jobs.insert(id.clone());
             }
+        }
+        orders
+    }
+
+    /// A heartbeat lists the jobs a node has taken on: running jobs of that node it no longer
+    /// lists (past a grace period for starts still on their way) are lost; listed jobs the head
+    /// does not count as running there are ordered stopped.
+    pub fn reconcile_jobs(&mut self, node_id: &str, listed: &[String], now: Instant) -> Vec<Order> {
+        let mut orders = Vec::new();
+        let node_address = self
+            .nodes
+            .get(node_id)
+            .map(|node| node.address.clone())
+            .unwrap_or_default();
+        for id in listed {
+            let wanted = self.jobs.get(id).is_some_and(|job| {
+                job.info.status() == JobStatus::Running
+                    && (job.info.node_id == node_id || job.unclaimed_since.is_some())
+            });
+            if !wanted && !node_address.is_empty() {
+                orders.push(Order::StopJob {
+                    node_address: node_address.clone(),
+                    order: StopJobOrder {
+                        submission_id: id.clone(),
+                        grace_ms: 0,
+                    },
+                });
+            }
+        }
+        let lost: Vec<String> = self
+            .jobs
+            .values()
+            .filter(|job| {
+                job.info.status() == JobStatus::Running
+                    && job.info.node_id == node_id
+                    && job
+                        .running_since
+                        .is_some_and(|since| now.duration_since(since) > LISTING_GRACE)
+                    && !listed.contains(&job.info.submission_id)
+            })
+            .map(|job| job.info.submission_id.clone())
+            .collect();
+        for id in lost {
+            let stopping = self
+                .jobs
+                .get(&id)
+                .is_some_and(|job| job.info.stop_requested);
+            let status = if stopping {
+                JobStatus::Stopped
+            } else {
+                JobStatus::Failed
+            };
+            let message = format!(
+                "node {node_id} no longer runs the entrypoint and never reported how it ended"
+            );
+            orders.extend(self.finish_job(&id, status, message, now));
         }
         orders
     }

@@ -155,4 +155,6 @@ fn request_of(spec: &CreateActorRequest) -> Request {
 }
 
 #[cfg(test)]
+mod job_tests;
+#[cfg(test)]
 mod tests;

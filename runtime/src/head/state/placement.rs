@@ -64,7 +64,7 @@ impl HeadState {
             }
         }
         self.pending = still_pending;
-        orders.extend(self.place_jobs());
+        orders.extend(self.place_jobs(now));
         orders
     }
 
