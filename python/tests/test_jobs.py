@@ -95,3 +95,10 @@ def test_environment_reaches_the_job(client, cluster):
     assert address.rsplit(":", 1)[-1] == cluster.address.rsplit(":", 1)[-1], address
     assert info.env_vars == {"GREETING": "hi there"}
     assert info.metadata == {"owner": "tests"}
+
+
+def test_submission_ids_that_could_name_other_paths_are_refused(client):
+    for bad in ("../escape", "a/b", ".hidden", "with space"):
+        with pytest.raises(InvalidRequestError, match="submission_id"):
+            client.submit_job("true", submission_id=bad)
+    assert not any(job.submission_id == "../escape" for job in client.list_jobs())

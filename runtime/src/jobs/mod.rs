@@ -16,6 +16,26 @@ pub const ADDRESS_ENV: &str = "TROUPE_ADDRESS";
 /// Largest working directory accepted for upload (packed, before compression).
 pub const MAX_WORKING_DIR_BYTES: u64 = 512 << 20;
 
+/// Checks a submission id: 1 to 128 letters, digits, `.`, `_` or `-`, not starting with `.`
+/// (it names files and directories on the head and the nodes). Returns the reason otherwise.
+pub fn check_submission_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 128 {
+        return Err("must have 1 to 128 characters".to_string());
+    }
+    if id.starts_with('.') {
+        return Err(format!("`{id}` starts with a dot"));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{id}` contains {bad:?}; use letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
 /// The status's short name: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED.
 pub fn status_name(status: JobStatus) -> &'static str {
     match status {
@@ -34,4 +54,28 @@ pub fn is_finished(status: JobStatus) -> bool {
         status,
         JobStatus::Succeeded | JobStatus::Failed | JobStatus::Stopped
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_submission_id;
+
+    #[test]
+    fn submission_ids_cannot_name_other_paths() {
+        for good in ["job-1a2b", "run_7.v2", "A"] {
+            assert!(check_submission_id(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "../etc",
+            "a/b",
+            "a b",
+            "x\0",
+            &"x".repeat(129),
+        ] {
+            assert!(check_submission_id(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use super::workers::Launch;
 use super::NodeAgent;
-use crate::rpc::{check_id, invalid};
+use crate::rpc::{check_id, check_submission_id, invalid};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -218,7 +218,7 @@ impl NodeAgentService for AgentService {
         request: Request<StartJobRequest>,
     ) -> Result<Response<StartJobReply>, Status> {
         let request = request.into_inner();
-        check_id("submission_id", &request.submission_id)?;
+        check_submission_id(&request.submission_id)?;
         if request.entrypoint.trim().is_empty() {
             return Err(invalid("entrypoint", "is empty"));
         }
@@ -228,7 +228,7 @@ impl NodeAgentService for AgentService {
 
     async fn stop_job(&self, request: Request<StopJobOrder>) -> Result<Response<Empty>, Status> {
         let request = request.into_inner();
-        check_id("submission_id", &request.submission_id)?;
+        check_submission_id(&request.submission_id)?;
         let grace = Duration::from_millis(request.grace_ms.min(600_000));
         self.0.jobs.stop(&request.submission_id, grace);
         Ok(Response::new(Empty {}))

@@ -87,6 +87,11 @@ pub fn check_id(field: &str, value: &str) -> Result<(), tonic::Status> {
     Ok(())
 }
 
+/// Checks a job's submission id (it names files on the head and the nodes).
+pub fn check_submission_id(value: &str) -> Result<(), tonic::Status> {
+    crate::jobs::check_submission_id(value).map_err(|why| invalid("submission_id", why))
+}
+
 /// Checks free text: at most `max` characters, no control characters.
 pub fn check_text(field: &str, value: &str, max: usize) -> Result<(), tonic::Status> {
     if value.chars().count() > max {

@@ -10,7 +10,7 @@ pub(crate) use store::JobStore;
 
 use super::state::{JobExit, Order};
 use super::Head;
-use crate::rpc::{check_id, check_text, invalid};
+use crate::rpc::{check_id, check_submission_id, check_text, invalid};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -120,7 +120,7 @@ impl Head {
     /// A node agent sends output of a job's entrypoint.
     pub(super) fn append_job_log(&self, append: JobLogAppend) -> Result<JobLogAck, Status> {
         check_id("node_id", &append.node_id)?;
-        check_id("submission_id", &append.submission_id)?;
+        check_submission_id(&append.submission_id)?;
         // Entrypoints never move between nodes, so the node id is not compared: right after the
         // head restarted, appends still carry the agent's earlier id.
         let known = self.read(|state| {
@@ -149,7 +149,7 @@ impl Head {
     /// A node agent reports that an entrypoint exited (after sending all its output).
     pub(super) fn job_exited(self: &Arc<Self>, report: JobExitedRequest) -> Result<(), Status> {
         check_id("node_id", &report.node_id)?;
-        check_id("submission_id", &report.submission_id)?;
+        check_submission_id(&report.submission_id)?;
         let exit = JobExit {
             exit_code: report.exit_code,
             signal: report.signal,
@@ -229,7 +229,7 @@ impl Jobs for JobsService {
         let id = if request.submission_id.is_empty() {
             new_submission_id()
         } else {
-            check_id("submission_id", &request.submission_id)?;
+            check_submission_id(&request.submission_id)?;
             request.submission_id
         };
         if !spec.working_dir_package.is_empty() && !self.0.packages.has(&spec.working_dir_package) {
@@ -258,7 +258,7 @@ impl Jobs for JobsService {
 
     async fn get_job(&self, request: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
         let id = request.into_inner().submission_id;
-        check_id("submission_id", &id)?;
+        check_submission_id(&id)?;
         Ok(Response::new(self.0.job_info(&id)?))
     }
 
@@ -280,7 +280,7 @@ impl Jobs for JobsService {
         request: Request<StopJobRequest>,
     ) -> Result<Response<StopJobReply>, Status> {
         let request = request.into_inner();
-        check_id("submission_id", &request.submission_id)?;
+        check_submission_id(&request.submission_id)?;
         let grace_ms = match request.grace_ms {
             0 => DEFAULT_STOP_GRACE_MS,
             grace => grace.min(MAX_STOP_GRACE_MS),
@@ -297,7 +297,7 @@ impl Jobs for JobsService {
 
     async fn delete_job(&self, request: Request<JobRef>) -> Result<Response<Empty>, Status> {
         let id = request.into_inner().submission_id;
-        check_id("submission_id", &id)?;
+        check_submission_id(&id)?;
         self.0.update(|state| (state.delete_job(&id), Vec::new()))?;
         self.0.job_logs.remove(&id);
         Ok(Response::new(Empty {}))
@@ -308,7 +308,7 @@ impl Jobs for JobsService {
         request: Request<GetJobLogsRequest>,
     ) -> Result<Response<JobLogChunk>, Status> {
         let request = request.into_inner();
-        check_id("submission_id", &request.submission_id)?;
+        check_submission_id(&request.submission_id)?;
         let status = self.0.job_status(&request.submission_id).ok_or_else(|| {
             Status::not_found(format!(
                 "no job with submission id `{}`",
@@ -343,7 +343,7 @@ impl Jobs for JobsService {
         request: Request<TailJobLogsRequest>,
     ) -> Result<Response<Self::TailJobLogsStream>, Status> {
         let request = request.into_inner();
-        check_id("submission_id", &request.submission_id)?;
+        check_submission_id(&request.submission_id)?;
         if self.0.job_status(&request.submission_id).is_none() {
             return Err(Status::not_found(format!(
                 "no job with submission id `{}`",
