@@ -103,7 +103,7 @@ def pack_directory(path: Union[str, os.PathLike], limit: int = MAX_PACKAGE_BYTES
     if not root.is_dir():
         raise PackageError(f"working directory {root} is not a directory")
     buffer = _LimitedBuffer(limit, str(root))
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=6) as gz:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=1) as gz:
         with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
             for rel, st in _walk(root):
                 kind = st.st_mode

@@ -280,7 +280,7 @@ pub fn pack(dir: &Path, max_bytes: u64) -> Result<Vec<u8>, ArchiveError> {
     }
     let encoder = flate2::GzBuilder::new()
         .mtime(0)
-        .write(Vec::new(), flate2::Compression::default());
+        .write(Vec::new(), flate2::Compression::fast());
     let mut builder = tar::Builder::new(encoder);
     builder.mode(tar::HeaderMode::Deterministic);
     builder.follow_symlinks(false);

@@ -15,7 +15,7 @@ use tonic::Status;
 use troupe_proto::{JobExitedRequest, JobLogAppend, StartJobRequest};
 
 /// How often a running entrypoint's log file is checked for new output.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(25);
 /// Most bytes in one log append.
 const APPEND_BYTES: usize = 1 << 20;
 /// How long an exit report keeps being retried while the head is unreachable.
