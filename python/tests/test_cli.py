@@ -1,5 +1,6 @@
 """`python -m troupe job ...` against a real cluster: exit codes, list, status, logs, errors."""
 
+import json
 import os
 import re
 import subprocess
@@ -29,6 +30,9 @@ def test_submit_wait_exits_with_the_job_exit_code_and_list_shows_it(run_cli):
     assert listing.returncode == 0, listing.stderr
     row = next(line for line in listing.stdout.splitlines() if line.startswith(job_id))
     assert "FAILED" in row and " 3 " in row
+    listed = json.loads(run_cli("job", "list", "--json").stdout)
+    entry = next(job for job in listed if job["submission_id"] == job_id)
+    assert entry["status"] == "FAILED" and entry["exit_code"] == 3
     status = run_cli("job", "status", job_id)
     assert (
         status.returncode == 0 and "FAILED" in status.stdout and re.search(r"exit_code:\s+3", status.stdout)

@@ -50,6 +50,19 @@ def test_archive_with_symlink_outside_is_refused(client):
     assert client.has_package(sha256_hex(archive)) is False
 
 
+def test_chain_of_symlinks_leading_outside_is_refused(client):
+    archive = make_archive(
+        [
+            {"name": "d/up", "link": ".."},
+            {"name": "out", "link": "d/up/.."},
+            {"name": "tag.txt", "data": uuid.uuid4().hex},
+        ]
+    )
+    with pytest.raises(TroupeError, match="out"):
+        client.upload_package(archive)
+    assert client.has_package(sha256_hex(archive)) is False
+
+
 def test_well_formed_archive_is_stored_under_its_hash(client):
     archive = make_archive([{"name": "dir/file.txt", "data": uuid.uuid4().hex}])
     digest = client.upload_package(archive)

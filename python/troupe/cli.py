@@ -5,6 +5,7 @@ outcome (0 SUCCEEDED, the exit code for FAILED or 128+signal, 1 if neither, 130 
 """
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -68,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     stop = actions.add_parser("stop", help="stop a job")
     stop.add_argument("id")
     stop.add_argument("--grace-s", type=float, help="seconds between SIGTERM and SIGKILL (default 5)")
-    actions.add_parser("list", help="list jobs")
+    list_parser = actions.add_parser("list", help="list jobs")
+    list_parser.add_argument("--json", action="store_true", help="one JSON array instead of a table")
     actions.add_parser("delete", help="delete a finished job").add_argument("id")
     return parser
 
@@ -150,6 +152,24 @@ def _show_status(info: JobDetails) -> None:
         print(f"{key + ':':<15}{value}")
 
 
+def job_to_json(info: JobDetails) -> dict:
+    """One job for `job list --json` (the fields of `troupe job list --json`)."""
+    return {
+        "submission_id": info.submission_id,
+        "status": info.status.value,
+        "entrypoint": info.entrypoint,
+        "metadata": dict(info.metadata),
+        "exit_code": info.exit_code,
+        "signal": info.signal or 0,
+        "message": info.message,
+        "node_id": info.node_id or "",
+        "submit_time_ms": info.submit_time_ms or 0,
+        "start_time_ms": info.start_time_ms or 0,
+        "end_time_ms": info.end_time_ms or 0,
+        "log_bytes": info.log_bytes,
+    }
+
+
 def format_table(jobs: Sequence[JobDetails]) -> str:
     """The `job list` table: one row per job, oldest first."""
     rows = [("ID", "STATUS", "EXIT", "SUBMITTED", "ENTRYPOINT")]
@@ -180,7 +200,11 @@ def _run(args: argparse.Namespace) -> int:
             stopped = client.stop_job(args.id, grace_s=args.grace_s)
             print(f"stopping job {args.id}" if stopped else f"job {args.id} had already finished")
         elif args.action == "list":
-            print(format_table(client.list_jobs()))
+            jobs = client.list_jobs()
+            if args.json:
+                print(json.dumps([job_to_json(info) for info in jobs], indent=2))
+            else:
+                print(format_table(jobs))
         elif args.action == "delete":
             if not client.delete_job(args.id):
                 raise TroupeError(f"no such job: {args.id}")

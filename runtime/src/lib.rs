@@ -42,6 +42,7 @@ pub mod jobs;
 pub mod node;
 pub mod objects;
 pub mod pipeline;
+pub mod private_fs;
 pub mod report;
 pub mod reshard;
 pub mod rpc;

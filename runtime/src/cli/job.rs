@@ -228,8 +228,8 @@ pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow:
             Ok(0)
         }
         JobCommand::Stop { id, grace_s } => {
-            if !grace_s.is_finite() || grace_s < 0.0 {
-                anyhow::bail!("--grace-s {grace_s} is not a duration");
+            if !grace_s.is_finite() || !(0.0..=600.0).contains(&grace_s) {
+                anyhow::bail!("--grace-s {grace_s}: give 0 to 600 seconds");
             }
             let grace = Duration::from_secs_f64(grace_s).max(Duration::from_millis(1));
             if client.stop(&id, grace).await? {

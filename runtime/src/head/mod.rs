@@ -59,7 +59,7 @@ pub(crate) struct Head {
     binaries: BinaryStore,
     /// Working-directory packages of jobs.
     packages: BinaryStore,
-    job_store: jobs::JobStore,
+    job_store: jobs::JobWriter,
     job_logs: jobs::LogFiles,
     /// Bumped whenever a job's log grows or a job ends, for log tails.
     logs_changed: watch::Sender<u64>,
@@ -98,8 +98,10 @@ impl HeadHandle {
 
 /// Starts a head on the current tokio runtime.
 pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|err| Error::io(format!("creating {}", config.data_dir.display()), err))?;
+    crate::private_fs::ensure_private_dir(&config.data_dir).map_err(|why| Error::Invalid {
+        what: "head data directory".to_string(),
+        why,
+    })?;
     let token = Token::load_or_create(&config.data_dir).map_err(|err| Error::Invalid {
         what: "cluster token".to_string(),
         why: err.to_string(),
@@ -125,6 +127,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         tracing::info!(jobs = restored.len(), "restored job records");
     }
     state.restore_jobs(restored, Instant::now());
+    let job_store = job_store.into_writer()?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|err| Error::io(format!("binding the head to {}", config.bind), err))?;
@@ -172,11 +175,10 @@ impl Head {
             };
             let outcome = change(&mut state);
             if !state.dirty_jobs.is_empty() {
-                // Under the lock, so records reach the disk in the order they changed.
+                // Queued under the lock, so records reach the disk in the order they changed.
                 let dirty = std::mem::take(&mut state.dirty_jobs);
-                if let Err(err) = self.job_store.write(&dirty, &state.jobs, |job| &job.info) {
-                    tracing::error!(%err, "could not write job records");
-                }
+                self.job_store
+                    .send(jobs::changes(&dirty, &state.jobs, |job| &job.info));
             }
             outcome
         };

@@ -83,16 +83,19 @@ fn relative_path(raw: &Path) -> Result<Option<PathBuf>, ArchiveError> {
 }
 
 /// Checks that a symlink at `link` (relative to the job directory) pointing at `target` stays
-/// inside the job directory.
+/// inside the job directory as text: not absolute, never above the root.
 fn check_link_target(link: &Path, target: &Path) -> Result<(), ArchiveError> {
-    if target.has_root() {
-        return Err(refuse(
+    let outside = || {
+        refuse(
             link,
             format!(
                 "symlink to {} points outside the job directory",
                 target.display()
             ),
-        ));
+        )
+    };
+    if target.has_root() {
+        return Err(outside());
     }
     let mut depth: i64 = link.components().count() as i64 - 1;
     for component in target.components() {
@@ -102,13 +105,65 @@ fn check_link_target(link: &Path, target: &Path) -> Result<(), ArchiveError> {
             _ => {}
         }
         if depth < 0 {
-            return Err(refuse(
-                link,
-                format!(
-                    "symlink to {} points outside the job directory",
-                    target.display()
-                ),
-            ));
+            return Err(outside());
+        }
+    }
+    Ok(())
+}
+
+/// Most symlinks followed while resolving one path (as Linux allows).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Checks every symlink of an archive together: resolving its target the way the kernel would,
+/// following the archive's other symlinks on the way, must never leave the job directory. (Each
+/// link can be harmless alone, `d/up -> ..`, and a chain of them still escape, `out -> d/up/..`.)
+fn check_links(links: &[(PathBuf, PathBuf)]) -> Result<(), ArchiveError> {
+    let table: std::collections::HashMap<&Path, &Path> = links
+        .iter()
+        .map(|(link, target)| (link.as_path(), target.as_path()))
+        .collect();
+    for (link, target) in links {
+        let mut resolved: Vec<std::ffi::OsString> = Vec::new();
+        // Components still to walk, next one last: the link's directory, then its target (the
+        // directory is walked too, in case it goes through another link).
+        let mut pending: Vec<Component> = target.components().rev().collect();
+        if let Some(parent) = link.parent() {
+            pending.extend(parent.components().rev());
+        }
+        let mut hops = 0;
+        while let Some(component) = pending.pop() {
+            match component {
+                Component::ParentDir => {
+                    if resolved.pop().is_none() {
+                        return Err(refuse(
+                            link,
+                            format!(
+                                "symlink to {} leads outside the job directory through other symlinks",
+                                target.display()
+                            ),
+                        ));
+                    }
+                }
+                Component::Normal(part) => {
+                    resolved.push(part.to_os_string());
+                    let here: PathBuf = resolved.iter().collect();
+                    if let Some(next) = table.get(here.as_path()) {
+                        hops += 1;
+                        if hops > MAX_LINK_HOPS {
+                            return Err(refuse(link, "too many levels of symlinks"));
+                        }
+                        if next.has_root() {
+                            return Err(refuse(link, "a symlink on its way is absolute"));
+                        }
+                        resolved.pop();
+                        pending.extend(next.components().rev());
+                    }
+                }
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(refuse(link, "absolute symlink target"))
+                }
+            }
         }
     }
     Ok(())
@@ -175,15 +230,19 @@ fn count(summary: &mut Summary, size: u64, limits: &Limits) -> Result<(), Archiv
 pub fn validate(reader: impl Read, limits: &Limits) -> Result<Summary, ArchiveError> {
     let mut archive = tar::Archive::new(GzDecoder::new(reader));
     let mut summary = Summary::default();
+    let mut links = Vec::new();
     for entry in archive.entries().map_err(io("reading the archive"))? {
         let entry = entry.map_err(io("reading the archive"))?;
-        check_entry(&entry)?;
+        if let Some((path, Kind::Symlink(target))) = check_entry(&entry)? {
+            links.push((path, target));
+        }
         count(
             &mut summary,
             entry.header().size().unwrap_or(u64::MAX),
             limits,
         )?;
     }
+    check_links(&links)?;
     Ok(summary)
 }
 
@@ -233,15 +292,27 @@ pub fn unpack(reader: impl Read, dest: &Path, limits: &Limits) -> Result<Summary
             Kind::Symlink(link_target) => links.push((path, link_target)),
         }
     }
-    for (path, link_target) in links {
-        refuse_symlinks_on_the_way(dest, &path)?;
-        let at = dest.join(&path);
+    check_links(&links)?;
+    for (path, link_target) in &links {
+        refuse_symlinks_on_the_way(dest, path)?;
+        let at = dest.join(path);
         if let Some(parent) = at.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(io(format!("creating {}", parent.display())))?;
         }
-        std::os::unix::fs::symlink(&link_target, &at)
+        std::os::unix::fs::symlink(link_target, &at)
             .map_err(io(format!("creating the symlink {}", at.display())))?;
+    }
+    // And on disk, as the kernel resolves them: every link whose target exists stays inside.
+    let root = dest
+        .canonicalize()
+        .map_err(io(format!("resolving {}", dest.display())))?;
+    for (path, _) in &links {
+        if let Ok(resolved) = dest.join(path).canonicalize() {
+            if !resolved.starts_with(&root) {
+                return Err(refuse(path, "symlink resolves outside the job directory"));
+            }
+        }
     }
     Ok(summary)
 }

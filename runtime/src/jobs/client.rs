@@ -242,13 +242,38 @@ impl JobClient {
     }
 }
 
-/// The exit code a command that waited for a job ends with: 0 for SUCCEEDED, the job's own exit
-/// code for FAILED (1 if it had none, as when killed by a signal), 130 for STOPPED.
+/// The exit code a command that waited for a job ends with: 0 for SUCCEEDED, 130 for STOPPED, and
+/// for FAILED the job's own exit code, 128 + the signal for one killed by a signal, 1 otherwise
+/// (as a shell reports them).
 pub fn exit_code_of(info: &JobInfo) -> i32 {
     match info.status() {
         JobStatus::Succeeded => 0,
         JobStatus::Stopped => 130,
-        JobStatus::Failed if info.has_exit_code && info.exit_code != 0 => info.exit_code,
+        JobStatus::Failed if info.signal > 0 => 128 + info.signal,
+        JobStatus::Failed if info.has_exit_code && (1..256).contains(&info.exit_code) => {
+            info.exit_code
+        }
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiting_commands_exit_as_a_shell_would() {
+        let ended = |status: JobStatus, code: Option<i32>, signal: i32| JobInfo {
+            status: status as i32,
+            has_exit_code: code.is_some(),
+            exit_code: code.unwrap_or(-1),
+            signal,
+            ..JobInfo::default()
+        };
+        assert_eq!(exit_code_of(&ended(JobStatus::Succeeded, Some(0), 0)), 0);
+        assert_eq!(exit_code_of(&ended(JobStatus::Failed, Some(3), 0)), 3);
+        assert_eq!(exit_code_of(&ended(JobStatus::Failed, None, 9)), 137);
+        assert_eq!(exit_code_of(&ended(JobStatus::Failed, None, 0)), 1);
+        assert_eq!(exit_code_of(&ended(JobStatus::Stopped, None, 15)), 130);
     }
 }

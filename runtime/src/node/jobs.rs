@@ -4,7 +4,7 @@
 //! process group, SIGKILL after the grace period), and reporting its exit once all of its output
 //! has reached the head.
 
-use super::spawner::{kill, terminate, Process};
+use super::spawner::{kill, kill_group, terminate, Process};
 use super::NodeAgent;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
@@ -21,73 +21,106 @@ const APPEND_BYTES: usize = 1 << 20;
 /// How long an exit report keeps being retried while the head is unreachable.
 const REPORT_PATIENCE: Duration = Duration::from_secs(120);
 
-pub(crate) struct JobTable {
-    dir: PathBuf,
-    /// Entrypoints running: submission id to pid.
-    running: Arc<Mutex<HashMap<String, u32>>>,
+/// What the node knows of its jobs, under one lock so that a stop never slips between a start's
+/// steps.
+#[derive(Default)]
+struct Jobs {
+    /// Entrypoints running: submission id to pid (the leader of the job's process group).
+    running: HashMap<String, u32>,
     /// Jobs taken on and not yet reported finished: starting, running, or exited with the report
     /// on its way. Heartbeats list them.
-    active: Mutex<HashSet<String>>,
+    active: HashSet<String>,
     /// Jobs told to stop while their entrypoint was still being set up.
-    cancelled: Mutex<HashSet<String>>,
+    cancelled: HashSet<String>,
+}
+
+pub(crate) struct JobTable {
+    dir: PathBuf,
+    jobs: Arc<Mutex<Jobs>>,
+}
+
+/// What `JobTable::started` found.
+enum Started {
+    Run,
+    /// A stop came while the entrypoint was being started: it is killed at once.
+    Cancelled,
 }
 
 impl JobTable {
     pub(crate) fn new(dir: PathBuf) -> Self {
         JobTable {
             dir,
-            running: Arc::new(Mutex::new(HashMap::new())),
-            active: Mutex::new(HashSet::new()),
-            cancelled: Mutex::new(HashSet::new()),
+            jobs: Arc::new(Mutex::new(Jobs::default())),
         }
     }
 
-    /// Jobs taken on and not yet reported finished.
-    pub(crate) fn active(&self) -> Vec<String> {
-        self.active
+    fn with<R>(&self, look: impl FnOnce(&mut Jobs) -> R) -> R {
+        let mut jobs = self
+            .jobs
             .lock()
-            .map(|active| active.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// Marks a job taken on; false if it already was.
-    fn take_on(&self, id: &str) -> bool {
-        self.active
-            .lock()
-            .map(|mut active| active.insert(id.to_string()))
-            .unwrap_or(false)
-    }
-
-    fn let_go(&self, id: &str) {
-        if let Ok(mut active) = self.active.lock() {
-            active.remove(id);
-        }
-        if let Ok(mut cancelled) = self.cancelled.lock() {
-            cancelled.remove(id);
-        }
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        look(&mut jobs)
     }
 
     /// Running entrypoints and their pids.
     pub(crate) fn running(&self) -> HashMap<String, u32> {
-        self.running
-            .lock()
-            .map(|table| table.clone())
-            .unwrap_or_default()
+        self.with(|jobs| jobs.running.clone())
+    }
+
+    /// Jobs taken on and not yet reported finished.
+    pub(crate) fn active(&self) -> Vec<String> {
+        self.with(|jobs| jobs.active.iter().cloned().collect())
     }
 
     fn pid_of(&self, id: &str) -> Option<u32> {
-        self.running.lock().ok()?.get(id).copied()
+        self.with(|jobs| jobs.running.get(id).copied())
     }
 
-    /// SIGTERMs the entrypoint's process group, then SIGKILLs it after `grace` if it still runs.
-    pub(crate) fn stop(&self, id: &str, grace: Duration) {
-        let Some(pid) = self.pid_of(id) else {
-            let starting = self.active.lock().is_ok_and(|active| active.contains(id));
-            if starting {
-                if let Ok(mut cancelled) = self.cancelled.lock() {
-                    cancelled.insert(id.to_string());
-                }
+    /// Marks a job taken on; false if it already was.
+    fn take_on(&self, id: &str) -> bool {
+        self.with(|jobs| jobs.active.insert(id.to_string()))
+    }
+
+    /// Records the entrypoint's pid, unless a stop came first.
+    fn started(&self, id: &str, pid: u32) -> Started {
+        self.with(|jobs| {
+            jobs.running.insert(id.to_string(), pid);
+            if jobs.cancelled.remove(id) {
+                Started::Cancelled
+            } else {
+                Started::Run
             }
+        })
+    }
+
+    fn cancelled_before_start(&self, id: &str) -> bool {
+        self.with(|jobs| jobs.cancelled.contains(id))
+    }
+
+    fn exited(&self, id: &str) {
+        self.with(|jobs| jobs.running.remove(id));
+    }
+
+    fn let_go(&self, id: &str) {
+        self.with(|jobs| {
+            jobs.active.remove(id);
+            jobs.cancelled.remove(id);
+            jobs.running.remove(id);
+        });
+    }
+
+    /// SIGTERMs the entrypoint's process group, then SIGKILLs the group after `grace` (whatever
+    /// is left of it, even if the shell itself already exited). A job still being set up is
+    /// cancelled instead.
+    pub(crate) fn stop(&self, id: &str, grace: Duration) {
+        let pid = self.with(|jobs| {
+            let pid = jobs.running.get(id).copied();
+            if pid.is_none() && jobs.active.contains(id) {
+                jobs.cancelled.insert(id.to_string());
+            }
+            pid
+        });
+        let Some(pid) = pid else {
             return;
         };
         tracing::info!(
@@ -101,40 +134,29 @@ impl JobTable {
             return;
         }
         terminate(pid);
-        let running = self.running.clone();
         let id = id.to_string();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            let still = running
-                .lock()
-                .map(|table| table.get(&id) == Some(&pid))
-                .unwrap_or(false);
-            if still {
-                tracing::info!(job = id, pid, "grace period over: killing the job");
-                kill(pid);
-            }
+            tracing::debug!(
+                job = id,
+                pid,
+                "grace period over: killing what is left of the job"
+            );
+            kill_group(pid);
         });
     }
 
-    /// SIGKILLs every entrypoint.
+    /// SIGKILLs every entrypoint and its process group.
     pub(crate) fn kill_all(&self) {
-        if let Ok(table) = self.running.lock() {
-            for pid in table.values() {
-                kill(*pid);
-            }
+        for pid in self.with(|jobs| jobs.running.values().copied().collect::<Vec<_>>()) {
+            kill(pid);
         }
-    }
-
-    fn take_cancelled(&self, id: &str) -> bool {
-        self.cancelled
-            .lock()
-            .map(|mut set| set.remove(id))
-            .unwrap_or(false)
     }
 }
 
 /// Starts a job's entrypoint and returns its pid; its output and exit are then reported by a task
-/// of their own.
+/// of their own. The start runs in a task of its own too, so that it finishes (or cleans up) even
+/// if the head stops waiting for the answer.
 pub(super) async fn start(agent: &Arc<NodeAgent>, request: StartJobRequest) -> Result<u32, Status> {
     let id = request.submission_id.clone();
     if let Some(pid) = agent.jobs.pid_of(&id) {
@@ -145,11 +167,16 @@ pub(super) async fn start(agent: &Arc<NodeAgent>, request: StartJobRequest) -> R
             "job {id} is already being started on this node"
         )));
     }
-    let outcome = launch(agent, request).await;
-    if outcome.is_err() {
-        agent.jobs.let_go(&id);
-    }
-    outcome
+    let owned = agent.clone();
+    tokio::spawn(async move {
+        let outcome = launch(&owned, request).await;
+        if outcome.is_err() {
+            owned.jobs.let_go(&id);
+        }
+        outcome
+    })
+    .await
+    .map_err(|err| Status::internal(format!("starting the job: {err}")))?
 }
 
 /// Prepares the directory, unpacks the package and starts the process.
@@ -179,7 +206,7 @@ async fn launch(agent: &Arc<NodeAgent>, request: StartJobRequest) -> Result<u32,
                 Status::failed_precondition(format!("unpacking the working directory: {why}"))
             })?;
     }
-    if agent.jobs.take_cancelled(&id) {
+    if agent.jobs.cancelled_before_start(&id) {
         return Err(Status::cancelled(
             "the job was stopped before its entrypoint started",
         ));
@@ -197,10 +224,11 @@ async fn launch(agent: &Arc<NodeAgent>, request: StartJobRequest) -> Result<u32,
         .await
         .map_err(|err| Status::failed_precondition(format!("starting `sh -c`: {err}")))?;
     let pid = child.id().unwrap_or(0);
-    if let Ok(mut running) = agent.jobs.running.lock() {
-        running.insert(id.clone(), pid);
-    }
     tracing::info!(job = id, pid, "job entrypoint started");
+    if let Started::Cancelled = agent.jobs.started(&id, pid) {
+        tracing::info!(job = id, pid, "stopped while starting: killing it");
+        kill(pid);
+    }
     tokio::spawn(watch(agent.clone(), id, child, log_path));
     Ok(pid)
 }
@@ -264,6 +292,8 @@ async fn watch(
     mut child: tokio::process::Child,
     log_path: PathBuf,
 ) {
+    // The entrypoint leads its own process group, whose id is its pid.
+    let pgid = child.id().unwrap_or(0);
     let mut sent = 0_u64;
     let status = loop {
         let exited = tokio::select! {
@@ -275,10 +305,20 @@ async fn watch(
             break status;
         }
     };
-    // Output written just before the exit.
-    sent = forward(&agent, &id, &log_path, sent).await;
-    if let Ok(mut running) = agent.jobs.running.lock() {
-        running.remove(&id);
+    agent.jobs.exited(&id);
+    // Processes the entrypoint left behind in its group end with it.
+    kill_group(pgid);
+    // Every byte reaches the head before the exit is reported (the head may be restarting).
+    let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
+    loop {
+        sent = forward(&agent, &id, &log_path, sent).await;
+        let total = std::fs::metadata(&log_path)
+            .map(|meta| meta.len())
+            .unwrap_or(0);
+        if sent >= total || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (exit_code, signal) = match status {
         Ok(status) => {

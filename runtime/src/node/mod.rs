@@ -99,6 +99,10 @@ impl Drop for NodeHandle {
 
 /// Starts a node agent on the current tokio runtime and registers it with the head.
 pub async fn start(config: NodeConfig) -> Result<NodeHandle> {
+    crate::private_fs::ensure_private_dir(&config.work_dir).map_err(|why| Error::Invalid {
+        what: "node work directory".to_string(),
+        why,
+    })?;
     std::fs::create_dir_all(config.work_dir.join("logs"))
         .map_err(|err| Error::io(format!("creating {}", config.work_dir.display()), err))?;
     let channel = crate::rpc::connect_lazy(&config.head_address, &config.token).map_err(|why| {

@@ -84,6 +84,17 @@ pub(crate) fn kill(pid: u32) {
     }
 }
 
+/// SIGKILLs whatever is left of a process group whose leader may already be gone (the kernel does
+/// not hand out a pid that is still some group's id, so this never hits an unrelated process).
+pub(crate) fn kill_group(pgid: u32) {
+    if pgid > 0 {
+        // SAFETY: kill(2) on a process group this agent created.
+        unsafe {
+            libc::kill(-(pgid as i32), libc::SIGKILL);
+        }
+    }
+}
+
 fn spawn_process(process: &Process) -> std::io::Result<tokio::process::Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)

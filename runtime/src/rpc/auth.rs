@@ -34,6 +34,8 @@ pub enum TokenError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the token file: {0}")]
+    NotOwn(String),
     #[error("the token {origin} is not usable: {why}")]
     Malformed { origin: String, why: String },
     #[error("no cluster token: set {TOKEN_ENV}, or {TOKEN_FILE_ENV} to the file `token` in the head's --data-dir (looked in: {looked})")]
@@ -82,8 +84,11 @@ impl Token {
         &self.0
     }
 
-    /// Reads a token file.
+    /// Reads a token file, which must belong to this user.
     pub fn read_file(path: &Path) -> Result<Token, TokenError> {
+        if path.exists() {
+            crate::private_fs::check_own_file(path).map_err(TokenError::NotOwn)?;
+        }
         let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
             path: path.to_path_buf(),
             source,
@@ -91,13 +96,18 @@ impl Token {
         Token::parse(&text, &format!("in {}", path.display()))
     }
 
-    /// The head's token: `data_dir/token`, created (mode 0600) with a fresh token the first time.
+    /// The head's token: `data_dir/token`, created (mode 0600) with a fresh token the first time
+    /// (written to a temporary file and renamed, so a crash never leaves an empty one).
     pub fn load_or_create(data_dir: &Path) -> Result<Token, TokenError> {
         let path = data_dir.join(TOKEN_FILE_NAME);
         if path.exists() {
             return Token::read_file(&path);
         }
         let token = Token::generate();
+        let partial = data_dir.join(format!(
+            "{TOKEN_FILE_NAME}.{}.partial",
+            uuid::Uuid::new_v4().simple()
+        ));
         let write = |source| TokenError::Write {
             path: path.clone(),
             source,
@@ -108,10 +118,11 @@ impl Token {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)
+            .open(&partial)
             .map_err(write)?;
         file.write_all(token.as_str().as_bytes()).map_err(write)?;
         file.sync_all().map_err(write)?;
+        std::fs::rename(&partial, &path).map_err(write)?;
         Ok(token)
     }
 

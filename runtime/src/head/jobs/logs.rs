@@ -43,7 +43,7 @@ impl LogFiles {
             .append(true)
             .open(self.path(id))?;
         let held = file.metadata()?.len();
-        let end = offset + data.len() as u64;
+        let end = offset.saturating_add(data.len() as u64);
         if offset > held || end <= held {
             return Ok(held);
         }

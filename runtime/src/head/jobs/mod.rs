@@ -6,7 +6,7 @@ mod logs;
 mod store;
 
 pub(crate) use logs::LogFiles;
-pub(crate) use store::JobStore;
+pub(crate) use store::{changes, JobStore, JobWriter};
 
 use super::state::{JobExit, Order};
 use super::Head;
@@ -131,7 +131,7 @@ impl Head {
         });
         if !known {
             return Ok(JobLogAck {
-                stored: append.offset + append.data.len() as u64,
+                stored: append.offset.saturating_add(append.data.len() as u64),
                 unknown: true,
             });
         }
@@ -184,10 +184,7 @@ impl Head {
             Ok(reply) => {
                 let pid = reply.into_inner().pid;
                 tracing::info!(job = id, node = node_address, pid, "job started");
-                self.update(|state| {
-                    state.job_started(&id, pid);
-                    ((), Vec::new())
-                });
+                self.update(|state| ((), state.job_started(&id, pid, Instant::now())));
             }
             Err(why) => {
                 tracing::warn!(job = id, %why, "could not start a job");

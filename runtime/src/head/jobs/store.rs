@@ -1,6 +1,7 @@
 //! Job records on disk: one redb table under the head's data directory, keyed by submission id,
-//! holding each job's `JobInfo` as protobuf bytes. Written under the head's state lock whenever a
-//! job changes, read once when the head starts, so records survive a restart.
+//! holding each job's `JobInfo` as protobuf bytes. The head hands every change, in order, to a
+//! writer thread that commits them (batched, fsync'd) off the state lock; they are read once when
+//! the head starts, so records survive a restart.
 
 use crate::error::{Error, Result};
 use prost::Message;
@@ -8,6 +9,26 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use troupe_proto::JobInfo;
+
+/// One change: a job's id and its record, or `None` when it was deleted.
+pub(crate) type Change = (String, Option<Vec<u8>>);
+
+/// The changes to `changed` as `jobs` has them now.
+pub(crate) fn changes<R>(
+    changed: &BTreeSet<String>,
+    jobs: &BTreeMap<String, R>,
+    info_of: impl Fn(&R) -> &JobInfo,
+) -> Vec<Change> {
+    changed
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                jobs.get(id).map(|record| info_of(record).encode_to_vec()),
+            )
+        })
+        .collect()
+}
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 
@@ -61,14 +82,8 @@ impl JobStore {
         Ok(jobs)
     }
 
-    /// Writes the jobs named in `changed` as `jobs` has them now (removing those it lacks), in
-    /// one transaction.
-    pub(crate) fn write<R>(
-        &self,
-        changed: &BTreeSet<String>,
-        jobs: &BTreeMap<String, R>,
-        info_of: impl Fn(&R) -> &JobInfo,
-    ) -> Result<()> {
+    /// Writes changes in one transaction.
+    pub(crate) fn write(&self, changes: &[Change]) -> Result<()> {
         let write = self
             .db
             .begin_write()
@@ -77,10 +92,9 @@ impl JobStore {
             let mut table = write
                 .open_table(JOBS)
                 .map_err(|err| store_error("opening the table", err))?;
-            for id in changed {
-                match jobs.get(id) {
-                    Some(record) => {
-                        let bytes = info_of(record).encode_to_vec();
+            for (id, record) in changes {
+                match record {
+                    Some(bytes) => {
                         table
                             .insert(id.as_str(), bytes.as_slice())
                             .map_err(|err| store_error("writing", err))?;
@@ -97,6 +111,39 @@ impl JobStore {
             .commit()
             .map_err(|err| store_error("committing", err))?;
         Ok(())
+    }
+
+    /// Moves the store to a writer thread; changes sent to the returned writer are committed in
+    /// the order they were sent, as many at a time as have queued up.
+    pub(crate) fn into_writer(self) -> Result<JobWriter> {
+        let (sender, receiver) = std::sync::mpsc::channel::<Vec<Change>>();
+        std::thread::Builder::new()
+            .name("troupe-job-store".to_string())
+            .spawn(move || {
+                while let Ok(mut batch) = receiver.recv() {
+                    while let Ok(more) = receiver.try_recv() {
+                        batch.extend(more);
+                    }
+                    if let Err(err) = self.write(&batch) {
+                        tracing::error!(%err, "could not write job records");
+                    }
+                }
+            })
+            .map_err(|err| Error::io("starting the job record writer", err))?;
+        Ok(JobWriter { sender })
+    }
+}
+
+/// Hands changes to the writer thread without waiting for the disk.
+pub(crate) struct JobWriter {
+    sender: std::sync::mpsc::Sender<Vec<Change>>,
+}
+
+impl JobWriter {
+    pub(crate) fn send(&self, changes: Vec<Change>) {
+        if self.sender.send(changes).is_err() {
+            tracing::error!("the job record writer is gone: records are not saved");
+        }
     }
 }
 
@@ -123,9 +170,9 @@ mod tests {
         let changed: BTreeSet<String> = ["a".to_string(), "b".to_string()].into();
         {
             let store = JobStore::open(&path).unwrap();
-            store.write(&changed, &jobs, |info| info).unwrap();
+            store.write(&changes(&changed, &jobs, |info| info)).unwrap();
             jobs.remove("a");
-            store.write(&changed, &jobs, |info| info).unwrap();
+            store.write(&changes(&changed, &jobs, |info| info)).unwrap();
         }
         let store = JobStore::open(&path).unwrap();
         let loaded = store.load().unwrap();

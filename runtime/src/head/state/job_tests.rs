@@ -287,3 +287,55 @@ fn after_a_restart_running_jobs_are_claimed_or_given_up() {
     assert_eq!(status(&state, "orphan"), JobStatus::Failed);
     assert_eq!(status(&state, "kept"), JobStatus::Running);
 }
+
+#[test]
+fn stops_that_may_be_lost_go_out_again() {
+    let (mut state, node_id, now) = with_node(0);
+    state.submit_job("j", job("x", 0.0), now).unwrap();
+    let (_, orders) = state.stop_job("j", 1000, now).unwrap();
+    assert_eq!(stops(&orders).len(), 1);
+    // The start's answer arrives after the stop went out: the stop is sent again.
+    let orders = state.job_started("j", 77, now);
+    assert_eq!(
+        stops(&orders).len(),
+        1,
+        "a stop that may have overtaken the start is resent"
+    );
+    // Heartbeats still list it: within the grace period nothing more, past it a SIGKILL.
+    let listed = ["j".to_string()];
+    assert!(
+        stops(&state.reconcile_jobs(&node_id, &listed, now + Duration::from_millis(500)))
+            .is_empty()
+    );
+    let overdue = state.reconcile_jobs(&node_id, &listed, now + Duration::from_secs(4));
+    let resent = stops(&overdue);
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].grace_ms, 0, "past its grace the job is killed");
+}
+
+#[test]
+fn a_job_still_starting_during_a_restart_is_claimed_by_heartbeat() {
+    let mut state = HeadState::default();
+    let now = Instant::now();
+    state.restore_jobs(
+        vec![JobInfo {
+            submission_id: "starting".into(),
+            status: JobStatus::Running as i32,
+            spec: Some(job("x", 0.0)),
+            ..JobInfo::default()
+        }],
+        now,
+    );
+    let (node_id, _) =
+        state.register_node("", "127.0.0.1:9", "h", node(0), &Default::default(), now);
+    assert!(
+        state.jobs["starting"].unclaimed_since.is_some(),
+        "not running yet: not claimed"
+    );
+    let orders = state.reconcile_jobs(&node_id, &["starting".to_string()], now);
+    assert!(stops(&orders).is_empty());
+    let claimed = &state.jobs["starting"];
+    assert!(claimed.unclaimed_since.is_none());
+    assert_eq!(claimed.info.node_id, node_id);
+    assert!(!state.unclaimed_jobs_expired(now + Duration::from_secs(60), Duration::from_secs(15)));
+}

@@ -18,11 +18,9 @@ pub(crate) struct JobRecord {
     pub unclaimed_since: Option<Instant>,
     /// When it was placed on its node (or claimed by it).
     pub running_since: Option<Instant>,
+    /// When the last stop order went out, and its grace period.
+    pub stop_sent: Option<(Instant, u64)>,
 }
-
-/// How long a node may take to list a job the head placed there before the head takes it for
-/// lost.
-const LISTING_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -32,7 +30,7 @@ pub(crate) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn request_of_job(spec: &JobSpec) -> Request {
+pub(super) fn request_of_job(spec: &JobSpec) -> Request {
     Request {
         cpu_milli: (spec.entrypoint_num_cpus * 1000.0).round() as u64,
         gpu_milli: (spec.entrypoint_num_gpus * 1000.0).round() as u64,
@@ -48,29 +46,6 @@ pub(crate) struct JobExit {
 }
 
 impl HeadState {
-    /// Takes in jobs read from disk when the head starts: pending ones queue again, running ones
-    /// wait for their node to claim them.
-    pub fn restore_jobs(&mut self, jobs: Vec<JobInfo>, now: Instant) {
-        for info in jobs {
-            let status = info.status();
-            let id = info.submission_id.clone();
-            if status == JobStatus::Pending {
-                self.pending_jobs.push_back(id.clone());
-            }
-            let unclaimed_since = (status == JobStatus::Running).then_some(now);
-            self.jobs.insert(
-                id,
-                JobRecord {
-                    info,
-                    allocation: None,
-                    node_address: String::new(),
-                    unclaimed_since,
-                    running_since: None,
-                },
-            );
-        }
-    }
-
     /// Records a new job and tries to place it. A submission id seen before with the same spec
     /// answers `Ok(true)` and runs nothing; with another spec it is ALREADY_EXISTS.
     pub fn submit_job(
@@ -111,6 +86,7 @@ impl HeadState {
                 node_address: String::new(),
                 unclaimed_since: None,
                 running_since: None,
+                stop_sent: None,
             },
         );
         self.pending_jobs.push_back(submission_id.to_string());
@@ -175,17 +151,38 @@ impl HeadState {
     }
 
     /// The node started the entrypoint as `pid`.
-    pub fn job_started(&mut self, id: &str, pid: u32) {
-        if let Some(job) = self.jobs.get_mut(id) {
-            if job.info.status() == JobStatus::Running {
-                job.info.pid = pid;
-                self.dirty_jobs.insert(id.to_string());
-            }
+    /// The node started the entrypoint as `pid`. A stop that went out before the start reached
+    /// the node is sent again.
+    pub fn job_started(&mut self, id: &str, pid: u32, now: Instant) -> Vec<Order> {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return Vec::new();
+        };
+        if job.info.status() != JobStatus::Running {
+            return Vec::new();
+        }
+        job.info.pid = pid;
+        self.dirty_jobs.insert(id.to_string());
+        match job.stop_sent {
+            Some((_, grace_ms)) => self.stop_order(id, grace_ms, now).into_iter().collect(),
+            None => Vec::new(),
         }
     }
 
+    /// A stop order for a running job's node, noted so it can be sent again if it gets lost.
+    pub(super) fn stop_order(&mut self, id: &str, grace_ms: u64, now: Instant) -> Option<Order> {
+        let job = self.jobs.get_mut(id)?;
+        job.stop_sent = Some((now, grace_ms));
+        (!job.node_address.is_empty()).then(|| Order::StopJob {
+            node_address: job.node_address.clone(),
+            order: StopJobOrder {
+                submission_id: id.to_string(),
+                grace_ms,
+            },
+        })
+    }
+
     /// Settles a running job: frees its resources and stops its actors.
-    fn finish_job(
+    pub(super) fn finish_job(
         &mut self,
         id: &str,
         status: JobStatus,
@@ -324,13 +321,8 @@ impl HeadState {
                 job.info.stop_requested = true;
                 job.info.message = format!("stopping: SIGTERM sent, SIGKILL after {grace_ms} ms");
                 self.dirty_jobs.insert(id.to_string());
-                let mut orders = vec![Order::StopJob {
-                    node_address: job.node_address.clone(),
-                    order: StopJobOrder {
-                        submission_id: id.to_string(),
-                        grace_ms,
-                    },
-                }];
+                let mut orders: Vec<Order> =
+                    self.stop_order(id, grace_ms, now).into_iter().collect();
                 orders.extend(self.stop_job_actors(id));
                 Ok((true, orders))
             }
@@ -354,180 +346,5 @@ impl HeadState {
         self.jobs.remove(id);
         self.dirty_jobs.insert(id.to_string());
         Ok(())
-    }
-
-    /// A node died or its agent restarted: its jobs are gone, but for those it says it still runs.
-    pub(super) fn fail_node_jobs(
-        &mut self,
-        node_id: &str,
-        reason: &str,
-        still_running: &std::collections::HashMap<String, u32>,
-        now: Instant,
-    ) -> Vec<Order> {
-        let lost: Vec<(String, bool)> = self
-            .jobs
-            .values()
-            .filter(|job| {
-                job.info.status() == JobStatus::Running
-                    && job.info.node_id == node_id
-                    && !still_running.contains_key(&job.info.submission_id)
-            })
-            .map(|job| (job.info.submission_id.clone(), job.info.stop_requested))
-            .collect();
-        let mut orders = Vec::new();
-        for (id, stopping) in lost {
-            let status = if stopping {
-                JobStatus::Stopped
-            } else {
-                JobStatus::Failed
-            };
-            orders.extend(self.finish_job(
-                &id,
-                status,
-                format!("its node was lost: {reason}"),
-                now,
-            ));
-        }
-        orders
-    }
-
-    /// A node that registers says which entrypoints it still runs (the head restarted): the head
-    /// takes back those it still counts as running and orders the others stopped.
-    pub(super) fn claim_jobs(
-        &mut self,
-        node_id: &str,
-        node_address: &str,
-        running: &std::collections::HashMap<String, u32>,
-    ) -> Vec<Order> {
-        let mut orders = Vec::new();
-        for (id, pid) in running {
-            let claimable = self.jobs.get(id).is_some_and(|job| {
-                job.info.status() == JobStatus::Running
-                    && (job.unclaimed_since.is_some() || job.info.node_id == node_id)
-            });
-            if !claimable {
-                orders.push(Order::StopJob {
-                    node_address: node_address.to_string(),
-                    order: StopJobOrder {
-                        submission_id: id.clone(),
-                        grace_ms: 0,
-                    },
-                });
-                continue;
-            }
-            let request = self
-                .jobs
-                .get(id)
-                .and_then(|job| job.info.spec.as_ref())
-                .map(request_of_job)
-                .unwrap_or_default();
-            let allocation = self.scheduler.place_on(node_id, &request).ok();
-            if let Some(job) = self.jobs.get_mut(id) {
-                tracing::info!(job = id, node = node_id, "a node claimed a running job");
-                job.unclaimed_since = None;
-                job.running_since = Some(Instant::now());
-                job.info.node_id = node_id.to_string();
-                job.info.pid = *pid;
-                job.info.message = format!("running on node {node_id}");
-                job.node_address = node_address.to_string();
-                job.allocation = allocation;
-                self.dirty_jobs.insert(id.clone());
-            }
-        }
-        orders
-    }
-
-    /// A heartbeat lists the jobs a node has taken on: running jobs of that node it no longer
-    /// lists (past a grace period for starts still on their way) are lost; listed jobs the head
-    /// does not count as running there are ordered stopped.
-    pub fn reconcile_jobs(&mut self, node_id: &str, listed: &[String], now: Instant) -> Vec<Order> {
-        let mut orders = Vec::new();
-        let node_address = self
-            .nodes
-            .get(node_id)
-            .map(|node| node.address.clone())
-            .unwrap_or_default();
-        for id in listed {
-            let wanted = self.jobs.get(id).is_some_and(|job| {
-                job.info.status() == JobStatus::Running
-                    && (job.info.node_id == node_id || job.unclaimed_since.is_some())
-            });
-            if !wanted && !node_address.is_empty() {
-                orders.push(Order::StopJob {
-                    node_address: node_address.clone(),
-                    order: StopJobOrder {
-                        submission_id: id.clone(),
-                        grace_ms: 0,
-                    },
-                });
-            }
-        }
-        let lost: Vec<String> = self
-            .jobs
-            .values()
-            .filter(|job| {
-                job.info.status() == JobStatus::Running
-                    && job.info.node_id == node_id
-                    && job
-                        .running_since
-                        .is_some_and(|since| now.duration_since(since) > LISTING_GRACE)
-                    && !listed.contains(&job.info.submission_id)
-            })
-            .map(|job| job.info.submission_id.clone())
-            .collect();
-        for id in lost {
-            let stopping = self
-                .jobs
-                .get(&id)
-                .is_some_and(|job| job.info.stop_requested);
-            let status = if stopping {
-                JobStatus::Stopped
-            } else {
-                JobStatus::Failed
-            };
-            let message = format!(
-                "node {node_id} no longer runs the entrypoint and never reported how it ended"
-            );
-            orders.extend(self.finish_job(&id, status, message, now));
-        }
-        orders
-    }
-
-    /// Fails running jobs that no node has claimed within `patience` of the head's start.
-    pub fn fail_unclaimed_jobs(
-        &mut self,
-        now: Instant,
-        patience: std::time::Duration,
-    ) -> Vec<Order> {
-        let expired: Vec<String> = self
-            .jobs
-            .values()
-            .filter(|job| {
-                job.unclaimed_since
-                    .is_some_and(|since| now.duration_since(since) > patience)
-            })
-            .map(|job| job.info.submission_id.clone())
-            .collect();
-        let mut orders = Vec::new();
-        for id in expired {
-            orders.extend(self.finish_job(
-                &id,
-                JobStatus::Failed,
-                format!(
-                    "the head restarted and no node reported this job's entrypoint within {} s",
-                    patience.as_secs()
-                ),
-                now,
-            ));
-        }
-        orders
-    }
-
-    /// Whether some job waits to be claimed past `patience`.
-    pub fn unclaimed_jobs_expired(&self, now: Instant, patience: std::time::Duration) -> bool {
-        self.jobs.values().any(|job| {
-            job.unclaimed_since
-                .is_some_and(|since| now.duration_since(since) > patience)
-        })
     }
 }

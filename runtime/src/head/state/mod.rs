@@ -5,6 +5,7 @@
 //! that no gRPC call is ever made while the state lock is held.
 
 mod actors;
+mod job_recovery;
 mod jobs;
 mod nodes;
 mod placement;

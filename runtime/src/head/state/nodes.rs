@@ -46,7 +46,7 @@ impl HeadState {
                 last_heartbeat: now,
             },
         );
-        orders.extend(self.claim_jobs(&id, address, running_jobs));
+        orders.extend(self.claim_jobs(&id, address, running_jobs, now));
         orders.extend(self.schedule(now));
         (id, orders)
     }

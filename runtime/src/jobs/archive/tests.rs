@@ -105,6 +105,34 @@ fn symlinks_pointing_out_are_refused() {
 }
 
 #[test]
+fn chains_of_symlinks_that_escape_are_refused() {
+    let chain = hostile(&[
+        ("d/up", tar::EntryType::Symlink, b"", Some("..")),
+        ("out", tar::EntryType::Symlink, b"", Some("d/up/..")),
+    ]);
+    let err = validate(chain.as_slice(), &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("out"), "{err}");
+    let parent = scratch("chain");
+    let dest = parent.join("job");
+    std::fs::create_dir_all(&dest).unwrap();
+    assert!(unpack(chain.as_slice(), &dest, &Limits::default()).is_err());
+    assert!(!dest.join("out").exists(), "no escaping link is made");
+    let looping = hostile(&[
+        ("a", tar::EntryType::Symlink, b"", Some("b")),
+        ("b", tar::EntryType::Symlink, b"", Some("a")),
+    ]);
+    let err = validate(looping.as_slice(), &Limits::default()).unwrap_err();
+    assert!(err.to_string().contains("levels of symlinks"), "{err}");
+    let inside = hostile(&[
+        ("d/up", tar::EntryType::Symlink, b"", Some("..")),
+        ("d/e/f", tar::EntryType::Regular, b"x", None),
+        ("ok", tar::EntryType::Symlink, b"", Some("d/up/d/e/f")),
+    ]);
+    assert!(validate(inside.as_slice(), &Limits::default()).is_ok());
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
+#[test]
 fn writing_through_a_symlink_is_refused() {
     let dest = scratch("through");
     let outside = scratch("outside");
