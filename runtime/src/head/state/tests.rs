@@ -18,6 +18,17 @@ fn node_resources(gpus: u32) -> NodeResources {
     }
 }
 
+/// Registers a new node (no jobs to claim).
+fn register(
+    state: &mut HeadState,
+    address: &str,
+    hostname: &str,
+    resources: NodeResources,
+    now: Instant,
+) -> (String, Vec<Order>) {
+    state.register_node("", address, hostname, resources, &Default::default(), now)
+}
+
 fn spec(gpu_milli: u64, max_restarts: i32, session: &str) -> CreateActorRequest {
     CreateActorRequest {
         type_name: "t::Actor".into(),
@@ -50,14 +61,7 @@ fn create_places_and_orders_a_start_with_devices() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(4),
-        &Default::default(),
-        now,
-    );
+    register(&mut state, "127.0.0.1:1", "h", node_resources(4), now);
     let (info, orders) = state.create_actor(spec(2000, 0, "s"), now).expect("create");
     let starts = started(&orders);
     assert_eq!(starts.len(), 1);
@@ -96,14 +100,7 @@ fn a_dead_worker_restarts_with_a_new_incarnation_until_the_limit() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(0),
-        &Default::default(),
-        now,
-    );
+    register(&mut state, "127.0.0.1:1", "h", node_resources(0), now);
     let (info, _) = state.create_actor(spec(0, 1, "s"), now).expect("create");
     state
         .worker_ready(&info.id, 1, "127.0.0.1:9", 42, "")
@@ -135,26 +132,12 @@ fn a_silent_node_is_declared_dead_and_its_actors_move() {
     state.open_session("s");
     state.open_session("driver");
     let start = Instant::now();
-    let (first, _) = state.register_node(
-        "",
-        "127.0.0.1:1",
-        "a",
-        node_resources(1),
-        &Default::default(),
-        start,
-    );
+    let (first, _) = register(&mut state, "127.0.0.1:1", "a", node_resources(1), start);
     let (info, _) = state
         .create_actor(spec(1000, 1, "s"), start)
         .expect("create");
     assert_eq!(state.actors[&info.id].info.node_id, first);
-    let (second, _) = state.register_node(
-        "",
-        "127.0.0.1:2",
-        "b",
-        node_resources(1),
-        &Default::default(),
-        start,
-    );
+    let (second, _) = register(&mut state, "127.0.0.1:2", "b", node_resources(1), start);
     state.heartbeat(&second, &[], start + Duration::from_secs(6));
     let orders = state.check_nodes(start + Duration::from_secs(6), Duration::from_secs(5));
     let starts = started(&orders);
@@ -171,14 +154,7 @@ fn closing_a_session_stops_owned_actors_but_not_detached_ones() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(0),
-        &Default::default(),
-        now,
-    );
+    register(&mut state, "127.0.0.1:1", "h", node_resources(0), now);
     let (owned, _) = state
         .create_actor(spec(0, 3, "driver"), now)
         .expect("owned");
@@ -196,14 +172,7 @@ fn names_are_unique_among_live_actors() {
     state.open_session("s");
     state.open_session("driver");
     let now = Instant::now();
-    state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(0),
-        &Default::default(),
-        now,
-    );
+    register(&mut state, "127.0.0.1:1", "h", node_resources(0), now);
     let mut named = spec(0, 0, "s");
     named.name = "trainer".into();
     let (first, _) = state.create_actor(named.clone(), now).expect("first");
@@ -221,14 +190,7 @@ fn names_are_unique_among_live_actors() {
 fn a_closed_session_cannot_own_new_actors() {
     let mut state = HeadState::default();
     let now = Instant::now();
-    state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(0),
-        &Default::default(),
-        now,
-    );
+    register(&mut state, "127.0.0.1:1", "h", node_resources(0), now);
     let err = state
         .create_actor(spec(0, 0, "never-opened"), now)
         .expect_err("no session");
@@ -245,14 +207,7 @@ fn workers_that_never_start_back_off_and_constructor_errors_are_final() {
     let mut state = HeadState::default();
     state.open_session("s");
     let now = Instant::now();
-    state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(0),
-        &Default::default(),
-        now,
-    );
+    register(&mut state, "127.0.0.1:1", "h", node_resources(0), now);
     let (info, _) = state.create_actor(spec(0, -1, "s"), now).expect("create");
     for incarnation in 1..=3 {
         state.worker_failed(&info.id, incarnation, Failure::exited("exit 127"));
@@ -279,14 +234,7 @@ fn a_heartbeat_without_a_live_worker_fails_its_actor() {
     let mut state = HeadState::default();
     state.open_session("s");
     let start = Instant::now();
-    let (node, _) = state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(0),
-        &Default::default(),
-        start,
-    );
+    let (node, _) = register(&mut state, "127.0.0.1:1", "h", node_resources(0), start);
     let (info, _) = state.create_actor(spec(0, 1, "s"), start).expect("create");
     state
         .worker_ready(&info.id, 1, "127.0.0.1:9", 7, "")
@@ -316,14 +264,7 @@ fn a_gang_is_placed_all_together_or_not_at_all() {
     let mut state = HeadState::default();
     state.open_session("s");
     let now = Instant::now();
-    state.register_node(
-        "",
-        "127.0.0.1:1",
-        "h",
-        node_resources(4),
-        &Default::default(),
-        now,
-    );
+    register(&mut state, "127.0.0.1:1", "h", node_resources(4), now);
     let member = |gpus: u64| CreateActorRequest {
         gang: "g1".into(),
         gang_size: 3,
@@ -356,13 +297,6 @@ fn a_gang_is_placed_all_together_or_not_at_all() {
         0
     );
     // A second node makes room: all three start in one pass.
-    let (_, orders) = state.register_node(
-        "",
-        "127.0.0.1:2",
-        "h2",
-        node_resources(4),
-        &Default::default(),
-        now,
-    );
+    let (_, orders) = register(&mut state, "127.0.0.1:2", "h2", node_resources(4), now);
     assert_eq!(started(&orders).len(), 3);
 }
