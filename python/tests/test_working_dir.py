@@ -2,8 +2,10 @@
 
 import uuid
 
+import pytest
+
 from helpers import wait_finished
-from troupe import JobStatus
+from troupe import InvalidRequestError, JobStatus
 from troupe.packaging import pack_directory, sha256_hex
 
 
@@ -45,3 +47,17 @@ def test_same_working_dir_is_uploaded_once(client, tmp_path):
     for job_id in (first, second):
         assert wait_finished(client, job_id).status == JobStatus.SUCCEEDED
         assert client.get_job_info(job_id).working_dir_package == package
+
+
+def test_ray_style_runtime_env_is_accepted_and_unknown_keys_are_named(client, tmp_path):
+    (tmp_path / "hello.txt").write_text("from runtime_env\n")
+    job_id = client.submit_job(
+        "cat hello.txt; echo $FLAVOUR",
+        runtime_env={"working_dir": str(tmp_path), "env_vars": {"FLAVOUR": "ray-style"}},
+    )
+    info = client.wait_for_job(job_id, timeout=60)
+    assert info.status == JobStatus.SUCCEEDED, info.message
+    logs = client.get_job_logs(job_id)
+    assert "from runtime_env" in logs and "ray-style" in logs
+    with pytest.raises(InvalidRequestError, match="pip"):
+        client.submit_job("true", runtime_env={"pip": ["numpy"]})

@@ -50,6 +50,32 @@ def _amount(value: Optional[float], what: str) -> float:
     return amount
 
 
+RUNTIME_ENV_KEYS = ("working_dir", "env_vars")
+
+
+def _merge_runtime_env(
+    runtime_env: Mapping[str, object],
+    working_dir: Optional[Union[str, "os.PathLike[str]"]],
+    env_vars: Optional[Mapping[str, str]],
+) -> tuple:
+    """Ray's `runtime_env` spelled as troupe's arguments; unsupported keys are an error."""
+    unknown = sorted(set(runtime_env) - set(RUNTIME_ENV_KEYS))
+    if unknown:
+        raise InvalidRequestError(
+            f"runtime_env keys {unknown} are not supported (troupe takes {list(RUNTIME_ENV_KEYS)})"
+        )
+    if "working_dir" in runtime_env:
+        if working_dir is not None:
+            raise InvalidRequestError("give working_dir once: as an argument or in runtime_env")
+        working_dir = runtime_env["working_dir"]  # type: ignore[assignment]
+    if "env_vars" in runtime_env:
+        extra = runtime_env["env_vars"]
+        if not isinstance(extra, Mapping):
+            raise InvalidRequestError("runtime_env['env_vars'] must be a mapping of strings")
+        env_vars = {**dict(extra), **dict(env_vars or {})}
+    return working_dir, env_vars
+
+
 class JobSubmissionClient:
     """A connection to a troupe head for jobs.
 
@@ -102,15 +128,20 @@ class JobSubmissionClient:
         entrypoint_num_gpus: Optional[float] = None,
         submission_id: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
+        runtime_env: Optional[Mapping[str, object]] = None,
     ) -> str:
         """Submits `entrypoint` (a shell command line, run with `sh -c`) and returns the job's id.
 
         `working_dir` is packed, uploaded unless the head has it already, and unpacked as the
         job's current directory. Submitting a `submission_id` again with the same spec runs nothing
         new and returns the same id; with another spec it raises JobAlreadyExistsError.
+        `runtime_env` takes Ray's form, `{"working_dir": ..., "env_vars": {...}}`, for code written
+        against Ray's client; other keys are refused by name.
         """
         if not isinstance(entrypoint, str) or not entrypoint.strip():
             raise InvalidRequestError("the entrypoint is empty")
+        if runtime_env:
+            working_dir, env_vars = _merge_runtime_env(runtime_env, working_dir, env_vars)
         spec = jobs_pb2.JobSpec(
             entrypoint=entrypoint,
             working_dir_package=self.upload_working_dir(working_dir) if working_dir is not None else "",
