@@ -197,6 +197,27 @@ async fn jobs_survive_a_head_restart(world: &World) -> anyhow::Result<()> {
         |info, _| info.status() == JobStatus::Succeeded,
     )
     .await?;
+    // The head holds the log and the outcome, so the node drops its copies.
+    let node_copy = world
+        .fixture
+        .dir
+        .join("node-0")
+        .join("jobs")
+        .join(&finished);
+    anyhow::ensure!(
+        node_copy.parent().is_some_and(|jobs| jobs.is_dir()),
+        "the node keeps its jobs under {}",
+        node_copy.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node_copy.exists() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{} is still there",
+            node_copy.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ticking = submit(
         world,
         spec("i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"),

@@ -340,13 +340,22 @@ async fn watch(
         exit_code,
         signal,
     };
-    report_exit(&agent, report).await;
+    let complete = sent
+        >= std::fs::metadata(&log_path)
+            .map(|meta| meta.len())
+            .unwrap_or(0);
+    if report_exit(&agent, report).await && complete {
+        // The head holds the whole log and the outcome: the node's copies can go.
+        let job_dir = agent.jobs.dir.join(&id);
+        let _ = tokio::fs::remove_dir_all(&job_dir).await;
+        let _ = tokio::fs::remove_file(&log_path).await;
+    }
     agent.jobs.let_go(&id);
 }
 
 /// Tells the head how an entrypoint ended, retrying while the head is unreachable (it may be
-/// restarting) for up to `REPORT_PATIENCE`.
-async fn report_exit(agent: &Arc<NodeAgent>, report: JobExitedRequest) {
+/// restarting) for up to `REPORT_PATIENCE`. Returns whether the head took the report.
+async fn report_exit(agent: &Arc<NodeAgent>, report: JobExitedRequest) -> bool {
     let id = report.submission_id.clone();
     let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
     let mut pause = Duration::from_millis(100);
@@ -355,11 +364,11 @@ async fn report_exit(agent: &Arc<NodeAgent>, report: JobExitedRequest) {
         let mut report = report.clone();
         report.node_id = agent.node_id();
         match tokio::time::timeout(Duration::from_secs(5), head.job_exited(report)).await {
-            Ok(Ok(_)) => return,
-            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return,
+            Ok(Ok(_)) => return true,
+            Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => return false,
             _ if tokio::time::Instant::now() > deadline => {
                 tracing::warn!(job = id, "could not report a job's exit to the head");
-                return;
+                return false;
             }
             _ => {
                 tokio::time::sleep(pause).await;
