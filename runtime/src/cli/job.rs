@@ -12,7 +12,8 @@ use troupe_proto::{JobInfo, JobSpec};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum JobCommand {
-    /// Submit a job and print its id; with --wait, follow its logs and exit with its exit code.
+    /// Submit a job and print its id; with --wait, print the id to stderr, follow the logs and
+    /// exit with the job's exit code.
     Submit {
         /// A directory uploaded with the job; the entrypoint runs inside it.
         #[arg(long)]
@@ -207,10 +208,12 @@ pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow:
                     reply.submission_id
                 );
             }
-            println!("{}", reply.submission_id);
             if !wait {
+                println!("{}", reply.submission_id);
                 return Ok(0);
             }
+            // With --wait, stdout carries only the job's output.
+            eprintln!("submitted job {}", reply.submission_id);
             let info = client.follow(&reply.submission_id, write_out).await?;
             eprintln!("job {}: {}", info.submission_id, status_name(info.status()));
             Ok(exit_code_of(&info))
