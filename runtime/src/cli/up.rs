@@ -40,6 +40,13 @@ fn state_file(dir: &Path) -> PathBuf {
 
 /// Reads the state `up` left in `dir`, if any.
 pub(super) fn read_state(dir: &Path) -> Option<ClusterState> {
+    // A state file someone else wrote could send clients, and their token, anywhere.
+    if let Err(why) = crate::private_fs::check_own_file(&state_file(dir)) {
+        if state_file(dir).exists() {
+            tracing::warn!(%why, "ignoring the cluster state file");
+        }
+        return None;
+    }
     let text = std::fs::read_to_string(state_file(dir)).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -78,8 +85,8 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
             );
         }
     }
-    std::fs::create_dir_all(&options.dir)
-        .with_context(|| format!("creating {}", options.dir.display()))?;
+    // Private: its state file and logs steer clients, and its head directory holds the token.
+    crate::private_fs::ensure_private_dir(&options.dir).map_err(anyhow::Error::msg)?;
     let address_file = options.dir.join("head.address");
     let _ = std::fs::remove_file(&address_file);
     let mut head_args = vec![

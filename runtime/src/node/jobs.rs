@@ -54,6 +54,17 @@ impl JobTable {
         }
     }
 
+    /// The entrypoint's working directory: `WORK_DIR/jobs/dirs/ID`.
+    fn job_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("dirs").join(id)
+    }
+
+    /// Where its output goes: `WORK_DIR/jobs/logs/ID.log` (apart from the directories, so that no
+    /// job's log is another job's directory).
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("{id}.log"))
+    }
+
     fn with<R>(&self, look: impl FnOnce(&mut Jobs) -> R) -> R {
         let mut jobs = self
             .jobs
@@ -135,14 +146,19 @@ impl JobTable {
         }
         terminate(pid);
         let id = id.to_string();
+        let jobs = self.jobs.clone();
         tokio::spawn(async move {
             tokio::time::sleep(grace).await;
-            tracing::debug!(
-                job = id,
-                pid,
-                "grace period over: killing what is left of the job"
-            );
-            kill_group(pid);
+            // Only while the same entrypoint still runs: once it is reaped, its pid may be
+            // another process's (what it left behind was killed when it exited).
+            let still = jobs
+                .lock()
+                .map(|jobs| jobs.running.get(&id) == Some(&pid))
+                .unwrap_or(false);
+            if still {
+                tracing::debug!(job = id, pid, "grace period over: killing the job");
+                kill(pid);
+            }
         });
     }
 
@@ -182,8 +198,8 @@ pub(super) async fn start(agent: &Arc<NodeAgent>, request: StartJobRequest) -> R
 /// Prepares the directory, unpacks the package and starts the process.
 async fn launch(agent: &Arc<NodeAgent>, request: StartJobRequest) -> Result<u32, Status> {
     let id = request.submission_id.clone();
-    let job_dir = agent.jobs.dir.join(&id);
-    let log_path = agent.jobs.dir.join(format!("{id}.log"));
+    let job_dir = agent.jobs.job_dir(&id);
+    let log_path = agent.jobs.log_path(&id);
     prepare_dir(&job_dir, &log_path)
         .await
         .map_err(|err| Status::internal(format!("preparing {}: {err}", job_dir.display())))?;
@@ -239,6 +255,9 @@ async fn prepare_dir(job_dir: &Path, log_path: &Path) -> std::io::Result<()> {
         tokio::fs::remove_dir_all(job_dir).await?;
     }
     tokio::fs::create_dir_all(job_dir).await?;
+    if let Some(logs) = log_path.parent() {
+        tokio::fs::create_dir_all(logs).await?;
+    }
     tokio::fs::write(log_path, b"").await
 }
 
@@ -300,14 +319,15 @@ async fn watch(
             status = child.wait() => Some(status),
             _ = tokio::time::sleep(POLL) => None,
         };
-        sent = forward(&agent, &id, &log_path, sent).await;
         if let Some(status) = exited {
+            // Reaped: from now on its pid may be another process's, so no signal may use it.
+            agent.jobs.exited(&id);
+            // Processes the entrypoint left behind in its group end with it.
+            kill_group(pgid);
             break status;
         }
+        sent = forward(&agent, &id, &log_path, sent).await;
     };
-    agent.jobs.exited(&id);
-    // Processes the entrypoint left behind in its group end with it.
-    kill_group(pgid);
     // Every byte reaches the head before the exit is reported (the head may be restarting).
     let deadline = tokio::time::Instant::now() + REPORT_PATIENCE;
     loop {
@@ -346,8 +366,7 @@ async fn watch(
             .unwrap_or(0);
     if report_exit(&agent, report).await && complete {
         // The head holds the whole log and the outcome: the node's copies can go.
-        let job_dir = agent.jobs.dir.join(&id);
-        let _ = tokio::fs::remove_dir_all(&job_dir).await;
+        let _ = tokio::fs::remove_dir_all(agent.jobs.job_dir(&id)).await;
         let _ = tokio::fs::remove_file(&log_path).await;
     }
     agent.jobs.let_go(&id);

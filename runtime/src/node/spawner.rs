@@ -84,8 +84,9 @@ pub(crate) fn kill(pid: u32) {
     }
 }
 
-/// SIGKILLs whatever is left of a process group whose leader may already be gone (the kernel does
-/// not hand out a pid that is still some group's id, so this never hits an unrelated process).
+/// SIGKILLs whatever is left of a process group whose leader was just reaped. Call it right
+/// then: while members are left the kernel hands out no pid equal to the group's id, but once the
+/// group is empty a new process may get that number.
 pub(crate) fn kill_group(pgid: u32) {
     if pgid > 0 {
         // SAFETY: kill(2) on a process group this agent created.

@@ -171,22 +171,37 @@ impl Head {
         request: StartJobRequest,
     ) {
         let id = request.submission_id.clone();
+        // The record of the placement is on disk before the entrypoint can run: a head that
+        // crashes now does not place the job a second time after its restart.
+        self.job_store.durable().await;
         let outcome = match self.agent(&node_address) {
             Ok(mut agent) => {
-                tokio::time::timeout(Duration::from_secs(300), agent.start_job(request))
-                    .await
-                    .map_err(|_| "the node agent did not start it within 300 s".to_string())
-                    .and_then(|reply| reply.map_err(|status| status.message().to_string()))
+                match tokio::time::timeout(Duration::from_secs(300), agent.start_job(request)).await
+                {
+                    Ok(Ok(reply)) => Ok(reply),
+                    Ok(Err(status)) if is_transport(&status) => Err(None),
+                    Ok(Err(status)) => Err(Some(status.message().to_string())),
+                    Err(_) => Err(None),
+                }
             }
-            Err(err) => Err(err),
+            Err(err) => Err(Some(err)),
         };
         match outcome {
+            Err(None) => {
+                // The start may have gone through: the node's heartbeats say (a job it does not
+                // list within 10 s is lost).
+                tracing::warn!(
+                    job = id,
+                    node = node_address,
+                    "no answer to a job start; the node's heartbeats will tell"
+                );
+            }
             Ok(reply) => {
                 let pid = reply.into_inner().pid;
                 tracing::info!(job = id, node = node_address, pid, "job started");
                 self.update(|state| ((), state.job_started(&id, pid, Instant::now())));
             }
-            Err(why) => {
+            Err(Some(why)) => {
                 tracing::warn!(job = id, %why, "could not start a job");
                 self.update(|state| ((), state.job_start_failed(&id, &why, Instant::now())));
                 self.logs_changed.send_modify(|version| *version += 1);
@@ -208,6 +223,14 @@ impl Head {
             tracing::warn!(job = id, node = node_address, %why, "job stop order not confirmed");
         }
     }
+}
+
+/// Whether a status says the call's fate is unknown (the connection, not the node, failed).
+fn is_transport(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+    )
 }
 
 /// The `Jobs` service.
@@ -247,6 +270,8 @@ impl Jobs for JobsService {
         if !already_existed {
             tracing::info!(job = id, "job submitted");
         }
+        // Acknowledged only once on disk: a head that crashes after answering still has it.
+        self.0.job_store.durable().await;
         Ok(Response::new(SubmitJobReply {
             submission_id: id,
             already_existed,

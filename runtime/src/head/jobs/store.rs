@@ -116,33 +116,68 @@ impl JobStore {
     /// Moves the store to a writer thread; changes sent to the returned writer are committed in
     /// the order they were sent, as many at a time as have queued up.
     pub(crate) fn into_writer(self) -> Result<JobWriter> {
-        let (sender, receiver) = std::sync::mpsc::channel::<Vec<Change>>();
+        let (sender, receiver) = std::sync::mpsc::channel::<(u64, Vec<Change>)>();
+        let (committed, _) = tokio::sync::watch::channel(0_u64);
+        let report = committed.clone();
         std::thread::Builder::new()
             .name("troupe-job-store".to_string())
             .spawn(move || {
-                while let Ok(mut batch) = receiver.recv() {
-                    while let Ok(more) = receiver.try_recv() {
+                while let Ok((mut upto, mut batch)) = receiver.recv() {
+                    while let Ok((more_upto, more)) = receiver.try_recv() {
+                        upto = more_upto;
                         batch.extend(more);
                     }
                     if let Err(err) = self.write(&batch) {
                         tracing::error!(%err, "could not write job records");
                     }
+                    // Waiters go on either way: a failed write is logged, not retried.
+                    report.send_replace(upto);
                 }
             })
             .map_err(|err| Error::io("starting the job record writer", err))?;
-        Ok(JobWriter { sender })
+        Ok(JobWriter {
+            sender,
+            queued: std::sync::atomic::AtomicU64::new(0),
+            committed,
+        })
     }
 }
 
-/// Hands changes to the writer thread without waiting for the disk.
+/// Hands changes to the writer thread without waiting for the disk; `durable` waits for what
+/// was handed over so far to be on disk.
 pub(crate) struct JobWriter {
-    sender: std::sync::mpsc::Sender<Vec<Change>>,
+    sender: std::sync::mpsc::Sender<(u64, Vec<Change>)>,
+    /// Sequence number of the last batch handed over.
+    queued: std::sync::atomic::AtomicU64,
+    /// Sequence number of the last batch committed.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
+/// Longest `durable` waits for the disk.
+const DURABLE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl JobWriter {
+    /// Queues changes (call under the state lock, so batches keep the order of the changes).
     pub(crate) fn send(&self, changes: Vec<Change>) {
-        if self.sender.send(changes).is_err() {
+        let upto = self
+            .queued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if self.sender.send((upto, changes)).is_err() {
             tracing::error!("the job record writer is gone: records are not saved");
+        }
+    }
+
+    /// Waits until every change queued so far is committed (at most 10 s; a slower disk is
+    /// logged and not waited for).
+    pub(crate) async fn durable(&self) {
+        let wanted = self.queued.load(std::sync::atomic::Ordering::SeqCst);
+        let mut committed = self.committed.subscribe();
+        let reached =
+            tokio::time::timeout(DURABLE_PATIENCE, committed.wait_for(|done| *done >= wanted))
+                .await;
+        if reached.is_err() {
+            tracing::warn!("job records not on disk after 10 s; going on");
         }
     }
 }

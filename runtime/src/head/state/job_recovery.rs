@@ -26,6 +26,9 @@ impl HeadState {
                 self.pending_jobs.push_back(id.clone());
             }
             let unclaimed_since = (status == JobStatus::Running).then_some(now);
+            // A stop asked for before the restart may never have reached the node.
+            let stop_sent =
+                (status == JobStatus::Running && info.stop_requested).then_some((now, 0));
             self.jobs.insert(
                 id,
                 JobRecord {
@@ -34,7 +37,7 @@ impl HeadState {
                     node_address: String::new(),
                     unclaimed_since,
                     running_since: None,
-                    stop_sent: None,
+                    stop_sent,
                 },
             );
         }

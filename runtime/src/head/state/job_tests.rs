@@ -339,3 +339,24 @@ fn a_job_still_starting_during_a_restart_is_claimed_by_heartbeat() {
     assert_eq!(claimed.info.node_id, node_id);
     assert!(!state.unclaimed_jobs_expired(now + Duration::from_secs(60), Duration::from_secs(15)));
 }
+
+#[test]
+fn a_stop_asked_for_before_a_restart_reaches_the_node_that_claims_the_job() {
+    let mut state = HeadState::default();
+    let now = Instant::now();
+    state.restore_jobs(
+        vec![JobInfo {
+            submission_id: "stopping".into(),
+            status: JobStatus::Running as i32,
+            spec: Some(job("x", 0.0)),
+            stop_requested: true,
+            ..JobInfo::default()
+        }],
+        now,
+    );
+    let claims = std::collections::HashMap::from([("stopping".to_string(), 5_u32)]);
+    let (_, orders) = state.register_node("", "127.0.0.1:9", "h", node(0), &claims, now);
+    let sent = stops(&orders);
+    assert_eq!(sent.len(), 1, "the claim sends the stop again");
+    assert_eq!(sent[0].submission_id, "stopping");
+}
