@@ -205,7 +205,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
                 Some(port) => Some(format!("{host}:{port}").parse()?),
                 None => None,
             };
-            let handle = head::start(config).await?;
+            let mut handle = head::start(config).await?;
             println!("troupe head listening on {}", handle.address);
             println!(
                 "cluster token in {}",
@@ -226,6 +226,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             processes::until_signal(handle.wait()).await;
+            handle.flush().await;
             Ok(())
         }
         Command::Node {

@@ -77,6 +77,7 @@ pub struct HeadHandle {
     /// The cluster token (also in `data_dir/token`).
     pub token: Token,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    head: Arc<Head>,
 }
 
 impl Drop for HeadHandle {
@@ -89,10 +90,16 @@ impl Drop for HeadHandle {
 
 impl HeadHandle {
     /// Waits until the server stops (it runs until the process ends or the handle drops).
-    pub async fn wait(mut self) {
+    pub async fn wait(&mut self) {
         if let Some(server) = self.tasks.first_mut() {
             let _ = server.await;
         }
+    }
+
+    /// Waits (at most 10 s) until every job record changed so far is on disk: call it before the
+    /// process exits.
+    pub async fn flush(&self) {
+        self.head.job_store.durable().await;
     }
 }
 
@@ -162,6 +169,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         metrics_address,
         token,
         tasks,
+        head,
     })
 }
 
