@@ -1,7 +1,8 @@
 //! Job transitions of the head's state: submission (idempotent per submission id), placement of
-//! the entrypoint from the pending queue, its start, exit and stop, the loss of its node, its
-//! adoption by a node that still runs it after the head restarted, and deletion. Each transition
-//! marks the job dirty so the head writes its record to disk before the state lock is released.
+//! the entrypoint from the pending queue, its start, exit and stop (with the actors it spawned),
+//! and deletion. Each transition marks the job dirty, so the head queues its record for the disk
+//! before the state lock is released. Recovery (restarts, heartbeats, lost nodes) is in
+//! `job_recovery.rs`.
 
 use super::{HeadState, Order};
 use crate::scheduler::{Allocation, PlacementError, Request};
