@@ -58,64 +58,6 @@ class NodeAgentStub(object):
                 _registered_method=True)
 
 
-class NodeAgentServicer(object):
-    """Missing associated documentation comment in .proto file."""
-
-    def StartWorker(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def StopWorker(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def StartJob(self, request, context):
-        """Fetches the job's package, unpacks it and starts the entrypoint; answers once it runs.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def StopJob(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-
-def add_NodeAgentServicer_to_server(servicer, server):
-    rpc_method_handlers = {
-            'StartWorker': grpc.unary_unary_rpc_method_handler(
-                    servicer.StartWorker,
-                    request_deserializer=troupe_dot_v1_dot_node__pb2.StartWorkerRequest.FromString,
-                    response_serializer=troupe_dot_v1_dot_node__pb2.StartWorkerReply.SerializeToString,
-            ),
-            'StopWorker': grpc.unary_unary_rpc_method_handler(
-                    servicer.StopWorker,
-                    request_deserializer=troupe_dot_v1_dot_node__pb2.StopWorkerRequest.FromString,
-                    response_serializer=troupe_dot_v1_dot_common__pb2.Empty.SerializeToString,
-            ),
-            'StartJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.StartJob,
-                    request_deserializer=troupe_dot_v1_dot_jobs__pb2.StartJobRequest.FromString,
-                    response_serializer=troupe_dot_v1_dot_jobs__pb2.StartJobReply.SerializeToString,
-            ),
-            'StopJob': grpc.unary_unary_rpc_method_handler(
-                    servicer.StopJob,
-                    request_deserializer=troupe_dot_v1_dot_jobs__pb2.StopJobOrder.FromString,
-                    response_serializer=troupe_dot_v1_dot_common__pb2.Empty.SerializeToString,
-            ),
-    }
-    generic_handler = grpc.method_handlers_generic_handler(
-            'troupe.v1.NodeAgent', rpc_method_handlers)
-    server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('troupe.v1.NodeAgent', rpc_method_handlers)
-
-
  # This class is part of an EXPERIMENTAL API.
 class NodeAgent(object):
     """Missing associated documentation comment in .proto file."""

@@ -57,66 +57,6 @@ class WorkerStub(object):
                 _registered_method=True)
 
 
-class WorkerServicer(object):
-    """Missing associated documentation comment in .proto file."""
-
-    def Call(self, request_iterator, context):
-        """One long-lived stream per caller: calls are pipelined and matched by call_id.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def Ping(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def FetchObject(self, request, context):
-        """Streams an object this worker holds (a stage's output), for peers that got its reference.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReleaseObject(self, request, context):
-        """Drops an object this worker holds.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-
-def add_WorkerServicer_to_server(servicer, server):
-    rpc_method_handlers = {
-            'Call': grpc.stream_stream_rpc_method_handler(
-                    servicer.Call,
-                    request_deserializer=troupe_dot_v1_dot_worker__pb2.CallFrame.FromString,
-                    response_serializer=troupe_dot_v1_dot_worker__pb2.ReplyFrame.SerializeToString,
-            ),
-            'Ping': grpc.unary_unary_rpc_method_handler(
-                    servicer.Ping,
-                    request_deserializer=troupe_dot_v1_dot_common__pb2.Empty.FromString,
-                    response_serializer=troupe_dot_v1_dot_common__pb2.Empty.SerializeToString,
-            ),
-            'FetchObject': grpc.unary_stream_rpc_method_handler(
-                    servicer.FetchObject,
-                    request_deserializer=troupe_dot_v1_dot_worker__pb2.ObjectId.FromString,
-                    response_serializer=troupe_dot_v1_dot_worker__pb2.ObjectChunk.SerializeToString,
-            ),
-            'ReleaseObject': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReleaseObject,
-                    request_deserializer=troupe_dot_v1_dot_worker__pb2.ObjectId.FromString,
-                    response_serializer=troupe_dot_v1_dot_common__pb2.Empty.SerializeToString,
-            ),
-    }
-    generic_handler = grpc.method_handlers_generic_handler(
-            'troupe.v1.Worker', rpc_method_handlers)
-    server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('troupe.v1.Worker', rpc_method_handlers)
-
-
  # This class is part of an EXPERIMENTAL API.
 class Worker(object):
     """Missing associated documentation comment in .proto file."""
