@@ -47,6 +47,7 @@ pub mod report;
 pub mod reshard;
 pub mod rpc;
 pub mod scheduler;
+pub mod sim;
 mod transport;
 mod worker;
 

@@ -3,6 +3,7 @@
 
 mod job;
 mod processes;
+mod sim;
 mod status;
 
 pub use status::{to_json as status_json, to_table as status_table};
@@ -137,6 +138,11 @@ enum Command {
         #[command(subcommand)]
         command: job::JobCommand,
     },
+    /// Replay a cluster trace through the scheduler's policies.
+    Sim {
+        #[command(subcommand)]
+        command: sim::SimCommand,
+    },
 }
 
 fn parse_quantity(text: &str) -> Result<(String, f64), String> {
@@ -165,6 +171,10 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
 /// Parses the command line and runs the command; returns the process's exit code.
 pub fn main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
+    if let Command::Sim { command } = cli.command {
+        crate::init_logging("warn");
+        return sim::run(command);
+    }
     let quiet = matches!(cli.command, Command::Job { .. } | Command::Status { .. });
     crate::init_logging(if quiet { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -184,6 +194,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
 async fn run_service(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Job { .. } => bail!("job commands are run by `run`"),
+        Command::Sim { .. } => bail!("sim commands are run by `main`"),
         Command::Head {
             port,
             host,

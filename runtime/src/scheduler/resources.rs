@@ -29,6 +29,33 @@ pub struct Request {
     pub gpu_milli: u64,
     pub custom: BTreeMap<String, f64>,
     pub label_selector: BTreeMap<String, String>,
+    /// GPU models the request may run on (empty: any); devices of other models are not used.
+    pub gpu_models: Vec<String>,
+    /// A node the request must (or, when `soft`, should) go to.
+    pub node_affinity: Option<NodeAffinity>,
+}
+
+/// Pins a request to one node: strictly, or as a preference that falls back to any node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeAffinity {
+    pub node_id: String,
+    pub soft: bool,
+}
+
+impl Request {
+    /// Whether a device of `model` may serve this request.
+    pub fn accepts_model(&self, model: &str) -> bool {
+        self.gpu_models.is_empty() || self.gpu_models.iter().any(|wanted| wanted == model)
+    }
+
+    /// Whole devices wanted (0 for a fraction of one device or none).
+    pub fn whole_gpus(&self) -> usize {
+        if self.gpu_milli >= 1000 {
+            (self.gpu_milli / 1000) as usize
+        } else {
+            0
+        }
+    }
 }
 
 /// A share of one GPU device.
@@ -61,6 +88,8 @@ pub enum Shortfall {
     Cpu { wanted: u64, free: u64, total: u64 },
     #[error("memory: {wanted} bytes wanted, {free} free of {total}")]
     Memory { wanted: u64, free: u64, total: u64 },
+    #[error("node affinity: the request is pinned to node {wanted}")]
+    Affinity { wanted: String },
     #[error("GPU: {wanted} wanted, {free} free of {total} devices")]
     Gpu {
         wanted: String,
@@ -76,15 +105,117 @@ pub enum Shortfall {
     },
 }
 
-/// Checks `request` against one node's free resources and returns the GPU shares it would get.
-pub(crate) fn fit(
+impl Shortfall {
+    /// The resource this shortfall is about, for summaries ("GPU", "CPU", ...).
+    pub fn resource(&self) -> String {
+        match self {
+            Shortfall::Label { key, .. } => format!("label {key}"),
+            Shortfall::Affinity { .. } => "node affinity".to_string(),
+            Shortfall::Cpu { .. } => "CPU".to_string(),
+            Shortfall::Memory { .. } => "memory".to_string(),
+            Shortfall::Gpu { .. } => "GPU".to_string(),
+            Shortfall::Custom { name, .. } => format!("resource {name}"),
+        }
+    }
+}
+
+/// What is in use on one node.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct NodeUsage {
+    pub cpu_milli: u64,
+    pub memory_bytes: u64,
+    /// Per device, in the order of `NodeCapacity::gpus`.
+    pub gpu_milli: Vec<u64>,
+    pub custom: BTreeMap<String, f64>,
+}
+
+impl NodeUsage {
+    /// Nothing in use on a node of `capacity`.
+    pub fn empty(capacity: &NodeCapacity) -> Self {
+        Self {
+            gpu_milli: vec![0; capacity.gpus.len()],
+            ..Self::default()
+        }
+    }
+
+    /// Adds what `allocation` takes.
+    pub(crate) fn add(&mut self, capacity: &NodeCapacity, allocation: &Allocation) {
+        self.add_parts(
+            capacity,
+            allocation.cpu_milli,
+            allocation.memory_bytes,
+            &allocation.gpus,
+            &allocation.custom,
+        );
+    }
+
+    /// Adds what a request of these amounts takes with the devices in `gpus`.
+    pub(crate) fn add_parts(
+        &mut self,
+        capacity: &NodeCapacity,
+        cpu_milli: u64,
+        memory_bytes: u64,
+        gpus: &[GpuShare],
+        custom: &BTreeMap<String, f64>,
+    ) {
+        self.cpu_milli += cpu_milli;
+        self.memory_bytes += memory_bytes;
+        for share in gpus {
+            if let Some(position) = capacity.gpus.iter().position(|g| g.index == share.index) {
+                self.gpu_milli[position] += share.milli;
+            }
+        }
+        for (name, amount) in custom {
+            *self.custom.entry(name.clone()).or_insert(0.0) += amount;
+        }
+    }
+
+    /// Takes back what `allocation` held (never below zero).
+    pub(crate) fn remove(&mut self, capacity: &NodeCapacity, allocation: &Allocation) {
+        self.cpu_milli = self.cpu_milli.saturating_sub(allocation.cpu_milli);
+        self.memory_bytes = self.memory_bytes.saturating_sub(allocation.memory_bytes);
+        for share in &allocation.gpus {
+            if let Some(position) = capacity.gpus.iter().position(|g| g.index == share.index) {
+                self.gpu_milli[position] = self.gpu_milli[position].saturating_sub(share.milli);
+            }
+        }
+        for (name, amount) in &allocation.custom {
+            if let Some(used) = self.custom.get_mut(name) {
+                *used = (*used - amount).max(0.0);
+                if *used < 1e-9 {
+                    self.custom.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Free milli-GPU summed over the devices.
+    pub fn free_gpu_milli(&self) -> u64 {
+        self.gpu_milli
+            .iter()
+            .map(|used| 1000 - used.min(&1000))
+            .sum()
+    }
+}
+
+/// Checks `request` against one node's free resources and returns every distinct way to give it
+/// GPU devices (one way when it wants none or whole devices; one per distinct device state for a
+/// fraction, since which device a fraction lands on shapes the node's fragmentation).
+pub(crate) fn fit_options(
     capacity: &NodeCapacity,
-    used_cpu_milli: u64,
-    used_memory_bytes: u64,
-    used_gpu_milli: &[u64],
-    used_custom: &BTreeMap<String, f64>,
+    usage: &NodeUsage,
     request: &Request,
-) -> Result<Vec<GpuShare>, Shortfall> {
+) -> Result<Vec<Vec<GpuShare>>, Shortfall> {
+    check_non_gpu(capacity, usage, request)?;
+    gpu_options(capacity, &usage.gpu_milli, request)
+}
+
+/// The label, CPU, memory and custom-resource part of the fit test.
+fn check_non_gpu(
+    capacity: &NodeCapacity,
+    usage: &NodeUsage,
+    request: &Request,
+) -> Result<(), Shortfall> {
     for (key, wanted) in &request.label_selector {
         let found = capacity.labels.get(key);
         if found != Some(wanted) {
@@ -97,7 +228,7 @@ pub(crate) fn fit(
             });
         }
     }
-    let free_cpu = capacity.cpu_milli.saturating_sub(used_cpu_milli);
+    let free_cpu = capacity.cpu_milli.saturating_sub(usage.cpu_milli);
     if request.cpu_milli > free_cpu {
         return Err(Shortfall::Cpu {
             wanted: request.cpu_milli,
@@ -105,7 +236,7 @@ pub(crate) fn fit(
             total: capacity.cpu_milli,
         });
     }
-    let free_memory = capacity.memory_bytes.saturating_sub(used_memory_bytes);
+    let free_memory = capacity.memory_bytes.saturating_sub(usage.memory_bytes);
     if request.memory_bytes > free_memory {
         return Err(Shortfall::Memory {
             wanted: request.memory_bytes,
@@ -115,7 +246,7 @@ pub(crate) fn fit(
     }
     for (name, wanted) in &request.custom {
         let total = capacity.custom.get(name).copied().unwrap_or(0.0);
-        let free = total - used_custom.get(name).copied().unwrap_or(0.0);
+        let free = total - usage.custom.get(name).copied().unwrap_or(0.0);
         if *wanted > free + 1e-9 {
             return Err(Shortfall::Custom {
                 name: name.clone(),
@@ -125,68 +256,68 @@ pub(crate) fn fit(
             });
         }
     }
-    let gpus = pick_gpus(capacity, used_gpu_milli, request.gpu_milli)?;
-    Ok(gpus)
+    Ok(())
 }
 
-fn pick_gpus(
+fn gpu_options(
     capacity: &NodeCapacity,
     used_gpu_milli: &[u64],
-    gpu_milli: u64,
-) -> Result<Vec<GpuShare>, Shortfall> {
+    request: &Request,
+) -> Result<Vec<Vec<GpuShare>>, Shortfall> {
+    let gpu_milli = request.gpu_milli;
     if gpu_milli == 0 {
-        return Ok(Vec::new());
+        return Ok(vec![Vec::new()]);
     }
     let total = capacity.gpus.len();
-    if gpu_milli < 1000 {
-        // A fraction lands on one device: the one it fills best, so whole devices stay whole.
-        let best = capacity
+    let allowed = || {
+        capacity
             .gpus
             .iter()
             .zip(used_gpu_milli)
-            .filter(|(_, used)| 1000 - **used >= gpu_milli)
-            .min_by_key(|(gpu, used)| (1000 - **used - gpu_milli, gpu.index));
-        return match best {
-            Some((gpu, _)) => Ok(vec![GpuShare {
-                index: gpu.index,
-                milli: gpu_milli,
-            }]),
-            None => Err(Shortfall::Gpu {
+            .filter(|(gpu, _)| request.accepts_model(&gpu.model))
+    };
+    if gpu_milli < 1000 {
+        let mut options: Vec<Vec<GpuShare>> = Vec::new();
+        let mut seen: Vec<(u64, &str)> = Vec::new();
+        for (gpu, used) in allowed() {
+            if 1000 - used >= gpu_milli && !seen.contains(&(*used, gpu.model.as_str())) {
+                seen.push((*used, gpu.model.as_str()));
+                options.push(vec![GpuShare {
+                    index: gpu.index,
+                    milli: gpu_milli,
+                }]);
+            }
+        }
+        if options.is_empty() {
+            return Err(Shortfall::Gpu {
                 wanted: format!("{:.3} of one device", gpu_milli as f64 / 1000.0),
                 free: format!(
-                    "at most {:.3} on any device",
-                    used_gpu_milli
-                        .iter()
-                        .map(|used| 1000 - used)
-                        .max()
-                        .unwrap_or(0) as f64
-                        / 1000.0
+                    "at most {:.3} on any usable device",
+                    allowed().map(|(_, used)| 1000 - used).max().unwrap_or(0) as f64 / 1000.0
                 ),
                 total,
-            }),
-        };
+            });
+        }
+        return Ok(options);
     }
-    let whole = (gpu_milli / 1000) as usize;
-    let free: Vec<&GpuDevice> = capacity
-        .gpus
-        .iter()
-        .zip(used_gpu_milli)
+    let whole = request.whole_gpus();
+    let free: Vec<GpuShare> = allowed()
         .filter(|(_, used)| **used == 0)
-        .map(|(gpu, _)| gpu)
+        .take(whole)
+        .map(|(gpu, _)| GpuShare {
+            index: gpu.index,
+            milli: 1000,
+        })
         .collect();
     if free.len() < whole {
         return Err(Shortfall::Gpu {
             wanted: format!("{whole} whole devices"),
-            free: format!("{} whole", free.len()),
+            free: format!(
+                "{} whole",
+                allowed().filter(|(_, used)| **used == 0).count()
+            ),
             total,
         });
     }
-    Ok(free
-        .into_iter()
-        .take(whole)
-        .map(|gpu| GpuShare {
-            index: gpu.index,
-            milli: 1000,
-        })
-        .collect())
+    Ok(vec![free])
 }

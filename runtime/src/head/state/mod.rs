@@ -152,6 +152,7 @@ fn request_of(spec: &CreateActorRequest) -> Request {
         gpu_milli: resources.gpu_milli,
         custom: resources.custom.into_iter().collect(),
         label_selector: resources.label_selector.into_iter().collect(),
+        ..Request::default()
     }
 }
 

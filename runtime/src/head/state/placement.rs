@@ -2,7 +2,7 @@
 //! all at once or not at all; placed actors get a new incarnation and a start order.
 
 use super::{request_of, ActorState, HeadState, Order};
-use crate::scheduler::Allocation;
+use crate::scheduler::{Allocation, Strategy};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 use troupe_proto::{GpuAssignment, StartWorkerRequest};
@@ -97,25 +97,18 @@ impl HeadState {
             self.note_pending(&members, &why);
             return Vec::new();
         }
-        let mut trial = self.scheduler.clone();
-        let mut allocations = Vec::with_capacity(members.len());
-        for (id, name) in &members {
-            let request = request_of(&self.actors[id].spec);
-            match trial.place(&request) {
-                Ok(allocation) => allocations.push(allocation),
-                Err(err) => {
-                    let who = if name.is_empty() {
-                        id.clone()
-                    } else {
-                        format!("{name} ({id})")
-                    };
-                    let why = format!("gang {gang}: placed all together or not at all, and member {who} does not fit: {err}");
-                    self.note_pending(&members, &why);
-                    return Vec::new();
-                }
+        let requests: Vec<_> = members
+            .iter()
+            .map(|(id, _)| request_of(&self.actors[id].spec))
+            .collect();
+        let allocations = match self.scheduler.place_all(&requests, Strategy::Pack) {
+            Ok(allocations) => allocations,
+            Err(err) => {
+                let why = format!("gang {gang}: placed all together or not at all: {err}");
+                self.note_pending(&members, &why);
+                return Vec::new();
             }
-        }
-        self.scheduler = trial;
+        };
         let mut orders = Vec::new();
         for ((id, _), allocation) in members.iter().zip(allocations) {
             orders.extend(self.launch(id, allocation, now));

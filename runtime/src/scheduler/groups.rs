@@ -1,0 +1,475 @@
+//! Placement groups and holders. Every tracked placement belongs to a holder (an actor, a job
+//! or a placement group) with a priority; a holder's bundles are placed all together or not at
+//! all under one of four strategies, released all at once, and, when a node dies, its lost
+//! bundles wait to be placed again.
+
+use super::resources::{Allocation, Request};
+use super::{PlacementError, Scheduler, SearchRules};
+use std::collections::BTreeSet;
+
+/// How a group's bundles spread over nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// As few nodes as possible (best effort).
+    #[default]
+    Pack,
+    /// As many nodes as possible (best effort).
+    Spread,
+    /// All bundles on one node, or not placed.
+    StrictPack,
+    /// Every bundle on a different node, or not placed.
+    StrictSpread,
+}
+
+impl Strategy {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_uppercase().as_str() {
+            "PACK" | "" => Strategy::Pack,
+            "SPREAD" => Strategy::Spread,
+            "STRICT_PACK" => Strategy::StrictPack,
+            "STRICT_SPREAD" => Strategy::StrictSpread,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Pack => "PACK",
+            Strategy::Spread => "SPREAD",
+            Strategy::StrictPack => "STRICT_PACK",
+            Strategy::StrictSpread => "STRICT_SPREAD",
+        }
+    }
+}
+
+/// Who holds a placement, and how much they matter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Claim {
+    /// Higher runs first and may preempt lower.
+    pub priority: i32,
+    /// Whether higher-priority work may evict it.
+    pub preemptible: bool,
+    /// When it was placed, in the caller's clock (seconds); used to weigh GPU time lost.
+    pub since_s: f64,
+}
+
+impl Default for Claim {
+    fn default() -> Self {
+        Self {
+            priority: 0,
+            preemptible: false,
+            since_s: 0.0,
+        }
+    }
+}
+
+/// One tracked holder.
+#[derive(Debug, Clone)]
+pub(crate) struct Holder {
+    pub claim: Claim,
+    pub strategy: Strategy,
+    pub bundles: Vec<Request>,
+    /// Per bundle; `None` once its node died, until placed again.
+    pub allocations: Vec<Option<Allocation>>,
+}
+
+impl Holder {
+    /// Milli-GPU held right now.
+    pub fn gpu_milli(&self) -> u64 {
+        self.allocations
+            .iter()
+            .flatten()
+            .map(|a| a.gpus.iter().map(|g| g.milli).sum::<u64>())
+            .sum()
+    }
+}
+
+impl Scheduler {
+    /// Places every bundle of a holder or none, records them under `holder`, and returns one
+    /// allocation per bundle (in bundle order). A holder id already in use is refused.
+    pub fn place_group(
+        &mut self,
+        holder: &str,
+        bundles: &[Request],
+        strategy: Strategy,
+        claim: Claim,
+    ) -> Result<Vec<Allocation>, PlacementError> {
+        if self.holders.contains_key(holder) {
+            return Err(PlacementError::Infeasible(format!(
+                "{holder} already holds resources"
+            )));
+        }
+        self.check_group_feasible(bundles, strategy)?;
+        let missing: Vec<usize> = (0..bundles.len()).collect();
+        let placed = self.place_bundles(bundles, &missing, strategy, &[])?;
+        let mut allocations = vec![None; bundles.len()];
+        for (index, allocation) in placed {
+            allocations[index] = Some(allocation);
+        }
+        let holder_record = super::groups::Holder {
+            claim,
+            strategy,
+            bundles: bundles.to_vec(),
+            allocations,
+        };
+        self.track(holder, holder_record);
+        Ok(self.holders[holder]
+            .allocations
+            .iter()
+            .flatten()
+            .cloned()
+            .collect())
+    }
+
+    /// Places the bundles a holder lost when a node died, keeping its strategy against the
+    /// bundles it still has. Returns (bundle index, allocation) for each.
+    pub fn place_lost_bundles(
+        &mut self,
+        holder: &str,
+    ) -> Result<Vec<(usize, Allocation)>, PlacementError> {
+        let Some(record) = self.holders.get(holder) else {
+            return Err(PlacementError::Infeasible(format!(
+                "{holder} holds nothing"
+            )));
+        };
+        let missing: Vec<usize> = (0..record.bundles.len())
+            .filter(|i| record.allocations[*i].is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kept: Vec<String> = record
+            .allocations
+            .iter()
+            .flatten()
+            .map(|a| a.node_id.clone())
+            .collect();
+        let bundles = record.bundles.clone();
+        let strategy = record.strategy;
+        let placed = self.place_bundles(&bundles, &missing, strategy, &kept)?;
+        if let Some(record) = self.holders.get_mut(holder) {
+            for (index, allocation) in &placed {
+                record.allocations[*index] = Some(allocation.clone());
+            }
+        }
+        self.index_holder(holder);
+        Ok(placed)
+    }
+
+    /// Bundle indexes a holder lost (its node died) and has not got back yet.
+    pub fn lost_bundles(&self, holder: &str) -> Vec<usize> {
+        self.holders
+            .get(holder)
+            .map(|record| {
+                (0..record.allocations.len())
+                    .filter(|i| record.allocations[*i].is_none())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Frees everything a holder has, at once; returns what it held.
+    pub fn release_holder(&mut self, holder: &str) -> Vec<Allocation> {
+        let Some(record) = self.holders.remove(holder) else {
+            return Vec::new();
+        };
+        let allocations: Vec<Allocation> = record.allocations.into_iter().flatten().collect();
+        for allocation in &allocations {
+            self.release(allocation);
+            if let Some(&slot) = self.index_of.get(&allocation.node_id) {
+                if let Some(slot) = self.slots[slot].as_mut() {
+                    slot.holders.remove(holder);
+                    slot.preemptible.retain(|victim| victim.holder != holder);
+                }
+            }
+        }
+        allocations
+    }
+
+    /// The allocations a holder has now, by bundle (`None`: lost with its node).
+    pub fn holder_allocations(&self, holder: &str) -> Option<Vec<Option<Allocation>>> {
+        self.holders.get(holder).map(|h| h.allocations.clone())
+    }
+
+    pub fn holder_claim(&self, holder: &str) -> Option<Claim> {
+        self.holders.get(holder).map(|h| h.claim)
+    }
+
+    /// Every holder id, in order.
+    pub fn holder_ids(&self) -> Vec<String> {
+        self.holders.keys().cloned().collect()
+    }
+
+    /// Registers an already placed holder and its nodes.
+    pub(crate) fn track(&mut self, holder: &str, record: Holder) {
+        self.holders.insert(holder.to_string(), record);
+        self.index_holder(holder);
+    }
+
+    /// Lists `holder` on every node it has a bundle on (and, if preemptible, among the node's
+    /// possible victims, with its current GPU total).
+    fn index_holder(&mut self, holder: &str) {
+        let Some(record) = self.holders.get(holder) else {
+            return;
+        };
+        let victim = record.claim.preemptible.then(|| super::Victim {
+            holder: holder.to_string(),
+            priority: record.claim.priority,
+            since_s: record.claim.since_s,
+            gpu_milli: record.gpu_milli(),
+        });
+        let nodes: BTreeSet<usize> = record
+            .allocations
+            .iter()
+            .flatten()
+            .filter_map(|a| self.index_of.get(&a.node_id).copied())
+            .collect();
+        for index in nodes {
+            if let Some(slot) = self.slots[index].as_mut() {
+                slot.holders.insert(holder.to_string());
+                slot.preemptible.retain(|v| v.holder != holder);
+                if let Some(victim) = &victim {
+                    slot.preemptible.push(victim.clone());
+                }
+            }
+        }
+    }
+
+    /// A group no cluster state could hold fails here with the reason.
+    pub(crate) fn check_group_feasible(
+        &self,
+        bundles: &[Request],
+        strategy: Strategy,
+    ) -> Result<(), PlacementError> {
+        if bundles.is_empty() {
+            return Err(PlacementError::Infeasible(
+                "a placement group needs at least one bundle".to_string(),
+            ));
+        }
+        for (index, bundle) in bundles.iter().enumerate() {
+            self.check_feasible(bundle).map_err(|err| match err {
+                PlacementError::Infeasible(why) => {
+                    PlacementError::Infeasible(format!("bundle {index}: {why}"))
+                }
+                other => other,
+            })?;
+        }
+        if strategy == Strategy::StrictSpread && bundles.len() > self.node_count() {
+            return Err(PlacementError::Infeasible(format!(
+                "STRICT_SPREAD needs {} nodes, the cluster has {}",
+                bundles.len(),
+                self.node_count()
+            )));
+        }
+        if strategy == Strategy::StrictPack && !self.some_empty_node_holds_all(bundles) {
+            return Err(PlacementError::Infeasible(
+                "STRICT_PACK: no node, even empty, holds all bundles together".to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn some_empty_node_holds_all(&self, bundles: &[Request]) -> bool {
+        self.live_kinds().into_iter().any(|kind| {
+            let capacity = &self.kinds[kind as usize];
+            let mut usage = super::NodeUsage::empty(capacity);
+            bundles.iter().all(|bundle| {
+                match super::resources::fit_options(capacity, &usage, bundle) {
+                    Ok(options) => {
+                        usage.add_parts(
+                            capacity,
+                            bundle.cpu_milli,
+                            bundle.memory_bytes,
+                            &options[0],
+                            &bundle.custom,
+                        );
+                        true
+                    }
+                    Err(_) => false,
+                }
+            })
+        })
+    }
+
+    /// Places the bundles listed in `which` (all or none), biggest first, under `strategy`;
+    /// `kept_nodes` are nodes the group already holds bundles on.
+    pub(super) fn place_bundles(
+        &mut self,
+        bundles: &[Request],
+        which: &[usize],
+        strategy: Strategy,
+        kept_nodes: &[String],
+    ) -> Result<Vec<(usize, Allocation)>, PlacementError> {
+        if strategy == Strategy::StrictPack {
+            return self.place_strict_pack(bundles, which, kept_nodes);
+        }
+        let mut order = which.to_vec();
+        order.sort_by_key(|i| {
+            std::cmp::Reverse((
+                bundles[*i].gpu_milli,
+                bundles[*i].cpu_milli,
+                bundles[*i].memory_bytes,
+            ))
+        });
+        let mut used: BTreeSet<usize> = kept_nodes
+            .iter()
+            .filter_map(|id| self.index_of.get(id).copied())
+            .collect();
+        let mut placed: Vec<(usize, Allocation)> = Vec::new();
+        for index in order {
+            let used_list: Vec<usize> = used.iter().copied().collect();
+            let adjust: Vec<(usize, f64)> = match strategy {
+                Strategy::Pack => used_list.iter().map(|n| (*n, -1e12)).collect(),
+                Strategy::Spread => used_list.iter().map(|n| (*n, 1e12)).collect(),
+                _ => Vec::new(),
+            };
+            let exclude: &[usize] = if strategy == Strategy::StrictSpread {
+                &used_list
+            } else {
+                &[]
+            };
+            let rules = SearchRules {
+                exclude,
+                adjust: &adjust,
+            };
+            match self.choose(&bundles[index], &rules) {
+                Ok(choice) => {
+                    used.insert(choice.slot);
+                    let allocation = self.commit(choice, &bundles[index]);
+                    placed.push((index, allocation));
+                }
+                Err(err) => {
+                    for (_, allocation) in &placed {
+                        self.release(allocation);
+                    }
+                    return Err(bundle_error(bundles.len(), index, err));
+                }
+            }
+        }
+        placed.sort_by_key(|(index, _)| *index);
+        Ok(placed)
+    }
+
+    /// All bundles on one node: every candidate node (one per class, or the node the group
+    /// already holds) is tried on a copy of its use, and only the best is committed.
+    fn place_strict_pack(
+        &mut self,
+        bundles: &[Request],
+        which: &[usize],
+        kept_nodes: &[String],
+    ) -> Result<Vec<(usize, Allocation)>, PlacementError> {
+        let candidates: Vec<(usize, usize)> = match kept_nodes.first() {
+            Some(node) => self
+                .index_of
+                .get(node)
+                .map(|i| (*i, 1))
+                .into_iter()
+                .collect(),
+            None => {
+                let mut reps: Vec<(usize, usize)> = self
+                    .classes
+                    .values()
+                    .filter_map(|members| members.iter().next().map(|i| (*i, members.len())))
+                    .collect();
+                reps.sort_unstable();
+                reps
+            }
+        };
+        let wanted: Vec<&Request> = which.iter().map(|i| &bundles[*i]).collect();
+        // Necessary conditions, checked before the exact (and costlier) trial on each node.
+        let need_cpu: u64 = wanted.iter().map(|r| r.cpu_milli).sum();
+        let need_memory: u64 = wanted.iter().map(|r| r.memory_bytes).sum();
+        let need_gpu: u64 = wanted.iter().map(|r| r.gpu_milli).sum();
+        let need_whole: usize = wanted.iter().map(|r| r.whole_gpus()).sum();
+        let mut best: Option<(f64, usize, Vec<Vec<super::GpuShare>>)> = None;
+        let Self {
+            kinds,
+            slots,
+            policy,
+            ..
+        } = self;
+        for (slot, members) in candidates {
+            let Some(node) = slots[slot].as_ref() else {
+                continue;
+            };
+            let capacity = &kinds[node.kind as usize];
+            let idle = node
+                .usage
+                .gpu_milli
+                .iter()
+                .filter(|used| **used == 0)
+                .count();
+            if capacity.cpu_milli.saturating_sub(node.usage.cpu_milli) < need_cpu
+                || capacity
+                    .memory_bytes
+                    .saturating_sub(node.usage.memory_bytes)
+                    < need_memory
+                || node.usage.free_gpu_milli() < need_gpu
+                || idle < need_whole
+            {
+                continue;
+            }
+            let mut usage = node.usage.clone();
+            let mut devices = Vec::with_capacity(wanted.len());
+            let fits = wanted.iter().all(|request| {
+                match super::resources::fit_options(capacity, &usage, request) {
+                    Ok(options) => {
+                        usage.add_parts(
+                            capacity,
+                            request.cpu_milli,
+                            request.memory_bytes,
+                            &options[0],
+                            &request.custom,
+                        );
+                        devices.push(options[0].clone());
+                        true
+                    }
+                    Err(_) => false,
+                }
+            });
+            if !fits {
+                continue;
+            }
+            let before = super::policy::NodeView {
+                kind: node.kind,
+                capacity,
+                usage: &node.usage,
+                members,
+            };
+            let after = super::policy::NodeView {
+                usage: &usage,
+                ..before
+            };
+            let score = policy.score(&before, &after);
+            if best.as_ref().is_none_or(|(found, _, _)| score < *found) {
+                best = Some((score, slot, devices));
+            }
+        }
+        let Some((_, slot, devices)) = best else {
+            return Err(PlacementError::Busy(format!(
+                "STRICT_PACK: no node has room for all {} bundles together",
+                which.len()
+            )));
+        };
+        let mut placed = Vec::with_capacity(which.len());
+        for (index, gpus) in which.iter().zip(devices) {
+            let choice = super::Choice { slot, gpus };
+            placed.push((*index, self.commit(choice, &bundles[*index])));
+        }
+        Ok(placed)
+    }
+}
+
+fn bundle_error(count: usize, index: usize, err: PlacementError) -> PlacementError {
+    if count == 1 {
+        return err;
+    }
+    match err {
+        PlacementError::Busy(why) => {
+            PlacementError::Busy(format!("bundle {index} of {count}: {why}"))
+        }
+        PlacementError::Infeasible(why) => {
+            PlacementError::Infeasible(format!("bundle {index} of {count}: {why}"))
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Preemption planning: which lower-priority, preemptible holders to evict so that a request
+//! that fits nowhere can be placed. Victims are whole holders (a gang is never split), chosen
+//! lowest priority first, then least GPU time lost; the plan is computed on the live state and
+//! every trial change is undone before returning.
+
+use super::groups::Strategy;
+use super::resources::{self, Request};
+use super::{Claim, NodeUsage, Scheduler, SearchRules, Victim};
+
+/// Once one node has a workable victim set, this many more nodes are examined (in order of
+/// their cheapest candidate) before the best set found is taken. Like Kubernetes' preemption,
+/// which examines a bounded sample of nodes, this keeps a plan's cost independent of cluster
+/// size; the first nodes visited are the likeliest to be cheapest.
+const MORE_NODES_AFTER_FIRST_PLAN: usize = 100;
+
+/// How bad evicting a set of victims is, compared lexicographically.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+struct Cost {
+    highest_priority: i32,
+    gpu_milli_seconds: f64,
+    victims: usize,
+}
+
+impl Scheduler {
+    /// The holders to evict so that `bundles` fit, or `None` when even evicting every
+    /// lower-priority preemptible holder would not make room. Nothing is changed.
+    pub fn plan_preemption(
+        &mut self,
+        bundles: &[Request],
+        strategy: Strategy,
+        claim: Claim,
+        now_s: f64,
+    ) -> Option<Vec<String>> {
+        if self.check_group_feasible(bundles, strategy).is_err() {
+            return None;
+        }
+        let mut released: Vec<String> = Vec::new();
+        let mut placed = Vec::new();
+        let groups: Vec<Vec<usize>> = if strategy == Strategy::StrictPack {
+            vec![(0..bundles.len()).collect()]
+        } else {
+            let mut order: Vec<usize> = (0..bundles.len()).collect();
+            order
+                .sort_by_key(|i| std::cmp::Reverse((bundles[*i].gpu_milli, bundles[*i].cpu_milli)));
+            order.into_iter().map(|i| vec![i]).collect()
+        };
+        let mut used_nodes: Vec<usize> = Vec::new();
+        let mut ok = true;
+        for group in &groups {
+            let wanted: Vec<Request> = group.iter().map(|i| bundles[*i].clone()).collect();
+            // First without evicting anyone (earlier evictions may have made room).
+            let exclude: Vec<usize> = if strategy == Strategy::StrictSpread {
+                used_nodes.clone()
+            } else {
+                Vec::new()
+            };
+            if wanted.len() == 1 {
+                let rules = SearchRules {
+                    exclude: &exclude,
+                    adjust: &[],
+                };
+                if let Ok(choice) = self.choose(&wanted[0], &rules) {
+                    used_nodes.push(choice.slot);
+                    placed.push(self.commit(choice, &wanted[0]));
+                    continue;
+                }
+            }
+            let Some((slot, victims)) =
+                self.cheapest_eviction(&wanted, claim, now_s, &exclude, &released)
+            else {
+                ok = false;
+                break;
+            };
+            for victim in victims {
+                self.evict_for_trial(&victim);
+                released.push(victim);
+            }
+            let rules = [(slot, 0.0)];
+            for request in &wanted {
+                match self.search(request, &[], &rules, true) {
+                    Ok(choice) => placed.push(self.commit(choice, request)),
+                    Err(_) => ok = false,
+                }
+            }
+            used_nodes.push(slot);
+            if !ok {
+                break;
+            }
+        }
+        for allocation in &placed {
+            self.release(allocation);
+        }
+        for victim in &released {
+            self.restore_after_trial(victim);
+        }
+        (ok && !released.is_empty()).then_some(released)
+    }
+
+    /// The node where evicting the cheapest set of eligible holders lets all of `wanted` fit.
+    /// Nodes are visited cheapest-candidate first and the scan stops once no later node can
+    /// beat the best set found, so a plan rarely looks at more than a few nodes.
+    fn cheapest_eviction(
+        &mut self,
+        wanted: &[Request],
+        claim: Claim,
+        now_s: f64,
+        exclude: &[usize],
+        already: &[String],
+    ) -> Option<(usize, Vec<String>)> {
+        let lost = |victim: &Victim| victim.gpu_milli as f64 * (now_s - victim.since_s).max(0.0);
+        let eligible =
+            |victim: &Victim| victim.priority < claim.priority && !already.contains(&victim.holder);
+        let mut bounds: Vec<(i32, f64, usize)> = Vec::new();
+        for (index, slot) in self.slots.iter().enumerate() {
+            let Some(node) = slot.as_ref() else { continue };
+            if !node.schedulable || exclude.contains(&index) {
+                continue;
+            }
+            let mut bound: Option<(i32, f64)> = None;
+            for victim in node.preemptible.iter().filter(|v| eligible(v)) {
+                let (priority, cost) = bound.get_or_insert((victim.priority, lost(victim)));
+                *priority = (*priority).min(victim.priority);
+                *cost = cost.min(lost(victim));
+            }
+            if let Some((priority, cost)) = bound {
+                bounds.push((priority, cost, index));
+            }
+        }
+        bounds.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+        let mut best: Option<(Cost, usize, Vec<String>)> = None;
+        let mut looked_after_first = 0;
+        for (priority, cost, index) in bounds {
+            if best.is_some() {
+                looked_after_first += 1;
+                if looked_after_first > MORE_NODES_AFTER_FIRST_PLAN {
+                    break;
+                }
+            }
+            let bound = Cost {
+                highest_priority: priority,
+                gpu_milli_seconds: cost,
+                victims: 1,
+            };
+            if best.as_ref().is_some_and(|(found, _, _)| *found <= bound) {
+                break;
+            }
+            let Some(node) = self.slots[index].as_ref() else {
+                continue;
+            };
+            let mut candidates: Vec<&Victim> =
+                node.preemptible.iter().filter(|v| eligible(v)).collect();
+            candidates.sort_by(|a, b| {
+                a.priority
+                    .cmp(&b.priority)
+                    .then(lost(a).total_cmp(&lost(b)))
+                    .then_with(|| a.holder.cmp(&b.holder))
+            });
+            if let Some((taken, count)) = self.evict_until_fits(index, wanted, &candidates) {
+                let cost = Cost {
+                    highest_priority: taken.iter().map(|v| v.priority).max().unwrap_or(i32::MIN),
+                    gpu_milli_seconds: taken.iter().map(|v| lost(v)).sum(),
+                    victims: count,
+                };
+                if best.as_ref().is_none_or(|(found, _, _)| cost < *found) {
+                    let names = taken.iter().map(|v| v.holder.clone()).collect();
+                    best = Some((cost, index, names));
+                }
+            }
+        }
+        best.map(|(_, slot, victims)| (slot, victims))
+    }
+
+    /// Takes `candidates` in order off a copy of the node's use until `wanted` fits, then puts
+    /// back those not needed (costliest first). Returns the victims needed, or `None`.
+    fn evict_until_fits<'v>(
+        &self,
+        slot: usize,
+        wanted: &[Request],
+        candidates: &[&'v Victim],
+    ) -> Option<(Vec<&'v Victim>, usize)> {
+        let node = self.slots[slot].as_ref()?;
+        let capacity = &self.kinds[node.kind as usize];
+        let here = |victim: &Victim| -> Vec<super::Allocation> {
+            self.holders
+                .get(&victim.holder)
+                .map(|h| {
+                    h.allocations
+                        .iter()
+                        .flatten()
+                        .filter(|a| a.node_id == node.id)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let mut usage = node.usage.clone();
+        let mut taken: Vec<&Victim> = Vec::new();
+        let mut fits = false;
+        for victim in candidates {
+            for allocation in here(victim) {
+                usage.remove(capacity, &allocation);
+            }
+            taken.push(victim);
+            if fits_usage(capacity, &usage, wanted) {
+                fits = true;
+                break;
+            }
+        }
+        if !fits {
+            return None;
+        }
+        let mut index = taken.len();
+        while index > 0 {
+            index -= 1;
+            let back = here(taken[index]);
+            for allocation in &back {
+                usage.add(capacity, allocation);
+            }
+            if fits_usage(capacity, &usage, wanted) {
+                taken.remove(index);
+            } else {
+                for allocation in &back {
+                    usage.remove(capacity, allocation);
+                }
+            }
+        }
+        let count = taken.len();
+        Some((taken, count))
+    }
+
+    fn evict_for_trial(&mut self, holder: &str) {
+        let allocations: Vec<_> = self
+            .holders
+            .get(holder)
+            .map(|h| h.allocations.iter().flatten().cloned().collect())
+            .unwrap_or_default();
+        for allocation in &allocations {
+            self.release(allocation);
+        }
+    }
+
+    fn restore_after_trial(&mut self, holder: &str) {
+        let allocations: Vec<_> = self
+            .holders
+            .get(holder)
+            .map(|h| h.allocations.iter().flatten().cloned().collect())
+            .unwrap_or_default();
+        for allocation in &allocations {
+            self.reapply(allocation);
+        }
+    }
+}
+
+/// Whether all of `wanted` fit together on a node of `capacity` with `usage` in use.
+pub(crate) fn fits_usage(
+    capacity: &super::NodeCapacity,
+    usage: &NodeUsage,
+    wanted: &[Request],
+) -> bool {
+    let mut usage = usage.clone();
+    wanted.iter().all(
+        |request| match resources::fit_options(capacity, &usage, request) {
+            Ok(options) => {
+                usage.add_parts(
+                    capacity,
+                    request.cpu_milli,
+                    request.memory_bytes,
+                    &options[0],
+                    &request.custom,
+                );
+                true
+            }
+            Err(_) => false,
+        },
+    )
+}

@@ -1,0 +1,205 @@
+//! Reading the openb trace's CSV files (nodes and pods) into scheduler types, with errors that
+//! name the file, line and column that is wrong.
+
+use crate::scheduler::{GpuDevice, NodeCapacity, Request};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// A trace file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: the header lacks column `{column}`")]
+    MissingColumn { path: PathBuf, column: String },
+    #[error("{path}:{line}: {message}")]
+    Bad {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: no rows")]
+    Empty { path: PathBuf },
+}
+
+/// One pod of a pod list.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub name: String,
+    pub request: Request,
+}
+
+impl Pod {
+    /// Milli-GPU this pod asks for.
+    pub fn gpu_milli(&self) -> u64 {
+        self.request.gpu_milli
+    }
+}
+
+/// Rows of a CSV file with a header, as maps from column name to value.
+struct Table {
+    path: PathBuf,
+    columns: HashMap<String, usize>,
+    rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Table {
+    fn read(path: &Path, required: &[&str]) -> Result<Self, TraceError> {
+        let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let Some((_, header)) = lines.next() else {
+            return Err(TraceError::Empty {
+                path: path.to_path_buf(),
+            });
+        };
+        let columns: HashMap<String, usize> = header
+            .split(',')
+            .enumerate()
+            .map(|(i, name)| (name.trim().to_string(), i))
+            .collect();
+        for column in required {
+            if !columns.contains_key(*column) {
+                return Err(TraceError::MissingColumn {
+                    path: path.to_path_buf(),
+                    column: column.to_string(),
+                });
+            }
+        }
+        let rows: Vec<(usize, Vec<String>)> = lines
+            .map(|(i, line)| {
+                (
+                    i + 1,
+                    line.split(',').map(|f| f.trim().to_string()).collect(),
+                )
+            })
+            .collect();
+        if rows.is_empty() {
+            return Err(TraceError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            columns,
+            rows,
+        })
+    }
+
+    fn field<'a>(
+        &self,
+        row: &'a (usize, Vec<String>),
+        column: &str,
+    ) -> Result<&'a str, TraceError> {
+        let index = self.columns[column];
+        row.1
+            .get(index)
+            .map(String::as_str)
+            .ok_or_else(|| TraceError::Bad {
+                path: self.path.clone(),
+                line: row.0,
+                message: format!("missing field `{column}`"),
+            })
+    }
+
+    fn number(&self, row: &(usize, Vec<String>), column: &str) -> Result<u64, TraceError> {
+        let text = self.field(row, column)?;
+        text.parse::<u64>().map_err(|_| TraceError::Bad {
+            path: self.path.clone(),
+            line: row.0,
+            message: format!("`{column}` is `{text}`, not a non-negative integer"),
+        })
+    }
+}
+
+/// Nodes from a node list (`sn,cpu_milli,memory_mib,gpu,model`).
+pub fn read_nodes(path: &Path) -> Result<Vec<(String, NodeCapacity)>, TraceError> {
+    let table = Table::read(path, &["sn", "cpu_milli", "memory_mib", "gpu", "model"])?;
+    let mut nodes = Vec::with_capacity(table.rows.len());
+    for row in &table.rows {
+        let gpus = table.number(row, "gpu")?;
+        if gpus > 1024 {
+            return Err(TraceError::Bad {
+                path: table.path.clone(),
+                line: row.0,
+                message: format!("{gpus} GPUs on one node is not plausible"),
+            });
+        }
+        let model = table.field(row, "model")?.to_string();
+        nodes.push((
+            table.field(row, "sn")?.to_string(),
+            NodeCapacity {
+                cpu_milli: table.number(row, "cpu_milli")?,
+                memory_bytes: table.number(row, "memory_mib")?.saturating_mul(1 << 20),
+                gpus: (0..gpus as u32)
+                    .map(|index| GpuDevice {
+                        index,
+                        model: model.clone(),
+                    })
+                    .collect(),
+                ..NodeCapacity::default()
+            },
+        ));
+    }
+    Ok(nodes)
+}
+
+/// Pods from a pod list (`name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,...`).
+pub fn read_pods(path: &Path) -> Result<Vec<Pod>, TraceError> {
+    let table = Table::read(
+        path,
+        &[
+            "name",
+            "cpu_milli",
+            "memory_mib",
+            "num_gpu",
+            "gpu_milli",
+            "gpu_spec",
+        ],
+    )?;
+    let mut pods = Vec::with_capacity(table.rows.len());
+    for row in &table.rows {
+        let num_gpu = table.number(row, "num_gpu")?;
+        let gpu_milli = table.number(row, "gpu_milli")?;
+        let bad = |message: String| TraceError::Bad {
+            path: table.path.clone(),
+            line: row.0,
+            message,
+        };
+        let wanted = match (num_gpu, gpu_milli) {
+            (0, _) => 0,
+            (1, milli) if (1..1000).contains(&milli) => milli,
+            (n, 1000) | (n, 0) if n <= 1024 => n * 1000,
+            (n, milli) => {
+                return Err(bad(format!(
+                    "num_gpu {n} with gpu_milli {milli}: a share of a GPU needs num_gpu 1 and gpu_milli below 1000"
+                )))
+            }
+        };
+        let spec = table.field(row, "gpu_spec")?;
+        pods.push(Pod {
+            name: table.field(row, "name")?.to_string(),
+            request: Request {
+                cpu_milli: table.number(row, "cpu_milli")?,
+                memory_bytes: table.number(row, "memory_mib")?.saturating_mul(1 << 20),
+                gpu_milli: wanted,
+                gpu_models: spec
+                    .split('|')
+                    .map(str::trim)
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                ..Request::default()
+            },
+        });
+    }
+    Ok(pods)
+}
