@@ -52,7 +52,7 @@ mod transport;
 mod worker;
 
 pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, BoxFuture, SpawnOptions};
-pub use cluster::{Cluster, LocalClusterBuilder};
+pub use cluster::{Cluster, LocalClusterBuilder, PlacementGroup, PlacementGroupSpec};
 pub use error::{ActorDeath, Error, RemotePanic, Result};
 pub use transport::bytes_received as call_bytes_received;
 pub use troupe_macros::actor;

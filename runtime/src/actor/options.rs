@@ -19,6 +19,11 @@ pub struct SpawnOptions {
     pub(crate) max_concurrency: u32,
     pub(crate) env: BTreeMap<String, String>,
     pub(crate) gang: Option<(String, u32)>,
+    pub(crate) gpu_models: Vec<String>,
+    pub(crate) node_affinity: Option<(String, bool)>,
+    pub(crate) priority: i32,
+    pub(crate) preemptible: bool,
+    pub(crate) placement_group: Option<(String, Option<u32>)>,
 }
 
 impl Default for SpawnOptions {
@@ -35,6 +40,11 @@ impl Default for SpawnOptions {
             max_concurrency: 1,
             env: BTreeMap::new(),
             gang: None,
+            gpu_models: Vec::new(),
+            node_affinity: None,
+            priority: 0,
+            preemptible: false,
+            placement_group: None,
         }
     }
 }
@@ -113,6 +123,36 @@ impl SpawnOptions {
         self
     }
 
+    /// Only GPUs of these models (repeat for several); default: any model.
+    pub fn gpu_model(mut self, model: impl Into<String>) -> Self {
+        self.gpu_models.push(model.into());
+        self
+    }
+
+    /// Runs on node `node_id`; with `soft`, only prefers it and falls back to any node.
+    pub fn node_affinity(mut self, node_id: impl Into<String>, soft: bool) -> Self {
+        self.node_affinity = Some((node_id.into(), soft));
+        self
+    }
+
+    /// Higher priorities are placed first and may preempt lower, preemptible actors.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Whether higher-priority work may evict this actor (it then goes back to pending).
+    pub fn preemptible(mut self, preemptible: bool) -> Self {
+        self.preemptible = preemptible;
+        self
+    }
+
+    /// Runs inside placement group `group_id`: in bundle `bundle`, or the first bundle with room.
+    pub fn placement_group(mut self, group_id: impl Into<String>, bundle: Option<u32>) -> Self {
+        self.placement_group = Some((group_id.into(), bundle));
+        self
+    }
+
     /// Checks the options and converts them to the wire request.
     pub(crate) fn resource_request(&self) -> Result<ResourceRequest> {
         let invalid = |what: &str, why: String| Error::Invalid {
@@ -157,6 +197,13 @@ impl SpawnOptions {
             gpu_milli: (self.num_gpus * 1000.0).round() as u64,
             custom: self.custom.clone().into_iter().collect(),
             label_selector: self.label_selector.clone().into_iter().collect(),
+            gpu_models: self.gpu_models.clone(),
+            node_id: self
+                .node_affinity
+                .as_ref()
+                .map(|(node, _)| node.clone())
+                .unwrap_or_default(),
+            node_soft: self.node_affinity.as_ref().is_some_and(|(_, soft)| *soft),
         })
     }
 }

@@ -6,6 +6,8 @@
 
 mod executable;
 mod local;
+mod placement_groups;
+pub use placement_groups::{PlacementGroup, PlacementGroupSpec};
 
 pub use local::LocalClusterBuilder;
 
@@ -137,6 +139,14 @@ impl Cluster {
                 .unwrap_or_default(),
             gang_size: options.gang.as_ref().map(|(_, size)| *size).unwrap_or(0),
             job_id: self.client.job_id.clone(),
+            priority: options.priority,
+            preemptible: options.preemptible,
+            placement_group_id: options
+                .placement_group
+                .as_ref()
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default(),
+            bundle_index: options.placement_group.as_ref().and_then(|(_, b)| *b),
         };
         let mut actors = self.client.actors.clone();
         let info = actors

@@ -36,8 +36,24 @@ impl Histogram {
     }
 }
 
-/// The status view: every node with its usage, every actor.
-pub(super) fn status_of(state: &HeadState) -> ClusterStatusReply {
+/// The status view: every node with its usage, every actor, job and placement group, the
+/// policy, and the pending demand.
+pub(super) fn status_of(state: &mut HeadState) -> ClusterStatusReply {
+    let demand = state.pending_demand();
+    let pending_demand = troupe_proto::PendingDemand {
+        shapes: demand
+            .items
+            .iter()
+            .map(|item| troupe_proto::DemandShape {
+                resources: Some(resources_of(&item.request)),
+                count: item.count,
+            })
+            .collect(),
+        cpu_milli: demand.cpu_milli,
+        memory_bytes: demand.memory_bytes,
+        gpu_milli: demand.gpu_milli,
+    };
+    let placement_groups = state.groups.values().map(|g| g.snapshot()).collect();
     let now = Instant::now();
     let nodes = state
         .nodes
@@ -105,6 +121,23 @@ pub(super) fn status_of(state: &HeadState) -> ClusterStatusReply {
         nodes,
         actors,
         jobs,
+        placement_groups,
+        pending_demand: Some(pending_demand),
+        policy: state.scheduler.policy_name().to_string(),
+    }
+}
+
+/// The wire form of a scheduler request.
+fn resources_of(request: &crate::scheduler::Request) -> troupe_proto::ResourceRequest {
+    troupe_proto::ResourceRequest {
+        cpu_milli: request.cpu_milli,
+        memory_bytes: request.memory_bytes,
+        gpu_milli: request.gpu_milli,
+        custom: request.custom.clone().into_iter().collect(),
+        label_selector: request.label_selector.clone().into_iter().collect(),
+        gpu_models: request.gpu_models.clone(),
+        node_id: String::new(),
+        node_soft: false,
     }
 }
 

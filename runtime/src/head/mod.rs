@@ -197,6 +197,16 @@ impl Head {
         result
     }
 
+    /// Runs `look` under the state lock with write access, without waking waiters (for views
+    /// that need trial placements, such as pending demand).
+    fn inspect<R>(&self, look: impl FnOnce(&mut HeadState) -> R) -> R {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        look(&mut state)
+    }
+
     /// Reads the state without changing it.
     fn read<R>(&self, look: impl FnOnce(&HeadState) -> R) -> R {
         let state = match self.state.lock() {
@@ -276,15 +286,16 @@ impl Head {
                     node_address,
                     actor_id,
                     incarnation,
+                    grace_ms,
                 } => {
                     if let Ok(mut agent) = head.agent(&node_address) {
                         let request = StopWorkerRequest {
                             actor_id: actor_id.clone(),
-                            grace_ms: 0,
+                            grace_ms,
                             incarnation,
                         };
                         let answer = tokio::time::timeout(
-                            Duration::from_secs(10),
+                            Duration::from_secs(10) + Duration::from_millis(grace_ms),
                             agent.stop_worker(request),
                         )
                         .await;

@@ -122,6 +122,20 @@ fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
             ));
         }
     }
+    if !request.placement_group_id.is_empty() {
+        check_id("placement_group_id", &request.placement_group_id)?;
+        if !request.gang.is_empty() {
+            return Err(invalid(
+                "placement_group_id",
+                "an actor runs in a gang or in a placement group, not both".to_string(),
+            ));
+        }
+    } else if request.bundle_index.is_some() {
+        return Err(invalid(
+            "bundle_index",
+            "given without a placement_group_id".to_string(),
+        ));
+    }
     for arg in &request.worker_args {
         check_text("worker_args", arg, 4096)?;
     }
@@ -433,7 +447,7 @@ impl Cluster for HeadService {
         &self,
         _request: Request<Empty>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        Ok(Response::new(self.0.read(super::metrics::status_of)))
+        Ok(Response::new(self.0.inspect(super::metrics::status_of)))
     }
 
     type SessionStream = ReceiverStream<Result<SessionEvent, Status>>;
@@ -480,6 +494,47 @@ impl Cluster for HeadService {
     ) -> Result<Response<HasBinaryReply>, Status> {
         let hash = request.into_inner().hash;
         Ok(Response::new(self.0.binaries.answer_has(&hash)?))
+    }
+
+    async fn create_placement_group(
+        &self,
+        request: Request<CreatePlacementGroupRequest>,
+    ) -> Result<Response<PlacementGroupInfo>, Status> {
+        let request = request.into_inner();
+        check_text("name", &request.name, 256)?;
+        let info = self
+            .0
+            .update(|state| match state.create_group(request, Instant::now()) {
+                Ok((info, orders)) => (Ok(info), orders),
+                Err(status) => (Err(status), Vec::new()),
+            })?;
+        Ok(Response::new(info))
+    }
+
+    async fn get_placement_group(
+        &self,
+        request: Request<PlacementGroupRef>,
+    ) -> Result<Response<PlacementGroupInfo>, Status> {
+        let request = request.into_inner();
+        check_id("id", &request.id)?;
+        Ok(Response::new(
+            self.0.read(|state| state.group_info(&request.id))?,
+        ))
+    }
+
+    async fn remove_placement_group(
+        &self,
+        request: Request<PlacementGroupRef>,
+    ) -> Result<Response<Empty>, Status> {
+        let request = request.into_inner();
+        check_id("id", &request.id)?;
+        self.0.update(
+            |state| match state.remove_group(&request.id, Instant::now()) {
+                Ok(orders) => (Ok(()), orders),
+                Err(status) => (Err(status), Vec::new()),
+            },
+        )?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn kv_put(&self, request: Request<KvPutRequest>) -> Result<Response<Empty>, Status> {

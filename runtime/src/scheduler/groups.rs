@@ -156,6 +156,70 @@ impl Scheduler {
         Ok(placed)
     }
 
+    /// Places one lost (or given back) bundle of a holder again.
+    pub fn place_lost_bundle(
+        &mut self,
+        holder: &str,
+        bundle: usize,
+    ) -> Result<Allocation, PlacementError> {
+        let Some(record) = self.holders.get(holder) else {
+            return Err(PlacementError::Infeasible(format!(
+                "{holder} holds nothing"
+            )));
+        };
+        if let Some(Some(allocation)) = record.allocations.get(bundle) {
+            return Ok(allocation.clone());
+        }
+        if bundle >= record.bundles.len() {
+            return Err(PlacementError::Infeasible(format!(
+                "{holder} has no bundle {bundle}"
+            )));
+        }
+        let kept: Vec<String> = record
+            .allocations
+            .iter()
+            .flatten()
+            .map(|a| a.node_id.clone())
+            .collect();
+        let bundles = record.bundles.clone();
+        let strategy = record.strategy;
+        let mut placed = self.place_bundles(&bundles, &[bundle], strategy, &kept)?;
+        let (_, allocation) = placed.remove(0);
+        if let Some(record) = self.holders.get_mut(holder) {
+            record.allocations[bundle] = Some(allocation.clone());
+        }
+        self.index_holder(holder);
+        Ok(allocation)
+    }
+
+    /// Gives back one bundle of a holder (a gang member that died); the holder keeps its other
+    /// bundles and may get this one back with `place_lost_bundles`.
+    pub fn release_bundle(&mut self, holder: &str, bundle: usize) -> Option<Allocation> {
+        let allocation = self
+            .holders
+            .get_mut(holder)?
+            .allocations
+            .get_mut(bundle)?
+            .take()?;
+        self.release(&allocation);
+        let still_there = self.holders.get(holder).is_some_and(|record| {
+            record
+                .allocations
+                .iter()
+                .flatten()
+                .any(|a| a.node_id == allocation.node_id)
+        });
+        if !still_there {
+            if let Some(&index) = self.index_of.get(&allocation.node_id) {
+                if let Some(slot) = self.slots[index].as_mut() {
+                    slot.holders.remove(holder);
+                    slot.preemptible.retain(|victim| victim.holder != holder);
+                }
+            }
+        }
+        Some(allocation)
+    }
+
     /// Bundle indexes a holder lost (its node died) and has not got back yet.
     pub fn lost_bundles(&self, holder: &str) -> Vec<usize> {
         self.holders
@@ -236,7 +300,7 @@ impl Scheduler {
     }
 
     /// A group no cluster state could hold fails here with the reason.
-    pub(crate) fn check_group_feasible(
+    pub fn check_group_feasible(
         &self,
         bundles: &[Request],
         strategy: Strategy,

@@ -2,7 +2,7 @@
 //! failures and restarts (with back-off for actors that cannot start), kills, readiness, and the
 //! end of the sessions that own actors.
 
-use super::{request_of, short_id, ActorRecord, ActorState, Failure, HeadState, Order};
+use super::{request_of, short_id, ActorRecord, ActorState, Failure, HeadState, Order, Pending};
 use crate::scheduler::PlacementError;
 use std::time::{Duration, Instant};
 use tonic::Status;
@@ -42,12 +42,18 @@ impl HeadState {
             )));
         }
         let request = request_of(&spec);
-        if let Err(PlacementError::Infeasible(reason)) = self.scheduler.check_feasible(&request) {
-            return Err(Status::failed_precondition(format!(
-                "cannot place actor of type {}: {reason}",
-                spec.type_name
-            )));
+        if spec.placement_group_id.is_empty() {
+            if let Err(PlacementError::Infeasible(reason)) = self.scheduler.check_feasible(&request)
+            {
+                return Err(Status::failed_precondition(format!(
+                    "cannot place actor of type {}: {reason}",
+                    spec.type_name
+                )));
+            }
+        } else {
+            self.check_fits_group(&spec, &request)?;
         }
+        self.scheduler.observe(&request);
         if !spec.name.is_empty() {
             if let Some(existing) = self.names.get(&spec.name) {
                 return Err(Status::already_exists(format!(
@@ -67,8 +73,12 @@ impl HeadState {
             owner_session: spec.owner_session.clone(),
             resources: spec.resources.clone(),
             max_concurrency: spec.max_concurrency,
+            priority: spec.priority,
+            preemptible: spec.preemptible,
+            placement_group_id: spec.placement_group_id.clone(),
             ..ActorInfo::default()
         };
+        let seq = self.pending.push(Pending::Actor(id.clone()), spec.priority);
         if !spec.name.is_empty() {
             self.names.insert(spec.name.clone(), id.clone());
         }
@@ -82,9 +92,11 @@ impl HeadState {
                 alive_since: None,
                 failed_starts: 0,
                 not_before: None,
+                seq,
+                gang_bundle: None,
+                draining_until: None,
             },
         );
-        self.pending.push_back(id.clone());
         self.counters.actors_created_total += 1;
         let orders = self.schedule(now);
         let info = self.actors[&id].info.clone();
@@ -117,11 +129,13 @@ impl HeadState {
                 node_address: actor.info.node_address.clone(),
                 actor_id: actor_id.to_string(),
                 incarnation,
+                grace_ms: 0,
             });
         }
-        if let Some(allocation) = actor.allocation.take() {
-            self.scheduler.release(&allocation);
-        }
+        self.release_actor(actor_id);
+        let Some(actor) = self.actors.get_mut(actor_id) else {
+            return orders;
+        };
         let never_ready = actor.info.state() == ActorState::Starting;
         actor.failed_starts = if never_ready {
             actor.failed_starts + 1
@@ -143,8 +157,10 @@ impl HeadState {
             actor.queued_at = Some(now);
             actor.not_before = backoff(actor.failed_starts).map(|delay| now + delay);
             self.counters.restarts_total += 1;
-            // Restarts go ahead of new work.
-            self.pending.push_front(actor_id.to_string());
+            // Restarts keep their age: ahead of newer work of equal priority.
+            let (seq, priority) = (actor.seq, actor.spec.priority);
+            self.pending
+                .push_with_seq(Pending::Actor(actor_id.to_string()), priority, seq);
             tracing::info!(
                 actor = actor_id,
                 restarts = actor.info.restarts,
@@ -189,7 +205,7 @@ impl HeadState {
                 actor.info.state = ActorState::Dead as i32;
                 actor.info.death_reason = reason.to_string();
                 let name = actor.info.name.clone();
-                self.pending.retain(|id| id != actor_id);
+                self.pending.remove(&Pending::Actor(actor_id.to_string()));
                 self.forget_name(&name, actor_id);
                 Ok(Vec::new())
             }
@@ -280,7 +296,53 @@ impl HeadState {
                 orders.extend(more);
             }
         }
+        orders.extend(self.remove_session_groups(session_id, Instant::now()));
         orders
+    }
+
+    /// An actor asking for a placement group's bundle: the group must exist, the bundle index
+    /// must be valid, and the request must fit in the bundle (or some bundle) when it is empty.
+    fn check_fits_group(
+        &self,
+        spec: &CreateActorRequest,
+        request: &crate::scheduler::Request,
+    ) -> Result<(), Status> {
+        let group = self.groups.get(&spec.placement_group_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "no placement group with id {}",
+                spec.placement_group_id
+            ))
+        })?;
+        let candidates: Vec<usize> = match spec.bundle_index {
+            Some(index) if index as usize >= group.bundles.len() => {
+                return Err(Status::invalid_argument(format!(
+                    "bundle_index {index}: placement group {} has {} bundles",
+                    spec.placement_group_id,
+                    group.bundles.len()
+                )))
+            }
+            Some(index) => vec![index as usize],
+            None => (0..group.bundles.len()).collect(),
+        };
+        let fits = |bundle: &crate::scheduler::Request| {
+            request.cpu_milli <= bundle.cpu_milli
+                && request.memory_bytes <= bundle.memory_bytes
+                && (request.gpu_milli <= bundle.gpu_milli.min(1000)
+                    || (request.gpu_milli >= 1000 && request.gpu_milli <= bundle.gpu_milli))
+                && request.custom.iter().all(|(name, amount)| {
+                    bundle.custom.get(name).is_some_and(|have| have >= amount)
+                })
+        };
+        if candidates.iter().any(|index| fits(&group.bundles[*index])) {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "cannot place actor of type {} in placement group {}: no bundle{} is big enough for it",
+                spec.type_name,
+                spec.placement_group_id,
+                spec.bundle_index.map(|i| format!(" (asked for bundle {i})")).unwrap_or_default()
+            )))
+        }
     }
 
     /// Frees `name` for reuse if it still points at `actor_id` (which just died).

@@ -5,14 +5,17 @@
 //! that no gRPC call is ever made while the state lock is held.
 
 mod actors;
+mod demand;
+mod groups;
 mod job_recovery;
 mod jobs;
 mod nodes;
 mod placement;
+mod preemption;
 
 pub(crate) use jobs::JobExit;
 
-use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, Request, Scheduler};
+use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, PendingQueue, Request, Scheduler};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 use troupe_proto::{
@@ -31,6 +34,8 @@ pub(crate) enum Order {
         node_address: String,
         actor_id: String,
         incarnation: u64,
+        /// How long the worker may take to exit before it is killed (0: at once).
+        grace_ms: u64,
     },
     StartJob {
         node_address: String,
@@ -63,6 +68,19 @@ pub(crate) struct ActorRecord {
     pub failed_starts: u32,
     /// A crash-looping actor is not placed again before this.
     pub not_before: Option<Instant>,
+    /// Its place in the pending queue's arrival order (kept when it is queued again).
+    pub seq: u64,
+    /// Its bundle in its gang's scheduler holder, once the gang is placed.
+    pub gang_bundle: Option<usize>,
+    /// A preempted worker may still be stopping until then; heartbeats do not kill it early.
+    pub draining_until: Option<Instant>,
+}
+
+/// An entry of the pending queue.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Pending {
+    Actor(String),
+    Group(String),
 }
 
 /// How a worker went away, as `worker_failed` needs it.
@@ -91,6 +109,7 @@ pub(crate) struct Counters {
     pub restarts_total: u64,
     pub actors_created_total: u64,
     pub calls_total: u64,
+    pub preemptions_total: u64,
     pub scheduling_latency: crate::head::metrics::Histogram,
 }
 
@@ -100,7 +119,14 @@ pub(crate) struct HeadState {
     pub scheduler: Scheduler,
     pub actors: HashMap<String, ActorRecord>,
     pub names: HashMap<String, String>,
-    pub pending: VecDeque<String>,
+    /// Actors and placement groups waiting for resources, by priority then age.
+    pub pending: PendingQueue<Pending>,
+    /// Placement groups by id (removed ones stay, as REMOVED).
+    pub groups: BTreeMap<String, groups::GroupRecord>,
+    /// Groups placed so far (a scheduling pass runs again when one was placed during it).
+    pub groups_placed: u64,
+    /// The scheduler's clock starts here.
+    pub epoch: Option<Instant>,
     /// Driver (and worker) sessions whose stream is open.
     pub sessions: HashSet<String>,
     /// The rendezvous key-value store.
@@ -145,18 +171,12 @@ pub(crate) fn capacity_of(resources: &NodeResources) -> NodeCapacity {
 }
 
 fn request_of(spec: &CreateActorRequest) -> Request {
-    let resources = spec.resources.clone().unwrap_or_default();
-    Request {
-        cpu_milli: resources.cpu_milli,
-        memory_bytes: resources.memory_bytes,
-        gpu_milli: resources.gpu_milli,
-        custom: resources.custom.into_iter().collect(),
-        label_selector: resources.label_selector.into_iter().collect(),
-        ..Request::default()
-    }
+    groups::request_of_resources(spec.resources.clone().unwrap_or_default())
 }
 
 #[cfg(test)]
 mod job_tests;
+#[cfg(test)]
+mod scheduling_tests;
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,8 @@ impl HeadState {
         if self.nodes.get(&id).is_some_and(|old| old.alive) {
             // Registering again while alive: the agent restarted and its workers are gone.
             // Take the node out first so nothing is placed on its old bookkeeping.
-            self.scheduler.remove_node(&id);
+            let hit = self.scheduler.remove_node(&id);
+            orders.extend(self.groups_lost_node(&hit, &id, now));
             orders.extend(self.fail_node_actors(&id, "the node agent restarted"));
             orders.extend(self.fail_node_jobs(&id, "the node agent restarted", running_jobs, now));
         }
@@ -83,11 +84,17 @@ impl HeadState {
                     && actor.info.incarnation == incarnation
                     && matches!(actor.info.state(), ActorState::Starting | ActorState::Alive)
             });
-            if !expected {
+            let draining = self
+                .actors
+                .get(actor_id)
+                .and_then(|actor| actor.draining_until)
+                .is_some_and(|until| until > now);
+            if !expected && !draining {
                 orders.push(Order::Stop {
                     node_address: address.clone(),
                     actor_id: actor_id.to_string(),
                     incarnation,
+                    grace_ms: 0,
                 });
             }
         }
@@ -130,7 +137,8 @@ impl HeadState {
             if let Some(node) = self.nodes.get_mut(&node_id) {
                 node.alive = false;
             }
-            self.scheduler.remove_node(&node_id);
+            let hit = self.scheduler.remove_node(&node_id);
+            orders.extend(self.groups_lost_node(&hit, &node_id, now));
             let reason = format!(
                 "node {node_id} died (no heartbeat for {} ms)",
                 timeout.as_millis()

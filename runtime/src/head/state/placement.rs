@@ -1,76 +1,198 @@
-//! Placing pending actors: each lone actor on its own, each gang (the members of an ActorGroup)
-//! all at once or not at all; placed actors get a new incarnation and a start order.
+//! Placing pending work: the pending queue is walked by priority, then age. A lone actor is a
+//! scheduler holder of its own; the members of a gang (an ActorGroup) are one holder, placed all
+//! at once; an actor inside a placement group takes its resources out of a bundle; a placement
+//! group is placed by `groups.rs`. What fits nowhere may preempt lower-priority, preemptible
+//! work (`preemption.rs`). Placed actors get a new incarnation and a start order.
 
-use super::{request_of, ActorState, HeadState, Order};
-use crate::scheduler::{Allocation, Strategy};
-use std::collections::{BTreeSet, VecDeque};
-use std::time::Instant;
+use super::{request_of, ActorState, HeadState, Order, Pending};
+use crate::scheduler::{Allocation, Claim, Pass, PlacementError, Request, Strategy};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 use troupe_proto::{GpuAssignment, StartWorkerRequest};
+
+/// A request that has waited this long, blocked, stops equal and lower priorities from passing
+/// it (no starvation among equals).
+pub(crate) const STARVE_AFTER: Duration = Duration::from_secs(5);
+
+/// The scheduler holder of a gang.
+pub(super) fn gang_holder(gang: &str) -> String {
+    format!("gang:{gang}")
+}
+
+/// What one pending entry tried and how it went.
+pub(super) enum Outcome {
+    Placed(Vec<Order>),
+    /// Not placed; the request that would need room (for preemption), if any.
+    Waiting(Option<(Vec<Request>, Strategy, Claim)>),
+    /// Nothing to do (gone, not due yet, or placed with its gang).
+    Skip,
+}
 
 impl HeadState {
     /// Whether some pending actor's back-off has run out (the head then calls `schedule`).
     pub fn backoff_expired(&self, now: Instant) -> bool {
-        self.pending.iter().any(|id| {
-            self.actors
+        self.pending.ordered().iter().any(|(item, _)| match item {
+            Pending::Actor(id) => self
+                .actors
                 .get(id)
                 .and_then(|actor| actor.not_before)
-                .is_some_and(|not_before| not_before <= now)
+                .is_some_and(|not_before| not_before <= now),
+            Pending::Group(_) => false,
         })
     }
 
-    /// Places what it can from the pending queue, in order.
+    /// Seconds since the head started, as the scheduler's clock.
+    pub(super) fn clock_s(&mut self, now: Instant) -> f64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_secs_f64()
+    }
+
+    /// Places what it can from the pending queue, highest priority first, then oldest; a
+    /// request that fits nowhere may preempt lower-priority preemptible work.
     pub fn schedule(&mut self, now: Instant) -> Vec<Order> {
         let mut orders = Vec::new();
-        let mut still_pending = VecDeque::new();
-        let mut gangs_tried = BTreeSet::new();
-        while let Some(actor_id) = self.pending.pop_front() {
-            let Some(actor) = self.actors.get_mut(&actor_id) else {
-                continue;
-            };
-            if !matches!(
-                actor.info.state(),
-                ActorState::Pending | ActorState::Restarting
-            ) {
-                continue;
-            }
-            if let Some(not_before) = actor.not_before {
-                if not_before > now {
-                    still_pending.push_back(actor_id);
-                    continue;
-                }
-                actor.not_before = None;
-            }
-            let gang = actor.spec.gang.clone();
-            if !gang.is_empty() && actor.info.incarnation == 0 {
-                // A gang's first placement is all or nothing; its members restart one by one.
-                if gangs_tried.insert(gang.clone()) {
-                    orders.extend(self.place_gang(&gang, now));
-                }
-                if self
-                    .actors
-                    .get(&actor_id)
-                    .is_some_and(|a| a.info.state() == ActorState::Pending)
-                {
-                    still_pending.push_back(actor_id);
-                }
-                continue;
-            }
-            match self.scheduler.place(&request_of(&actor.spec)) {
-                Ok(allocation) => orders.extend(self.launch(&actor_id, allocation, now)),
-                Err(err) => {
-                    actor.info.pending_reason = err.to_string();
-                    still_pending.push_back(actor_id);
-                }
+        // A group placed during a pass lets actors earlier in the queue (waiting for it) in:
+        // pass again, a bounded number of times.
+        for _ in 0..4 {
+            let groups_before = self.groups_placed;
+            self.schedule_pass(now, &mut orders);
+            if self.groups_placed == groups_before {
+                break;
             }
         }
-        self.pending = still_pending;
         orders.extend(self.place_jobs(now));
         orders
     }
 
-    /// Places every member of `gang` or none: on a copy of the scheduler first, committed only if
-    /// all fit.
-    fn place_gang(&mut self, gang: &str, now: Instant) -> Vec<Order> {
+    fn schedule_pass(&mut self, now: Instant, orders: &mut Vec<Order>) {
+        let mut pass = Pass::default();
+        let mut gangs_tried = BTreeSet::new();
+        for (item, priority) in self.pending.ordered() {
+            if !self.pending.contains(&item) {
+                continue; // placed along with its gang, or evicted and requeued below.
+            }
+            let waited = self.waited(&item, now);
+            if pass.held_back(priority) {
+                self.note_item(
+                    &item,
+                    "waiting behind older work of equal or higher priority that has waited longer",
+                );
+                continue;
+            }
+            let outcome = match &item {
+                Pending::Actor(id) => self.try_actor(id, now, &mut gangs_tried),
+                Pending::Group(id) => self.try_group(id, now),
+            };
+            match outcome {
+                Outcome::Placed(more) => orders.extend(more),
+                Outcome::Skip => {}
+                Outcome::Waiting(wanted) => {
+                    if let Some((bundles, strategy, claim)) = wanted {
+                        if let Some(more) = self.preempt_for(&item, &bundles, strategy, claim, now)
+                        {
+                            orders.extend(more);
+                            continue;
+                        }
+                    }
+                    pass.failed(priority, waited.as_secs_f64(), STARVE_AFTER.as_secs_f64());
+                }
+            }
+        }
+    }
+
+    fn waited(&self, item: &Pending, now: Instant) -> Duration {
+        let since = match item {
+            Pending::Actor(id) => self.actors.get(id).and_then(|a| a.queued_at),
+            Pending::Group(id) => self.groups.get(id).map(|g| g.queued_at),
+        };
+        since.map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+
+    fn note_item(&mut self, item: &Pending, why: &str) {
+        match item {
+            Pending::Actor(id) => {
+                if let Some(actor) = self.actors.get_mut(id) {
+                    actor.info.pending_reason = why.to_string();
+                }
+            }
+            Pending::Group(id) => {
+                if let Some(group) = self.groups.get_mut(id) {
+                    group.info.pending_reason = why.to_string();
+                }
+            }
+        }
+    }
+
+    pub(super) fn try_actor(
+        &mut self,
+        actor_id: &str,
+        now: Instant,
+        gangs_tried: &mut BTreeSet<String>,
+    ) -> Outcome {
+        let Some(actor) = self.actors.get_mut(actor_id) else {
+            self.pending.remove(&Pending::Actor(actor_id.to_string()));
+            return Outcome::Skip;
+        };
+        if !matches!(
+            actor.info.state(),
+            ActorState::Pending | ActorState::Restarting
+        ) {
+            self.pending.remove(&Pending::Actor(actor_id.to_string()));
+            return Outcome::Skip;
+        }
+        if let Some(not_before) = actor.not_before {
+            if not_before > now {
+                return Outcome::Skip;
+            }
+            actor.not_before = None;
+        }
+        if !actor.spec.placement_group_id.is_empty() {
+            return self.place_in_group(actor_id, now);
+        }
+        let gang = actor.spec.gang.clone();
+        let claim = Claim {
+            priority: actor.spec.priority,
+            preemptible: actor.spec.preemptible,
+            since_s: 0.0,
+        };
+        if !gang.is_empty() {
+            let holder = gang_holder(&gang);
+            if self.scheduler.holder_allocations(&holder).is_none() {
+                // A gang is placed all or nothing (also after being preempted).
+                if !gangs_tried.insert(gang.clone()) {
+                    return Outcome::Skip;
+                }
+                return self.place_gang(&gang, claim, now);
+            }
+            return self.place_gang_member(actor_id, &holder, now);
+        }
+        let request = request_of(&actor.spec);
+        let claim = Claim {
+            since_s: self.clock_s(now),
+            ..claim
+        };
+        match self.scheduler.place_group(
+            actor_id,
+            std::slice::from_ref(&request),
+            Strategy::Pack,
+            claim,
+        ) {
+            Ok(mut allocations) => {
+                self.pending.remove(&Pending::Actor(actor_id.to_string()));
+                let allocation = allocations.remove(0);
+                Outcome::Placed(self.launch(actor_id, allocation, now).into_iter().collect())
+            }
+            Err(err) => {
+                if let Some(actor) = self.actors.get_mut(actor_id) {
+                    actor.info.pending_reason = err.to_string();
+                }
+                Outcome::Waiting(preemptable(&err, vec![request], Strategy::Pack, claim))
+            }
+        }
+    }
+
+    /// Places every member of `gang` or none, as one scheduler holder.
+    fn place_gang(&mut self, gang: &str, claim: Claim, now: Instant) -> Outcome {
         let mut members: Vec<(String, String)> = self
             .actors
             .values()
@@ -85,38 +207,71 @@ impl HeadState {
             .map(|actor| actor.spec.gang_size as usize)
             .unwrap_or(0);
         let waiting = members.iter().all(|(id, _)| {
-            self.actors
-                .get(id)
-                .is_some_and(|a| a.info.state() == ActorState::Pending && a.info.incarnation == 0)
+            self.actors.get(id).is_some_and(|a| {
+                matches!(a.info.state(), ActorState::Pending | ActorState::Restarting)
+                    && a.not_before.is_none_or(|t| t <= now)
+            })
         });
         if members.len() < expected || !waiting {
             let why = format!(
-                "gang {gang}: {} of {expected} members created so far",
+                "gang {gang}: {} of {expected} members created and waiting so far",
                 members.len()
             );
-            self.note_pending(&members, &why);
-            return Vec::new();
+            self.note_members(&members, &why);
+            return Outcome::Skip;
         }
-        let requests: Vec<_> = members
+        let requests: Vec<Request> = members
             .iter()
             .map(|(id, _)| request_of(&self.actors[id].spec))
             .collect();
-        let allocations = match self.scheduler.place_all(&requests, Strategy::Pack) {
-            Ok(allocations) => allocations,
+        let claim = Claim {
+            since_s: self.clock_s(now),
+            ..claim
+        };
+        let holder = gang_holder(gang);
+        match self
+            .scheduler
+            .place_group(&holder, &requests, Strategy::Pack, claim)
+        {
+            Ok(allocations) => {
+                let mut orders = Vec::new();
+                for (bundle, ((id, _), allocation)) in members.iter().zip(allocations).enumerate() {
+                    self.pending.remove(&Pending::Actor(id.clone()));
+                    if let Some(actor) = self.actors.get_mut(id) {
+                        actor.gang_bundle = Some(bundle);
+                    }
+                    orders.extend(self.launch(id, allocation, now));
+                }
+                Outcome::Placed(orders)
+            }
             Err(err) => {
                 let why = format!("gang {gang}: placed all together or not at all: {err}");
-                self.note_pending(&members, &why);
-                return Vec::new();
+                self.note_members(&members, &why);
+                Outcome::Waiting(preemptable(&err, requests, Strategy::Pack, claim))
             }
-        };
-        let mut orders = Vec::new();
-        for ((id, _), allocation) in members.iter().zip(allocations) {
-            orders.extend(self.launch(id, allocation, now));
         }
-        orders
     }
 
-    fn note_pending(&mut self, members: &[(String, String)], why: &str) {
+    /// A gang member restarting alone gets its own bundle of the gang back.
+    fn place_gang_member(&mut self, actor_id: &str, holder: &str, now: Instant) -> Outcome {
+        let Some(bundle) = self.actors.get(actor_id).and_then(|a| a.gang_bundle) else {
+            return Outcome::Skip;
+        };
+        match self.scheduler.place_lost_bundle(holder, bundle) {
+            Ok(allocation) => {
+                self.pending.remove(&Pending::Actor(actor_id.to_string()));
+                Outcome::Placed(self.launch(actor_id, allocation, now).into_iter().collect())
+            }
+            Err(err) => {
+                if let Some(actor) = self.actors.get_mut(actor_id) {
+                    actor.info.pending_reason = format!("gang member's bundle: {err}");
+                }
+                Outcome::Waiting(None)
+            }
+        }
+    }
+
+    fn note_members(&mut self, members: &[(String, String)], why: &str) {
         for (id, _) in members {
             if let Some(actor) = self.actors.get_mut(id) {
                 actor.info.pending_reason = why.to_string();
@@ -124,8 +279,49 @@ impl HeadState {
         }
     }
 
+    /// Gives back what an actor holds: to its placement-group bundle, its gang's holder, or the
+    /// scheduler.
+    pub(super) fn release_actor(&mut self, actor_id: &str) {
+        let Some(actor) = self.actors.get_mut(actor_id) else {
+            return;
+        };
+        let Some(allocation) = actor.allocation.take() else {
+            return;
+        };
+        if !actor.spec.placement_group_id.is_empty() {
+            let group_id = actor.spec.placement_group_id.clone();
+            if let Some(group) = self.groups.get_mut(&group_id) {
+                group.give_back(actor_id);
+            }
+        } else if !actor.spec.gang.is_empty() {
+            let holder = gang_holder(&actor.spec.gang);
+            match actor.gang_bundle {
+                Some(bundle) => {
+                    self.scheduler.release_bundle(&holder, bundle);
+                }
+                None => self.scheduler.release(&allocation),
+            }
+            let gang = actor.spec.gang.clone();
+            let all_dead = self
+                .actors
+                .values()
+                .filter(|a| a.spec.gang == gang)
+                .all(|a| a.info.state() == ActorState::Dead || a.allocation.is_none());
+            if all_dead {
+                self.scheduler.release_holder(&holder);
+            }
+        } else {
+            self.scheduler.release_holder(actor_id);
+        }
+    }
+
     /// Records a placement (the allocation is already taken) and orders the worker started.
-    fn launch(&mut self, actor_id: &str, allocation: Allocation, now: Instant) -> Option<Order> {
+    pub(super) fn launch(
+        &mut self,
+        actor_id: &str,
+        allocation: Allocation,
+        now: Instant,
+    ) -> Option<Order> {
         let Some(node_address) = self
             .nodes
             .get(&allocation.node_id)
@@ -171,4 +367,14 @@ impl HeadState {
             request,
         })
     }
+}
+
+/// The request to plan a preemption for, when waiting (not infeasibility) is the problem.
+fn preemptable(
+    err: &PlacementError,
+    bundles: Vec<Request>,
+    strategy: Strategy,
+    claim: Claim,
+) -> Option<(Vec<Request>, Strategy, Claim)> {
+    matches!(err, PlacementError::Busy(_)).then_some((bundles, strategy, claim))
 }

@@ -4,7 +4,7 @@ use super::*;
 use std::time::Duration;
 use troupe_proto::{GpuDevice as ProtoGpu, ResourceRequest};
 
-fn node_resources(gpus: u32) -> NodeResources {
+pub(super) fn node_resources(gpus: u32) -> NodeResources {
     NodeResources {
         cpu_milli: 8000,
         memory_bytes: 1 << 34,
@@ -19,7 +19,7 @@ fn node_resources(gpus: u32) -> NodeResources {
 }
 
 /// Registers a new node (no jobs to claim).
-fn register(
+pub(super) fn register(
     state: &mut HeadState,
     address: &str,
     hostname: &str,
@@ -29,7 +29,7 @@ fn register(
     state.register_node("", address, hostname, resources, &Default::default(), now)
 }
 
-fn spec(gpu_milli: u64, max_restarts: i32, session: &str) -> CreateActorRequest {
+pub(super) fn spec(gpu_milli: u64, max_restarts: i32, session: &str) -> CreateActorRequest {
     CreateActorRequest {
         type_name: "t::Actor".into(),
         resources: Some(ResourceRequest {
@@ -45,7 +45,7 @@ fn spec(gpu_milli: u64, max_restarts: i32, session: &str) -> CreateActorRequest 
     }
 }
 
-fn started(orders: &[Order]) -> Vec<StartWorkerRequest> {
+pub(super) fn started(orders: &[Order]) -> Vec<StartWorkerRequest> {
     orders
         .iter()
         .filter_map(|order| match order {

@@ -1,0 +1,117 @@
+//! Preemption in the head: when a pending request fits nowhere, the scheduler plans which
+//! lower-priority, preemptible holders to evict (whole gangs and groups only); their workers get
+//! a grace period to stop, they go back to the pending queue keeping their age, and the request
+//! is placed on the freed resources in the same pass.
+
+use super::placement::Outcome;
+use super::{ActorState, HeadState, Order, Pending};
+use crate::scheduler::{Claim, Request, Strategy};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use troupe_proto::PlacementGroupState;
+
+/// How long an evicted worker has to stop before it is killed.
+pub(crate) const PREEMPTION_GRACE: Duration = Duration::from_secs(2);
+
+impl HeadState {
+    /// Evicts what the scheduler picks so that `item` fits, then places it. `None` when no
+    /// eviction would make room.
+    pub(super) fn preempt_for(
+        &mut self,
+        item: &Pending,
+        bundles: &[Request],
+        strategy: Strategy,
+        claim: Claim,
+        now: Instant,
+    ) -> Option<Vec<Order>> {
+        let now_s = self.clock_s(now);
+        let victims = self
+            .scheduler
+            .plan_preemption(bundles, strategy, claim, now_s)?;
+        let who = match item {
+            Pending::Actor(id) => format!("actor {id}"),
+            Pending::Group(id) => format!("placement group {id}"),
+        };
+        let reason = format!("preempted by {who} (priority {})", claim.priority);
+        tracing::info!(by = %who, victims = ?victims, "preempting");
+        let mut orders = Vec::new();
+        for victim in &victims {
+            orders.extend(self.evict(victim, &reason, now));
+        }
+        self.counters.preemptions_total += victims.len() as u64;
+        let outcome = match item {
+            Pending::Actor(id) => self.try_actor(id, now, &mut BTreeSet::new()),
+            Pending::Group(id) => self.try_group(id, now),
+        };
+        if let Outcome::Placed(more) = outcome {
+            orders.extend(more);
+        }
+        Some(orders)
+    }
+
+    /// Frees a holder (an actor, a gang or a placement group) and sends its actors back to the
+    /// pending queue, their workers told to stop within the grace period.
+    fn evict(&mut self, holder: &str, reason: &str, now: Instant) -> Vec<Order> {
+        self.scheduler.release_holder(holder);
+        let actors: Vec<String> = if let Some(gang) = holder.strip_prefix("gang:") {
+            self.actors
+                .values()
+                .filter(|a| a.spec.gang == gang)
+                .map(|a| a.info.id.clone())
+                .collect()
+        } else if let Some(group_id) = holder.strip_prefix("pg:") {
+            if let Some(group) = self.groups.get_mut(group_id) {
+                group.placed.iter_mut().for_each(|p| *p = None);
+                group.tenants.clear();
+                group.info.state = PlacementGroupState::PlacementGroupRescheduling as i32;
+                group.info.reschedules += 1;
+                group.info.pending_reason = reason.to_string();
+                group.queued_at = now;
+                let (seq, priority) = (group.seq, group.spec.priority);
+                self.pending
+                    .push_with_seq(Pending::Group(group_id.to_string()), priority, seq);
+            }
+            self.actors
+                .values()
+                .filter(|a| a.spec.placement_group_id == group_id)
+                .map(|a| a.info.id.clone())
+                .collect()
+        } else {
+            vec![holder.to_string()]
+        };
+        let mut orders = Vec::new();
+        for actor_id in actors {
+            orders.extend(self.requeue_preempted(&actor_id, reason, now));
+        }
+        orders
+    }
+
+    /// One evicted actor: stop its worker (with grace) and queue it again with its old age.
+    fn requeue_preempted(&mut self, actor_id: &str, reason: &str, now: Instant) -> Option<Order> {
+        let actor = self.actors.get_mut(actor_id)?;
+        if !matches!(actor.info.state(), ActorState::Starting | ActorState::Alive) {
+            return None;
+        }
+        let stop = Order::Stop {
+            node_address: actor.info.node_address.clone(),
+            actor_id: actor_id.to_string(),
+            incarnation: actor.info.incarnation,
+            grace_ms: PREEMPTION_GRACE.as_millis() as u64,
+        };
+        actor.allocation = None;
+        actor.gang_bundle = None;
+        actor.info.state = ActorState::Pending as i32;
+        actor.info.preemptions += 1;
+        actor.info.pending_reason = reason.to_string();
+        actor.info.worker_address.clear();
+        actor.info.pid = 0;
+        actor.info.gpus.clear();
+        actor.alive_since = None;
+        actor.queued_at = Some(now);
+        actor.draining_until = Some(now + PREEMPTION_GRACE + Duration::from_secs(1));
+        let (seq, priority) = (actor.seq, actor.spec.priority);
+        self.pending
+            .push_with_seq(Pending::Actor(actor_id.to_string()), priority, seq);
+        Some(stop)
+    }
+}
