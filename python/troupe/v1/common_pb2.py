@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16troupe/v1/common.proto\x12\ttroupe.v1\"\x07\n\x05\x45mpty\"\xb1\x02\n\x0fResourceRequest\x12\x11\n\tcpu_milli\x18\x01 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x11\n\tgpu_milli\x18\x03 \x01(\x04\x12\x36\n\x06\x63ustom\x18\x04 \x03(\x0b\x32&.troupe.v1.ResourceRequest.CustomEntry\x12\x45\n\x0elabel_selector\x18\x05 \x03(\x0b\x32-.troupe.v1.ResourceRequest.LabelSelectorEntry\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\tGpuDevice\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\"\xa6\x02\n\rNodeResources\x12\x11\n\tcpu_milli\x18\x01 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\"\n\x04gpus\x18\x03 \x03(\x0b\x32\x14.troupe.v1.GpuDevice\x12\x34\n\x06\x63ustom\x18\x04 \x03(\x0b\x32$.troupe.v1.NodeResources.CustomEntry\x12\x34\n\x06labels\x18\x05 \x03(\x0b\x32$.troupe.v1.NodeResources.LabelsEntry\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\rGpuAssignment\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05milli\x18\x02 \x01(\x04\"\xae\x03\n\tActorInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttype_name\x18\x03 \x01(\t\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.troupe.v1.ActorState\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12\x16\n\x0eworker_address\x18\x06 \x01(\t\x12&\n\x04gpus\x18\x07 \x03(\x0b\x32\x18.troupe.v1.GpuAssignment\x12\x10\n\x08restarts\x18\x08 \x01(\r\x12\x14\n\x0cmax_restarts\x18\t \x01(\x05\x12\x13\n\x0bincarnation\x18\n \x01(\x04\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x0b \x01(\t\x12\x10\n\x08\x64\x65tached\x18\x0c \x01(\x08\x12\x15\n\rowner_session\x18\r \x01(\t\x12\x0b\n\x03pid\x18\x0e \x01(\r\x12-\n\tresources\x18\x0f \x01(\x0b\x32\x1a.troupe.v1.ResourceRequest\x12\x16\n\x0epending_reason\x18\x10 \x01(\t\x12\x17\n\x0fmax_concurrency\x18\x11 \x01(\r\x12\x14\n\x0cnode_address\x18\x12 \x01(\t\"\x19\n\tBinaryRef\x12\x0c\n\x04hash\x18\x01 \x01(\t\"!\n\x0eHasBinaryReply\x12\x0f\n\x07present\x18\x01 \x01(\x08\")\n\x0b\x42inaryChunk\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\xa5\x01\n\nActorState\x12\x1b\n\x17\x41\x43TOR_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43TOR_STATE_PENDING\x10\x01\x12\x18\n\x14\x41\x43TOR_STATE_STARTING\x10\x02\x12\x15\n\x11\x41\x43TOR_STATE_ALIVE\x10\x03\x12\x1a\n\x16\x41\x43TOR_STATE_RESTARTING\x10\x04\x12\x14\n\x10\x41\x43TOR_STATE_DEAD\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16troupe/v1/common.proto\x12\ttroupe.v1\"\x07\n\x05\x45mpty\"\xe9\x02\n\x0fResourceRequest\x12\x11\n\tcpu_milli\x18\x01 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x11\n\tgpu_milli\x18\x03 \x01(\x04\x12\x36\n\x06\x63ustom\x18\x04 \x03(\x0b\x32&.troupe.v1.ResourceRequest.CustomEntry\x12\x45\n\x0elabel_selector\x18\x05 \x03(\x0b\x32-.troupe.v1.ResourceRequest.LabelSelectorEntry\x12\x12\n\ngpu_models\x18\x06 \x03(\t\x12\x0f\n\x07node_id\x18\x07 \x01(\t\x12\x11\n\tnode_soft\x18\x08 \x01(\x08\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\tGpuDevice\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05model\x18\x02 \x01(\t\"\xa6\x02\n\rNodeResources\x12\x11\n\tcpu_milli\x18\x01 \x01(\x04\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\"\n\x04gpus\x18\x03 \x03(\x0b\x32\x14.troupe.v1.GpuDevice\x12\x34\n\x06\x63ustom\x18\x04 \x03(\x0b\x32$.troupe.v1.NodeResources.CustomEntry\x12\x34\n\x06labels\x18\x05 \x03(\x0b\x32$.troupe.v1.NodeResources.LabelsEntry\x1a-\n\x0b\x43ustomEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"-\n\rGpuAssignment\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05milli\x18\x02 \x01(\x04\"\x86\x04\n\tActorInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\ttype_name\x18\x03 \x01(\t\x12$\n\x05state\x18\x04 \x01(\x0e\x32\x15.troupe.v1.ActorState\x12\x0f\n\x07node_id\x18\x05 \x01(\t\x12\x16\n\x0eworker_address\x18\x06 \x01(\t\x12&\n\x04gpus\x18\x07 \x03(\x0b\x32\x18.troupe.v1.GpuAssignment\x12\x10\n\x08restarts\x18\x08 \x01(\r\x12\x14\n\x0cmax_restarts\x18\t \x01(\x05\x12\x13\n\x0bincarnation\x18\n \x01(\x04\x12\x14\n\x0c\x64\x65\x61th_reason\x18\x0b \x01(\t\x12\x10\n\x08\x64\x65tached\x18\x0c \x01(\x08\x12\x15\n\rowner_session\x18\r \x01(\t\x12\x0b\n\x03pid\x18\x0e \x01(\r\x12-\n\tresources\x18\x0f \x01(\x0b\x32\x1a.troupe.v1.ResourceRequest\x12\x16\n\x0epending_reason\x18\x10 \x01(\t\x12\x17\n\x0fmax_concurrency\x18\x11 \x01(\r\x12\x14\n\x0cnode_address\x18\x12 \x01(\t\x12\x10\n\x08priority\x18\x13 \x01(\x05\x12\x13\n\x0bpreemptible\x18\x14 \x01(\x08\x12\x1a\n\x12placement_group_id\x18\x15 \x01(\t\x12\x13\n\x0bpreemptions\x18\x16 \x01(\r\"\x19\n\tBinaryRef\x12\x0c\n\x04hash\x18\x01 \x01(\t\"!\n\x0eHasBinaryReply\x12\x0f\n\x07present\x18\x01 \x01(\x08\")\n\x0b\x42inaryChunk\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c*\xa5\x01\n\nActorState\x12\x1b\n\x17\x41\x43TOR_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43TOR_STATE_PENDING\x10\x01\x12\x18\n\x14\x41\x43TOR_STATE_STARTING\x10\x02\x12\x15\n\x11\x41\x43TOR_STATE_ALIVE\x10\x03\x12\x1a\n\x16\x41\x43TOR_STATE_RESTARTING\x10\x04\x12\x14\n\x10\x41\x43TOR_STATE_DEAD\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,32 +39,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODERESOURCES_CUSTOMENTRY']._serialized_options = b'8\001'
   _globals['_NODERESOURCES_LABELSENTRY']._loaded_options = None
   _globals['_NODERESOURCES_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_ACTORSTATE']._serialized_start=1280
-  _globals['_ACTORSTATE']._serialized_end=1445
+  _globals['_ACTORSTATE']._serialized_start=1424
+  _globals['_ACTORSTATE']._serialized_end=1589
   _globals['_EMPTY']._serialized_start=37
   _globals['_EMPTY']._serialized_end=44
   _globals['_RESOURCEREQUEST']._serialized_start=47
-  _globals['_RESOURCEREQUEST']._serialized_end=352
-  _globals['_RESOURCEREQUEST_CUSTOMENTRY']._serialized_start=253
-  _globals['_RESOURCEREQUEST_CUSTOMENTRY']._serialized_end=298
-  _globals['_RESOURCEREQUEST_LABELSELECTORENTRY']._serialized_start=300
-  _globals['_RESOURCEREQUEST_LABELSELECTORENTRY']._serialized_end=352
-  _globals['_GPUDEVICE']._serialized_start=354
-  _globals['_GPUDEVICE']._serialized_end=395
-  _globals['_NODERESOURCES']._serialized_start=398
-  _globals['_NODERESOURCES']._serialized_end=692
-  _globals['_NODERESOURCES_CUSTOMENTRY']._serialized_start=253
-  _globals['_NODERESOURCES_CUSTOMENTRY']._serialized_end=298
-  _globals['_NODERESOURCES_LABELSENTRY']._serialized_start=647
-  _globals['_NODERESOURCES_LABELSENTRY']._serialized_end=692
-  _globals['_GPUASSIGNMENT']._serialized_start=694
-  _globals['_GPUASSIGNMENT']._serialized_end=739
-  _globals['_ACTORINFO']._serialized_start=742
-  _globals['_ACTORINFO']._serialized_end=1172
-  _globals['_BINARYREF']._serialized_start=1174
-  _globals['_BINARYREF']._serialized_end=1199
-  _globals['_HASBINARYREPLY']._serialized_start=1201
-  _globals['_HASBINARYREPLY']._serialized_end=1234
-  _globals['_BINARYCHUNK']._serialized_start=1236
-  _globals['_BINARYCHUNK']._serialized_end=1277
+  _globals['_RESOURCEREQUEST']._serialized_end=408
+  _globals['_RESOURCEREQUEST_CUSTOMENTRY']._serialized_start=309
+  _globals['_RESOURCEREQUEST_CUSTOMENTRY']._serialized_end=354
+  _globals['_RESOURCEREQUEST_LABELSELECTORENTRY']._serialized_start=356
+  _globals['_RESOURCEREQUEST_LABELSELECTORENTRY']._serialized_end=408
+  _globals['_GPUDEVICE']._serialized_start=410
+  _globals['_GPUDEVICE']._serialized_end=451
+  _globals['_NODERESOURCES']._serialized_start=454
+  _globals['_NODERESOURCES']._serialized_end=748
+  _globals['_NODERESOURCES_CUSTOMENTRY']._serialized_start=309
+  _globals['_NODERESOURCES_CUSTOMENTRY']._serialized_end=354
+  _globals['_NODERESOURCES_LABELSENTRY']._serialized_start=703
+  _globals['_NODERESOURCES_LABELSENTRY']._serialized_end=748
+  _globals['_GPUASSIGNMENT']._serialized_start=750
+  _globals['_GPUASSIGNMENT']._serialized_end=795
+  _globals['_ACTORINFO']._serialized_start=798
+  _globals['_ACTORINFO']._serialized_end=1316
+  _globals['_BINARYREF']._serialized_start=1318
+  _globals['_BINARYREF']._serialized_end=1343
+  _globals['_HASBINARYREPLY']._serialized_start=1345
+  _globals['_HASBINARYREPLY']._serialized_end=1378
+  _globals['_BINARYCHUNK']._serialized_start=1380
+  _globals['_BINARYCHUNK']._serialized_end=1421
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class ResourceRequest(_message.Message):
-    __slots__ = ("cpu_milli", "memory_bytes", "gpu_milli", "custom", "label_selector")
+    __slots__ = ("cpu_milli", "memory_bytes", "gpu_milli", "custom", "label_selector", "gpu_models", "node_id", "node_soft")
     class CustomEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,12 +47,18 @@ class ResourceRequest(_message.Message):
     GPU_MILLI_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_FIELD_NUMBER: _ClassVar[int]
     LABEL_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    GPU_MODELS_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_SOFT_FIELD_NUMBER: _ClassVar[int]
     cpu_milli: int
     memory_bytes: int
     gpu_milli: int
     custom: _containers.ScalarMap[str, float]
     label_selector: _containers.ScalarMap[str, str]
-    def __init__(self, cpu_milli: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., gpu_milli: _Optional[int] = ..., custom: _Optional[_Mapping[str, float]] = ..., label_selector: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    gpu_models: _containers.RepeatedScalarFieldContainer[str]
+    node_id: str
+    node_soft: bool
+    def __init__(self, cpu_milli: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., gpu_milli: _Optional[int] = ..., custom: _Optional[_Mapping[str, float]] = ..., label_selector: _Optional[_Mapping[str, str]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., node_id: _Optional[str] = ..., node_soft: bool = ...) -> None: ...
 
 class GpuDevice(_message.Message):
     __slots__ = ("index", "model")
@@ -99,7 +105,7 @@ class GpuAssignment(_message.Message):
     def __init__(self, index: _Optional[int] = ..., milli: _Optional[int] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("id", "name", "type_name", "state", "node_id", "worker_address", "gpus", "restarts", "max_restarts", "incarnation", "death_reason", "detached", "owner_session", "pid", "resources", "pending_reason", "max_concurrency", "node_address")
+    __slots__ = ("id", "name", "type_name", "state", "node_id", "worker_address", "gpus", "restarts", "max_restarts", "incarnation", "death_reason", "detached", "owner_session", "pid", "resources", "pending_reason", "max_concurrency", "node_address", "priority", "preemptible", "placement_group_id", "preemptions")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +124,10 @@ class ActorInfo(_message.Message):
     PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     type_name: str
@@ -136,7 +146,11 @@ class ActorInfo(_message.Message):
     pending_reason: str
     max_concurrency: int
     node_address: str
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type_name: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., node_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuAssignment, _Mapping]]] = ..., restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., incarnation: _Optional[int] = ..., death_reason: _Optional[str] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., pid: _Optional[int] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., pending_reason: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., node_address: _Optional[str] = ...) -> None: ...
+    priority: int
+    preemptible: bool
+    placement_group_id: str
+    preemptions: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type_name: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., node_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuAssignment, _Mapping]]] = ..., restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., incarnation: _Optional[int] = ..., death_reason: _Optional[str] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., pid: _Optional[int] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., pending_reason: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., node_address: _Optional[str] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., placement_group_id: _Optional[str] = ..., preemptions: _Optional[int] = ...) -> None: ...
 
 class BinaryRef(_message.Message):
     __slots__ = ("hash",)

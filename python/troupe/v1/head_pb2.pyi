@@ -1,12 +1,24 @@
 from troupe.v1 import common_pb2 as _common_pb2
 from troupe.v1 import jobs_pb2 as _jobs_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PlacementGroupState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLACEMENT_GROUP_PENDING: _ClassVar[PlacementGroupState]
+    PLACEMENT_GROUP_CREATED: _ClassVar[PlacementGroupState]
+    PLACEMENT_GROUP_RESCHEDULING: _ClassVar[PlacementGroupState]
+    PLACEMENT_GROUP_REMOVED: _ClassVar[PlacementGroupState]
+PLACEMENT_GROUP_PENDING: PlacementGroupState
+PLACEMENT_GROUP_CREATED: PlacementGroupState
+PLACEMENT_GROUP_RESCHEDULING: PlacementGroupState
+PLACEMENT_GROUP_REMOVED: PlacementGroupState
 
 class RegisterNodeRequest(_message.Message):
     __slots__ = ("node_id", "address", "resources", "hostname", "running_jobs")
@@ -74,7 +86,7 @@ class WorkerExitedRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., log_tail: _Optional[str] = ..., start_error: _Optional[str] = ...) -> None: ...
 
 class CreateActorRequest(_message.Message):
-    __slots__ = ("type_name", "constructor_args", "name", "resources", "max_restarts", "max_concurrency", "detached", "owner_session", "binary_hash", "worker_args", "env", "gang", "gang_size", "job_id")
+    __slots__ = ("type_name", "constructor_args", "name", "resources", "max_restarts", "max_concurrency", "detached", "owner_session", "binary_hash", "worker_args", "env", "gang", "gang_size", "job_id", "priority", "preemptible", "placement_group_id", "bundle_index")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,6 +108,10 @@ class CreateActorRequest(_message.Message):
     GANG_FIELD_NUMBER: _ClassVar[int]
     GANG_SIZE_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_INDEX_FIELD_NUMBER: _ClassVar[int]
     type_name: str
     constructor_args: bytes
     name: str
@@ -110,7 +126,11 @@ class CreateActorRequest(_message.Message):
     gang: str
     gang_size: int
     job_id: str
-    def __init__(self, type_name: _Optional[str] = ..., constructor_args: _Optional[bytes] = ..., name: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., max_restarts: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., binary_hash: _Optional[str] = ..., worker_args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., job_id: _Optional[str] = ...) -> None: ...
+    priority: int
+    preemptible: bool
+    placement_group_id: str
+    bundle_index: int
+    def __init__(self, type_name: _Optional[str] = ..., constructor_args: _Optional[bytes] = ..., name: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., max_restarts: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., binary_hash: _Optional[str] = ..., worker_args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., job_id: _Optional[str] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., placement_group_id: _Optional[str] = ..., bundle_index: _Optional[int] = ...) -> None: ...
 
 class GetActorRequest(_message.Message):
     __slots__ = ("id", "name", "wait_ready", "wait_past_incarnation", "incarnation", "timeout_ms")
@@ -244,14 +264,98 @@ class GpuUsage(_message.Message):
     def __init__(self, index: _Optional[int] = ..., model: _Optional[str] = ..., milli_used: _Optional[int] = ..., actor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClusterStatusReply(_message.Message):
-    __slots__ = ("nodes", "actors", "jobs")
+    __slots__ = ("nodes", "actors", "jobs", "placement_groups", "pending_demand", "policy")
     NODES_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_DEMAND_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
     jobs: _containers.RepeatedCompositeFieldContainer[_jobs_pb2.JobInfo]
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.JobInfo, _Mapping]]] = ...) -> None: ...
+    placement_groups: _containers.RepeatedCompositeFieldContainer[PlacementGroupInfo]
+    pending_demand: PendingDemand
+    policy: str
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.JobInfo, _Mapping]]] = ..., placement_groups: _Optional[_Iterable[_Union[PlacementGroupInfo, _Mapping]]] = ..., pending_demand: _Optional[_Union[PendingDemand, _Mapping]] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class PendingDemand(_message.Message):
+    __slots__ = ("shapes", "cpu_milli", "memory_bytes", "gpu_milli")
+    SHAPES_FIELD_NUMBER: _ClassVar[int]
+    CPU_MILLI_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GPU_MILLI_FIELD_NUMBER: _ClassVar[int]
+    shapes: _containers.RepeatedCompositeFieldContainer[DemandShape]
+    cpu_milli: int
+    memory_bytes: int
+    gpu_milli: int
+    def __init__(self, shapes: _Optional[_Iterable[_Union[DemandShape, _Mapping]]] = ..., cpu_milli: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., gpu_milli: _Optional[int] = ...) -> None: ...
+
+class DemandShape(_message.Message):
+    __slots__ = ("resources", "count")
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    resources: _common_pb2.ResourceRequest
+    count: int
+    def __init__(self, resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class CreatePlacementGroupRequest(_message.Message):
+    __slots__ = ("name", "bundles", "strategy", "priority", "preemptible", "restart_whole_on_node_loss", "owner_session", "detached")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
+    RESTART_WHOLE_ON_NODE_LOSS_FIELD_NUMBER: _ClassVar[int]
+    OWNER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    DETACHED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    bundles: _containers.RepeatedCompositeFieldContainer[_common_pb2.ResourceRequest]
+    strategy: str
+    priority: int
+    preemptible: bool
+    restart_whole_on_node_loss: bool
+    owner_session: str
+    detached: bool
+    def __init__(self, name: _Optional[str] = ..., bundles: _Optional[_Iterable[_Union[_common_pb2.ResourceRequest, _Mapping]]] = ..., strategy: _Optional[str] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., restart_whole_on_node_loss: bool = ..., owner_session: _Optional[str] = ..., detached: bool = ...) -> None: ...
+
+class PlacementGroupRef(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class BundleInfo(_message.Message):
+    __slots__ = ("resources", "node_id", "gpus")
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
+    resources: _common_pb2.ResourceRequest
+    node_id: str
+    gpus: _containers.RepeatedCompositeFieldContainer[_common_pb2.GpuAssignment]
+    def __init__(self, resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., node_id: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[_common_pb2.GpuAssignment, _Mapping]]] = ...) -> None: ...
+
+class PlacementGroupInfo(_message.Message):
+    __slots__ = ("id", "name", "strategy", "state", "bundles", "priority", "preemptible", "pending_reason", "reschedules")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REASON_FIELD_NUMBER: _ClassVar[int]
+    RESCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    strategy: str
+    state: PlacementGroupState
+    bundles: _containers.RepeatedCompositeFieldContainer[BundleInfo]
+    priority: int
+    preemptible: bool
+    pending_reason: str
+    reschedules: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., strategy: _Optional[str] = ..., state: _Optional[_Union[PlacementGroupState, str]] = ..., bundles: _Optional[_Iterable[_Union[BundleInfo, _Mapping]]] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., pending_reason: _Optional[str] = ..., reschedules: _Optional[int] = ...) -> None: ...
 
 class SessionPing(_message.Message):
     __slots__ = ("session_id",)

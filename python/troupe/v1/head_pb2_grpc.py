@@ -546,6 +546,21 @@ class ClusterStub(object):
                 request_serializer=troupe_dot_v1_dot_common__pb2.BinaryChunk.SerializeToString,
                 response_deserializer=troupe_dot_v1_dot_common__pb2.BinaryRef.FromString,
                 _registered_method=True)
+        self.CreatePlacementGroup = channel.unary_unary(
+                '/troupe.v1.Cluster/CreatePlacementGroup',
+                request_serializer=troupe_dot_v1_dot_head__pb2.CreatePlacementGroupRequest.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_head__pb2.PlacementGroupInfo.FromString,
+                _registered_method=True)
+        self.GetPlacementGroup = channel.unary_unary(
+                '/troupe.v1.Cluster/GetPlacementGroup',
+                request_serializer=troupe_dot_v1_dot_head__pb2.PlacementGroupRef.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_head__pb2.PlacementGroupInfo.FromString,
+                _registered_method=True)
+        self.RemovePlacementGroup = channel.unary_unary(
+                '/troupe.v1.Cluster/RemovePlacementGroup',
+                request_serializer=troupe_dot_v1_dot_head__pb2.PlacementGroupRef.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_common__pb2.Empty.FromString,
+                _registered_method=True)
         self.KvPut = channel.unary_unary(
                 '/troupe.v1.Cluster/KvPut',
                 request_serializer=troupe_dot_v1_dot_head__pb2.KvPutRequest.SerializeToString,
@@ -688,6 +703,87 @@ class Cluster(object):
             '/troupe.v1.Cluster/UploadBinary',
             troupe_dot_v1_dot_common__pb2.BinaryChunk.SerializeToString,
             troupe_dot_v1_dot_common__pb2.BinaryRef.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Cluster/CreatePlacementGroup',
+            troupe_dot_v1_dot_head__pb2.CreatePlacementGroupRequest.SerializeToString,
+            troupe_dot_v1_dot_head__pb2.PlacementGroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Cluster/GetPlacementGroup',
+            troupe_dot_v1_dot_head__pb2.PlacementGroupRef.SerializeToString,
+            troupe_dot_v1_dot_head__pb2.PlacementGroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemovePlacementGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Cluster/RemovePlacementGroup',
+            troupe_dot_v1_dot_head__pb2.PlacementGroupRef.SerializeToString,
+            troupe_dot_v1_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

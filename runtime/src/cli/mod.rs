@@ -5,6 +5,7 @@ mod job;
 mod processes;
 mod sim;
 mod status;
+mod status_scheduling;
 
 pub use status::{to_json as status_json, to_table as status_table};
 mod up;

@@ -1,5 +1,6 @@
-//! `troupe status`: nodes (state, resources, each GPU and who holds it) and actors, as tables or
-//! as one JSON object for scripts.
+//! `troupe status`: nodes (state, resources, each GPU and who holds it), actors (with why a
+//! pending one waits), jobs, placement groups and pending demand, as tables or as one JSON object
+//! for scripts.
 
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -119,11 +120,23 @@ pub fn to_json(status: &ClusterStatusReply) -> Value {
                 "detached": actor.detached,
                 "pending_reason": actor.pending_reason,
                 "death_reason": actor.death_reason,
+                "priority": actor.priority,
+                "preemptible": actor.preemptible,
+                "preemptions": actor.preemptions,
+                "placement_group": actor.placement_group_id,
             })
         })
         .collect();
     let jobs: Vec<Value> = status.jobs.iter().map(super::job::to_json).collect();
-    json!({ "nodes": nodes, "actors": actors, "jobs": jobs })
+    let (groups, policy, demand) = super::status_scheduling::to_json(status);
+    json!({
+        "nodes": nodes,
+        "actors": actors,
+        "jobs": jobs,
+        "placement_groups": groups,
+        "policy": policy,
+        "pending_demand": demand,
+    })
 }
 
 /// The table form.
@@ -220,5 +233,6 @@ pub fn to_table(status: &ClusterStatusReply) -> String {
         let _ = writeln!(out, "\nJOBS");
         out.push_str(&super::job::table(&status.jobs));
     }
+    out.push_str(&super::status_scheduling::to_table(status));
     out
 }

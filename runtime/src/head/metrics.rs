@@ -216,7 +216,17 @@ pub(super) fn render(state: &HeadState, uptime: Duration) -> String {
     let _ = writeln!(out, "troupe_actor_calls_total {}", counters.calls_total);
     let _ = writeln!(
         out,
-        "# HELP troupe_pending_requests Actors waiting for resources."
+        "# HELP troupe_preemptions_total Holders (actors, gangs, placement groups) evicted by higher-priority work."
+    );
+    let _ = writeln!(out, "# TYPE troupe_preemptions_total counter");
+    let _ = writeln!(
+        out,
+        "troupe_preemptions_total {}",
+        counters.preemptions_total
+    );
+    let _ = writeln!(
+        out,
+        "# HELP troupe_pending_requests Actors and placement groups waiting for resources."
     );
     let _ = writeln!(out, "# TYPE troupe_pending_requests gauge");
     let _ = writeln!(out, "troupe_pending_requests {}", state.pending.len());

@@ -376,41 +376,30 @@ impl HeadState {
             return Outcome::Skip;
         };
         let state = group.info.state();
-        let why = match state {
-            _ => {
-                let candidates: Vec<usize> = match wanted_bundle {
-                    Some(bundle) => vec![bundle as usize],
-                    None => (0..group.placed.len()).collect(),
-                };
-                let mut reasons = Vec::new();
-                let mut carved = None;
-                for bundle in candidates {
-                    match group.carve(bundle, &request) {
-                        Ok(allocation) => {
-                            carved = Some((bundle, allocation));
-                            break;
-                        }
-                        Err(why) => reasons.push(why),
-                    }
-                }
-                match carved {
-                    Some((bundle, allocation)) => {
-                        group
-                            .tenants
-                            .insert(actor_id.to_string(), (bundle, allocation.clone()));
-                        self.pending.remove(&Pending::Actor(actor_id.to_string()));
-                        return Outcome::Placed(
-                            self.launch(actor_id, allocation, now).into_iter().collect(),
-                        );
-                    }
-                    None => format!(
-                        "waiting for room in placement group {group_id} ({}): {}",
-                        state.as_str_name(),
-                        reasons.join("; ")
-                    ),
-                }
-            }
+        let candidates: Vec<usize> = match wanted_bundle {
+            Some(bundle) => vec![bundle as usize],
+            None => (0..group.placed.len()).collect(),
         };
+        let mut reasons = Vec::new();
+        for bundle in candidates {
+            match group.carve(bundle, &request) {
+                Ok(allocation) => {
+                    group
+                        .tenants
+                        .insert(actor_id.to_string(), (bundle, allocation.clone()));
+                    self.pending.remove(&Pending::Actor(actor_id.to_string()));
+                    return Outcome::Placed(
+                        self.launch(actor_id, allocation, now).into_iter().collect(),
+                    );
+                }
+                Err(why) => reasons.push(why),
+            }
+        }
+        let why = format!(
+            "waiting for room in placement group {group_id} ({}): {}",
+            state.as_str_name(),
+            reasons.join("; ")
+        );
         if let Some(actor) = self.actors.get_mut(actor_id) {
             actor.info.pending_reason = why;
         }
