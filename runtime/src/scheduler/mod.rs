@@ -407,6 +407,7 @@ impl Scheduler {
     ) -> Result<Choice, PlacementError> {
         let mut best: Option<(f64, usize, Vec<GpuShare>)> = None;
         let mut shortfalls: Vec<(Shortfall, usize)> = Vec::new();
+        self.policy.begin_decision();
         let Self {
             kinds,
             slots,

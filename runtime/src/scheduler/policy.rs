@@ -44,6 +44,9 @@ pub trait PlacementPolicy: Send {
     /// Sees every request submitted (placed or not), so a policy can learn the workload.
     fn observe(&mut self, _request: &Request) {}
 
+    /// A new decision starts (the scheduler calls this before scoring its candidates).
+    fn begin_decision(&mut self) {}
+
     /// The cost of moving a node from `before` to `after`; the lowest cost wins.
     fn score(&mut self, before: &NodeView, after: &NodeView) -> f64;
 }
@@ -63,16 +66,17 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn PlacementPolicy>> {
     })
 }
 
-/// Uniformly random among the nodes the request fits on.
+/// Uniformly random among the nodes the request fits on. The draw for a candidate depends on
+/// the seed, the decision number and the candidate's state only, so a run does not depend on
+/// the order in which candidates are visited.
 pub struct RandomPolicy {
-    rng: SplitMix64,
+    seed: u64,
+    decision: u64,
 }
 
 impl RandomPolicy {
     pub fn new(seed: u64) -> Self {
-        Self {
-            rng: SplitMix64::new(seed),
-        }
+        Self { seed, decision: 0 }
     }
 }
 
@@ -81,10 +85,25 @@ impl PlacementPolicy for RandomPolicy {
         "random"
     }
 
+    fn begin_decision(&mut self) {
+        self.decision += 1;
+    }
+
     fn score(&mut self, _before: &NodeView, after: &NodeView) -> f64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (self.seed, self.decision, after.kind).hash(&mut hasher);
+        (
+            after.usage.cpu_milli,
+            after.usage.memory_bytes,
+            &after.usage.gpu_milli,
+        )
+            .hash(&mut hasher);
+        let uniform = SplitMix64::new(hasher.finish())
+            .next_f64()
+            .max(f64::MIN_POSITIVE);
         // An exponential race: the minimum over states lands on each state in proportion to how
         // many nodes it holds, so every node is equally likely.
-        let uniform = self.rng.next_f64().max(f64::MIN_POSITIVE);
         -uniform.ln() / after.members.max(1) as f64
     }
 }
