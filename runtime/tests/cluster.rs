@@ -5,12 +5,13 @@
 //!
 //! Run: `cargo test -p troupe --test cluster` (add a scenario name to run only that one).
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use support::{http_get, kill9, pid_alive, run_scenarios, Fixture, Scenario};
+use support::{http_get, kill9, pid_alive, Fixture, Scenario};
 use troupe::data::Batch;
 use troupe::objects::ObjectRef;
 use troupe::proto::actors_client::ActorsClient;
@@ -1149,32 +1150,15 @@ fn main() -> std::process::ExitCode {
         };
     }
     let passed = runtime.block_on(async {
-        let fixture = match Fixture::start(&[
-            vec!["--gpus", "2", "--gpu-model", "H100", "--cpus", "8"],
-            vec!["--gpus", "4", "--gpu-model", "A100", "--cpus", "8"],
-            vec!["--gpus", "2", "--gpu-model", "H100", "--cpus", "8"],
-        ]) {
-            Ok(fixture) => fixture,
-            Err(err) => {
-                println!("could not start the cluster: {err:#}\n0 passed, 1 failed");
-                return false;
-            }
-        };
-        let cluster = match Cluster::connect(&fixture.head_address).await {
-            Ok(cluster) => cluster,
-            Err(err) => {
-                println!("could not connect: {err:#}\n0 passed, 1 failed");
-                return false;
-            }
-        };
-        let world = World { fixture, cluster };
-        let passed = run_scenarios(&world, scenarios(), Duration::from_secs(60)).await;
-        world.cluster.clone().shutdown().await;
-        passed
+        run_cluster_scenarios!(
+            &[
+                vec!["--gpus", "2", "--gpu-model", "H100", "--cpus", "8"],
+                vec!["--gpus", "4", "--gpu-model", "A100", "--cpus", "8"],
+                vec!["--gpus", "2", "--gpu-model", "H100", "--cpus", "8"],
+            ],
+            World,
+            scenarios
+        )
     });
-    if passed {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
+    support::exit_code(passed)
 }

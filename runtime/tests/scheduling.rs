@@ -6,10 +6,11 @@
 //!
 //! Run: `cargo test -p troupe --test scheduling` (add a scenario name to run only that one).
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{http_get, pid_alive, run_scenarios, Fixture, Scenario};
+use support::{http_get, pid_alive, Fixture, Scenario};
 use troupe::proto::{ActorState, PlacementGroupState};
 use troupe::{ActorHandle, Cluster, PlacementGroupSpec, SpawnOptions};
 
@@ -275,28 +276,7 @@ fn main() -> std::process::ExitCode {
     };
     let passed = runtime.block_on(async {
         let node = vec!["--gpus", "4", "--gpu-model", "H100", "--cpus", "8"];
-        let fixture = match Fixture::start(&[node.clone(), node]) {
-            Ok(fixture) => fixture,
-            Err(err) => {
-                println!("could not start the cluster: {err:#}\n0 passed, 1 failed");
-                return false;
-            }
-        };
-        let cluster = match Cluster::connect(&fixture.head_address).await {
-            Ok(cluster) => cluster,
-            Err(err) => {
-                println!("could not connect: {err:#}\n0 passed, 1 failed");
-                return false;
-            }
-        };
-        let world = World { fixture, cluster };
-        let passed = run_scenarios(&world, scenarios(), Duration::from_secs(60)).await;
-        world.cluster.clone().shutdown().await;
-        passed
+        run_cluster_scenarios!(&[node.clone(), node], World, scenarios)
     });
-    if passed {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
-    }
+    support::exit_code(passed)
 }

@@ -57,6 +57,9 @@ enum Command {
         /// A node silent this long is declared dead.
         #[arg(long, default_value_t = 5000)]
         node_timeout_ms: u64,
+        /// Placement policy: fragmentation (default), fgd, best-fit, gpu-packing or random.
+        #[arg(long, default_value = "fragmentation")]
+        policy: String,
     },
     /// Run a node agent that starts workers for the head.
     Node {
@@ -203,6 +206,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             metrics_port,
             address_file,
             node_timeout_ms,
+            policy,
         } => {
             let bind: SocketAddr = format!("{host}:{port}")
                 .parse()
@@ -213,6 +217,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             let mut config = HeadConfig::local(data_dir);
             config.bind = bind;
             config.node_timeout = Duration::from_millis(node_timeout_ms.max(500));
+            config.policy = policy;
             config.metrics_bind = match metrics_port {
                 Some(port) => Some(format!("{host}:{port}").parse()?),
                 None => None,

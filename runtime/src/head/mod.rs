@@ -36,6 +36,8 @@ pub struct HeadConfig {
     pub heartbeat_interval: Duration,
     /// A node silent for this long is declared dead.
     pub node_timeout: Duration,
+    /// The placement policy (`scheduler::POLICY_NAMES`); the default is fragmentation-aware.
+    pub policy: String,
 }
 
 impl HeadConfig {
@@ -47,6 +49,7 @@ impl HeadConfig {
             metrics_bind: None,
             heartbeat_interval: Duration::from_millis(500),
             node_timeout: Duration::from_secs(5),
+            policy: crate::scheduler::POLICY_NAMES[0].to_string(),
         }
     }
 }
@@ -129,6 +132,15 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
     let job_logs = jobs::LogFiles::open(config.data_dir.join("job-logs"))
         .map_err(|err| Error::io("creating the job log directory", err))?;
     let mut state = HeadState::default();
+    let policy = crate::scheduler::by_name(&config.policy, 0).ok_or_else(|| Error::Invalid {
+        what: "policy".to_string(),
+        why: format!(
+            "`{}`: expected one of {}",
+            config.policy,
+            crate::scheduler::POLICY_NAMES.join(", ")
+        ),
+    })?;
+    state.scheduler = crate::scheduler::Scheduler::with_policy(policy);
     let restored = job_store.load()?;
     if !restored.is_empty() {
         tracing::info!(jobs = restored.len(), "restored job records");
@@ -323,7 +335,8 @@ impl Head {
                 stop_worker: false,
                 fatal: !report.start_error.is_empty(),
             };
-            let orders = state.worker_failed(&report.actor_id, report.incarnation, failure);
+            let mut orders = state.victim_exited(&report.actor_id, report.incarnation);
+            orders.extend(state.worker_failed(&report.actor_id, report.incarnation, failure));
             ((), orders)
         });
     }
@@ -358,6 +371,7 @@ async fn watch_nodes(head: Arc<Head>) {
         let due = head.read(|state| {
             let now = Instant::now();
             state.backoff_expired(now)
+                || state.deferred_due(now)
                 || state.unclaimed_jobs_expired(now, claim_patience)
                 || state
                     .nodes
@@ -368,6 +382,7 @@ async fn watch_nodes(head: Arc<Head>) {
             head.update(|state| {
                 let now = Instant::now();
                 let mut orders = state.fail_unclaimed_jobs(now, claim_patience);
+                orders.extend(state.release_deferred(now, true));
                 orders.extend(state.check_nodes(now, timeout));
                 ((), orders)
             });

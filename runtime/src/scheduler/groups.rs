@@ -127,15 +127,44 @@ impl Scheduler {
         &mut self,
         holder: &str,
     ) -> Result<Vec<(usize, Allocation)>, PlacementError> {
+        let missing = self.lost_bundles(holder);
+        self.place_again(holder, &missing)
+    }
+
+    /// Places one lost (or given back) bundle of a holder again.
+    pub fn place_lost_bundle(
+        &mut self,
+        holder: &str,
+        bundle: usize,
+    ) -> Result<Allocation, PlacementError> {
+        if let Some(Some(allocation)) = self
+            .holders
+            .get(holder)
+            .and_then(|record| record.allocations.get(bundle))
+        {
+            return Ok(allocation.clone());
+        }
+        let mut placed = self.place_again(holder, &[bundle])?;
+        Ok(placed.remove(0).1)
+    }
+
+    /// Places bundles `which` of a holder (all or none) next to the bundles it still holds.
+    fn place_again(
+        &mut self,
+        holder: &str,
+        which: &[usize],
+    ) -> Result<Vec<(usize, Allocation)>, PlacementError> {
         let Some(record) = self.holders.get(holder) else {
             return Err(PlacementError::Infeasible(format!(
                 "{holder} holds nothing"
             )));
         };
-        let missing: Vec<usize> = (0..record.bundles.len())
-            .filter(|i| record.allocations[*i].is_none())
-            .collect();
-        if missing.is_empty() {
+        if let Some(bad) = which.iter().find(|i| **i >= record.bundles.len()) {
+            return Err(PlacementError::Infeasible(format!(
+                "{holder} has no bundle {bad}"
+            )));
+        }
+        if which.is_empty() {
             return Ok(Vec::new());
         }
         let kept: Vec<String> = record
@@ -146,7 +175,7 @@ impl Scheduler {
             .collect();
         let bundles = record.bundles.clone();
         let strategy = record.strategy;
-        let placed = self.place_bundles(&bundles, &missing, strategy, &kept)?;
+        let placed = self.place_bundles(&bundles, which, strategy, &kept)?;
         if let Some(record) = self.holders.get_mut(holder) {
             for (index, allocation) in &placed {
                 record.allocations[*index] = Some(allocation.clone());
@@ -154,42 +183,6 @@ impl Scheduler {
         }
         self.index_holder(holder);
         Ok(placed)
-    }
-
-    /// Places one lost (or given back) bundle of a holder again.
-    pub fn place_lost_bundle(
-        &mut self,
-        holder: &str,
-        bundle: usize,
-    ) -> Result<Allocation, PlacementError> {
-        let Some(record) = self.holders.get(holder) else {
-            return Err(PlacementError::Infeasible(format!(
-                "{holder} holds nothing"
-            )));
-        };
-        if let Some(Some(allocation)) = record.allocations.get(bundle) {
-            return Ok(allocation.clone());
-        }
-        if bundle >= record.bundles.len() {
-            return Err(PlacementError::Infeasible(format!(
-                "{holder} has no bundle {bundle}"
-            )));
-        }
-        let kept: Vec<String> = record
-            .allocations
-            .iter()
-            .flatten()
-            .map(|a| a.node_id.clone())
-            .collect();
-        let bundles = record.bundles.clone();
-        let strategy = record.strategy;
-        let mut placed = self.place_bundles(&bundles, &[bundle], strategy, &kept)?;
-        let (_, allocation) = placed.remove(0);
-        if let Some(record) = self.holders.get_mut(holder) {
-            record.allocations[bundle] = Some(allocation.clone());
-        }
-        self.index_holder(holder);
-        Ok(allocation)
     }
 
     /// Gives back one bundle of a holder (a gang member that died); the holder keeps its other
@@ -334,24 +327,11 @@ impl Scheduler {
     }
 
     fn some_empty_node_holds_all(&self, bundles: &[Request]) -> bool {
+        let wanted: Vec<&Request> = bundles.iter().collect();
         self.live_kinds().into_iter().any(|kind| {
             let capacity = &self.kinds[kind as usize];
-            let mut usage = super::NodeUsage::empty(capacity);
-            bundles.iter().all(|bundle| {
-                match super::resources::fit_options(capacity, &usage, bundle) {
-                    Ok(options) => {
-                        usage.add_parts(
-                            capacity,
-                            bundle.cpu_milli,
-                            bundle.memory_bytes,
-                            &options[0],
-                            &bundle.custom,
-                        );
-                        true
-                    }
-                    Err(_) => false,
-                }
-            })
+            super::preemption::fit_all(capacity, &super::NodeUsage::empty(capacity), &wanted)
+                .is_some()
         })
     }
 
@@ -473,27 +453,10 @@ impl Scheduler {
             {
                 continue;
             }
-            let mut usage = node.usage.clone();
-            let mut devices = Vec::with_capacity(wanted.len());
-            let fits = wanted.iter().all(|request| {
-                match super::resources::fit_options(capacity, &usage, request) {
-                    Ok(options) => {
-                        usage.add_parts(
-                            capacity,
-                            request.cpu_milli,
-                            request.memory_bytes,
-                            &options[0],
-                            &request.custom,
-                        );
-                        devices.push(options[0].clone());
-                        true
-                    }
-                    Err(_) => false,
-                }
-            });
-            if !fits {
+            let Some((usage, devices)) = super::preemption::fit_all(capacity, &node.usage, &wanted)
+            else {
                 continue;
-            }
+            };
             let before = super::policy::NodeView {
                 kind: node.kind,
                 capacity,

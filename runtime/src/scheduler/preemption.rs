@@ -229,24 +229,26 @@ impl Scheduler {
     }
 
     fn evict_for_trial(&mut self, holder: &str) {
-        let allocations: Vec<_> = self
-            .holders
-            .get(holder)
-            .map(|h| h.allocations.iter().flatten().cloned().collect())
-            .unwrap_or_default();
-        for allocation in &allocations {
-            self.release(allocation);
-        }
+        self.trial(holder, false);
     }
 
     fn restore_after_trial(&mut self, holder: &str) {
+        self.trial(holder, true);
+    }
+
+    /// Takes a holder's allocations off the nodes (or puts them back), keeping its record.
+    fn trial(&mut self, holder: &str, restore: bool) {
         let allocations: Vec<_> = self
             .holders
             .get(holder)
             .map(|h| h.allocations.iter().flatten().cloned().collect())
             .unwrap_or_default();
         for allocation in &allocations {
-            self.reapply(allocation);
+            if restore {
+                self.reapply(allocation);
+            } else {
+                self.release(allocation);
+            }
         }
     }
 }
@@ -257,20 +259,30 @@ pub(crate) fn fits_usage(
     usage: &NodeUsage,
     wanted: &[Request],
 ) -> bool {
+    let wanted: Vec<&Request> = wanted.iter().collect();
+    fit_all(capacity, usage, &wanted).is_some()
+}
+
+/// Fits `wanted` one after the other on a node of `capacity` with `usage` in use; returns the
+/// use afterwards and the devices each request got, or `None` if one does not fit.
+pub(crate) fn fit_all(
+    capacity: &super::NodeCapacity,
+    usage: &NodeUsage,
+    wanted: &[&Request],
+) -> Option<(NodeUsage, Vec<Vec<super::GpuShare>>)> {
     let mut usage = usage.clone();
-    wanted.iter().all(
-        |request| match resources::fit_options(capacity, &usage, request) {
-            Ok(options) => {
-                usage.add_parts(
-                    capacity,
-                    request.cpu_milli,
-                    request.memory_bytes,
-                    &options[0],
-                    &request.custom,
-                );
-                true
-            }
-            Err(_) => false,
-        },
-    )
+    let mut devices = Vec::with_capacity(wanted.len());
+    for request in wanted {
+        let options = resources::fit_options(capacity, &usage, request).ok()?;
+        let gpus = options.into_iter().next()?;
+        usage.add_parts(
+            capacity,
+            request.cpu_milli,
+            request.memory_bytes,
+            &gpus,
+            &request.custom,
+        );
+        devices.push(gpus);
+    }
+    Some((usage, devices))
 }

@@ -11,6 +11,44 @@ use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Starts a cluster with one node agent per entry of `$node_args`, connects this test as the
+/// driver, builds `$world { fixture, cluster }`, runs `$scenarios()` (60 s each) and shuts the
+/// driver down; evaluates to whether every scenario passed. Use inside a tokio runtime's
+/// `block_on`.
+#[allow(unused_macros)]
+macro_rules! run_cluster_scenarios {
+    ($node_args:expr, $world:ident, $scenarios:ident) => {{
+        let fixture = match support::Fixture::start($node_args) {
+            Ok(fixture) => fixture,
+            Err(err) => {
+                println!("could not start the cluster: {err:#}\n0 passed, 1 failed");
+                return false;
+            }
+        };
+        let cluster = match troupe::Cluster::connect(&fixture.head_address).await {
+            Ok(cluster) => cluster,
+            Err(err) => {
+                println!("could not connect: {err:#}\n0 passed, 1 failed");
+                return false;
+            }
+        };
+        let world = $world { fixture, cluster };
+        let passed =
+            support::run_scenarios(&world, $scenarios(), std::time::Duration::from_secs(60)).await;
+        world.cluster.clone().shutdown().await;
+        passed
+    }};
+}
+
+/// The process exit code for a run of scenarios.
+pub fn exit_code(passed: bool) -> std::process::ExitCode {
+    if passed {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// Starts `program args...` with its output in `log`, killed if this process dies.
 pub fn spawn_process(program: &str, args: &[String], log: &PathBuf) -> std::io::Result<Child> {
     let file = std::fs::File::create(log)?;

@@ -34,14 +34,7 @@ impl HeadState {
                 }
                 Pending::Group(id) => {
                     if let Some(group) = self.groups.get(&id) {
-                        let missing: Vec<Request> = group
-                            .bundles
-                            .iter()
-                            .zip(&group.placed)
-                            .filter(|(_, placed)| placed.is_none())
-                            .map(|(bundle, _)| bundle.clone())
-                            .collect();
-                        items.push((missing, group.strategy));
+                        items.push((group.missing_bundles(), group.strategy));
                     }
                 }
             }

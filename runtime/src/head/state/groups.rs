@@ -38,6 +38,16 @@ pub(super) fn group_holder(id: &str) -> String {
 }
 
 impl GroupRecord {
+    /// The bundles not placed right now.
+    pub fn missing_bundles(&self) -> Vec<Request> {
+        self.bundles
+            .iter()
+            .zip(&self.placed)
+            .filter(|(_, placed)| placed.is_none())
+            .map(|(bundle, _)| bundle.clone())
+            .collect()
+    }
+
     /// An actor inside left: its share of the bundle is free again.
     pub fn give_back(&mut self, actor_id: &str) {
         self.tenants.remove(actor_id);
@@ -342,13 +352,7 @@ impl HeadState {
             }
             Err(err) => {
                 group.info.pending_reason = err.to_string();
-                let wanted: Vec<Request> = group
-                    .bundles
-                    .iter()
-                    .zip(&group.placed)
-                    .filter(|(_, placed)| placed.is_none())
-                    .map(|(bundle, _)| bundle.clone())
-                    .collect();
+                let wanted = group.missing_bundles();
                 let busy = matches!(err, crate::scheduler::PlacementError::Busy(_));
                 Outcome::Waiting(busy.then_some((wanted, strategy, claim)))
             }

@@ -127,6 +127,8 @@ pub(crate) struct HeadState {
     pub groups_placed: u64,
     /// The scheduler's clock starts here.
     pub epoch: Option<Instant>,
+    /// Starts of preempting actors waiting for their victims' workers to exit.
+    pub deferred_starts: Vec<preemption::DeferredStart>,
     /// Driver (and worker) sessions whose stream is open.
     pub sessions: HashSet<String>,
     /// The rendezvous key-value store.

@@ -13,6 +13,15 @@ use troupe_proto::PlacementGroupState;
 /// How long an evicted worker has to stop before it is killed.
 pub(crate) const PREEMPTION_GRACE: Duration = Duration::from_secs(2);
 
+/// A start held back until the workers evicted for it are gone (so that, on a GPU, the two
+/// never share device memory), or until the grace period and a margin have passed.
+pub(crate) struct DeferredStart {
+    /// (actor, incarnation) of the evicted workers still running.
+    pub victims: Vec<(String, u64)>,
+    pub until: Instant,
+    pub order: Order,
+}
+
 impl HeadState {
     /// Evicts what the scheduler picks so that `item` fits, then places it. `None` when no
     /// eviction would make room.
@@ -39,14 +48,73 @@ impl HeadState {
             orders.extend(self.evict(victim, &reason, now));
         }
         self.counters.preemptions_total += victims.len() as u64;
+        let stopping: Vec<(String, u64)> = orders
+            .iter()
+            .filter_map(|order| match order {
+                Order::Stop {
+                    actor_id,
+                    incarnation,
+                    ..
+                } => Some((actor_id.clone(), *incarnation)),
+                _ => None,
+            })
+            .collect();
         let outcome = match item {
             Pending::Actor(id) => self.try_actor(id, now, &mut BTreeSet::new()),
             Pending::Group(id) => self.try_group(id, now),
         };
         if let Outcome::Placed(more) = outcome {
-            orders.extend(more);
+            for order in more {
+                match order {
+                    Order::Start { .. } if !stopping.is_empty() => {
+                        self.deferred_starts.push(DeferredStart {
+                            victims: stopping.clone(),
+                            until: now + PREEMPTION_GRACE + Duration::from_secs(3),
+                            order,
+                        })
+                    }
+                    other => orders.push(other),
+                }
+            }
         }
         Some(orders)
+    }
+
+    /// A worker exited: starts that waited only for it go out now.
+    pub fn victim_exited(&mut self, actor_id: &str, incarnation: u64) -> Vec<Order> {
+        for deferred in &mut self.deferred_starts {
+            deferred
+                .victims
+                .retain(|(id, inc)| !(id == actor_id && *inc == incarnation));
+        }
+        self.release_deferred(Instant::now(), false)
+    }
+
+    /// Whether a held-back start has waited out its grace period.
+    pub fn deferred_due(&self, now: Instant) -> bool {
+        self.deferred_starts.iter().any(|d| d.until <= now)
+    }
+
+    /// Sends the held-back starts whose victims are gone (or, with `expired`, whose time is up),
+    /// dropping those whose actor moved on meanwhile.
+    pub fn release_deferred(&mut self, now: Instant, expired: bool) -> Vec<Order> {
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred_starts)
+            .into_iter()
+            .partition(|d| d.victims.is_empty() || (expired && d.until <= now));
+        self.deferred_starts = waiting;
+        ready
+            .into_iter()
+            .filter(|d| match &d.order {
+                Order::Start { request, .. } => {
+                    self.actors.get(&request.actor_id).is_some_and(|a| {
+                        a.info.incarnation == request.incarnation
+                            && a.info.state() == ActorState::Starting
+                    })
+                }
+                _ => true,
+            })
+            .map(|d| d.order)
+            .collect()
     }
 
     /// Frees a holder (an actor, a gang or a placement group) and sends its actors back to the
