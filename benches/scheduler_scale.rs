@@ -129,7 +129,7 @@ fn run(nodes: usize, decisions: usize, seed: u64) -> serde_json::Value {
         let mut outcome = scheduler.place_group(&next.id, &next.bundles, next.strategy, next.claim);
         if outcome.is_err() && next.claim.priority > 0 {
             if let Some(evicted) =
-                scheduler.plan_preemption(&next.bundles, next.strategy, next.claim, clock_s)
+                scheduler.plan_preemption(&next.bundles, next.strategy, next.claim, clock_s, &[])
             {
                 preemptions += 1;
                 victims += evicted.len() as u64;

@@ -154,16 +154,27 @@ fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
         .resources
         .as_ref()
         .ok_or_else(|| invalid("resources", "missing"))?;
-    if resources.gpu_milli > 1000 && resources.gpu_milli % 1000 != 0 {
+    check_request("resources", resources)
+}
+
+/// Checks one resource request (an actor's, or a placement-group bundle's, named `what`).
+fn check_request(what: &str, resources: &ResourceRequest) -> Result<(), Status> {
+    if resources.gpu_milli > 1000 && !resources.gpu_milli.is_multiple_of(1000) {
         return Err(invalid(
-            "resources.gpu_milli",
+            &format!("{what}.gpu_milli"),
             format!("{}: above one GPU, GPUs must be whole", resources.gpu_milli),
         ));
     }
-    check_custom("resources.custom", &resources.custom)?;
+    check_custom(&format!("{what}.custom"), &resources.custom)?;
     for (key, value) in &resources.label_selector {
-        check_id("resources.label_selector key", key)?;
-        check_text("resources.label_selector value", value, 256)?;
+        check_id(&format!("{what}.label_selector key"), key)?;
+        check_text(&format!("{what}.label_selector value"), value, 256)?;
+    }
+    for model in &resources.gpu_models {
+        check_text(&format!("{what}.gpu_models"), model, 256)?;
+    }
+    if !resources.node_id.is_empty() {
+        check_id(&format!("{what}.node_id"), &resources.node_id)?;
     }
     Ok(())
 }
@@ -502,6 +513,9 @@ impl Cluster for HeadService {
     ) -> Result<Response<PlacementGroupInfo>, Status> {
         let request = request.into_inner();
         check_text("name", &request.name, 256)?;
+        for (index, bundle) in request.bundles.iter().enumerate() {
+            check_request(&format!("bundles[{index}]"), bundle)?;
+        }
         let info = self
             .0
             .update(|state| match state.create_group(request, Instant::now()) {

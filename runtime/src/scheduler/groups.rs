@@ -420,6 +420,25 @@ impl Scheduler {
             }
         };
         let wanted: Vec<&Request> = which.iter().map(|i| &bundles[*i]).collect();
+        // A bundle pinned (hard) to a node makes that node the only candidate.
+        let pinned: Vec<usize> = wanted
+            .iter()
+            .filter_map(|r| r.node_affinity.as_ref().filter(|a| !a.soft))
+            .filter_map(|a| self.index_of.get(&a.node_id).copied())
+            .collect();
+        let pins_unknown_node = wanted
+            .iter()
+            .filter_map(|r| r.node_affinity.as_ref().filter(|a| !a.soft))
+            .count()
+            > pinned.len();
+        let candidates: Vec<(usize, usize)> = candidates
+            .into_iter()
+            .filter(|(slot, _)| {
+                !pins_unknown_node
+                    && pinned.iter().all(|p| p == slot)
+                    && self.slots[*slot].as_ref().is_some_and(|n| n.schedulable)
+            })
+            .collect();
         // Necessary conditions, checked before the exact (and costlier) trial on each node.
         let need_cpu: u64 = wanted.iter().map(|r| r.cpu_milli).sum();
         let need_memory: u64 = wanted.iter().map(|r| r.memory_bytes).sum();

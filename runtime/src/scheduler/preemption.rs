@@ -30,6 +30,7 @@ impl Scheduler {
         strategy: Strategy,
         claim: Claim,
         now_s: f64,
+        avoid_nodes: &[String],
     ) -> Option<Vec<String>> {
         if self.check_group_feasible(bundles, strategy).is_err() {
             return None;
@@ -44,7 +45,11 @@ impl Scheduler {
                 .sort_by_key(|i| std::cmp::Reverse((bundles[*i].gpu_milli, bundles[*i].cpu_milli)));
             order.into_iter().map(|i| vec![i]).collect()
         };
-        let mut used_nodes: Vec<usize> = Vec::new();
+        // STRICT_SPREAD bundles must avoid the nodes the group already holds.
+        let mut used_nodes: Vec<usize> = avoid_nodes
+            .iter()
+            .filter_map(|id| self.index_of.get(id).copied())
+            .collect();
         let mut ok = true;
         for group in &groups {
             let wanted: Vec<Request> = group.iter().map(|i| bundles[*i].clone()).collect();
@@ -114,6 +119,15 @@ impl Scheduler {
         for (index, slot) in self.slots.iter().enumerate() {
             let Some(node) = slot.as_ref() else { continue };
             if !node.schedulable || exclude.contains(&index) {
+                continue;
+            }
+            let pinned_elsewhere = wanted.iter().any(|request| {
+                request
+                    .node_affinity
+                    .as_ref()
+                    .is_some_and(|a| !a.soft && a.node_id != node.id)
+            });
+            if pinned_elsewhere {
                 continue;
             }
             let mut bound: Option<(i32, f64)> = None;

@@ -207,7 +207,7 @@ proptest! {
                     let claim = Claim { priority, preemptible: false, since_s: now };
                     let before: Vec<(String, Option<Claim>)> = scheduler.holder_ids().into_iter().map(|id| { let c = scheduler.holder_claim(&id); (id, c) }).collect();
                     let usage_before: Vec<NodeUsage> = scheduler.nodes().iter().map(|(_, _, u)| (*u).clone()).collect();
-                    if let Some(victims) = scheduler.plan_preemption(&requests, Layout::Pack, claim, now) {
+                    if let Some(victims) = scheduler.plan_preemption(&requests, Layout::Pack, claim, now, &[]) {
                         let usage_after: Vec<NodeUsage> = scheduler.nodes().iter().map(|(_, _, u)| (*u).clone()).collect();
                         prop_assert_eq!(usage_before, usage_after, "planning must not change the cluster");
                         for victim in &victims {

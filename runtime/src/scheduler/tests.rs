@@ -279,7 +279,7 @@ fn preemption_takes_the_lowest_priority_then_least_gpu_time_and_whole_gangs() {
         .place_group("new", &[gpus(2000)], Strategy::Pack, recent)
         .expect("new");
     let victims = scheduler
-        .plan_preemption(&[gpus(2000)], Strategy::Pack, claim(5, false), 100.0)
+        .plan_preemption(&[gpus(2000)], Strategy::Pack, claim(5, false), 100.0, &[])
         .expect("a plan");
     assert_eq!(
         victims,
@@ -292,7 +292,13 @@ fn preemption_takes_the_lowest_priority_then_least_gpu_time_and_whole_gangs() {
         "planning changes nothing"
     );
     let victims = scheduler
-        .plan_preemption(&vec![gpus(1000); 6], Strategy::Pack, claim(5, false), 100.0)
+        .plan_preemption(
+            &vec![gpus(1000); 6],
+            Strategy::Pack,
+            claim(5, false),
+            100.0,
+            &[],
+        )
         .expect("a plan for six");
     let victims: BTreeSet<String> = victims.into_iter().collect();
     assert!(victims.contains("gang"), "{victims:?}");
@@ -314,12 +320,12 @@ fn preemption_never_touches_equal_higher_or_protected_work() {
         .place_group("protected", &[gpus(2000)], Strategy::Pack, claim(0, false))
         .expect("protected");
     assert_eq!(
-        scheduler.plan_preemption(&[gpus(1000)], Strategy::Pack, claim(3, false), 1.0),
+        scheduler.plan_preemption(&[gpus(1000)], Strategy::Pack, claim(3, false), 1.0, &[]),
         None
     );
     assert_eq!(
         scheduler
-            .plan_preemption(&[gpus(1000)], Strategy::Pack, claim(4, false), 1.0)
+            .plan_preemption(&[gpus(1000)], Strategy::Pack, claim(4, false), 1.0, &[])
             .expect("higher priority may evict"),
         vec!["equal".to_string()]
     );

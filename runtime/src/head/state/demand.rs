@@ -26,7 +26,11 @@ impl HeadState {
                         let members: Vec<Request> = self
                             .actors
                             .values()
-                            .filter(|a| a.spec.gang == actor.spec.gang && a.allocation.is_none())
+                            .filter(|a| {
+                                a.spec.gang == actor.spec.gang
+                                    && a.allocation.is_none()
+                                    && a.info.state() != super::ActorState::Dead
+                            })
                             .map(|a| request_of(&a.spec))
                             .collect();
                         items.push((members, Strategy::Pack));

@@ -4,7 +4,7 @@
 //! call), and node loss (lost bundles placed again ahead of newer work of equal priority, or the
 //! whole group restarted if asked).
 
-use super::placement::Outcome;
+use super::placement::{preemptable, Outcome};
 use super::{request_of, short_id, ActorState, Failure, HeadState, Order, Pending};
 use crate::scheduler::{Allocation, Claim, GpuShare, NodeAffinity, Request, Strategy};
 use std::collections::BTreeMap;
@@ -352,9 +352,16 @@ impl HeadState {
             }
             Err(err) => {
                 group.info.pending_reason = err.to_string();
-                let wanted = group.missing_bundles();
-                let busy = matches!(err, crate::scheduler::PlacementError::Busy(_));
-                Outcome::Waiting(busy.then_some((wanted, strategy, claim)))
+                let avoid: Vec<String> = group
+                    .placed
+                    .iter()
+                    .flatten()
+                    .map(|a| a.node_id.clone())
+                    .collect();
+                let wanted = preemptable(&err, group.missing_bundles(), strategy, claim);
+                Outcome::Waiting(
+                    wanted.map(|(bundles, strategy, claim, _)| (bundles, strategy, claim, avoid)),
+                )
             }
         }
     }
@@ -418,7 +425,7 @@ impl HeadState {
         node_id: &str,
         now: Instant,
     ) -> Vec<Order> {
-        let mut orders = Vec::new();
+        let mut restarting: Vec<(String, u64, String)> = Vec::new();
         for holder in holders {
             let Some(id) = holder.strip_prefix("pg:") else {
                 continue;
@@ -458,14 +465,19 @@ impl HeadState {
                     .map(|a| (a.info.id.clone(), a.info.incarnation))
                     .collect();
                 for (actor_id, incarnation) in inside {
-                    let failure = Failure {
-                        reason: format!("its placement group {id} restarts: node {node_id} died"),
-                        stop_worker: true,
-                        fatal: false,
-                    };
-                    orders.extend(self.worker_failed(&actor_id, incarnation, failure));
+                    restarting.push((actor_id, incarnation, id.to_string()));
                 }
             }
+        }
+        // Failing workers schedules again: only once every group's books are right.
+        let mut orders = Vec::new();
+        for (actor_id, incarnation, id) in restarting {
+            let failure = Failure {
+                reason: format!("its placement group {id} restarts: node {node_id} died"),
+                stop_worker: true,
+                fatal: false,
+            };
+            orders.extend(self.worker_failed(&actor_id, incarnation, failure));
         }
         orders
     }

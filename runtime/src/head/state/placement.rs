@@ -19,11 +19,16 @@ pub(super) fn gang_holder(gang: &str) -> String {
     format!("gang:{gang}")
 }
 
+/// What a pending entry would need room for: its bundles, their strategy, its claim, and the
+/// nodes it must avoid (those a STRICT_SPREAD group already holds).
+pub(super) type Wanted = (Vec<Request>, Strategy, Claim, Vec<String>);
+
 /// What one pending entry tried and how it went.
 pub(super) enum Outcome {
     Placed(Vec<Order>),
-    /// Not placed; the request that would need room (for preemption), if any.
-    Waiting(Option<(Vec<Request>, Strategy, Claim)>),
+    /// Not placed; what it waits for room for, when capacity is the problem (so it may preempt
+    /// and, once starved, holds back equals).
+    Waiting(Option<Wanted>),
     /// Nothing to do (gone, not due yet, or placed with its gang).
     Skip,
 }
@@ -86,16 +91,21 @@ impl HeadState {
             match outcome {
                 Outcome::Placed(more) => orders.extend(more),
                 Outcome::Skip => {}
-                Outcome::Waiting(wanted) => {
-                    if let Some((bundles, strategy, claim)) = wanted {
-                        if let Some(more) = self.preempt_for(&item, &bundles, strategy, claim, now)
-                        {
-                            orders.extend(more);
+                // Only a wait for capacity holds back equals once starved; waiting for a
+                // group's room, a gang's bundle or a dead pinned node does not.
+                Outcome::Waiting(Some(wanted)) => {
+                    let (bundles, strategy, claim, avoid) = wanted;
+                    if let Some((placed, more)) =
+                        self.preempt_for(&item, &bundles, strategy, claim, &avoid, now)
+                    {
+                        orders.extend(more);
+                        if placed {
                             continue;
                         }
                     }
                     pass.failed(priority, waited.as_secs_f64(), STARVE_AFTER.as_secs_f64());
                 }
+                Outcome::Waiting(None) => {}
             }
         }
     }
@@ -254,9 +264,18 @@ impl HeadState {
 
     /// A gang member restarting alone gets its own bundle of the gang back.
     fn place_gang_member(&mut self, actor_id: &str, holder: &str, now: Instant) -> Outcome {
-        let Some(bundle) = self.actors.get(actor_id).and_then(|a| a.gang_bundle) else {
+        let Some(actor) = self.actors.get(actor_id) else {
             return Outcome::Skip;
         };
+        let Some(bundle) = actor.gang_bundle else {
+            if let Some(actor) = self.actors.get_mut(actor_id) {
+                actor.info.pending_reason =
+                    "its gang was placed without it (more members than the gang's size)".into();
+            }
+            return Outcome::Waiting(None);
+        };
+        let request = request_of(&actor.spec);
+        let claim = self.scheduler.holder_claim(holder).unwrap_or_default();
         match self.scheduler.place_lost_bundle(holder, bundle) {
             Ok(allocation) => {
                 self.pending.remove(&Pending::Actor(actor_id.to_string()));
@@ -266,7 +285,7 @@ impl HeadState {
                 if let Some(actor) = self.actors.get_mut(actor_id) {
                     actor.info.pending_reason = format!("gang member's bundle: {err}");
                 }
-                Outcome::Waiting(None)
+                Outcome::Waiting(preemptable(&err, vec![request], Strategy::Pack, claim))
             }
         }
     }
@@ -327,7 +346,15 @@ impl HeadState {
             .get(&allocation.node_id)
             .map(|node| node.address.clone())
         else {
-            self.scheduler.release(&allocation);
+            // Not reachable while node records are kept; if it were, give the allocation back
+            // where it came from and wait again.
+            if let Some(actor) = self.actors.get_mut(actor_id) {
+                actor.allocation = Some(allocation);
+                let (seq, priority) = (actor.seq, actor.spec.priority);
+                self.release_actor(actor_id);
+                self.pending
+                    .push_with_seq(Pending::Actor(actor_id.to_string()), priority, seq);
+            }
             return None;
         };
         let actor = self.actors.get_mut(actor_id)?;
@@ -370,11 +397,11 @@ impl HeadState {
 }
 
 /// The request to plan a preemption for, when waiting (not infeasibility) is the problem.
-fn preemptable(
+pub(super) fn preemptable(
     err: &PlacementError,
     bundles: Vec<Request>,
     strategy: Strategy,
     claim: Claim,
-) -> Option<(Vec<Request>, Strategy, Claim)> {
-    matches!(err, PlacementError::Busy(_)).then_some((bundles, strategy, claim))
+) -> Option<Wanted> {
+    matches!(err, PlacementError::Busy(_)).then_some((bundles, strategy, claim, Vec::new()))
 }

@@ -31,12 +31,13 @@ impl HeadState {
         bundles: &[Request],
         strategy: Strategy,
         claim: Claim,
+        avoid: &[String],
         now: Instant,
-    ) -> Option<Vec<Order>> {
+    ) -> Option<(bool, Vec<Order>)> {
         let now_s = self.clock_s(now);
         let victims = self
             .scheduler
-            .plan_preemption(bundles, strategy, claim, now_s)?;
+            .plan_preemption(bundles, strategy, claim, now_s, avoid)?;
         let who = match item {
             Pending::Actor(id) => format!("actor {id}"),
             Pending::Group(id) => format!("placement group {id}"),
@@ -63,6 +64,10 @@ impl HeadState {
             Pending::Actor(id) => self.try_actor(id, now, &mut BTreeSet::new()),
             Pending::Group(id) => self.try_group(id, now),
         };
+        let placed = matches!(outcome, Outcome::Placed(_));
+        if !placed {
+            tracing::warn!(by = %who, "evicted for a request that then did not fit");
+        }
         if let Outcome::Placed(more) = outcome {
             for order in more {
                 match order {
@@ -77,7 +82,7 @@ impl HeadState {
                 }
             }
         }
-        Some(orders)
+        Some((placed, orders))
     }
 
     /// A worker exited: starts that waited only for it go out now.

@@ -268,3 +268,64 @@ fn pending_demand_reports_what_the_cluster_lacks() {
         "computing demand changes nothing"
     );
 }
+
+#[test]
+fn waiting_for_room_inside_a_group_does_not_hold_back_other_work() {
+    let (mut state, _, now) = state_with_nodes(1, 2);
+    let mut one_cpu = group(1, 0, "PACK");
+    one_cpu.bundles[0].cpu_milli = 1000;
+    let (info, _) = state.create_group(one_cpu, now).expect("group");
+    let mut inside = spec(0, 0, "s");
+    inside.placement_group_id = info.id.clone();
+    state
+        .create_actor(inside.clone(), now)
+        .expect("fills the bundle");
+    let (waiting, _) = state.create_actor(inside, now).expect("waits for room");
+    assert_eq!(waiting.state(), ActorState::Pending);
+    let later = now + Duration::from_secs(10);
+    let (other, _) = state
+        .create_actor(spec(1000, 0, "s"), later)
+        .expect("other");
+    assert_eq!(
+        other.state(),
+        ActorState::Starting,
+        "{}",
+        other.pending_reason
+    );
+}
+
+#[test]
+fn a_request_pinned_to_a_full_node_evicts_nobody_elsewhere() {
+    let (mut state, ids, now) = state_with_nodes(2, 1);
+    let mut protected = spec(1000, 0, "s");
+    protected.resources.as_mut().expect("resources").node_id = ids[0].clone();
+    let (protected, _) = state.create_actor(protected, now).expect("protected");
+    assert_eq!(protected.node_id, ids[0]);
+    let (victim, _) = state
+        .create_actor(with_priority(spec(1000, 0, "s"), 0, true), now)
+        .expect("preemptible");
+    assert_eq!(victim.node_id, ids[1]);
+    let mut pinned = with_priority(spec(1000, 0, "s"), 9, false);
+    pinned.resources.as_mut().expect("resources").node_id = ids[0].clone();
+    let (pinned, _) = state.create_actor(pinned, now).expect("pinned");
+    assert_eq!(pinned.state(), ActorState::Pending);
+    let victim = &state.actors[&victim.id].info;
+    assert_eq!(
+        victim.preemptions, 0,
+        "evicting on another node would not help"
+    );
+    assert_eq!(victim.state(), ActorState::Starting);
+}
+
+#[test]
+fn bad_bundles_are_refused_by_name() {
+    let (mut state, _, now) = state_with_nodes(1, 2);
+    let err = state
+        .create_group(group(1, 1500, "PACK"), now)
+        .expect_err("1.5 GPUs");
+    assert!(err.message().contains("bundle 0"), "{}", err.message());
+    let err = state
+        .create_group(group(0, 1000, "PACK"), now)
+        .expect_err("no bundles");
+    assert!(err.message().contains("bundles"), "{}", err.message());
+}
