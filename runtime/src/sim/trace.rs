@@ -203,3 +203,59 @@ pub fn read_pods(path: &Path) -> Result<Vec<Pod>, TraceError> {
     }
     Ok(pods)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    #[test]
+    fn node_and_pod_lists_parse_and_bad_rows_are_named() {
+        let dir = std::env::temp_dir().join(format!("troupe-trace-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let nodes = write(
+            &dir,
+            "nodes.csv",
+            "sn,cpu_milli,memory_mib,gpu,model\nn0,64000,1024,2,T4\n",
+        );
+        let nodes = read_nodes(&nodes).expect("nodes");
+        assert_eq!(nodes[0].1.gpus.len(), 2);
+        assert_eq!(nodes[0].1.memory_bytes, 1 << 30);
+        let pods = write(
+            &dir,
+            "pods.csv",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\np0,1000,0,1,500,V100M16|V100M32\np1,1000,0,2,1000,\np2,500,0,0,0,\n",
+        );
+        let pods = read_pods(&pods).expect("pods");
+        assert_eq!(pods[0].request.gpu_milli, 500);
+        assert_eq!(pods[0].request.gpu_models, vec!["V100M16", "V100M32"]);
+        assert_eq!(pods[1].request.gpu_milli, 2000);
+        assert_eq!(pods[2].request.gpu_milli, 0);
+        let bad = write(
+            &dir,
+            "bad.csv",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\np0,lots,0,1,500,\n",
+        );
+        let err = read_pods(&bad).expect_err("bad cpu").to_string();
+        assert!(
+            err.contains("bad.csv:2") && err.contains("cpu_milli"),
+            "{err}"
+        );
+        let shared = write(
+            &dir,
+            "shared.csv",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\np0,1,0,2,500,\n",
+        );
+        let err = read_pods(&shared).expect_err("2 GPUs at 0.5").to_string();
+        assert!(err.contains("num_gpu 2 with gpu_milli 500"), "{err}");
+        let headerless = write(&dir, "nohead.csv", "a,b\n1,2\n");
+        let err = read_nodes(&headerless).expect_err("columns").to_string();
+        assert!(err.contains("lacks column `sn`"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
