@@ -88,6 +88,12 @@ impl Probe {
         other.bump().await
     }
 
+    /// `n` first calls to another probe, all in flight at once; returns how many answered.
+    pub async fn burst(&self, other: ProbeHandle, n: usize) -> troupe::Result<usize> {
+        let calls = (0..n).map(|_| other.label());
+        Ok(futures::future::try_join_all(calls).await?.len())
+    }
+
     /// Names that generated code also uses internally must not clash (`id`, `actor`, `cell`).
     pub fn id(&self, actor: String, cell: u32) -> anyhow::Result<String> {
         anyhow::ensure!(cell > 0, "cell must be positive");
@@ -370,6 +376,24 @@ async fn names_and_handle_passing(world: &World) -> anyhow::Result<()> {
         "lookup by name finds the same actor"
     );
     anyhow::ensure!(target.bump().await? == 1, "first bump");
+    // A burst of first calls from a fresh process shares one lookup of the route (5,000
+    // lookups at once used to overwhelm the head's connection).
+    let fresh = Probe::spawn(cluster, probe_options(), "fresh".into()).await?;
+    fresh.label().await?;
+    let lookups = || async {
+        let metrics = http_get(&world.fixture.metrics_address, "/metrics").await?;
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("troupe_actor_lookups_total "))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .ok_or_else(|| anyhow::anyhow!("no troupe_actor_lookups_total in the metrics"))
+    };
+    let before = lookups().await?;
+    let answered = caller.burst(fresh.clone(), 5000).await?;
+    let spent = lookups().await? - before;
+    anyhow::ensure!(answered == 5000, "{answered} of 5000 answered");
+    anyhow::ensure!(spent <= 3, "5000 first calls cost {spent} lookups");
+    cluster.kill(&fresh).await?;
     let through = caller.bump_other(found.clone()).await?;
     anyhow::ensure!(
         through == 2,

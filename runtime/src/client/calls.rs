@@ -110,10 +110,17 @@ impl Client {
     }
 
     async fn route(&self, actor: &ActorRef) -> Result<Arc<Route>> {
-        if let Some(route) = self.cached_route(actor.id()) {
-            if !route.connection.is_closed() {
-                return Ok(route);
-            }
+        if let Some(route) = self.live_route(actor.id()) {
+            return Ok(route);
+        }
+        let lookup = self
+            .lookups
+            .lock()
+            .map(|mut lookups| lookups.entry(actor.id().to_string()).or_default().clone())
+            .unwrap_or_default();
+        let _one_at_a_time = lookup.lock().await;
+        if let Some(route) = self.live_route(actor.id()) {
+            return Ok(route); // found by the lookup this call waited for
         }
         let info = self.wait_ready(actor, self.ready_timeout).await?;
         let connection = match self.connection(&info.worker_address).await {
@@ -141,6 +148,11 @@ impl Client {
             routes.insert(actor.id().to_string(), route.clone());
         }
         Ok(route)
+    }
+
+    fn live_route(&self, actor_id: &str) -> Option<Arc<Route>> {
+        self.cached_route(actor_id)
+            .filter(|route| !route.connection.is_closed())
     }
 
     /// The actor was killed (or restarted) through this client: its worker may take a moment to

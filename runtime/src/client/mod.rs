@@ -63,6 +63,9 @@ pub(crate) struct Client {
     pub(crate) worker_args: Vec<String>,
     pub(crate) ready_timeout: Duration,
     routes: Mutex<HashMap<String, Arc<Route>>>,
+    /// One lookup at a time per actor: a burst of first calls waits for the first one's route
+    /// instead of sending the head one lookup each.
+    lookups: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     dying: Mutex<Dying>,
     connections: Mutex<HashMap<String, ConnectionSlot>>,
     /// Dropping this ends the session stream, which stops the session's non-detached actors.
@@ -123,6 +126,7 @@ impl Client {
             worker_args,
             ready_timeout: DEFAULT_READY_TIMEOUT,
             routes: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
             dying: Mutex::new(Dying::new()),
             connections: Mutex::new(HashMap::new()),
             session_keepalive: Mutex::new(None),

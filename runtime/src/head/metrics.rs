@@ -216,6 +216,12 @@ pub(super) fn render(state: &HeadState, uptime: Duration) -> String {
     let _ = writeln!(out, "troupe_actor_calls_total {}", counters.calls_total);
     let _ = writeln!(
         out,
+        "# HELP troupe_actor_lookups_total Actor lookups served (GetActor)."
+    );
+    let _ = writeln!(out, "# TYPE troupe_actor_lookups_total counter");
+    let _ = writeln!(out, "troupe_actor_lookups_total {}", counters.lookups_total);
+    let _ = writeln!(
+        out,
         "# HELP troupe_preemptions_total Holders (actors, gangs, placement groups) evicted by higher-priority work."
     );
     let _ = writeln!(out, "# TYPE troupe_preemptions_total counter");

@@ -331,6 +331,7 @@ impl Actors for HeadService {
             (true, false) => check_text("name", &request.name, 256)?,
             _ => return Err(invalid("id/name", "give exactly one of id and name")),
         }
+        self.0.inspect(|state| state.counters.lookups_total += 1);
         let deadline = Instant::now() + Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
         let mut changes = self.0.changed.subscribe();
         loop {

@@ -110,6 +110,8 @@ pub(crate) struct Counters {
     pub actors_created_total: u64,
     pub calls_total: u64,
     pub preemptions_total: u64,
+    /// Actor lookups served (GetActor): the control-plane load that calls cause.
+    pub lookups_total: u64,
     pub scheduling_latency: crate::head::metrics::Histogram,
 }
 
