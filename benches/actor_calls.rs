@@ -24,7 +24,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use troupe::objects::ObjectRef;
-use troupe::{Cluster, PlacementGroupSpec, SpawnOptions};
+use troupe::{ActorHandle, Cluster, PlacementGroupSpec, SpawnOptions};
 
 /// The callee of every workload.
 pub struct Server;
@@ -222,9 +222,7 @@ impl Bench {
             .await?;
             self.record(&name, per_s, "calls/s");
             self.kill_all(&targets).await?;
-            for client in &clients {
-                self.cluster.kill(client).await?;
-            }
+            self.kill_all(&clients).await?;
         }
         let name = format!("n_n_actor_calls_with_arg_async{suffix}");
         if self.wanted(&name) {
@@ -243,14 +241,12 @@ impl Bench {
             .await?;
             self.record(&name, per_s, "calls/s");
             self.kill_all(&targets).await?;
-            for client in &clients {
-                self.cluster.kill(client).await?;
-            }
+            self.kill_all(&clients).await?;
         }
         Ok(())
     }
 
-    async fn kill_all(&self, handles: &[ServerHandle]) -> anyhow::Result<()> {
+    async fn kill_all(&self, handles: &[impl ActorHandle]) -> anyhow::Result<()> {
         for handle in handles {
             self.cluster.kill(handle).await?;
         }

@@ -11,7 +11,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use support::{http_get, kill9, pid_alive, Fixture, Scenario};
+use support::{http_get, kill9, pid_alive, wait_for_state, Fixture, Scenario};
 use troupe::data::Batch;
 use troupe::objects::ObjectRef;
 use troupe::proto::actors_client::ActorsClient;
@@ -206,28 +206,6 @@ struct World {
 
 fn probe_options() -> SpawnOptions {
     SpawnOptions::new().num_cpus(0.5)
-}
-
-async fn wait_for_state(
-    cluster: &Cluster,
-    handle: &ProbeHandle,
-    want: ActorState,
-    within: Duration,
-) -> anyhow::Result<troupe::proto::ActorInfo> {
-    let deadline = Instant::now() + within;
-    loop {
-        let info = cluster.actor_info(handle).await?;
-        if info.state() == want {
-            return Ok(info);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "actor {} is {:?}, not {want:?}, after {within:?}",
-            info.id,
-            info.state()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn devices_of(info: &troupe::proto::ActorInfo) -> String {

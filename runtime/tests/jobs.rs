@@ -115,14 +115,12 @@ async fn actors_of_job_stop_with_it(world: &World) -> anyhow::Result<()> {
     .await?;
     anyhow::ensure!(stopped.stop_requested && stopped.end_time_ms >= stopped.start_time_ms);
     anyhow::ensure!(!pid_alive(running.pid), "the entrypoint is gone");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pid_alive(actor_pid) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the job's actor outlived the job"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_gone(
+        actor_pid,
+        Duration::from_secs(10),
+        "the job's actor outlived the job",
+    )
+    .await?;
     let status = world.fixture.status_json()?;
     let probe = status["actors"]
         .as_array()

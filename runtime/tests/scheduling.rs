@@ -10,7 +10,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{http_get, pid_alive, Fixture, Scenario};
+use support::{http_get, wait_for_state, wait_gone, Fixture, Scenario};
 use troupe::proto::{ActorState, PlacementGroupState};
 use troupe::{ActorHandle, Cluster, PlacementGroupSpec, SpawnOptions};
 
@@ -39,29 +39,6 @@ struct World {
 
 fn gpus(count: f64) -> SpawnOptions {
     SpawnOptions::new().num_cpus(0.25).num_gpus(count)
-}
-
-async fn wait_for(
-    cluster: &Cluster,
-    handle: &SleeperHandle,
-    want: ActorState,
-    within: Duration,
-) -> anyhow::Result<troupe::proto::ActorInfo> {
-    let deadline = Instant::now() + within;
-    loop {
-        let info = cluster.actor_info(handle).await?;
-        if info.state() == want {
-            return Ok(info);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "actor {} still {:?} after {within:?} ({})",
-            info.id,
-            info.state(),
-            info.pending_reason
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn placement_group_removal_places_waiting_work(world: &World) -> anyhow::Result<()> {
@@ -94,7 +71,7 @@ async fn placement_group_removal_places_waiting_work(world: &World) -> anyhow::R
     }
     // Every GPU is reserved: an outside actor waits and says what it is short of.
     let outside = Sleeper::spawn(cluster, gpus(1.0)).await?;
-    let pending = wait_for(
+    let pending = wait_for_state(
         cluster,
         &outside,
         ActorState::Pending,
@@ -148,7 +125,7 @@ async fn placement_group_removal_places_waiting_work(world: &World) -> anyhow::R
         placed_within.as_secs_f64() * 1e3
     );
     outside.pid().await?;
-    let gone = wait_for(cluster, &inside, ActorState::Dead, Duration::from_secs(10)).await?;
+    let gone = wait_for_state(cluster, &inside, ActorState::Dead, Duration::from_secs(10)).await?;
     anyhow::ensure!(
         gone.death_reason.contains("placement group"),
         "{}",
@@ -198,14 +175,12 @@ async fn preemption_evicts_lower_priority_workers(world: &World) -> anyhow::Resu
     }
     let (victim, old_pid) =
         evicted.ok_or_else(|| anyhow::anyhow!("no low-priority actor was preempted"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pid_alive(old_pid) {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the victim's worker {old_pid} still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_gone(
+        old_pid,
+        Duration::from_secs(10),
+        "the victim's worker still runs",
+    )
+    .await?;
     let metrics = http_get(&world.fixture.metrics_address, "/metrics").await?;
     anyhow::ensure!(
         metrics.contains("troupe_preemptions_total 1"),
@@ -213,7 +188,7 @@ async fn preemption_evicts_lower_priority_workers(world: &World) -> anyhow::Resu
     );
     // An equal priority never preempts: a second low actor just waits.
     cluster.kill(&high).await?;
-    let back = wait_for(cluster, victim, ActorState::Alive, Duration::from_secs(20)).await?;
+    let back = wait_for_state(cluster, victim, ActorState::Alive, Duration::from_secs(20)).await?;
     anyhow::ensure!(
         back.incarnation == 2,
         "placed again as a new incarnation: {back:?}"

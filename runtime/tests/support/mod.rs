@@ -40,6 +40,41 @@ macro_rules! run_cluster_scenarios {
     }};
 }
 
+/// Polls the head until the actor is in state `want`; fails naming its state (and why it
+/// waits) after `within`.
+pub async fn wait_for_state(
+    cluster: &troupe::Cluster,
+    handle: &impl troupe::ActorHandle,
+    want: troupe::proto::ActorState,
+    within: Duration,
+) -> anyhow::Result<troupe::proto::ActorInfo> {
+    let deadline = Instant::now() + within;
+    loop {
+        let info = cluster.actor_info(handle).await?;
+        if info.state() == want {
+            return Ok(info);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "actor {} is {:?}, not {want:?}, after {within:?} ({})",
+            info.id,
+            info.state(),
+            info.pending_reason
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until process `pid` is gone; fails with `what` after `within`.
+pub async fn wait_gone(pid: u32, within: Duration, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while pid_alive(pid) {
+        anyhow::ensure!(Instant::now() < deadline, "{what} (pid {pid})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// The process exit code for a run of scenarios.
 pub fn exit_code(passed: bool) -> std::process::ExitCode {
     if passed {
