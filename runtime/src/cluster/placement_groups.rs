@@ -40,6 +40,9 @@ impl PlacementGroupSpec {
 pub struct PlacementGroup {
     pub id: String,
     cluster: Cluster,
+    /// Placed already when the head answered the creation (it places in the same call when
+    /// resources allow): `ready` then needs no round trip.
+    placed_at_creation: Option<PlacementGroupInfo>,
 }
 
 impl PlacementGroup {
@@ -60,8 +63,13 @@ impl PlacementGroup {
             .into_inner())
     }
 
-    /// Waits until every bundle is placed; the error names why not (its pending reason).
+    /// Waits until every bundle has been placed (at once, with no round trip, when the head
+    /// placed the group while creating it, as Ray's `ready` resolves once); the error names why
+    /// not (its pending reason). `info` tells the state now.
     pub async fn ready(&self, timeout: Duration) -> Result<PlacementGroupInfo> {
+        if let Some(info) = &self.placed_at_creation {
+            return Ok(info.clone());
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let info = self.info().await?;
@@ -128,9 +136,11 @@ impl Cluster {
             .await
             .map_err(|status| Error::rpc("creating a placement group", status))?
             .into_inner();
+        let placed = info.state() == PlacementGroupState::PlacementGroupCreated;
         Ok(PlacementGroup {
-            id: info.id,
+            id: info.id.clone(),
             cluster: self.clone(),
+            placed_at_creation: placed.then_some(info),
         })
     }
 }
