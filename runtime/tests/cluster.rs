@@ -1110,14 +1110,6 @@ async fn child_driver(head: String) -> anyhow::Result<()> {
 }
 
 fn scenarios<'a>() -> Vec<Scenario<'a, World>> {
-    macro_rules! scenario {
-        ($name:ident) => {
-            (
-                stringify!($name),
-                Box::new(|world: &'a World| Box::pin($name(world)) as _),
-            )
-        };
-    }
     vec![
         scenario!(gpus_are_pinned),
         scenario!(status_and_metrics),
@@ -1135,12 +1127,9 @@ fn scenarios<'a>() -> Vec<Scenario<'a, World>> {
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match support::tokio_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cannot start tokio: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if let Ok(head) = std::env::var(CHILD_DRIVER) {
         return match runtime.block_on(child_driver(head)) {

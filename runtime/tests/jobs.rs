@@ -3,6 +3,7 @@
 //! job's exit code; job records, logs and a running entrypoint survive a restart of the head; a
 //! job whose node dies fails and names the node.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -314,33 +315,18 @@ async fn a_job_whose_node_dies_fails(world: &World) -> anyhow::Result<()> {
 
 fn scenarios<'a>() -> Vec<Scenario<'a, World>> {
     vec![
-        (
-            "actors_of_job_stop_with_it",
-            Box::new(|w| Box::pin(actors_of_job_stop_with_it(w))),
-        ),
-        (
-            "cli_wait_exits_with_the_job_code",
-            Box::new(|w| Box::pin(cli_wait_exits_with_the_job_code(w))),
-        ),
-        (
-            "jobs_survive_a_head_restart",
-            Box::new(|w| Box::pin(jobs_survive_a_head_restart(w))),
-        ),
-        (
-            "a_job_whose_node_dies_fails",
-            Box::new(|w| Box::pin(a_job_whose_node_dies_fails(w))),
-        ),
+        scenario!(actors_of_job_stop_with_it),
+        scenario!(cli_wait_exits_with_the_job_code),
+        scenario!(jobs_survive_a_head_restart),
+        scenario!(a_job_whose_node_dies_fails),
     ]
 }
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match support::tokio_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cannot start tokio: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     if std::env::var_os(JOB_DRIVER).is_some() {
         return match runtime.block_on(job_driver()) {

@@ -225,14 +225,6 @@ async fn infeasible_groups_fail_at_once(world: &World) -> anyhow::Result<()> {
 }
 
 fn scenarios<'a>() -> Vec<Scenario<'a, World>> {
-    macro_rules! scenario {
-        ($name:ident) => {
-            (
-                stringify!($name),
-                Box::new(|world: &'a World| Box::pin($name(world)) as _),
-            )
-        };
-    }
     vec![
         scenario!(placement_group_removal_places_waiting_work),
         scenario!(preemption_evicts_lower_priority_workers),
@@ -242,12 +234,9 @@ fn scenarios<'a>() -> Vec<Scenario<'a, World>> {
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match support::tokio_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("cannot start tokio: {err}");
-            return std::process::ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let passed = runtime.block_on(async {
         let node = vec!["--gpus", "4", "--gpu-model", "H100", "--cpus", "8"];

@@ -75,6 +75,22 @@ pub async fn wait_gone(pid: u32, within: Duration, what: &str) -> anyhow::Result
     Ok(())
 }
 
+/// A named scenario for `run_scenarios`: `scenario!(some_async_fn)` in a `scenarios()` list.
+#[allow(unused_macros)]
+macro_rules! scenario {
+    ($name:ident) => {
+        (stringify!($name), Box::new(|world| Box::pin($name(world))))
+    };
+}
+
+/// The tokio runtime a test binary runs on, or the exit code to leave with (the reason printed).
+pub fn tokio_runtime() -> Result<tokio::runtime::Runtime, std::process::ExitCode> {
+    tokio::runtime::Runtime::new().map_err(|err| {
+        eprintln!("cannot start tokio: {err}");
+        std::process::ExitCode::FAILURE
+    })
+}
+
 /// The process exit code for a run of scenarios.
 pub fn exit_code(passed: bool) -> std::process::ExitCode {
     if passed {
