@@ -12,8 +12,19 @@
 //! - `actor_creation`: spawn 100 actors and wait for the first answer of each;
 //! - `placement_group_create/removal`: create 100 groups of one tiny bundle, wait until all are
 //!   placed, remove them;
-//! - `put_get_gigabytes`: an actor puts 800 MiB, another fetches it (GB/s), against this
-//!   machine's memcpy of the same buffer (`memcpy_gigabytes`), measured in the same run.
+//! - `put_get_gigabytes`: an actor puts 800 MiB (made once, as Ray's benchmark makes its array
+//!   once), another fetches it (GB/s), against this machine's memcpy of the same buffer
+//!   (`memcpy_gigabytes`), measured in the same run; `put_get_touch_gigabytes` also reads one
+//!   byte of every page of what it fetched (Ray's get does not read the data either);
+//! - `breakdown_*`: where the time of one sync call goes, in microseconds per call: a raw TCP
+//!   round trip between this process and a child (the machine's floor), the same with both
+//!   keeping their CPU awake (`troupe::keep_awake`), a unary gRPC `Ping` to the actor's worker
+//!   (transport without the actor), the codec's work for one call (both sides), the worker's
+//!   dispatch run in process (decode, lock, method, encode), and the call itself.
+//!
+//! The driver runs on a current-thread tokio runtime, as Ray's Python driver is single-threaded
+//! (`--multi-thread-driver` for tokio's multi-threaded one, where each call also hops between
+//! the driver's thread and the runtime's I/O threads).
 //!
 //! N is Ray's choice (CPU count / 2, at least 1; no suffix) and also 4 (suffix `_n4`). Each
 //! workload is timed like Ray's `timeit`: 1 s of warm-up, then 4 rounds of at least 2 s; the
@@ -27,12 +38,17 @@ use troupe::objects::ObjectRef;
 use troupe::{ActorHandle, Cluster, PlacementGroupSpec, SpawnOptions};
 
 /// The callee of every workload.
-pub struct Server;
+pub struct Server {
+    /// The payload `put_payload` puts, made once (as Ray's benchmark makes its array once).
+    payload: std::sync::Mutex<Option<Bytes>>,
+}
 
 #[troupe::actor]
 impl Server {
     pub fn new() -> Self {
-        Server
+        Server {
+            payload: std::sync::Mutex::new(None),
+        }
     }
 
     pub fn small_value(&self) -> Vec<u8> {
@@ -44,14 +60,28 @@ impl Server {
         Ok(b"ok".to_vec())
     }
 
-    /// Keeps `mib` MiB of bytes (filled, so the pages are real) and returns the reference.
-    pub fn put_large(&self, mib: usize) -> Result<ObjectRef, String> {
-        ObjectRef::put(Bytes::from(vec![7u8; mib << 20])).map_err(|err| err.to_string())
+    /// Puts `mib` MiB of bytes (made and filled on the first call, so the pages are real) and
+    /// returns the reference.
+    pub fn put_payload(&self, mib: usize) -> Result<ObjectRef, String> {
+        let mut payload = self.payload.lock().map_err(|err| err.to_string())?;
+        let bytes = payload
+            .get_or_insert_with(|| Bytes::from(vec![7u8; mib << 20]))
+            .clone();
+        if bytes.len() != mib << 20 {
+            return Err(format!("the payload has {} bytes", bytes.len()));
+        }
+        ObjectRef::put(bytes).map_err(|err| err.to_string())
     }
 
     /// Fetches an object and returns its length.
     pub async fn fetch_len(&self, object: ObjectRef) -> troupe::Result<u64> {
         Ok(object.fetch().await?.len() as u64)
+    }
+
+    /// Fetches an object, reads one byte of every 4 KiB page, and returns their sum.
+    pub async fn fetch_touch(&self, object: ObjectRef) -> troupe::Result<u64> {
+        let bytes = object.fetch().await?;
+        Ok(bytes.iter().step_by(4096).map(|b| *b as u64).sum())
     }
 
     pub async fn release(&self, object: ObjectRef) -> troupe::Result<()> {
@@ -246,6 +276,41 @@ impl Bench {
         Ok(())
     }
 
+    /// Where the time of one sync call goes (µs per call), all measured here and now.
+    async fn breakdown(&mut self) -> anyhow::Result<()> {
+        if !self.wanted("breakdown") {
+            return Ok(());
+        }
+        const CALLS: u32 = 5000;
+        // Blocking loops run off the driver's (current-thread) runtime.
+        let tcp_us = tokio::task::spawn_blocking(|| tcp_round_trip_us(CALLS, false)).await??;
+        self.record("breakdown_tcp_round_trip", tcp_us, "µs");
+        let tcp_awake_us = tokio::task::spawn_blocking(|| tcp_round_trip_us(CALLS, true)).await??;
+        self.record("breakdown_tcp_round_trip_awake", tcp_awake_us, "µs");
+        let actor = servers(&self.cluster, 1).await?.remove(0);
+        let ping_us = self.cluster.ping_worker(&actor, CALLS).await?.as_secs_f64() * 1e6;
+        self.record("breakdown_grpc_ping", ping_us, "µs");
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            let args = troupe::codec::encode(&())?;
+            let (): () = troupe::codec::decode(&args)?;
+            let reply = troupe::codec::encode(&b"ok".to_vec())?;
+            let _: Vec<u8> = troupe::codec::decode(&reply)?;
+        }
+        let codec_us = started.elapsed().as_secs_f64() * 1e6 / CALLS as f64;
+        self.record("breakdown_codec", codec_us, "µs");
+        let dispatch_us = dispatch_in_process_us(CALLS).await?;
+        self.record("breakdown_dispatch_in_process", dispatch_us, "µs");
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            actor.small_value().await?;
+        }
+        let call_us = started.elapsed().as_secs_f64() * 1e6 / CALLS as f64;
+        self.record("breakdown_call", call_us, "µs");
+        self.cluster.kill(&actor).await?;
+        Ok(())
+    }
+
     async fn kill_all(&self, handles: &[impl ActorHandle]) -> anyhow::Result<()> {
         for handle in handles {
             self.cluster.kill(handle).await?;
@@ -308,20 +373,23 @@ impl Bench {
         }
         const MIB: usize = 800;
         let gib = MIB as f64 / 1024.0;
-        let source: Vec<u8> = vec![7u8; MIB << 20];
-        let mut target = vec![0u8; MIB << 20];
-        let per_s = rate(self.round, gib, || {
-            target.copy_from_slice(&source);
-            std::hint::black_box(&target);
-            async { Ok(()) }
+        // A blocking loop: it runs off the driver's (current-thread) runtime.
+        let round = self.round;
+        let per_s = tokio::task::spawn_blocking(move || {
+            let source: Vec<u8> = vec![7u8; MIB << 20];
+            let mut target = vec![0u8; MIB << 20];
+            futures::executor::block_on(rate(round, gib, || {
+                target.copy_from_slice(&source);
+                std::hint::black_box(&target);
+                async { Ok(()) }
+            }))
         })
-        .await?;
-        drop((source, target));
+        .await??;
         self.record("memcpy_gigabytes", per_s, "GiB/s");
         let actors = servers(&self.cluster, 2).await?;
         let (owner, reader) = (&actors[0], &actors[1]);
         let per_s = rate(self.round, gib, || async {
-            let object = owner.put_large(MIB).await?;
+            let object = owner.put_payload(MIB).await?;
             let got = reader.fetch_len(object.clone()).await?;
             anyhow::ensure!(got == (MIB as u64) << 20, "fetched {got} bytes");
             owner.release(object).await?;
@@ -329,21 +397,115 @@ impl Bench {
         })
         .await?;
         self.record("put_get_gigabytes", per_s, "GiB/s");
+        let pages = ((MIB as u64) << 20) / 4096;
+        let per_s = rate(self.round, gib, || async {
+            let object = owner.put_payload(MIB).await?;
+            let sum = reader.fetch_touch(object.clone()).await?;
+            anyhow::ensure!(sum == 7 * pages, "read {sum} over {pages} pages");
+            owner.release(object).await?;
+            Ok(())
+        })
+        .await?;
+        self.record("put_get_touch_gigabytes", per_s, "GiB/s");
         self.kill_all(&actors).await?;
         Ok(())
     }
 }
 
+/// What the worker does for one call once the frame is in hand, without any network: decode the
+/// arguments, take the actor's lock, run the method, encode the reply (µs per call).
+async fn dispatch_in_process_us(count: u32) -> anyhow::Result<f64> {
+    let hosted = troupe::__private::host(Server::new());
+    let method = (0..)
+        .take_while(|index| hosted.method_name(*index).is_some())
+        .find(|index| hosted.method_name(*index) == Some("small_value"))
+        .ok_or_else(|| anyhow::anyhow!("no method small_value"))?;
+    let args = troupe::codec::encode(&())?;
+    let started = Instant::now();
+    for _ in 0..count {
+        hosted
+            .call(method, args.clone())
+            .await
+            .map_err(|err| anyhow::anyhow!("{}", err.message))?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1e6 / count as f64)
+}
+
+/// Environment variable that makes this executable a TCP echo child on the given port.
+const ECHO_ENV: &str = "ACTOR_CALLS_TCP_ECHO";
+
+/// Set for the echo child when both sides keep their CPU awake (`troupe::keep_awake`).
+const ECHO_AWAKE_ENV: &str = "ACTOR_CALLS_TCP_ECHO_AWAKE";
+
+/// The child's side of the raw TCP round trip: echo 16-byte messages until the peer hangs up.
+fn echo_child(address: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let awake = std::env::var_os(ECHO_AWAKE_ENV).is_some();
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_nodelay(true)?;
+    let mut message = [0u8; 16];
+    while stream.read_exact(&mut message).is_ok() {
+        if awake {
+            troupe::keep_awake::note_activity();
+        }
+        stream.write_all(&message)?;
+    }
+    Ok(())
+}
+
+/// The mean round trip of a 16-byte message to a child process over loopback TCP, one at a time;
+/// with `awake`, both processes keep their CPU awake between messages as troupe's RPCs do.
+fn tcp_round_trip_us(count: u32, awake: bool) -> anyhow::Result<f64> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?.to_string();
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command.env(ECHO_ENV, &address);
+    if awake {
+        command.env(ECHO_AWAKE_ENV, "1");
+    }
+    let mut child = command.spawn()?;
+    let result = (|| {
+        listener.set_nonblocking(false)?;
+        let (mut stream, _) = listener.accept()?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut message = [1u8; 16];
+        let started = Instant::now();
+        for _ in 0..count {
+            if awake {
+                troupe::keep_awake::note_activity();
+            }
+            stream.write_all(&message)?;
+            stream.read_exact(&mut message)?;
+        }
+        anyhow::Ok(started.elapsed().as_secs_f64() * 1e6 / count as f64)
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
 fn main() -> anyhow::Result<()> {
+    if let Ok(address) = std::env::var(ECHO_ENV) {
+        return echo_child(&address);
+    }
     troupe::init();
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    let multi_thread_driver = args.iter().any(|a| a == "--multi-thread-driver");
     let only = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = if multi_thread_driver {
+        tokio::runtime::Runtime::new()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async {
         let cluster = Cluster::local().await?;
         let mut bench = Bench {
@@ -359,6 +521,7 @@ fn main() -> anyhow::Result<()> {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let ray_n = (cpus / 2).max(1);
         bench.one_to_one().await?;
+        bench.breakdown().await?;
         bench.fan_out(ray_n, "").await?;
         if ray_n != 4 {
             bench.fan_out(4, "_n4").await?;
@@ -371,6 +534,7 @@ fn main() -> anyhow::Result<()> {
             "cluster": "embedded local (Cluster::local)",
             "cpus": cpus,
             "n": ray_n,
+            "driver_runtime": if multi_thread_driver { "multi-thread" } else { "current-thread" },
             "workloads": bench.results,
         });
         if let Some(path) = troupe::report::json_path_arg() {

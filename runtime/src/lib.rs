@@ -55,6 +55,7 @@ pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, BoxFuture, SpawnOption
 pub use cluster::{Cluster, LocalClusterBuilder, PlacementGroup, PlacementGroupSpec};
 pub use error::{ActorDeath, Error, RemotePanic, Result};
 pub use transport::bytes_received as call_bytes_received;
+pub use transport::keep_awake;
 pub use troupe_macros::actor;
 pub use troupe_proto as proto;
 
@@ -95,7 +96,8 @@ pub fn init_logging(default: &str) {
 #[doc(hidden)]
 pub mod __private {
     //! Items the `#[troupe::actor]` expansion refers to. Not a public API.
-    pub use crate::actor::registry::{host, run_blocking};
+    pub use crate::actor::blocking::{run_blocking, MethodTiming};
+    pub use crate::actor::registry::host;
     pub use crate::actor::{ActorFactory, BoxFuture, DispatchError, HostedActor};
     pub use bytes::Bytes;
     pub use inventory;

@@ -158,12 +158,16 @@ fn expand(item_impl: ItemImpl) -> syn::Result<TokenStream2> {
         } else {
             quote! { let __troupe_actor = __troupe_cell.read().await; }
         };
-        // Sync methods may compute for long: run them where blocking is allowed, so the worker
-        // keeps answering keep-alives and other calls meanwhile.
+        // Sync methods may compute for long: unless this one was fast last time, run it where
+        // blocking is allowed, so the worker keeps answering keep-alives and other calls.
         let invoke = if method.is_async {
             quote! { __troupe_actor.#name(#(#args),*).await }
         } else {
-            quote! { ::troupe::__private::run_blocking(|| __troupe_actor.#name(#(#args),*)) }
+            quote! {{
+                static __TROUPE_TIMING: ::troupe::__private::MethodTiming =
+                    ::troupe::__private::MethodTiming::new();
+                ::troupe::__private::run_blocking(&__TROUPE_TIMING, || __troupe_actor.#name(#(#args),*))
+            }}
         };
         let encode = if method.fallible {
             quote! {

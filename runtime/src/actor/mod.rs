@@ -3,6 +3,7 @@
 //! a worker process constructs an actor by type name.
 
 mod actor_ref;
+pub(crate) mod blocking;
 mod group;
 mod options;
 pub(crate) mod registry;

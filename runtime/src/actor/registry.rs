@@ -58,17 +58,6 @@ impl<A: Actor> HostedActor for Hosted<A> {
     }
 }
 
-/// Runs a sync actor method where blocking is allowed (the multi-threaded runtime moves its other
-/// work elsewhere meanwhile), so a long computation does not stall the worker's I/O.
-pub fn run_blocking<R>(method: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(method)
-        }
-        _ => method(),
-    }
-}
-
 /// Wraps a constructed actor for serving.
 pub fn host<A: Actor>(actor: A) -> Box<dyn HostedActor> {
     Box::new(Hosted {

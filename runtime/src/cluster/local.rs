@@ -1,10 +1,11 @@
-//! The embedded cluster: a head and one node agent running inside the driver process, on the
-//! driver's tokio runtime, talking gRPC over loopback exactly as separate processes would.
+//! The embedded cluster: a head and one node agent running inside the driver process, on a tokio
+//! runtime of their own (two threads), talking gRPC over loopback exactly as separate processes
+//! would.
 
 use super::executable;
 use super::Cluster;
 use crate::client::{self, Client};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::head::{self, HeadConfig, HeadHandle};
 use crate::node::{self, resources, NodeConfig, NodeHandle};
 use std::collections::{BTreeMap, HashMap};
@@ -88,20 +89,54 @@ impl LocalClusterBuilder {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ));
-        let head = head::start(HeadConfig::local(data_dir.join("head"))).await?;
         let exe = executable::current_exe()?;
         let exe_name = executable::local_name(&exe);
-        let head_address = head.address.to_string();
-        let node = node::start(NodeConfig {
-            head_address: head_address.clone(),
+        // The head and the node agent get a runtime of their own, so a driver that blocks its
+        // thread (or runs a current-thread runtime) never holds up heartbeats and placement.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("troupe-embedded")
+            .enable_all()
+            .build()
+            .map_err(|err| Error::Invalid {
+                what: "the embedded cluster".to_string(),
+                why: format!("cannot start its async runtime: {err}"),
+            })?;
+        let node_config = NodeConfig {
+            head_address: String::new(),
             host: "127.0.0.1".to_string(),
             port: 0,
             resources: self.resources(),
             work_dir: data_dir.join("node"),
             local_executables: HashMap::from([(exe_name.clone(), exe)]),
-            token: head.token.clone(),
-        })
-        .await?;
+            token: crate::rpc::Token::generate(),
+        };
+        let head_config = HeadConfig::local(data_dir.join("head"));
+        let started = runtime.spawn(async move {
+            let head = head::start(head_config).await?;
+            let node = node::start(NodeConfig {
+                head_address: head.address.to_string(),
+                token: head.token.clone(),
+                ..node_config
+            })
+            .await?;
+            Ok::<_, Error>((head, node))
+        });
+        let (head, node) = match started.await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(err)) => {
+                runtime.shutdown_background();
+                return Err(err);
+            }
+            Err(err) => {
+                runtime.shutdown_background();
+                return Err(Error::Invalid {
+                    what: "the embedded cluster".to_string(),
+                    why: format!("starting it failed: {err}"),
+                });
+            }
+        };
+        let head_address = head.address.to_string();
         let client = Client::connect(
             &head_address,
             head.token.clone(),
@@ -116,6 +151,7 @@ impl LocalClusterBuilder {
             _head: head,
             node,
             data_dir,
+            runtime: Some(runtime),
         };
         Ok(Cluster::from_parts(
             client,
@@ -130,6 +166,8 @@ pub(crate) struct Embedded {
     _head: HeadHandle,
     node: NodeHandle,
     data_dir: PathBuf,
+    /// Runs the head and the node agent; shut down (without waiting) when this drops.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Embedded {
@@ -149,6 +187,10 @@ impl Drop for Embedded {
         self.node.kill_workers();
         if std::env::var_os("TROUPE_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+        // Dropping a runtime inside an async context would panic; this never blocks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 }

@@ -4,6 +4,7 @@
 //! executable to the head so node agents can start workers from it). Either way actors are
 //! spawned, looked up, killed and inspected through it.
 
+mod diagnostics;
 mod executable;
 mod local;
 mod placement_groups;

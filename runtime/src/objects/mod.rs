@@ -1,6 +1,15 @@
 //! Object references: a stage's output stays in the worker that produced it, and whoever gets
 //! its `ObjectRef` (another actor, usually) fetches the bytes peer to peer from that worker. The
 //! driver passes references, never the bytes.
+//!
+//! How the bytes travel depends on their size and on where the reader is:
+//! - up to [`INLINE_MAX_BYTES`], inside the reference itself (no fetch at all);
+//! - larger objects are copied once into a shared-memory segment of the owner ([`shm`]): a
+//!   reader on the same machine maps it (no copy), any other streams it from the owner over
+//!   gRPC in 4 MiB chunks.
+
+mod inline_bytes;
+mod shm;
 
 use crate::data::Batch;
 use crate::error::{Error, Result};
@@ -14,14 +23,48 @@ use troupe_proto::ObjectId;
 
 /// Most bytes one worker keeps for others.
 const STORE_LIMIT: usize = 16 << 30;
+/// Objects up to this size travel inside their reference.
+pub const INLINE_MAX_BYTES: usize = 64 << 10;
 /// Chunk size of object streams.
 pub(crate) const CHUNK_BYTES: usize = 4 << 20;
 
 static OWN_ADDRESS: OnceLock<String> = OnceLock::new();
-static STORE: RwLock<Option<HashMap<String, Bytes>>> = RwLock::new(None);
+static STORE: RwLock<Option<HashMap<String, Stored>>> = RwLock::new(None);
 static FETCHED: AtomicU64 = AtomicU64::new(0);
 static CLIENTS: Mutex<Option<HashMap<String, WorkerClient<crate::rpc::AuthChannel>>>> =
     Mutex::new(None);
+
+/// An object this worker holds for others.
+enum Stored {
+    /// In this process's heap (shared memory was not available).
+    Heap(Bytes),
+    /// In a shared-memory segment of this process.
+    Shared {
+        segment: std::sync::Arc<shm::Segment>,
+        generation: u64,
+        len: usize,
+    },
+}
+
+impl Stored {
+    fn len(&self) -> usize {
+        match self {
+            Stored::Heap(bytes) => bytes.len(),
+            Stored::Shared { len, .. } => *len,
+        }
+    }
+
+    fn bytes(&self) -> Option<Bytes> {
+        match self {
+            Stored::Heap(bytes) => Some(bytes.clone()),
+            Stored::Shared {
+                segment,
+                generation,
+                len,
+            } => segment.view(*generation, *len),
+        }
+    }
+}
 
 /// A worker announces where it serves objects (its own call address).
 pub(crate) fn set_own_address(address: &str) {
@@ -35,36 +78,75 @@ pub struct ObjectRef {
     /// The worker that holds it (host:port).
     pub owner: String,
     pub bytes: u64,
+    /// The bytes themselves, for objects up to `INLINE_MAX_BYTES`.
+    #[serde(default, with = "inline_bytes")]
+    inline: Option<Bytes>,
+    /// Where a process on the owner's machine can map the object.
+    #[serde(default)]
+    shared: Option<shm::ShmLocation>,
 }
 
-/// Bytes this process has fetched from other workers (for accounting and tests).
+/// Bytes this process has fetched from other workers, streamed or mapped from their shared
+/// memory (for accounting and tests); objects that travel inside their reference do not count.
 pub fn bytes_fetched() -> u64 {
     FETCHED.load(Ordering::Relaxed)
 }
 
 impl ObjectRef {
-    /// Keeps `bytes` in this worker and returns a reference others can fetch.
+    /// Keeps `bytes` in this worker and returns a reference others can fetch. Small objects
+    /// travel inside the reference; larger ones are copied once into shared memory.
     pub fn put(bytes: Bytes) -> Result<ObjectRef> {
         let owner = OWN_ADDRESS.get().cloned().ok_or_else(|| Error::Invalid {
             what: "object".to_string(),
             why: "only actors (worker processes) can hold objects".to_string(),
         })?;
-        let mut store = STORE.write().map_err(|_| Error::NoCluster)?;
-        let store = store.get_or_insert_with(HashMap::new);
-        let held: usize = store.values().map(Bytes::len).sum();
+        let id = format!("obj-{}", uuid::Uuid::new_v4().simple());
+        let size = bytes.len() as u64;
+        if bytes.len() <= INLINE_MAX_BYTES {
+            return Ok(ObjectRef {
+                id,
+                owner,
+                bytes: size,
+                inline: Some(bytes),
+                shared: None,
+            });
+        }
+        let held: usize = STORE
+            .read()
+            .map_err(|_| Error::NoCluster)?
+            .as_ref()
+            .map_or(0, |store| store.values().map(Stored::len).sum());
         if held + bytes.len() > STORE_LIMIT {
             return Err(Error::Invalid {
                 what: "object".to_string(),
                 why: format!("this worker already holds {held} bytes of objects (limit {STORE_LIMIT}); release some"),
             });
         }
-        let id = format!("obj-{}", uuid::Uuid::new_v4().simple());
-        let size = bytes.len() as u64;
-        store.insert(id.clone(), bytes);
+        let (stored, shared) = match shm::store(&bytes) {
+            Ok((segment, generation)) => {
+                let location = segment.location(generation, bytes.len());
+                let stored = Stored::Shared {
+                    segment,
+                    generation,
+                    len: bytes.len(),
+                };
+                (stored, Some(location))
+            }
+            Err(err) => {
+                tracing::warn!(%err, "no shared memory for an object; it is kept in the heap");
+                (Stored::Heap(bytes), None)
+            }
+        };
+        let mut store = STORE.write().map_err(|_| Error::NoCluster)?;
+        store
+            .get_or_insert_with(HashMap::new)
+            .insert(id.clone(), stored);
         Ok(ObjectRef {
             id,
             owner,
             bytes: size,
+            inline: None,
+            shared,
         })
     }
 
@@ -73,12 +155,21 @@ impl ObjectRef {
         ObjectRef::put(batch.encode()?)
     }
 
-    /// The object's bytes: from this process if it holds them, else streamed from the owner.
+    /// The object's bytes: from the reference itself if small, from this process if it holds
+    /// them, mapped from the owner's shared memory on the same machine, else streamed from the
+    /// owner.
     pub async fn fetch(&self) -> Result<Bytes> {
+        if let Some(bytes) = &self.inline {
+            return Ok(bytes.clone());
+        }
         if OWN_ADDRESS.get() == Some(&self.owner) {
             if let Some(bytes) = local(&self.id) {
                 return Ok(bytes);
             }
+        }
+        if let Some(bytes) = self.shared.as_ref().and_then(shm::map_remote) {
+            FETCHED.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            return Ok(bytes);
         }
         let mut client = client(&self.owner).await?;
         let context = || format!("fetching object {} from {}", self.id, self.owner);
@@ -116,8 +207,12 @@ impl ObjectRef {
         })
     }
 
-    /// Asks the owner to drop the object.
+    /// Asks the owner to drop the object (nothing to do for one that travels inside its
+    /// reference). Views already fetched stay valid.
     pub async fn release(&self) -> Result<()> {
+        if self.inline.is_some() {
+            return Ok(());
+        }
         let mut client = client(&self.owner).await?;
         client
             .release_object(ObjectId {
@@ -158,14 +253,21 @@ async fn client(address: &str) -> Result<WorkerClient<crate::rpc::AuthChannel>> 
 
 /// An object this process holds.
 pub(crate) fn local(id: &str) -> Option<Bytes> {
-    STORE.read().ok()?.as_ref()?.get(id).cloned()
+    STORE.read().ok()?.as_ref()?.get(id)?.bytes()
 }
 
 /// Drops an object this process holds.
 pub(crate) fn remove(id: &str) -> bool {
-    STORE
+    let removed = STORE
         .write()
         .ok()
-        .and_then(|mut store| store.as_mut().map(|s| s.remove(id).is_some()))
-        .unwrap_or(false)
+        .and_then(|mut store| store.as_mut().and_then(|s| s.remove(id)));
+    match removed {
+        Some(Stored::Shared { segment, .. }) => {
+            shm::release(segment);
+            true
+        }
+        Some(Stored::Heap(_)) => true,
+        None => false,
+    }
 }

@@ -170,6 +170,7 @@ impl tonic::service::Interceptor for Bearer {
         &mut self,
         mut request: tonic::Request<()>,
     ) -> Result<tonic::Request<()>, tonic::Status> {
+        crate::transport::keep_awake::note_activity();
         request
             .metadata_mut()
             .insert("authorization", self.0.clone());
@@ -258,6 +259,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        crate::transport::keep_awake::note_activity();
         let path = request.uri().path().to_string();
         match self.check.refusal(&path, request.headers()) {
             None => Box::pin(self.inner.call(request)),

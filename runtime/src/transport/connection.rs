@@ -95,6 +95,7 @@ impl Connection {
 
     /// Sends one call and waits for its reply.
     pub(crate) async fn call(&self, method: u32, args: Bytes) -> Result<CallOutcome, LinkError> {
+        super::keep_awake::note_activity();
         let call_id = self.next_call_id.fetch_add(1, Ordering::Relaxed);
         let (waiter, reply) = oneshot::channel();
         {

@@ -2,6 +2,7 @@
 //! process talks to, with calls pipelined over it and replies matched by call id.
 
 mod connection;
+pub mod keep_awake;
 
 pub use connection::bytes_received;
 pub(crate) use connection::{CallOutcome, Connection, LinkError};

@@ -84,7 +84,10 @@ impl Worker for WorkerService {
         tokio::spawn(async move {
             loop {
                 let frame = match calls.message().await {
-                    Ok(Some(frame)) => frame,
+                    Ok(Some(frame)) => {
+                        crate::transport::keep_awake::note_activity();
+                        frame
+                    }
                     Ok(None) => break,
                     Err(status) => {
                         tracing::debug!(message = status.message(), "call stream ended");
@@ -100,6 +103,7 @@ impl Worker for WorkerService {
                 tokio::spawn(async move {
                     let reply = run_call(&context, frame).await;
                     drop(permit);
+                    crate::transport::keep_awake::note_activity();
                     let _ = replies.send(Ok(reply)).await;
                 });
             }

@@ -1,0 +1,485 @@
+//! Shared-memory segments for objects, so that a process on the same machine maps an object
+//! instead of streaming it: a put is one copy into a segment, a fetch maps the owner's segment
+//! (no copy at all).
+//!
+//! A segment is an anonymous memory file (`memfd_create`) owned by the putting worker: its
+//! memory goes away with the last process that maps it, so a crash never leaks shared memory.
+//! Another process opens it through `/proc/OWNER_PID/fd/FD` after checking the file's inode and
+//! the host's boot id, then checks a random key in the segment's header.
+//!
+//! The header (one page, before the data) holds the key, the generation of the object the
+//! segment holds (0 when it holds none) and a pin count. Every view (the owner's own and each
+//! reader's) pins the segment while it lives. A released segment goes back to a pool of free
+//! segments, whose pages are already in memory (fresh pages cost more to fault in than to fill
+//! them), and is written again only after taking the pin count from 0 to a lock bit, so a segment
+//! someone still reads is never overwritten. A reader that pins while the owner holds the lock,
+//! or that finds another generation, unpins and reports the object gone.
+
+use bytes::Bytes;
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Bytes before the data: one page, so the data is page-aligned.
+const HEADER_BYTES: usize = 4096;
+/// Set in the pin count while the owner (re)writes the segment.
+const LOCKED: u64 = 1 << 63;
+/// Free segments kept for reuse, in bytes of capacity (`TROUPE_OBJECT_POOL_BYTES` overrides).
+const DEFAULT_POOL_BYTES: usize = 2 << 30;
+
+/// The header at the start of every segment. Shared between processes: only atomics.
+#[repr(C)]
+struct Header {
+    key: AtomicU64,
+    generation: AtomicU64,
+    pins: AtomicU64,
+    len: AtomicU64,
+}
+
+/// Where an object lives in shared memory, as a reference carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ShmLocation {
+    pub boot_id: String,
+    pub pid: u32,
+    pub fd: i32,
+    pub inode: u64,
+    pub key: u64,
+    pub generation: u64,
+    pub len: u64,
+}
+
+/// A mapping of a segment file; unmapped when dropped.
+struct Mapping {
+    address: *mut u8,
+    size: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all shared mutation goes through the header's
+// atomics, and data bytes are written only by the owner while it holds the lock bit.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn map(fd: i32, size: usize, populate: bool) -> std::io::Result<Mapping> {
+        let flags = libc::MAP_SHARED | if populate { libc::MAP_POPULATE } else { 0 };
+        // SAFETY: maps `size` bytes of an open file descriptor; the result is checked.
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            address: address.cast(),
+            size,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: every mapping is at least HEADER_BYTES long and page-aligned; Header is atomics.
+        unsafe { &*(self.address as *const Header) }
+    }
+
+    fn data(&self, len: usize) -> &[u8] {
+        // SAFETY: callers check `HEADER_BYTES + len <= size`.
+        unsafe { std::slice::from_raw_parts(self.address.add(HEADER_BYTES), len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `map` mapped.
+        unsafe {
+            libc::munmap(self.address.cast(), self.size);
+        }
+    }
+}
+
+/// A pinned, read-only view of an object's bytes; unpins when dropped.
+struct View {
+    mapping: Arc<Mapping>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for View {
+    fn as_ref(&self) -> &[u8] {
+        self.mapping.data(self.len)
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        self.mapping.header().pins.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Pins `mapping` for `generation` and returns a view of `len` bytes, or `None` if the segment
+/// holds another object or is being rewritten.
+fn pinned_view(mapping: Arc<Mapping>, generation: u64, len: usize) -> Option<Bytes> {
+    if HEADER_BYTES + len > mapping.size {
+        return None;
+    }
+    let header = mapping.header();
+    let before = header.pins.fetch_add(1, Ordering::Acquire);
+    let current = header.generation.load(Ordering::Acquire);
+    if before & LOCKED != 0 || current != generation || generation == 0 {
+        header.pins.fetch_sub(1, Ordering::Release);
+        return None;
+    }
+    Some(Bytes::from_owner(View { mapping, len }))
+}
+
+/// A segment this process owns.
+pub(crate) struct Segment {
+    fd: i32,
+    inode: u64,
+    capacity: usize,
+    mapping: Arc<Mapping>,
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor this segment opened; mappings keep the memory alive.
+        unsafe {
+            libc::close(self.fd);
+        }
+    }
+}
+
+impl Segment {
+    fn create(capacity: usize) -> std::io::Result<Segment> {
+        let name = CString::new("troupe-object").map_err(std::io::Error::other)?;
+        // SAFETY: creates an anonymous memory file; the descriptor is checked.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let size = HEADER_BYTES + capacity;
+        let setup = (|| {
+            // SAFETY: sizes the file this function just created.
+            if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let inode = file_inode(fd)?;
+            let mapping = Mapping::map(fd, size, true)?;
+            mapping
+                .header()
+                .key
+                .store(uuid::Uuid::new_v4().as_u64_pair().0 | 1, Ordering::Relaxed);
+            Ok((inode, mapping))
+        })();
+        match setup {
+            Ok((inode, mapping)) => Ok(Segment {
+                fd,
+                inode,
+                capacity,
+                mapping: Arc::new(mapping),
+            }),
+            Err(err) => {
+                // SAFETY: closes the descriptor created above.
+                unsafe { libc::close(fd) };
+                Err(err)
+            }
+        }
+    }
+
+    /// Takes the segment for rewriting if nobody pins it.
+    fn try_lock(&self) -> bool {
+        self.mapping
+            .header()
+            .pins
+            .compare_exchange(0, LOCKED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Writes `bytes` as object `generation` (the segment must be locked) and unlocks it.
+    fn fill(&self, generation: u64, bytes: &[u8]) {
+        let header = self.mapping.header();
+        header.generation.store(generation, Ordering::Release);
+        // SAFETY: the lock bit keeps every reader out, and `bytes` fits the capacity.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.mapping.address.add(HEADER_BYTES),
+                bytes.len(),
+            );
+        }
+        header.len.store(bytes.len() as u64, Ordering::Relaxed);
+        header.pins.fetch_sub(LOCKED, Ordering::Release);
+    }
+
+    /// A pinned view of object `generation` in this segment, if it still holds it.
+    pub(crate) fn view(&self, generation: u64, len: usize) -> Option<Bytes> {
+        pinned_view(self.mapping.clone(), generation, len)
+    }
+
+    /// Where readers find object `generation` of `len` bytes.
+    pub(crate) fn location(&self, generation: u64, len: usize) -> ShmLocation {
+        ShmLocation {
+            boot_id: boot_id().to_string(),
+            pid: std::process::id(),
+            fd: self.fd,
+            inode: self.inode,
+            key: self.mapping.header().key.load(Ordering::Relaxed),
+            generation,
+            len: len as u64,
+        }
+    }
+
+    /// No new reader may pin the object any more (views already made stay valid).
+    fn retire(&self) {
+        self.mapping.header().generation.store(0, Ordering::Release);
+    }
+}
+
+/// Free segments of this process, ready to be written again.
+struct Pool {
+    free: Vec<Arc<Segment>>,
+    limit: usize,
+}
+
+static POOL: Mutex<Option<Pool>> = Mutex::new(None);
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn pool_limit() -> usize {
+    std::env::var("TROUPE_OBJECT_POOL_BYTES")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(DEFAULT_POOL_BYTES)
+}
+
+/// Copies `bytes` into a segment (a free one that fits, else a new one) and returns it with the
+/// object's generation.
+pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
+    let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let reused = POOL.lock().ok().and_then(|mut pool| {
+        let pool = pool.as_mut()?;
+        // The smallest free segment that fits and is at most twice too big, and that nobody pins.
+        let mut candidates: Vec<usize> = (0..pool.free.len())
+            .filter(|&i| {
+                let capacity = pool.free[i].capacity;
+                capacity >= bytes.len() && capacity <= bytes.len().max(1 << 20) * 2
+            })
+            .collect();
+        candidates.sort_by_key(|&i| pool.free[i].capacity);
+        let chosen = candidates.into_iter().find(|&i| pool.free[i].try_lock())?;
+        Some(pool.free.swap_remove(chosen))
+    });
+    let segment = match reused {
+        Some(segment) => segment,
+        None => {
+            let capacity = bytes.len().next_multiple_of(2 << 20);
+            let segment = Arc::new(Segment::create(capacity)?);
+            if !segment.try_lock() {
+                return Err(std::io::Error::other("a fresh segment was already pinned"));
+            }
+            segment
+        }
+    };
+    segment.fill(generation, bytes);
+    Ok((segment, generation))
+}
+
+/// The object left `segment`: no new reader may pin it, and the segment is kept for reuse
+/// (dropped instead when the pool is full).
+pub(crate) fn release(segment: Arc<Segment>) {
+    segment.retire();
+    if let Ok(mut pool) = POOL.lock() {
+        let pool = pool.get_or_insert_with(|| Pool {
+            free: Vec::new(),
+            limit: pool_limit(),
+        });
+        let held: usize = pool.free.iter().map(|s| s.capacity).sum();
+        if held + segment.capacity <= pool.limit {
+            pool.free.push(segment);
+        }
+    }
+}
+
+/// Maps an object another process on this machine holds; `None` when it is not reachable that
+/// way (another machine, the owner gone, the object released), so the caller streams it instead.
+pub(crate) fn map_remote(location: &ShmLocation) -> Option<Bytes> {
+    if location.boot_id != boot_id() || location.boot_id.is_empty() {
+        return None;
+    }
+    let path = CString::new(format!("/proc/{}/fd/{}", location.pid, location.fd)).ok()?;
+    // SAFETY: opens a path; the descriptor is checked and closed below.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mapped = (|| {
+        let (inode, size) = file_inode_and_size(fd).ok()?;
+        let len = usize::try_from(location.len).ok()?;
+        if inode != location.inode || size < HEADER_BYTES + len {
+            return None;
+        }
+        let mapping = Mapping::map(fd, size, false).ok()?;
+        if mapping.header().key.load(Ordering::Relaxed) != location.key {
+            return None;
+        }
+        pinned_view(Arc::new(mapping), location.generation, len)
+    })();
+    // SAFETY: closes the descriptor opened above; the mapping keeps the memory.
+    unsafe { libc::close(fd) };
+    mapped
+}
+
+fn file_inode(fd: i32) -> std::io::Result<u64> {
+    file_inode_and_size(fd).map(|(inode, _)| inode)
+}
+
+fn file_inode_and_size(fd: i32) -> std::io::Result<(u64, usize)> {
+    // SAFETY: fstat fills a zeroed stat buffer for an open descriptor.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((stat.st_ino, stat.st_size.max(0) as usize))
+}
+
+/// This boot of this machine: processes that share it can share memory files.
+fn boot_id() -> &'static str {
+    static BOOT_ID: OnceLock<String> = OnceLock::new();
+    BOOT_ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|text| text.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn another_mapping_sees_the_bytes_and_a_released_object_is_gone() {
+        let bytes = pattern(3 << 20, 1);
+        let (segment, generation) = store(&bytes).expect("store");
+        let location = segment.location(generation, bytes.len());
+        let mapped = map_remote(&location).expect("mapped through /proc");
+        assert_eq!(&mapped[..], &bytes[..]);
+        let own = segment.view(generation, bytes.len()).expect("own view");
+        assert_eq!(&own[..], &bytes[..]);
+        drop(own);
+        release(segment);
+        assert!(map_remote(&location).is_none(), "a released object maps");
+        assert_eq!(
+            &mapped[..],
+            &bytes[..],
+            "a view made before release stays valid"
+        );
+    }
+
+    #[test]
+    fn wrong_locations_are_refused() {
+        let bytes = pattern(70 << 20, 2);
+        let (segment, generation) = store(&bytes).expect("store");
+        let good = segment.location(generation, bytes.len());
+        let wrong = [
+            ShmLocation {
+                key: good.key ^ 2,
+                ..good.clone()
+            },
+            ShmLocation {
+                inode: good.inode + 1,
+                ..good.clone()
+            },
+            ShmLocation {
+                generation: generation + 1,
+                ..good.clone()
+            },
+            ShmLocation {
+                boot_id: "another-machine".to_string(),
+                ..good.clone()
+            },
+            ShmLocation {
+                fd: 0,
+                ..good.clone()
+            },
+            ShmLocation {
+                len: (segment.capacity + 1) as u64,
+                ..good.clone()
+            },
+        ];
+        for location in &wrong {
+            assert!(map_remote(location).is_none(), "{location:?} mapped");
+        }
+        assert!(map_remote(&good).is_some());
+        release(segment);
+    }
+
+    #[test]
+    fn a_pinned_segment_is_never_rewritten_and_a_free_one_is_reused() {
+        // This test's size (150 MiB) is far from the other tests', so the shared pool never
+        // hands it another test's segments (a segment is reused only for at most twice less).
+        let first = pattern(150 << 20, 3);
+        let (segment, generation) = store(&first).expect("store");
+        let first_inode = segment.inode;
+        let location = segment.location(generation, first.len());
+        let reader = map_remote(&location).expect("mapped");
+        release(segment);
+        let second = pattern(150 << 20, 4);
+        let (other, other_generation) = store(&second).expect("store while pinned");
+        let other_inode = other.inode;
+        let other_location = other.location(other_generation, second.len());
+        assert_ne!(
+            other_inode, first_inode,
+            "a segment a reader pins was reused"
+        );
+        assert_eq!(
+            &reader[..],
+            &first[..],
+            "a pinned object changed under its reader"
+        );
+        drop(reader);
+        release(other);
+        let (again, again_generation) = store(&first).expect("store after unpinning");
+        assert!(
+            again.inode == first_inode || again.inode == other_inode,
+            "a new segment was made although two free ones fit"
+        );
+        assert!(
+            map_remote(&other_location).is_none(),
+            "a released generation maps"
+        );
+        let fresh = map_remote(&again.location(again_generation, first.len())).expect("mapped");
+        assert_eq!(&fresh[..], &first[..]);
+        drop(fresh);
+        release(again);
+    }
+
+    #[test]
+    fn a_segment_being_rewritten_cannot_be_pinned() {
+        let bytes = pattern(12 << 20, 5);
+        let (segment, generation) = store(&bytes).expect("store");
+        let location = segment.location(generation, bytes.len());
+        assert!(
+            segment.try_lock(),
+            "nobody pins it, so the owner may rewrite it"
+        );
+        assert!(map_remote(&location).is_none(), "pinned while locked");
+        let replacement = pattern(12 << 20, 6);
+        segment.fill(generation + 1000, &replacement);
+        assert!(map_remote(&location).is_none(), "the old generation maps");
+        let renewed = map_remote(&segment.location(generation + 1000, replacement.len()))
+            .expect("the new generation maps");
+        assert_eq!(&renewed[..], &replacement[..]);
+        assert!(!segment.try_lock(), "a pinned segment was locked");
+        drop(renewed);
+        release(segment);
+    }
+}
