@@ -288,6 +288,7 @@ impl Bench {
         let tcp_awake_us = tokio::task::spawn_blocking(|| tcp_round_trip_us(CALLS, true)).await??;
         self.record("breakdown_tcp_round_trip_awake", tcp_awake_us, "µs");
         let actor = servers(&self.cluster, 1).await?.remove(0);
+        self.cluster.ping_worker(&actor, CALLS / 10).await?; // warm-up
         let ping_us = self.cluster.ping_worker(&actor, CALLS).await?.as_secs_f64() * 1e6;
         self.record("breakdown_grpc_ping", ping_us, "µs");
         let started = Instant::now();
@@ -301,6 +302,9 @@ impl Bench {
         self.record("breakdown_codec", codec_us, "µs");
         let dispatch_us = dispatch_in_process_us(CALLS).await?;
         self.record("breakdown_dispatch_in_process", dispatch_us, "µs");
+        for _ in 0..CALLS / 10 {
+            actor.small_value().await?; // warm-up
+        }
         let started = Instant::now();
         for _ in 0..CALLS {
             actor.small_value().await?;

@@ -4,6 +4,12 @@
 //! Each method remembers how long its last run took: a method last seen to finish within
 //! [`INLINE_LIMIT`] runs in place, any other (and every method's first call) runs where blocking
 //! is allowed. A fast method that turns slow blocks its thread once, then moves out.
+//!
+//! The price: a sync method that runs in place is on the worker's async runtime, where blocking
+//! on async code (`Handle::block_on`, `blocking_recv`, `reqwest::blocking`) panics. Such a method
+//! works on its first call only; it must be `async` and `.await` instead (the panic's message says
+//! so). With `max_concurrency` above one, several calls of a method that turned slow can each
+//! hold a runtime thread once before the method moves out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -93,7 +93,7 @@ impl LocalClusterBuilder {
         let exe_name = executable::local_name(&exe);
         // The head and the node agent get a runtime of their own, so a driver that blocks its
         // thread (or runs a current-thread runtime) never holds up heartbeats and placement.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let built = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("troupe-embedded")
             .enable_all()
@@ -102,6 +102,8 @@ impl LocalClusterBuilder {
                 what: "the embedded cluster".to_string(),
                 why: format!("cannot start its async runtime: {err}"),
             })?;
+        let handle = built.handle().clone();
+        let runtime = OwnRuntime(Some(built));
         let node_config = NodeConfig {
             head_address: String::new(),
             host: "127.0.0.1".to_string(),
@@ -112,7 +114,7 @@ impl LocalClusterBuilder {
             token: crate::rpc::Token::generate(),
         };
         let head_config = HeadConfig::local(data_dir.join("head"));
-        let started = runtime.spawn(async move {
+        let started = handle.spawn(async move {
             let head = head::start(head_config).await?;
             let node = node::start(NodeConfig {
                 head_address: head.address.to_string(),
@@ -122,20 +124,13 @@ impl LocalClusterBuilder {
             .await?;
             Ok::<_, Error>((head, node))
         });
-        let (head, node) = match started.await {
-            Ok(Ok(parts)) => parts,
-            Ok(Err(err)) => {
-                runtime.shutdown_background();
-                return Err(err);
-            }
-            Err(err) => {
-                runtime.shutdown_background();
-                return Err(Error::Invalid {
-                    what: "the embedded cluster".to_string(),
-                    why: format!("starting it failed: {err}"),
-                });
-            }
-        };
+        // On any early return (or if this future is dropped), `runtime` shuts down without
+        // blocking and the scratch directory goes.
+        let scratch = Scratch(Some(data_dir.clone()));
+        let (head, node) = started.await.map_err(|err| Error::Invalid {
+            what: "the embedded cluster".to_string(),
+            why: format!("starting it failed: {err}"),
+        })??;
         let head_address = head.address.to_string();
         let client = Client::connect(
             &head_address,
@@ -147,11 +142,12 @@ impl LocalClusterBuilder {
         .await?;
         client.open_session().await?;
         client::set_current(&client);
+        let _kept = scratch.keep();
         let embedded = Embedded {
             _head: head,
             node,
             data_dir,
-            runtime: Some(runtime),
+            runtime,
         };
         Ok(Cluster::from_parts(
             client,
@@ -167,7 +163,37 @@ pub(crate) struct Embedded {
     node: NodeHandle,
     data_dir: PathBuf,
     /// Runs the head and the node agent; shut down (without waiting) when this drops.
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: OwnRuntime,
+}
+
+/// A runtime that shuts down without blocking when dropped (dropping a tokio runtime inside an
+/// async context would panic).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The scratch directory of a cluster that is still starting: removed if the start fails.
+struct Scratch(Option<PathBuf>);
+
+impl Scratch {
+    /// The start succeeded: the directory stays (the `Embedded` now owns it).
+    fn keep(mut self) -> Option<PathBuf> {
+        self.0.take()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Embedded {
@@ -185,12 +211,12 @@ impl Embedded {
 impl Drop for Embedded {
     fn drop(&mut self) {
         self.node.kill_workers();
+        // Stop the head and node tasks first, so they do not write into the removed directory.
+        if let Some(runtime) = self.runtime.0.take() {
+            runtime.shutdown_background();
+        }
         if std::env::var_os("TROUPE_KEEP_LOGS").is_none() {
             let _ = std::fs::remove_dir_all(&self.data_dir);
-        }
-        // Dropping a runtime inside an async context would panic; this never blocks.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
         }
     }
 }

@@ -3,7 +3,8 @@
 //! (no copy at all).
 //!
 //! A segment is an anonymous memory file (`memfd_create`) owned by the putting worker: its
-//! memory goes away with the last process that maps it, so a crash never leaks shared memory.
+//! memory goes away with the last process that maps it or holds it open, so no crash leaves
+//! shared memory behind once those processes are gone.
 //! Another process opens it through `/proc/OWNER_PID/fd/FD` after checking the file's inode and
 //! the host's boot id, then checks a random key in the segment's header.
 //!
@@ -11,12 +12,14 @@
 //! segment holds (0 when it holds none) and a pin count. Every view (the owner's own and each
 //! reader's) pins the segment while it lives. A released segment goes back to a pool of free
 //! segments, whose pages are already in memory (fresh pages cost more to fault in than to fill
-//! them), and is written again only after taking the pin count from 0 to a lock bit, so a segment
-//! someone still reads is never overwritten. A reader that pins while the owner holds the lock,
+//! them), unless a view still pins it (then it is dropped: its memory lives on in the readers'
+//! mappings until they end). A pooled segment is written again only after taking the pin count
+//! from 0 to a lock bit, so a segment someone still reads is never overwritten. A reader that pins while the owner holds the lock,
 //! or that finds another generation, unpins and reports the object gone.
 
 use bytes::Bytes;
 use std::ffi::CString;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -26,6 +29,9 @@ const HEADER_BYTES: usize = 4096;
 const LOCKED: u64 = 1 << 63;
 /// Free segments kept for reuse, in bytes of capacity (`TROUPE_OBJECT_POOL_BYTES` overrides).
 const DEFAULT_POOL_BYTES: usize = 2 << 30;
+/// Segment capacities are multiples of this (a segment is reused for objects up to twice
+/// smaller, so sizes need not match exactly).
+const CAPACITY_STEP: usize = 64 << 10;
 
 /// The header at the start of every segment. Shared between processes: only atomics.
 #[repr(C)]
@@ -42,6 +48,7 @@ pub(crate) struct ShmLocation {
     pub boot_id: String,
     pub pid: u32,
     pub fd: i32,
+    pub device: u64,
     pub inode: u64,
     pub key: u64,
     pub generation: u64,
@@ -127,8 +134,9 @@ fn pinned_view(mapping: Arc<Mapping>, generation: u64, len: usize) -> Option<Byt
         return None;
     }
     let header = mapping.header();
-    let before = header.pins.fetch_add(1, Ordering::Acquire);
-    let current = header.generation.load(Ordering::Acquire);
+    // SeqCst pairs with `release`: it retires the generation, then reads the pins.
+    let before = header.pins.fetch_add(1, Ordering::SeqCst);
+    let current = header.generation.load(Ordering::SeqCst);
     if before & LOCKED != 0 || current != generation || generation == 0 {
         header.pins.fetch_sub(1, Ordering::Release);
         return None;
@@ -139,6 +147,7 @@ fn pinned_view(mapping: Arc<Mapping>, generation: u64, len: usize) -> Option<Byt
 /// A segment this process owns.
 pub(crate) struct Segment {
     fd: i32,
+    device: u64,
     inode: u64,
     capacity: usize,
     mapping: Arc<Mapping>,
@@ -167,17 +176,18 @@ impl Segment {
             if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let inode = file_inode(fd)?;
+            let (device, inode, _) = file_identity(fd)?;
             let mapping = Mapping::map(fd, size, true)?;
             mapping
                 .header()
                 .key
                 .store(uuid::Uuid::new_v4().as_u64_pair().0 | 1, Ordering::Relaxed);
-            Ok((inode, mapping))
+            Ok((device, inode, mapping))
         })();
         match setup {
-            Ok((inode, mapping)) => Ok(Segment {
+            Ok((device, inode, mapping)) => Ok(Segment {
                 fd,
+                device,
                 inode,
                 capacity,
                 mapping: Arc::new(mapping),
@@ -226,6 +236,7 @@ impl Segment {
             boot_id: boot_id().to_string(),
             pid: std::process::id(),
             fd: self.fd,
+            device: self.device,
             inode: self.inode,
             key: self.mapping.header().key.load(Ordering::Relaxed),
             generation,
@@ -233,16 +244,27 @@ impl Segment {
         }
     }
 
-    /// No new reader may pin the object any more (views already made stay valid).
-    fn retire(&self) {
-        self.mapping.header().generation.store(0, Ordering::Release);
+    /// No new reader may pin the object any more (views already made stay valid); returns
+    /// whether some view still pins it.
+    fn retire(&self) -> bool {
+        let header = self.mapping.header();
+        header.generation.store(0, Ordering::SeqCst);
+        header.pins.load(Ordering::SeqCst) != 0
     }
 }
 
-/// Free segments of this process, ready to be written again.
+/// Free segments of this process, ready to be written again (none is pinned: a segment still
+/// pinned when its object is released is dropped instead, its memory living on in the readers'
+/// mappings until they end).
 struct Pool {
     free: Vec<Arc<Segment>>,
     limit: usize,
+}
+
+impl Pool {
+    fn held(&self) -> usize {
+        self.free.iter().map(|segment| segment.capacity).sum()
+    }
 }
 
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
@@ -270,12 +292,13 @@ pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
             .collect();
         candidates.sort_by_key(|&i| pool.free[i].capacity);
         let chosen = candidates.into_iter().find(|&i| pool.free[i].try_lock())?;
-        Some(pool.free.swap_remove(chosen))
+        Some(pool.free.remove(chosen))
     });
     let segment = match reused {
         Some(segment) => segment,
         None => {
-            let capacity = bytes.len().next_multiple_of(2 << 20);
+            raise_open_file_limit();
+            let capacity = bytes.len().next_multiple_of(CAPACITY_STEP);
             let segment = Arc::new(Segment::create(capacity)?);
             if !segment.try_lock() {
                 return Err(std::io::Error::other("a fresh segment was already pinned"));
@@ -287,20 +310,46 @@ pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
     Ok((segment, generation))
 }
 
-/// The object left `segment`: no new reader may pin it, and the segment is kept for reuse
-/// (dropped instead when the pool is full).
+/// The object left `segment`: no new reader may pin it. An unpinned segment is kept for reuse
+/// (the oldest free ones make room if the pool is full); a pinned one is dropped.
 pub(crate) fn release(segment: Arc<Segment>) {
-    segment.retire();
+    if segment.retire() {
+        return;
+    }
     if let Ok(mut pool) = POOL.lock() {
         let pool = pool.get_or_insert_with(|| Pool {
             free: Vec::new(),
             limit: pool_limit(),
         });
-        let held: usize = pool.free.iter().map(|s| s.capacity).sum();
-        if held + segment.capacity <= pool.limit {
-            pool.free.push(segment);
+        if segment.capacity > pool.limit {
+            return;
         }
+        while pool.held() + segment.capacity > pool.limit && !pool.free.is_empty() {
+            pool.free.remove(0);
+        }
+        pool.free.push(segment);
     }
+}
+
+/// Each segment holds a file descriptor: lift the soft limit on open files to the hard one once,
+/// so many live objects cannot starve the process's sockets.
+fn raise_open_file_limit() {
+    static RAISED: OnceLock<()> = OnceLock::new();
+    RAISED.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads and sets this process's own limit with a valid struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+                && limit.rlim_cur < limit.rlim_max
+            {
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            }
+        }
+    });
 }
 
 /// Maps an object another process on this machine holds; `None` when it is not reachable that
@@ -309,16 +358,24 @@ pub(crate) fn map_remote(location: &ShmLocation) -> Option<Bytes> {
     if location.boot_id != boot_id() || location.boot_id.is_empty() {
         return None;
     }
-    let path = CString::new(format!("/proc/{}/fd/{}", location.pid, location.fd)).ok()?;
+    let text = format!("/proc/{}/fd/{}", location.pid, location.fd);
+    // Look before opening: a stale location (owner gone, pid or fd reused) may name any file,
+    // even a terminal whose open would block; only the expected memory file is opened.
+    let before = std::fs::metadata(&text).ok()?;
+    if !before.is_file() || before.ino() != location.inode || before.dev() != location.device {
+        return None;
+    }
+    let path = CString::new(text).ok()?;
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     // SAFETY: opens a path; the descriptor is checked and closed below.
-    let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
     if fd < 0 {
         return None;
     }
     let mapped = (|| {
-        let (inode, size) = file_inode_and_size(fd).ok()?;
+        let (device, inode, size) = file_identity(fd).ok()?;
         let len = usize::try_from(location.len).ok()?;
-        if inode != location.inode || size < HEADER_BYTES + len {
+        if inode != location.inode || device != location.device || size < HEADER_BYTES + len {
             return None;
         }
         let mapping = Mapping::map(fd, size, false).ok()?;
@@ -332,17 +389,14 @@ pub(crate) fn map_remote(location: &ShmLocation) -> Option<Bytes> {
     mapped
 }
 
-fn file_inode(fd: i32) -> std::io::Result<u64> {
-    file_inode_and_size(fd).map(|(inode, _)| inode)
-}
-
-fn file_inode_and_size(fd: i32) -> std::io::Result<(u64, usize)> {
+/// The device, inode and size of an open file.
+fn file_identity(fd: i32) -> std::io::Result<(u64, u64, usize)> {
     // SAFETY: fstat fills a zeroed stat buffer for an open descriptor.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut stat) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    Ok((stat.st_ino, stat.st_size.max(0) as usize))
+    Ok((stat.st_dev, stat.st_ino, stat.st_size.max(0) as usize))
 }
 
 /// This boot of this machine: processes that share it can share memory files.
@@ -399,6 +453,10 @@ mod tests {
                 ..good.clone()
             },
             ShmLocation {
+                device: good.device + 1,
+                ..good.clone()
+            },
+            ShmLocation {
                 generation: generation + 1,
                 ..good.clone()
             },
@@ -448,9 +506,9 @@ mod tests {
         drop(reader);
         release(other);
         let (again, again_generation) = store(&first).expect("store after unpinning");
-        assert!(
-            again.inode == first_inode || again.inode == other_inode,
-            "a new segment was made although two free ones fit"
+        assert_eq!(
+            again.inode, other_inode,
+            "the free segment was not reused (a segment pinned at release is dropped)"
         );
         assert!(
             map_remote(&other_location).is_none(),

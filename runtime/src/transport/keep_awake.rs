@@ -7,8 +7,9 @@
 //! loopback TCP round trip between two processes takes about 97 µs when both CPUs halt between
 //! messages and about 15 µs when they stay awake: most of a synchronous call's time was spent
 //! waking CPUs. Linux guests can do the same in the kernel (the `cpuidle-haltpoll` driver); many
-//! cloud guests do not have it. The spinner runs only when no other thread wants the CPU, so it
-//! never delays real work, and it sleeps once the process has been quiet for the window.
+//! cloud guests do not have it. The spinner runs only when no other thread wants the CPU, and it
+//! sleeps once the process has been quiet for the window. It is not free: its time counts
+//! against a cgroup's CPU quota, and it shares a core with a hyperthread sibling's work.
 //!
 //! `TROUPE_KEEP_AWAKE_US` sets the window in microseconds (default 500); 0 turns it off.
 
@@ -166,13 +167,14 @@ mod tests {
             );
             return;
         }
+        // The thread is named before it lowers its class: wait for the class, or its end.
         let deadline = Instant::now() + Duration::from_secs(5);
         let policy = loop {
-            if let Some(policy) = policy_of_thread("troupe-keep-awa") {
-                break Some(policy);
-            }
-            if Instant::now() > deadline {
-                break None;
+            let policy = policy_of_thread("troupe-keep-awa");
+            if policy.is_none_or(|policy| policy == libc::SCHED_IDLE as u32)
+                || Instant::now() > deadline
+            {
+                break policy;
             }
             std::thread::sleep(Duration::from_millis(10));
         };

@@ -186,10 +186,17 @@ async fn run_call(context: &Arc<WorkerContext>, frame: CallFrame) -> ReplyFrame 
             method: failure.method,
         }),
         Err(payload) => {
-            let (message, backtrace) = match panics::take_last() {
+            let (mut message, backtrace) = match panics::take_last() {
                 Some(recorded) => recorded,
                 None => (panics::message(&payload), String::new()),
             };
+            if message.contains("from within a runtime") {
+                message.push_str(
+                    " (a sync actor method that was fast last time runs on the worker's async \
+                     runtime, where blocking on async code is not allowed: make the method \
+                     `async` and `.await` instead)",
+                );
+            }
             tracing::error!(method = method_name, %message, "actor method panicked; the worker will exit");
             schedule_exit_after_panic(context, &method_name);
             reply_frame::Outcome::Failed(CallFailure {
