@@ -72,7 +72,7 @@ pub(crate) fn set_own_address(address: &str) {
 }
 
 /// An object held by some worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObjectRef {
     pub id: String,
     /// The worker that holds it (host:port).
@@ -84,6 +84,23 @@ pub struct ObjectRef {
     /// Where a process on the owner's machine can map the object.
     #[serde(default)]
     shared: Option<shm::ShmLocation>,
+}
+
+impl std::fmt::Debug for ObjectRef {
+    /// Names the object and where it lives, never the inline bytes themselves.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let travels = match (&self.inline, &self.shared) {
+            (Some(_), _) => "inline",
+            (None, Some(_)) => "shared memory or stream",
+            (None, None) => "stream",
+        };
+        f.debug_struct("ObjectRef")
+            .field("id", &self.id)
+            .field("owner", &self.owner)
+            .field("bytes", &self.bytes)
+            .field("travels", &travels)
+            .finish()
+    }
 }
 
 /// Bytes this process has fetched from other workers, streamed or mapped from their shared

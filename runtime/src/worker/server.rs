@@ -15,6 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 use troupe_proto::worker_server::{Worker, WorkerServer};
 use troupe_proto::{reply_frame, CallFailure, CallFrame, Empty, FailureKind, ReplyFrame};
 
+/// How long an object stream waits for its reader to take the next chunk before giving up.
+const FETCH_STALL_LIMIT: Duration = Duration::from_secs(60);
 /// How long a worker lingers after a panic so the failure reply reaches the caller.
 const PANIC_EXIT_DELAY: Duration = Duration::from_millis(100);
 
@@ -132,7 +134,9 @@ impl Worker for WorkerService {
                 let chunk = troupe_proto::ObjectChunk {
                     data: bytes.slice(start..end),
                 };
-                if chunks.send(Ok(chunk)).await.is_err() {
+                // A reader that stops reading must not pin the object for ever.
+                let sent = tokio::time::timeout(FETCH_STALL_LIMIT, chunks.send(Ok(chunk))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
             }
