@@ -14,7 +14,7 @@
 //! `TROUPE_KEEP_AWAKE_US` sets the window in microseconds (default 500); 0 turns it off.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -23,13 +23,31 @@ pub const KEEP_AWAKE_ENV: &str = "TROUPE_KEEP_AWAKE_US";
 /// The default window.
 const DEFAULT_WINDOW_US: u64 = 500;
 
-struct Spinner {
+/// What `note_activity` and the spinner thread share.
+struct Activity {
     epoch: Instant,
     window_ns: u64,
     /// Nanoseconds since `epoch` of the last RPC sent or received.
-    last_activity_ns: AtomicU64,
+    last_ns: AtomicU64,
     /// Set while the spinner thread sleeps: the next activity wakes it.
     sleeping: AtomicBool,
+}
+
+impl Activity {
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// Whether the last activity is within the window.
+    fn recent(&self) -> bool {
+        let last = self.last_ns.load(Ordering::SeqCst);
+        self.now_ns().saturating_sub(last) < self.window_ns
+    }
+}
+
+struct Spinner {
+    activity: Arc<Activity>,
+    /// The spinner thread, if one runs.
     thread: Option<Thread>,
 }
 
@@ -42,11 +60,11 @@ pub fn note_activity() {
     let Some(thread) = &spinner.thread else {
         return;
     };
-    let now = spinner.epoch.elapsed().as_nanos() as u64;
+    let activity = &spinner.activity;
     // SeqCst on both sides (here: store, then load; the spinner: store `sleeping`, then load the
     // time), so that at least one of the two sees the other's write and no wake-up is lost.
-    spinner.last_activity_ns.store(now, Ordering::SeqCst);
-    if spinner.sleeping.load(Ordering::SeqCst) && spinner.sleeping.swap(false, Ordering::SeqCst) {
+    activity.last_ns.store(activity.now_ns(), Ordering::SeqCst);
+    if activity.sleeping.load(Ordering::SeqCst) && activity.sleeping.swap(false, Ordering::SeqCst) {
         thread.unpark();
     }
 }
@@ -60,12 +78,14 @@ fn window_from_env() -> u64 {
 
 fn start() -> Spinner {
     let window_us = window_from_env();
-    let epoch = Instant::now();
-    let mut spinner = Spinner {
-        epoch,
+    let activity = Arc::new(Activity {
+        epoch: Instant::now(),
         window_ns: window_us.saturating_mul(1000),
-        last_activity_ns: AtomicU64::new(0),
+        last_ns: AtomicU64::new(0),
         sleeping: AtomicBool::new(false),
+    });
+    let mut spinner = Spinner {
+        activity: activity.clone(),
         thread: None,
     };
     if window_us == 0 || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
@@ -73,7 +93,7 @@ fn start() -> Spinner {
     }
     let spawned = std::thread::Builder::new()
         .name("troupe-keep-awake".to_string())
-        .spawn(spin);
+        .spawn(move || spin(&activity));
     match spawned {
         Ok(handle) => spinner.thread = Some(handle.thread().clone()),
         Err(err) => tracing::debug!(%err, "no keep-awake thread"),
@@ -82,43 +102,24 @@ fn start() -> Spinner {
 }
 
 /// The spinner thread's body: lowest priority, spin while active, sleep while quiet.
-fn spin() {
+fn spin(activity: &Activity) {
     if !lower_to_idle_class() {
         return; // spinning at normal priority would take time from real work
     }
-    let Some(spinner) = wait_for_spinner() else {
-        return;
-    };
     loop {
-        let now = spinner.epoch.elapsed().as_nanos() as u64;
-        let quiet_for = now.saturating_sub(spinner.last_activity_ns.load(Ordering::SeqCst));
-        if quiet_for < spinner.window_ns {
+        if activity.recent() {
             for _ in 0..64 {
                 std::hint::spin_loop();
             }
             continue;
         }
-        spinner.sleeping.store(true, Ordering::SeqCst);
+        activity.sleeping.store(true, Ordering::SeqCst);
         // Activity between the check and `sleeping` being set would be missed: look again.
-        let last = spinner.last_activity_ns.load(Ordering::SeqCst);
-        let now = spinner.epoch.elapsed().as_nanos() as u64;
-        if now.saturating_sub(last) < spinner.window_ns {
-            spinner.sleeping.store(false, Ordering::Release);
-            continue;
+        if !activity.recent() {
+            std::thread::park_timeout(Duration::from_secs(1));
         }
-        std::thread::park_timeout(Duration::from_secs(1));
-        spinner.sleeping.store(false, Ordering::Release);
+        activity.sleeping.store(false, Ordering::Release);
     }
-}
-
-fn wait_for_spinner() -> Option<&'static Spinner> {
-    for _ in 0..1000 {
-        if let Some(spinner) = SPINNER.get() {
-            return Some(spinner);
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    None
 }
 
 /// `SCHED_IDLE`: the thread runs only when nothing else in the system wants the CPU.
@@ -185,7 +186,7 @@ mod tests {
         );
         let mut slept = false;
         while Instant::now() < deadline && !slept {
-            slept = spinner.sleeping.load(Ordering::SeqCst);
+            slept = spinner.activity.sleeping.load(Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(
