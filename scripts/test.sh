@@ -2,8 +2,9 @@
 # Runs every check and test of the project: formatting, clippy, the runtime's `cuda` feature
 # (must compile without CUDA), unit tests, the multi-process integration tests, the check that
 # the committed Python stubs match proto/, and the Python client's tests against a real head and
-# node agent. Installs what it needs (a Python venv with numpy and the client's pinned test
-# dependencies) on first run.
+# node agent, and the parity of the decoder with Hugging Face transformers. Installs what it
+# needs (a Python venv with numpy and the client's pinned test dependencies in .venv; torch and
+# transformers in a cached venv outside the checkout) on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,11 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.troupe-requirements 2>/dev/null)
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e python/
   printf '%s' "$wanted" > .venv/.troupe-requirements
 fi
+
+# The parity suite compares the decoder with Hugging Face transformers (torch on CPU): a venv
+# outside the checkout, keyed by actors/tests/parity/requirements.txt, made once per machine.
+TROUPE_PARITY_PYTHON="$(bash scripts/parity_env.sh)"
+export TROUPE_PARITY_PYTHON
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

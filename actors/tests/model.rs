@@ -14,7 +14,7 @@ fn tiny(tied: bool, qkv_bias: bool) -> ModelConfig {
     let mut config = ModelConfig::tiny(13, 8, 2, 2, 1);
     config.intermediate_size = 12;
     config.tie_word_embeddings = tied;
-    config.attention_bias = Some(qkv_bias);
+    config.attention_bias = qkv_bias;
     config.max_position_embeddings = 64;
     config
 }

@@ -81,7 +81,7 @@ def forward(config, w, ids):
         probs = np.exp(scores)
         probs = probs / probs.sum(axis=-1, keepdims=True)
         attended = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, length, hidden)
-        x = x + linear(attended, w[p + "self_attn.o_proj.weight"])
+        x = x + linear(attended, w[p + "self_attn.o_proj.weight"], w.get(p + "self_attn.o_proj.bias"))
         h = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
         gate = linear(h, w[p + "mlp.gate_proj.weight"])
         up = linear(h, w[p + "mlp.up_proj.weight"])

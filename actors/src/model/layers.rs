@@ -1,11 +1,13 @@
-//! The decoder's building blocks, written only with candle ops that record a backward pass
+//! The decoder's building blocks (norms, projections, the gated MLP, attention, the block),
+//! written only with candle ops that record a backward pass
 //! (candle-nn 0.11's fused `softmax_last_dim`, `rms_norm` and `rope` do not, and would silently
 //! leave parameters without gradients).
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 
-use crate::config::ModelConfig;
+use super::rope::Rope;
+use crate::config::{Activation, ModelConfig};
 use crate::error::Result;
 
 /// The additive mask value for positions a query may not see: large and finite, so a row with
@@ -29,7 +31,8 @@ pub fn log_softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     Ok(shifted.broadcast_sub(&log_total)?)
 }
 
-/// Root-mean-square normalisation with a learned scale.
+/// Root-mean-square normalisation with a learned scale, computed in f32 for half-precision
+/// inputs (as transformers does).
 pub struct RmsNorm {
     weight: Tensor,
     eps: f64,
@@ -42,59 +45,15 @@ impl RmsNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let scale = (mean_square + self.eps)?.sqrt()?.recip()?;
-        Ok(x.broadcast_mul(&scale)?.broadcast_mul(&self.weight)?)
-    }
-}
-
-/// Rotary position embeddings in the Hugging Face (rotate-half) convention.
-pub struct Rope {
-    cos: Tensor,
-    sin: Tensor,
-}
-
-impl Rope {
-    pub fn new(config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
-        let dim = config.head_dim();
-        let half = dim / 2;
-        let inverse: Vec<f64> = (0..half)
-            .map(|i| 1.0 / config.rope_theta.powf(2.0 * i as f64 / dim as f64))
-            .collect();
-        let positions = config.max_position_embeddings;
-        let mut cos = Vec::with_capacity(positions * half);
-        let mut sin = Vec::with_capacity(positions * half);
-        for position in 0..positions {
-            for frequency in &inverse {
-                let angle = position as f64 * frequency;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
-            }
-        }
-        let cos = Tensor::from_vec(cos, (positions, half), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (positions, half), device)?.to_dtype(dtype)?;
-        Ok(Rope { cos, sin })
-    }
-
-    /// cos and sin for `positions` (b, t), shaped (b, 1, t, head_dim) to broadcast over heads.
-    pub fn tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (b, t) = positions.dims2()?;
-        let flat = positions.flatten_all()?;
-        let pick = |table: &Tensor| -> Result<Tensor> {
-            let half = table.dim(1)?;
-            let rows = table.index_select(&flat, 0)?.reshape((b, 1, t, half))?;
-            Ok(Tensor::cat(&[&rows, &rows], D::Minus1)?)
+        let dtype = x.dtype();
+        let wide = match dtype {
+            DType::BF16 | DType::F16 => x.to_dtype(DType::F32)?,
+            _ => x.clone(),
         };
-        Ok((pick(&self.cos)?, pick(&self.sin)?))
-    }
-
-    /// x * cos + rotate_half(x) * sin, for x of shape (b, heads, t, head_dim).
-    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-        let half = x.dim(D::Minus1)? / 2;
-        let first = x.narrow(D::Minus1, 0, half)?;
-        let second = x.narrow(D::Minus1, half, half)?;
-        let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
-        Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+        let mean_square = wide.sqr()?.mean_keepdim(D::Minus1)?;
+        let scale = (mean_square + self.eps)?.sqrt()?.recip()?;
+        let normed = wide.broadcast_mul(&scale)?.to_dtype(dtype)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
     }
 }
 
@@ -146,36 +105,45 @@ impl Projection {
     }
 }
 
-/// SwiGLU feed-forward: down(silu(gate(x)) * up(x)).
+/// Gated feed-forward: down(act(gate(x)) * up(x)), with the config's activation (SwiGLU for
+/// SiLU) and Llama's optional biases.
 pub struct Mlp {
     gate: Projection,
     up: Projection,
     down: Projection,
+    activation: Activation,
 }
 
 impl Mlp {
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
-        let (h, i) = (config.hidden_size, config.intermediate_size);
+        let (h, i, bias) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.mlp_bias,
+        );
         Ok(Mlp {
-            gate: Projection::new(h, i, false, vb.pp("gate_proj"))?,
-            up: Projection::new(h, i, false, vb.pp("up_proj"))?,
-            down: Projection::new(i, h, false, vb.pp("down_proj"))?,
+            gate: Projection::new(h, i, bias, vb.pp("gate_proj"))?,
+            up: Projection::new(h, i, bias, vb.pp("up_proj"))?,
+            down: Projection::new(i, h, bias, vb.pp("down_proj"))?,
+            activation: config.hidden_act,
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // candle-core's silu is one pass and has a backward rule (unlike candle-nn's fused ops).
-        let activated = self.gate.forward(x)?.silu()?;
+        // candle-core's unary activations have backward rules (unlike candle-nn's fused ops).
+        let activated = self.activation.apply(&self.gate.forward(x)?)?;
         self.down.forward(&(activated * self.up.forward(x)?)?)
     }
 }
 
-/// Grouped-query self-attention with rotary embeddings and an optional key/value cache.
+/// Grouped-query self-attention with rotary embeddings, optional per-head query/key norms
+/// (Qwen3) and an optional key/value cache.
 pub struct Attention {
     q: Projection,
     k: Projection,
     v: Projection,
     o: Projection,
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -185,14 +153,24 @@ impl Attention {
     pub fn new(config: &ModelConfig, vb: VarBuilder) -> Result<Self> {
         let h = config.hidden_size;
         let head_dim = config.head_dim();
+        let q = config.num_attention_heads * head_dim;
         let kv = config.kv_heads() * head_dim;
         let projection =
             |out: usize, name: &str| Projection::new(h, out, config.qkv_bias(), vb.pp(name));
+        let qk_norm = if config.qk_norm {
+            Some((
+                RmsNorm::new(head_dim, config.rms_norm_eps, vb.pp("q_norm"))?,
+                RmsNorm::new(head_dim, config.rms_norm_eps, vb.pp("k_norm"))?,
+            ))
+        } else {
+            None
+        };
         Ok(Attention {
-            q: projection(h, "q_proj")?,
+            q: projection(q, "q_proj")?,
             k: projection(kv, "k_proj")?,
             v: projection(kv, "v_proj")?,
-            o: Projection::new(h, h, false, vb.pp("o_proj"))?,
+            o: Projection::new(q, h, config.o_bias(), vb.pp("o_proj"))?,
+            qk_norm,
             heads: config.num_attention_heads,
             kv_heads: config.kv_heads(),
             head_dim,
@@ -209,14 +187,23 @@ impl Attention {
         cache: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let split = |y: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
+        let split = |y: Tensor, heads: usize, norm: Option<&RmsNorm>| -> Result<Tensor> {
+            let y = y.reshape((b, t, heads, self.head_dim))?;
+            let y = match norm {
+                Some(norm) => norm.forward(&y)?,
+                None => y,
+            };
+            Ok(y.transpose(1, 2)?.contiguous()?)
         };
-        let q = Rope::apply(&split(self.q.forward(x)?, self.heads)?, cos, sin)?;
-        let mut k = Rope::apply(&split(self.k.forward(x)?, self.kv_heads)?, cos, sin)?;
-        let mut v = split(self.v.forward(x)?, self.kv_heads)?;
+        let (q_norm, k_norm) = match &self.qk_norm {
+            Some((q, k)) => (Some(q), Some(k)),
+            None => (None, None),
+        };
+        let q = split(self.q.forward(x)?, self.heads, q_norm)?;
+        let q = Rope::apply(&q, cos, sin)?;
+        let k = split(self.k.forward(x)?, self.kv_heads, k_norm)?;
+        let mut k = Rope::apply(&k, cos, sin)?;
+        let mut v = split(self.v.forward(x)?, self.kv_heads, None)?;
         if let Some(slot) = cache {
             if let Some((past_k, past_v)) = slot.as_ref() {
                 k = Tensor::cat(&[past_k, &k], 2)?;
@@ -228,7 +215,14 @@ impl Attention {
         let v = self.repeat_kv(v)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?.broadcast_add(mask)?;
-        let attended = softmax_last_dim(&scores)?.matmul(&v)?;
+        // Half-precision scores are normalised in f32, as transformers does.
+        let probabilities = match scores.dtype() {
+            DType::BF16 | DType::F16 => {
+                softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())?
+            }
+            _ => softmax_last_dim(&scores)?,
+        };
+        let attended = probabilities.matmul(&v)?;
         let merged = attended
             .transpose(1, 2)?
             .reshape((b, t, self.heads * self.head_dim))?;
@@ -293,6 +287,7 @@ impl Block {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn softmax_matches_the_definition() {

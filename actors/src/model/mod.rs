@@ -1,17 +1,21 @@
-//! The decoder: a Llama/Qwen2-family causal language model (RMSNorm, RoPE, SwiGLU, grouped-query
-//! attention, tied or untied embeddings) whose parameters live in a `VarMap` under their Hugging
+//! The decoder: a Llama / Qwen2 / Qwen3 / Mistral causal language model (RMSNorm, RoPE with
+//! scaling, gated MLP, grouped-query attention with optional biases, per-head norms and sliding
+//! windows, tied or untied embeddings) whose parameters live in a `VarMap` under their Hugging
 //! Face names, so they can be trained, saved, loaded and shipped to other actors by name.
 
 mod batch;
 pub mod layers;
+pub mod rope;
 
 pub use batch::{attention_mask, PaddedBatch};
 
+use crate::config::LayerAttention;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use candle_nn::{Embedding, VarBuilder, VarMap};
-use layers::{Block, Projection, RmsNorm, Rope};
+use layers::{Block, Projection, RmsNorm, MASKED};
+use rope::Rope;
 
 /// Past keys and values of every layer, for incremental decoding.
 #[derive(Default)]
@@ -58,8 +62,20 @@ impl Decoder {
     /// scaled down by sqrt(2 x layers), as GPT-2 does), norms 1, biases 0; the same `seed` gives
     /// the same weights on every machine.
     pub fn new(config: &ModelConfig, dtype: DType, device: &Device, seed: u64) -> Result<Self> {
+        let decoder = Self::assemble(config, VarMap::new(), dtype, device)?;
+        decoder.initialize(seed)?;
+        Ok(decoder)
+    }
+
+    /// Builds the modules over `varmap`: parameters already in it (a loaded checkpoint) are
+    /// used as they are; missing ones are created (and must then be initialised).
+    pub(crate) fn assemble(
+        config: &ModelConfig,
+        varmap: VarMap,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         config.validate()?;
-        let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let model = vb.pp("model");
         let embedding = candle_nn::embedding(
@@ -82,7 +98,7 @@ impl Decoder {
             )?)
         };
         let rope = Rope::new(config, dtype, device)?;
-        let decoder = Decoder {
+        Ok(Decoder {
             config: config.clone(),
             varmap,
             embedding,
@@ -92,9 +108,7 @@ impl Decoder {
             rope,
             device: device.clone(),
             dtype,
-        };
-        decoder.initialize(seed)?;
-        Ok(decoder)
+        })
     }
 
     /// Draws every parameter from a generator seeded with `seed` (candle's own CPU generator
@@ -124,8 +138,13 @@ impl Decoder {
                     })
                     .collect()
             };
-            let tensor =
-                Tensor::from_vec(values, var.shape(), &self.device)?.to_dtype(self.dtype)?;
+            // Drawn in f64 and rounded once, so every dtype starts from the same numbers.
+            let tensor = if self.dtype == DType::F64 {
+                Tensor::from_vec(values, var.shape(), &self.device)?
+            } else {
+                let narrow: Vec<f32> = values.into_iter().map(|v| v as f32).collect();
+                Tensor::from_vec(narrow, var.shape(), &self.device)?.to_dtype(self.dtype)?
+            };
             var.set(&tensor)?;
         }
         Ok(())
@@ -211,6 +230,7 @@ impl Decoder {
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
         let (cos, sin) = self.rope.tables(positions)?;
+        let sliding = self.sliding_mask(mask)?;
         let mut x = self.embedding.forward(input_ids)?;
         for (index, block) in self.blocks.iter().enumerate() {
             let slot = match cache.as_deref_mut() {
@@ -222,9 +242,35 @@ impl Decoder {
                 }
                 None => None,
             };
-            x = block.forward(&x, &cos, &sin, mask, slot)?;
+            let layer_mask = match (self.config.layer_attention(index), &sliding) {
+                (LayerAttention::Sliding, Some(sliding)) => sliding,
+                _ => mask,
+            };
+            x = block.forward(&x, &cos, &sin, layer_mask, slot)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// The causal `mask` (b, 1, queries, keys) further limited to the sliding window, when some
+    /// layer slides: a query at column q sees keys at columns k with q - window < k <= q.
+    fn sliding_mask(&self, mask: &Tensor) -> Result<Option<Tensor>> {
+        let window = match self.config.sliding_window {
+            Some(window) if self.config.layer_types.contains(&LayerAttention::Sliding) => window,
+            _ => return Ok(None),
+        };
+        let (_, _, queries, keys) = mask.dims4()?;
+        let offset = keys - queries;
+        let mut band = Vec::with_capacity(queries * keys);
+        for query in 0..queries {
+            let column = offset + query;
+            for key in 0..keys {
+                let outside = key + window <= column;
+                band.push(if outside { MASKED as f32 } else { 0.0 });
+            }
+        }
+        let band =
+            Tensor::from_vec(band, (1, 1, queries, keys), &self.device)?.to_dtype(mask.dtype())?;
+        Ok(Some(mask.broadcast_add(&band)?))
     }
 
     /// Vocabulary logits for hidden states.

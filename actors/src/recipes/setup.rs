@@ -62,6 +62,9 @@ pub fn arithmetic_model() -> ModelConfig {
     config.intermediate_size = 512;
     config.max_position_embeddings = 64;
     config.rope_theta = 100.0;
+    config.bos_token_id = vec![BuiltinTokenizer::BOS];
+    config.eos_token_id = vec![BuiltinTokenizer::EOS];
+    config.pad_token_id = Some(BuiltinTokenizer::PAD);
     config
 }
 
@@ -203,6 +206,13 @@ impl PolicyActors {
         self.trainers
             .rank_zero(|trainer| async move { trainer.save_checkpoint(target).await })
             .await?;
+        // The tokenizer beside the weights, so transformers and inference engines load the
+        // checkpoint with the same ids.
+        crate::tokenizer::write_builtin_tokenizer(
+            &absolute,
+            arithmetic_model().max_position_embeddings,
+        )
+        .map_err(RecipeError::from)?;
         Ok(absolute)
     }
 

@@ -1,9 +1,17 @@
 //! Tokenizers: the small built-in character tokenizer of the synthetic tasks (digits,
-//! arithmetic operators, a few specials), and Hugging Face `tokenizer.json` files through the
-//! `tokenizers` crate (pure-Rust features only), behind one trait.
+//! arithmetic operators, a few specials), also written as a `tokenizer.json` (`builtin_json`);
+//! Hugging Face tokenizers (`hf`: byte-level BPE and the rest through the `tokenizers` crate,
+//! special tokens from `tokenizer_config.json`); and chat templates (`chat`), behind one trait.
+
+mod builtin_json;
+mod chat;
+mod hf;
+
+pub use builtin_json::write_builtin_tokenizer;
+pub use chat::{ChatMessage, ChatTemplate};
+pub use hf::HfTokenizer;
 
 use crate::error::{ModelError, Result};
-use std::path::Path;
 
 /// What the roles need from a tokenizer.
 pub trait TextTokenizer: Send + Sync {
@@ -85,53 +93,6 @@ impl TextTokenizer for BuiltinTokenizer {
     }
 }
 
-/// A Hugging Face `tokenizer.json`.
-pub struct HfTokenizer {
-    inner: tokenizers::Tokenizer,
-    pad: u32,
-    eos: Option<u32>,
-}
-
-impl HfTokenizer {
-    /// Loads `tokenizer.json`; padding and end tokens are looked up by their usual names.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|err| ModelError::Tokenizer(format!("{}: {err}", path.display())))?;
-        let find = |names: &[&str]| names.iter().find_map(|name| inner.token_to_id(name));
-        let eos = find(&["</s>", "<|endoftext|>", "<|im_end|>", "<eos>", "<|eot_id|>"]);
-        let pad = find(&["<pad>", "<|pad|>", "[PAD]"]).or(eos).unwrap_or(0);
-        Ok(HfTokenizer { inner, pad, eos })
-    }
-}
-
-impl TextTokenizer for HfTokenizer {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|err| ModelError::Tokenizer(err.to_string()))?;
-        Ok(encoding.get_ids().to_vec())
-    }
-
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|err| ModelError::Tokenizer(err.to_string()))
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
-    }
-
-    fn pad_id(&self) -> u32 {
-        self.pad
-    }
-
-    fn eos_id(&self) -> Option<u32> {
-        self.eos
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,22 +117,5 @@ mod tests {
             .to_string()
             .contains("'a'"));
         assert_eq!(tokenizer.vocab_size(), 3 + 22);
-    }
-
-    #[test]
-    fn hf_tokenizer_json_loads() {
-        let dir = std::env::temp_dir().join(format!("troupe-tok-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("tokenizer.json");
-        let json = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],
-            "normalizer":null,"pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
-            "model":{"type":"WordLevel","vocab":{"<pad>":0,"</s>":1,"hello":2,"world":3,"<unk>":4},"unk_token":"<unk>"}}"#;
-        std::fs::write(&path, json).unwrap();
-        let tokenizer = HfTokenizer::from_file(&path).unwrap();
-        assert_eq!(tokenizer.encode("hello world").unwrap(), vec![2, 3]);
-        assert_eq!(tokenizer.pad_id(), 0);
-        assert_eq!(tokenizer.eos_id(), Some(1));
-        assert_eq!(tokenizer.vocab_size(), 5);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,0 +1,70 @@
+//! Rotary position embeddings in the Hugging Face (rotate-half) convention: cos and sin computed
+//! for the positions of each call from the config's inverse frequencies (so no table is sized by
+//! `max_position_embeddings`), scaled by the RoPE type's attention factor.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use candle_core::{DType, Device, Tensor, D};
+
+/// The rotary frequencies of one model.
+pub struct Rope {
+    inverse_frequencies: Vec<f64>,
+    attention_factor: f64,
+    /// Positions at or past this are refused (dynamic NTK scaling changes past it).
+    limit: Option<usize>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Rope {
+    pub fn new(config: &ModelConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let (inverse_frequencies, attention_factor) = config.rope_scaling.frequencies(config);
+        Ok(Rope {
+            inverse_frequencies,
+            attention_factor,
+            limit: config.rope_scaling.position_limit(config),
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// cos and sin for `positions` (b, t), shaped (b, 1, t, head_dim) to broadcast over heads.
+    pub fn tables(&self, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let positions = positions.to_dtype(DType::U32)?.to_vec2::<u32>()?;
+        let half = self.inverse_frequencies.len();
+        let mut cos = Vec::with_capacity(b * t * half * 2);
+        let mut sin = Vec::with_capacity(b * t * half * 2);
+        for &position in positions.iter().flatten() {
+            if let Some(limit) = self.limit {
+                if position as usize >= limit {
+                    return Err(ModelError::Input(format!(
+                        "position {position} is past max_position_embeddings {limit}, where \
+                         dynamic RoPE scaling would change the frequencies"
+                    )));
+                }
+            }
+            let start = cos.len();
+            for frequency in &self.inverse_frequencies {
+                let angle = position as f64 * frequency;
+                cos.push((angle.cos() * self.attention_factor) as f32);
+                sin.push((angle.sin() * self.attention_factor) as f32);
+            }
+            cos.extend_from_within(start..start + half);
+            sin.extend_from_within(start..start + half);
+        }
+        let shape = (b, 1, t, half * 2);
+        let cos = Tensor::from_vec(cos, shape, &self.device)?.to_dtype(self.dtype)?;
+        let sin = Tensor::from_vec(sin, shape, &self.device)?.to_dtype(self.dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// x * cos + rotate_half(x) * sin, for x of shape (b, heads, t, head_dim).
+    pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let half = x.dim(D::Minus1)? / 2;
+        let first = x.narrow(D::Minus1, 0, half)?;
+        let second = x.narrow(D::Minus1, half, half)?;
+        let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
+        Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+    }
+}
