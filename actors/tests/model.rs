@@ -19,6 +19,42 @@ fn tiny(tied: bool, qkv_bias: bool) -> ModelConfig {
     config
 }
 
+/// Every optional piece at once: Qwen3's per-head norms and explicit head_dim, attention biases
+/// on q, k, v and o, MLP biases, the erf GELU, YaRN RoPE and a sliding window in the second
+/// layer.
+fn everything() -> ModelConfig {
+    let mut config = tiny(false, true);
+    config.family = troupe_actors::config::Family::Qwen3;
+    config.qk_norm = true;
+    config.head_dim = 6;
+    config.mlp_bias = false;
+    config.hidden_act = troupe_actors::config::Activation::GeluErf;
+    config.rope_scaling = troupe_actors::config::RopeScaling::Yarn {
+        factor: Some(4.0),
+        original_max_position_embeddings: 16.0,
+        attention_factor: None,
+        beta_fast: None,
+        beta_slow: None,
+        mscale: None,
+        mscale_all_dim: None,
+        truncate: true,
+    };
+    config.sliding_window = Some(2);
+    config.layer_types = vec![
+        troupe_actors::config::LayerAttention::Full,
+        troupe_actors::config::LayerAttention::Sliding,
+    ];
+    config
+}
+
+/// Llama with MLP biases and the tanh GELU.
+fn llama_mlp_bias() -> ModelConfig {
+    let mut config = tiny(true, true);
+    config.mlp_bias = true;
+    config.hidden_act = troupe_actors::config::Activation::GeluTanh;
+    config
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("troupe-model-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -56,16 +92,24 @@ fn scalar(x: &Tensor) -> f64 {
 
 #[test]
 fn every_parameter_gets_a_gradient_matching_finite_differences() {
-    for (tied, bias) in [(false, true), (true, false)] {
-        let model = Decoder::new(&tiny(tied, bias), DType::F64, &Device::Cpu, 7).expect("model");
+    for (name, config) in [
+        ("untied, biased", tiny(false, true)),
+        ("tied, no bias", tiny(true, false)),
+        ("qwen3 + yarn + sliding + gelu", everything()),
+        ("llama mlp bias + gelu tanh", llama_mlp_bias()),
+    ] {
+        let (tied, bias) = (name, config.attention_bias);
+        let model = Decoder::new(&config, DType::F64, &Device::Cpu, 7).expect("model");
         let batch = PaddedBatch::left_padded(&[vec![1, 5, 9, 2], vec![3, 4]], 0).expect("batch");
         let loss = probe_loss(&model, &batch);
         let grads = loss.backward().expect("backward");
         let vars = model.named_vars();
-        assert!(
-            vars.len() >= 2 + 2 * 9,
-            "expected all parameters, got {}",
-            vars.len()
+        assert_eq!(
+            vars.iter()
+                .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+                .collect::<Vec<_>>(),
+            config.parameter_shapes(),
+            "the decoder builds exactly the parameters its config lists"
         );
         let mut worst = 0.0_f64;
         for (name, var) in &vars {
@@ -117,7 +161,7 @@ fn every_parameter_gets_a_gradient_matching_finite_differences() {
             }
         }
         println!(
-            "tied={tied} bias={bias}: worst relative error {worst:e} over {} parameters",
+            "{tied} (attention bias {bias}): worst relative error {worst:e} over {} parameters",
             vars.len()
         );
     }
@@ -190,7 +234,13 @@ fn logits_match_an_independent_numpy_forward() {
 
 #[test]
 fn kv_cache_gives_the_logits_of_a_full_recomputation() {
-    let model = Decoder::new(&tiny(true, true), DType::F64, &Device::Cpu, 3).expect("model");
+    kv_cache_matches(tiny(true, true));
+    // A sliding window of 2 in the second layer: the cache must still give the windowed result.
+    kv_cache_matches(everything());
+}
+
+fn kv_cache_matches(config: ModelConfig) {
+    let model = Decoder::new(&config, DType::F64, &Device::Cpu, 3).expect("model");
     let sequences = vec![vec![1_u32, 5, 9, 2, 7, 7, 3], vec![4, 6, 8, 10, 12]];
     let full_batch = PaddedBatch::left_padded(&sequences, 0).expect("batch");
     let full = model

@@ -167,10 +167,7 @@ async fn ppo_run_leaves_its_outputs() -> anyhow::Result<()> {
 /// weights, and the version that came with them.
 async fn weight_sync_is_exact(cluster: &Cluster) -> anyhow::Result<()> {
     let config = TrainerConfig {
-        source: ModelSource::Fresh {
-            config: arithmetic_model(),
-            seed: 3,
-        },
+        source: ModelSource::fresh(arithmetic_model(), 3),
         pad_id: 0,
         optimizer: AdamWConfig::default(),
         schedule: LrSchedule::constant(1e-3),

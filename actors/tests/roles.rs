@@ -23,10 +23,7 @@ fn config() -> ModelConfig {
 }
 
 fn source(seed: u64) -> ModelSource {
-    ModelSource::Fresh {
-        config: config(),
-        seed,
-    }
+    ModelSource::fresh(config(), seed)
 }
 
 fn trainer(micro_batch: usize, lr: f64) -> Trainer {

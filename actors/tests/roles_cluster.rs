@@ -23,7 +23,7 @@ async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
     let tokenizer = BuiltinTokenizer::new();
     let mut config = ModelConfig::tiny(tokenizer.vocab_size(), 32, 2, 4, 2);
     config.max_position_embeddings = 64;
-    let source = ModelSource::Fresh { config, seed: 5 };
+    let source = ModelSource::fresh(config, 5);
     let options = || SpawnOptions::new().num_cpus(0.5);
     let trainer = Trainer::spawn(
         cluster,
@@ -131,7 +131,7 @@ async fn data_parallel_trainers(cluster: &Cluster) -> anyhow::Result<()> {
     let mut config = ModelConfig::tiny(tokenizer.vocab_size(), 32, 2, 4, 2);
     config.max_position_embeddings = 64;
     let trainer_config = TrainerConfig {
-        source: ModelSource::Fresh { config, seed: 11 },
+        source: ModelSource::fresh(config, 11),
         pad_id: BuiltinTokenizer::PAD,
         optimizer: AdamWConfig::default(),
         schedule: LrSchedule::constant(1e-2),

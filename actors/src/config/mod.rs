@@ -197,7 +197,7 @@ impl ModelConfig {
             ));
         }
         if self.layer_types.contains(&LayerAttention::Sliding)
-            && !self.sliding_window.is_some_and(|window| window > 0)
+            && self.sliding_window.is_none_or(|window| window == 0)
         {
             return fail(format!(
                 "sliding-attention layers need a positive sliding_window, not {:?}",

@@ -217,17 +217,27 @@ pub(super) fn from_json(value: &Value, strictness: Strictness) -> Parsed<ModelCo
         return Err("`num_attention_heads` 0 must be positive".to_string());
     }
     let num_hidden_layers = fields.required("num_hidden_layers")?;
-    let num_key_value_heads = fields
-        .usize("num_key_value_heads")?
-        .unwrap_or(match family {
+    // An explicit null and an absent field differ in transformers: null is replaced after the
+    // class default has been applied (by as many key/value heads as query heads, by
+    // hidden / heads), absent takes the class default (32 for Qwen, 8 for Mistral; Qwen3's
+    // head_dim is 128).
+    let num_key_value_heads = match map.get("num_key_value_heads") {
+        Some(Value::Null) => num_attention_heads,
+        Some(_) => fields.required("num_key_value_heads")?,
+        None => match family {
             Family::Llama => num_attention_heads,
             Family::Qwen2 | Family::Qwen3 => 32,
             Family::Mistral => 8,
-        });
-    let head_dim = fields.usize("head_dim")?.unwrap_or(match family {
-        Family::Qwen3 => 128,
-        _ => hidden_size / num_attention_heads,
-    });
+        },
+    };
+    let head_dim = match map.get("head_dim") {
+        Some(Value::Null) => hidden_size / num_attention_heads,
+        Some(_) => fields.required("head_dim")?,
+        None => match family {
+            Family::Qwen3 => 128,
+            _ => hidden_size / num_attention_heads,
+        },
+    };
     let hidden_act = match fields.get("hidden_act") {
         None => Activation::Silu,
         Some(Value::String(name)) => Activation::from_name(name).ok_or_else(|| {
@@ -509,6 +519,21 @@ mod tests {
         assert_eq!(config.eos_token_id, vec![7, 8, 9]);
         assert_eq!(config.bos_token_id, vec![6]);
         assert_eq!(config.head_dim, 24);
+        // Absent takes the class default, null the derived value.
+        let qwen = |extra: &str| {
+            parse(&format!(r#"{{"model_type":"qwen3",{BASE}{extra}}}"#))
+                .map(|c| (c.num_key_value_heads, c.head_dim))
+        };
+        let err = qwen("").unwrap_err();
+        assert!(
+            err.contains("num_key_value_heads"),
+            "32 kv heads do not divide 4: {err}"
+        );
+        assert_eq!(qwen(r#","num_key_value_heads":null"#).unwrap(), (4, 128));
+        assert_eq!(
+            qwen(r#","num_key_value_heads":2,"head_dim":null"#).unwrap(),
+            (2, 16)
+        );
     }
 
     #[test]

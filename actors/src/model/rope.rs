@@ -68,3 +68,41 @@ impl Rope {
         Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RopeScaling;
+
+    #[test]
+    fn tables_hold_cos_and_sin_of_position_times_frequency() {
+        let mut config = ModelConfig::tiny(10, 8, 1, 2, 2);
+        config.rope_theta = 100.0;
+        let rope = Rope::new(&config, DType::F64, &Device::Cpu).unwrap();
+        let positions = Tensor::new(&[[3_u32]], &Device::Cpu).unwrap();
+        let (cos, sin) = rope.tables(&positions).unwrap();
+        let cos = cos.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let sin = sin.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        // head_dim 4: frequencies 1 and 1/10, each repeated for the two halves.
+        for (index, frequency) in [1.0_f64, 0.1, 1.0, 0.1].iter().enumerate() {
+            assert!((cos[index] - (3.0 * frequency).cos()).abs() < 1e-6);
+            assert!((sin[index] - (3.0 * frequency).sin()).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn dynamic_scaling_refuses_positions_past_the_limit() {
+        let mut config = ModelConfig::tiny(10, 16, 1, 2, 2);
+        config.max_position_embeddings = 8;
+        config.rope_scaling = RopeScaling::Dynamic { factor: 2.0 };
+        let rope = Rope::new(&config, DType::F32, &Device::Cpu).unwrap();
+        assert!(rope
+            .tables(&Tensor::new(&[[0_u32, 7]], &Device::Cpu).unwrap())
+            .is_ok());
+        let err = rope
+            .tables(&Tensor::new(&[[8_u32]], &Device::Cpu).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_position_embeddings"), "{err}");
+    }
+}

@@ -10,12 +10,20 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ModelSource {
     /// Random initialisation, seeded.
-    Fresh { config: ModelConfig, seed: u64 },
+    Fresh { config: Box<ModelConfig>, seed: u64 },
     /// A Hugging Face checkpoint directory on the actor's node.
     Checkpoint { dir: PathBuf },
 }
 
 impl ModelSource {
+    /// A fresh initialisation of `config` from `seed`.
+    pub fn fresh(config: ModelConfig, seed: u64) -> Self {
+        ModelSource::Fresh {
+            config: Box::new(config),
+            seed,
+        }
+    }
+
     pub fn build(&self) -> Result<Decoder> {
         crate::alloc::keep_freed_memory();
         let device = crate::default_device()?;

@@ -88,27 +88,28 @@ impl HfTokenizer {
             tokenizer.pad = *id;
         }
         let jinja_file = dir.join("chat_template.jinja");
-        let source = if jinja_file.is_file() {
-            Some(
-                std::fs::read_to_string(&jinja_file).map_err(|err| {
+        let source =
+            if jinja_file.is_file() {
+                Some(std::fs::read_to_string(&jinja_file).map_err(|err| {
                     ModelError::io(format!("reading {}", jinja_file.display()), err)
-                })?,
-            )
-        } else {
-            match config.get("chat_template") {
-                None | Some(serde_json::Value::Null) => None,
-                Some(serde_json::Value::String(text)) => Some(text.clone()),
-                Some(serde_json::Value::Array(named)) => named
-                    .iter()
-                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                    .and_then(|t| t.get("template"))
-                    .and_then(|t| t.as_str())
-                    .map(str::to_string),
-                Some(other) => return Err(ModelError::Tokenizer(format!(
+                })?)
+            } else {
+                match config.get("chat_template") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(serde_json::Value::String(text)) => Some(text.clone()),
+                    Some(serde_json::Value::Array(named)) => named
+                        .iter()
+                        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                        .and_then(|t| t.get("template"))
+                        .and_then(|t| t.as_str())
+                        .map(str::to_string),
+                    Some(other) => {
+                        return Err(ModelError::Tokenizer(format!(
                     "tokenizer_config.json: chat_template {other} is neither a string nor a list"
-                ))),
-            }
-        };
+                )))
+                    }
+                }
+            };
         if let Some(source) = source {
             let tokens = [
                 ("bos_token", bos),

@@ -177,10 +177,7 @@ pub async fn run(config: &GrpoConfig) -> Result<GrpoReport> {
 async fn run_on(cluster: &Cluster, config: &GrpoConfig, started: Instant) -> Result<GrpoReport> {
     let run = run_id("grpo");
     let model = arithmetic_model();
-    let source = ModelSource::Fresh {
-        config: model.clone(),
-        seed: config.seed,
-    };
+    let source = ModelSource::fresh(model.clone(), config.seed);
     let trainer_config = TrainerConfig {
         source: source.clone(),
         pad_id: BuiltinTokenizer::PAD,

@@ -181,10 +181,7 @@ fn create_log(path: &Path) -> Result<MetricsLog> {
 
 async fn run_on(cluster: &Cluster, config: &PpoConfig, started: Instant) -> Result<PpoReport> {
     let run = run_id("ppo");
-    let source = ModelSource::Fresh {
-        config: arithmetic_model(),
-        seed: config.seed,
-    };
+    let source = ModelSource::fresh(arithmetic_model(), config.seed);
     let trainer_config = TrainerConfig {
         source,
         pad_id: BuiltinTokenizer::PAD,
