@@ -63,6 +63,17 @@ impl Default for Claim {
     }
 }
 
+/// Where placing a group's bundles stopped.
+pub(super) struct Stuck {
+    /// The bundles that found no room: one, or all of a STRICT_PACK group.
+    pub bundles: Vec<usize>,
+    /// Nodes the strategy kept them off (STRICT_SPREAD: the group's other nodes).
+    pub exclude: Vec<usize>,
+    /// The bundles placed before them, still committed.
+    pub placed: Vec<(usize, Allocation)>,
+    pub error: PlacementError,
+}
+
 /// One tracked holder.
 #[derive(Debug, Clone)]
 pub(crate) struct Holder {
@@ -344,8 +355,29 @@ impl Scheduler {
         strategy: Strategy,
         kept_nodes: &[String],
     ) -> Result<Vec<(usize, Allocation)>, PlacementError> {
+        self.try_bundles(bundles, which, strategy, kept_nodes)
+            .map_err(|stuck| {
+                for (_, allocation) in &stuck.placed {
+                    self.release(allocation);
+                }
+                stuck.error
+            })
+    }
+
+    /// `place_bundles` without the undoing: when a bundle finds no room, what was placed before
+    /// it stays committed in the `Stuck`, so that preemption planning can look for room for
+    /// that bundle in the very state this placement reached (see `plan_preemption`).
+    pub(super) fn try_bundles(
+        &mut self,
+        bundles: &[Request],
+        which: &[usize],
+        strategy: Strategy,
+        kept_nodes: &[String],
+    ) -> Result<Vec<(usize, Allocation)>, Stuck> {
         if strategy == Strategy::StrictPack {
-            return self.place_strict_pack(bundles, which, kept_nodes);
+            return self
+                .place_strict_pack(bundles, which, kept_nodes)
+                .map_err(|error| self.stuck_strict_pack(which, kept_nodes, error));
         }
         let mut order = which.to_vec();
         order.sort_by_key(|i| {
@@ -383,15 +415,40 @@ impl Scheduler {
                     placed.push((index, allocation));
                 }
                 Err(err) => {
-                    for (_, allocation) in &placed {
-                        self.release(allocation);
-                    }
-                    return Err(bundle_error(bundles.len(), index, err));
+                    return Err(Stuck {
+                        bundles: vec![index],
+                        exclude: exclude.to_vec(),
+                        placed,
+                        error: bundle_error(bundles.len(), index, err),
+                    });
                 }
             }
         }
         placed.sort_by_key(|(index, _)| *index);
         Ok(placed)
+    }
+
+    /// A STRICT_PACK group that found no node: all its bundles want room together, and on the
+    /// node it already holds, if any.
+    fn stuck_strict_pack(
+        &self,
+        which: &[usize],
+        kept_nodes: &[String],
+        error: PlacementError,
+    ) -> Stuck {
+        let exclude = match kept_nodes.first() {
+            Some(node) => {
+                let kept = self.index_of.get(node).copied();
+                (0..self.slots.len()).filter(|i| Some(*i) != kept).collect()
+            }
+            None => Vec::new(),
+        };
+        Stuck {
+            bundles: which.to_vec(),
+            exclude,
+            placed: Vec::new(),
+            error,
+        }
     }
 
     /// All bundles on one node: every candidate node (one per class, or the node the group

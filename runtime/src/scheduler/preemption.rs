@@ -1,11 +1,11 @@
 //! Preemption planning: which lower-priority, preemptible holders to evict so that a request
 //! that fits nowhere can be placed. Victims are whole holders (a gang is never split), chosen
-//! lowest priority first, then least GPU time lost; the plan is computed on the live state and
-//! every trial change is undone before returning.
+//! lowest priority first, then least GPU time lost; the plan is computed on the live state, by
+//! running the placement that will follow it, and every trial change is undone before returning.
 
 use super::groups::Strategy;
 use super::resources::{self, Request};
-use super::{Claim, NodeUsage, Scheduler, SearchRules, Victim};
+use super::{Claim, NodeUsage, Scheduler, Victim};
 
 /// Once one node has a workable victim set, this many more nodes are examined (in order of
 /// their cheapest candidate) before the best set found is taken. Like Kubernetes' preemption,
@@ -24,6 +24,12 @@ struct Cost {
 impl Scheduler {
     /// The holders to evict so that `bundles` fit, or `None` when even evicting every
     /// lower-priority preemptible holder would not make room. Nothing is changed.
+    ///
+    /// `bundles` fit when, once the victims are gone, the placement the caller then runs
+    /// (`place_group`, or `place_lost_bundles` with the group's nodes as `avoid_nodes`) places
+    /// them. The plan is therefore found by running that placement itself on the live state:
+    /// a trial placement of its own could find room that the real one, choosing differently
+    /// in the freed space, then misses, and the victims would be evicted for nothing.
     pub fn plan_preemption(
         &mut self,
         bundles: &[Request],
@@ -35,70 +41,93 @@ impl Scheduler {
         if self.check_group_feasible(bundles, strategy).is_err() {
             return None;
         }
-        let mut released: Vec<String> = Vec::new();
-        let mut placed = Vec::new();
-        let groups: Vec<Vec<usize>> = if strategy == Strategy::StrictPack {
-            vec![(0..bundles.len()).collect()]
-        } else {
-            let mut order: Vec<usize> = (0..bundles.len()).collect();
-            order
-                .sort_by_key(|i| std::cmp::Reverse((bundles[*i].gpu_milli, bundles[*i].cpu_milli)));
-            order.into_iter().map(|i| vec![i]).collect()
-        };
-        // STRICT_SPREAD bundles must avoid the nodes the group already holds.
-        let mut used_nodes: Vec<usize> = avoid_nodes
-            .iter()
-            .filter_map(|id| self.index_of.get(id).copied())
-            .collect();
-        let mut ok = true;
-        for group in &groups {
-            let wanted: Vec<Request> = group.iter().map(|i| bundles[*i].clone()).collect();
-            // First without evicting anyone (earlier evictions may have made room).
-            let exclude: Vec<usize> = if strategy == Strategy::StrictSpread {
-                used_nodes.clone()
-            } else {
-                Vec::new()
-            };
-            if wanted.len() == 1 {
-                let rules = SearchRules {
-                    exclude: &exclude,
-                    adjust: &[],
-                };
-                if let Ok(choice) = self.choose(&wanted[0], &rules) {
-                    used_nodes.push(choice.slot);
-                    placed.push(self.commit(choice, &wanted[0]));
-                    continue;
-                }
-            }
-            let Some((slot, victims)) =
-                self.cheapest_eviction(&wanted, claim, now_s, &exclude, &released)
-            else {
-                ok = false;
-                break;
-            };
-            for victim in victims {
-                self.evict_for_trial(&victim);
-                released.push(victim);
-            }
-            let rules = [(slot, 0.0)];
-            for request in &wanted {
-                match self.search(request, &[], &rules, true) {
-                    Ok(choice) => placed.push(self.commit(choice, request)),
-                    Err(_) => ok = false,
-                }
-            }
-            used_nodes.push(slot);
-            if !ok {
-                break;
-            }
+        let mut victims: Vec<String> = Vec::new();
+        let ok =
+            self.evict_until_placed(bundles, strategy, claim, now_s, avoid_nodes, &mut victims);
+        if ok {
+            self.spare_unneeded(bundles, strategy, avoid_nodes, &mut victims);
         }
-        for allocation in &placed {
-            self.release(allocation);
-        }
-        for victim in &released {
+        for victim in &victims {
             self.restore_after_trial(victim);
         }
-        (ok && !released.is_empty()).then_some(released)
+        (ok && !victims.is_empty()).then_some(victims)
+    }
+
+    /// Runs the placement; each time it gets stuck, evicts (for the trial) the cheapest
+    /// holders that make room for the stuck bundles in the state it reached, and runs it again
+    /// from the start, as the freed room may draw earlier bundles away. Every round evicts
+    /// someone new, so this ends. Whether it placed everything; the victims stay evicted.
+    fn evict_until_placed(
+        &mut self,
+        bundles: &[Request],
+        strategy: Strategy,
+        claim: Claim,
+        now_s: f64,
+        avoid_nodes: &[String],
+        victims: &mut Vec<String>,
+    ) -> bool {
+        let all: Vec<usize> = (0..bundles.len()).collect();
+        loop {
+            let stuck = match self.try_bundles(bundles, &all, strategy, avoid_nodes) {
+                Ok(placed) => {
+                    for (_, allocation) in &placed {
+                        self.release(allocation);
+                    }
+                    return true;
+                }
+                Err(stuck) => stuck,
+            };
+            let wanted: Vec<Request> = stuck.bundles.iter().map(|i| bundles[*i].clone()).collect();
+            let found = self.cheapest_eviction(&wanted, claim, now_s, &stuck.exclude, victims);
+            for (_, allocation) in &stuck.placed {
+                self.release(allocation);
+            }
+            let Some((_, more)) = found.filter(|(_, more)| !more.is_empty()) else {
+                return false;
+            };
+            for victim in more {
+                self.evict_for_trial(&victim);
+                victims.push(victim);
+            }
+        }
+    }
+
+    /// Puts back, latest first, the victims the placement turns out not to need (a later
+    /// round's eviction may have made an earlier one's useless).
+    fn spare_unneeded(
+        &mut self,
+        bundles: &[Request],
+        strategy: Strategy,
+        avoid_nodes: &[String],
+        victims: &mut Vec<String>,
+    ) {
+        let mut index = victims.len();
+        while index > 0 {
+            index -= 1;
+            self.restore_after_trial(&victims[index]);
+            if self.places_all(bundles, strategy, avoid_nodes) {
+                victims.remove(index);
+            } else {
+                self.evict_for_trial(&victims[index]);
+            }
+        }
+    }
+
+    /// Whether the placement places every bundle now; undoes what it placed either way.
+    fn places_all(
+        &mut self,
+        bundles: &[Request],
+        strategy: Strategy,
+        avoid_nodes: &[String],
+    ) -> bool {
+        let all: Vec<usize> = (0..bundles.len()).collect();
+        let Ok(placed) = self.place_bundles(bundles, &all, strategy, avoid_nodes) else {
+            return false;
+        };
+        for (_, allocation) in &placed {
+            self.release(allocation);
+        }
+        true
     }
 
     /// The node where evicting the cheapest set of eligible holders lets all of `wanted` fit.

@@ -331,6 +331,64 @@ fn preemption_never_touches_equal_higher_or_protected_work() {
     );
 }
 
+/// The property test's request shape: a CPU core, plus one per GPU wanted.
+fn gpu_bundle(gpu_milli: u64) -> Request {
+    Request {
+        cpu_milli: 1000 + gpu_milli,
+        memory_bytes: 1 << 30,
+        gpu_milli,
+        ..Request::default()
+    }
+}
+
+/// A shrunk failure of the property test. Evicting "low" lets the three bundles fit (the 1-GPU
+/// one on n1, the other two on n0), but placing them afterwards puts the 1-GPU bundle on the
+/// freed n0 first and then has no room for the 0.25-GPU one: a plan must be one the placement
+/// that follows it carries out, or it evicts work for nothing.
+#[test]
+fn a_preemption_plan_is_one_the_placement_that_follows_carries_out() {
+    let mut scheduler = Scheduler::new();
+    scheduler.add_node("n0", node(4, 1));
+    scheduler.add_node("n1", node(9, 6));
+    scheduler
+        .place_group("low", &[gpu_bundle(1000)], Strategy::Pack, claim(0, true))
+        .expect("low");
+    scheduler
+        .place_group(
+            "kept",
+            &[gpu_bundle(500), gpu_bundle(4000)],
+            Strategy::Pack,
+            claim(0, false),
+        )
+        .expect("kept");
+    let wanted = [gpu_bundle(250), gpu_bundle(1000), gpu_bundle(500)];
+    let urgent = Claim {
+        since_s: 4.0,
+        ..claim(1, false)
+    };
+    let before: Vec<NodeUsage> = scheduler.nodes().iter().map(|n| n.2.clone()).collect();
+    let plan = scheduler.plan_preemption(&wanted, Strategy::Pack, urgent, 4.0, &[]);
+    let after: Vec<NodeUsage> = scheduler.nodes().iter().map(|n| n.2.clone()).collect();
+    assert_eq!(before, after, "planning changes nothing");
+    match plan {
+        Some(victims) => {
+            for victim in &victims {
+                scheduler.release_holder(victim);
+            }
+            scheduler
+                .place_group("urgent", &wanted, Strategy::Pack, urgent)
+                .expect("the plan made room");
+        }
+        None => {
+            // No plan is right only if even evicting every eligible holder would not do.
+            scheduler.release_holder("low");
+            assert!(scheduler
+                .place_group("urgent", &wanted, Strategy::Pack, urgent)
+                .is_err());
+        }
+    }
+}
+
 #[test]
 fn pending_demand_lists_what_does_not_fit_and_changes_nothing() {
     let mut scheduler = cluster(1, 4);
