@@ -98,7 +98,7 @@ fn every_parameter_gets_a_gradient_matching_finite_differences() {
         ("qwen3 + yarn + sliding + gelu", everything()),
         ("llama mlp bias + gelu tanh", llama_mlp_bias()),
     ] {
-        let (tied, bias) = (name, config.attention_bias);
+        let (case, bias) = (name, config.attention_bias);
         let model = Decoder::new(&config, DType::F64, &Device::Cpu, 7).expect("model");
         let batch = PaddedBatch::left_padded(&[vec![1, 5, 9, 2], vec![3, 4]], 0).expect("batch");
         let loss = probe_loss(&model, &batch);
@@ -156,12 +156,12 @@ fn every_parameter_gets_a_gradient_matching_finite_differences() {
                 worst = worst.max(relative);
                 assert!(
                     relative < 1e-4,
-                    "{name}[{index}] (tied={tied}): analytic {analytic} vs numeric {numeric} (relative error {relative})"
+                    "{name}[{index}] ({case}): analytic {analytic} vs numeric {numeric} (relative error {relative})"
                 );
             }
         }
         println!(
-            "{tied} (attention bias {bias}): worst relative error {worst:e} over {} parameters",
+            "{case} (attention bias {bias}): worst relative error {worst:e} over {} parameters",
             vars.len()
         );
     }

@@ -4,7 +4,9 @@
 //! (f32, bf16, f16, sharded, both config layouts) and records their logits and 16 greedy tokens
 //! for single prompts and a left-padded batch. Here each checkpoint is loaded and must match
 //! within 1e-4 with identical greedy tokens; every unsupported setting must be refused naming
-//! the field (or tensor); the byte-level BPE tokenizers and chat templates must give
+//! the field (or tensor); a 2,048-token prompt, a tied config with a different stored head and a
+//! directory holding both checkpoint layouts must give transformers' logits too; the byte-level
+//! BPE tokenizers and chat templates must give
 //! transformers' ids and text; and a recipe-style checkpoint written here must load in
 //! transformers with the same tokenizer ids and logits.
 //!
@@ -199,6 +201,22 @@ fn check_case(dir: &Path, name: &str) -> (f64, f64) {
     (worst, half_worst)
 }
 
+/// A case of `extra_cases.py`: one unpadded prompt, logits from position `logits_from` on.
+fn check_extra_case(dir: &Path, name: &str) -> f64 {
+    let reference = read_json(&dir.join("reference.json"));
+    let model = load_pretrained(dir, DType::F32, &Device::Cpu)
+        .unwrap_or_else(|err| panic!("{name}: transformers' checkpoint was refused: {err}"));
+    let prompt = ids(&reference["ids"]);
+    let from = reference["logits_from"].as_u64().expect("logits_from") as usize;
+    let ours = batch_logits(&model, std::slice::from_ref(&prompt));
+    let worst = worst_difference(&ours[0][from..], &matrix(&reference["logits"]));
+    assert!(
+        worst < TOLERANCE,
+        "{name}: logits differ from transformers by {worst:e}"
+    );
+    worst
+}
+
 fn check_refusal(dir: &Path, name: &str, must_mention: &[String]) {
     let err = match load_pretrained(dir, DType::F32, &Device::Cpu) {
         Ok(_) => panic!("{name}: an unsupported checkpoint was accepted"),
@@ -315,6 +333,14 @@ fn checkpoints_match_transformers_or_are_refused() {
             "{name:<30} {:<8} {:<3} f32 worst {worst:.2e}   bf16 worst {half:.3}",
             case["disk_dtype"].as_str().unwrap_or("?"),
             case["config_layout"].as_str().unwrap_or("?")
+        );
+    }
+    for case in manifest["extra_cases"].as_array().expect("extra_cases") {
+        let name = case["name"].as_str().expect("name");
+        let worst = check_extra_case(&out.join(case["dir"].as_str().expect("dir")), name);
+        println!(
+            "{name:<30} f32 worst {worst:.2e}   ({})",
+            case["what"].as_str().unwrap_or("")
         );
     }
     let refusals = manifest["refusals"].as_array().expect("refusals");

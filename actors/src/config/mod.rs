@@ -150,22 +150,50 @@ impl ModelConfig {
         self.family != Family::Qwen2 && self.attention_bias
     }
 
-    /// How layer `index` attends.
+    /// How layer `index` attends: as `layer_types` says; without it, Mistral slides in every
+    /// layer when it has a window, and the others attend fully.
     pub fn layer_attention(&self, index: usize) -> LayerAttention {
-        self.layer_types
-            .get(index)
-            .copied()
-            .unwrap_or(LayerAttention::Full)
+        match self.layer_types.get(index) {
+            Some(kind) => *kind,
+            None if self.family == Family::Mistral && self.sliding_window.is_some() => {
+                LayerAttention::Sliding
+            }
+            None => LayerAttention::Full,
+        }
     }
 
     /// Checks that the shape is consistent.
     pub fn validate(&self) -> Result<()> {
         let fail = |why: String| Err(ModelError::Config(why));
-        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
-            return fail("vocab_size, hidden_size and num_hidden_layers must be positive".into());
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if value == 0 {
+                return fail(format!("{name} 0 must be positive"));
+            }
         }
-        if self.intermediate_size == 0 || self.max_position_embeddings == 0 {
-            return fail("intermediate_size and max_position_embeddings must be positive".into());
+        // Every tensor's element count must fit in memory arithmetic.
+        let fits = |a: usize, b: usize| a.checked_mul(b).is_some_and(|n| n < (1 << 40));
+        let widest = self.num_attention_heads.max(self.num_key_value_heads);
+        if !fits(widest, self.head_dim)
+            || !fits(self.vocab_size, self.hidden_size)
+            || !fits(self.intermediate_size, self.hidden_size)
+            || !fits(widest.saturating_mul(self.head_dim), self.hidden_size)
+        {
+            return fail(format!(
+                "the shapes are too large: {}",
+                self.shape_summary()
+            ));
+        }
+        if self.sliding_window.is_some() && self.family == Family::Llama {
+            return fail(format!(
+                "sliding_window {:?}: model_type llama has no sliding attention",
+                self.sliding_window
+            ));
         }
         if self.num_attention_heads == 0 || self.head_dim == 0 {
             return fail(format!(
@@ -196,7 +224,8 @@ impl ModelConfig {
                 self.num_hidden_layers
             ));
         }
-        if self.layer_types.contains(&LayerAttention::Sliding)
+        if (0..self.num_hidden_layers)
+            .any(|layer| self.layer_attention(layer) == LayerAttention::Sliding)
             && self.sliding_window.is_none_or(|window| window == 0)
         {
             return fail(format!(

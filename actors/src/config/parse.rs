@@ -187,11 +187,38 @@ impl<'a> Fields<'a> {
                 .and_then(|v| u32::try_from(v).ok())
                 .ok_or_else(|| format!("`{key}` holds {value}, not a token id"))
         };
-        match self.get(key) {
+        // Absent takes the family default; null means none.
+        match self.map.get(key) {
             None => Ok(None),
+            Some(Value::Null) => Ok(Some(Vec::new())),
             Some(Value::Array(items)) => items.iter().map(one).collect::<Parsed<_>>().map(Some),
             Some(value) => one(value).map(|id| Some(vec![id])),
         }
+    }
+}
+
+/// Whether transformers accepts an explicit null for `key` (and what null then means is handled
+/// where the field is read); any other null it refuses, and so does this.
+fn nullable(family: Family, key: &str) -> bool {
+    if NO_EFFECT.contains(&key) {
+        return true;
+    }
+    match key {
+        "bos_token_id"
+        | "eos_token_id"
+        | "pad_token_id"
+        | "rope_scaling"
+        | "rope_parameters"
+        | "partial_rotary_factor"
+        | "sliding_window"
+        | "layer_types"
+        | "quantization_config"
+        | "auto_map"
+        | "pretraining_tp" => true,
+        "num_key_value_heads" => family != Family::Mistral,
+        "head_dim" => matches!(family, Family::Llama | Family::Mistral),
+        "attention_dropout" => family == Family::Llama,
+        _ => false,
     }
 }
 
@@ -210,6 +237,15 @@ pub(super) fn from_json(value: &Value, strictness: Strictness) -> Parsed<ModelCo
         format!("`model_type` \"{model_type}\" is not supported (llama, qwen2, qwen3, mistral)")
     })?;
     check_fields(map, family, strictness)?;
+    if let Some((key, _)) = map
+        .iter()
+        .find(|(key, value)| value.is_null() && !nullable(family, key))
+    {
+        return Err(format!(
+            "`{key}` is null; transformers refuses that for model_type \"{}\" too",
+            family.model_type()
+        ));
+    }
 
     let hidden_size = fields.required("hidden_size")?;
     let num_attention_heads = fields.required("num_attention_heads")?;
@@ -217,6 +253,12 @@ pub(super) fn from_json(value: &Value, strictness: Strictness) -> Parsed<ModelCo
         return Err("`num_attention_heads` 0 must be positive".to_string());
     }
     let num_hidden_layers = fields.required("num_hidden_layers")?;
+    if family == Family::Llama && !hidden_size.is_multiple_of(num_attention_heads) {
+        return Err(format!(
+            "`hidden_size` {hidden_size} is not a multiple of `num_attention_heads` \
+             {num_attention_heads} (transformers refuses this for Llama)"
+        ));
+    }
     // An explicit null and an absent field differ in transformers: null is replaced after the
     // class default has been applied (by as many key/value heads as query heads, by
     // hidden / heads), absent takes the class default (32 for Qwen, 8 for Mistral; Qwen3's
@@ -530,10 +572,23 @@ mod tests {
             "32 kv heads do not divide 4: {err}"
         );
         assert_eq!(qwen(r#","num_key_value_heads":null"#).unwrap(), (4, 128));
-        assert_eq!(
-            qwen(r#","num_key_value_heads":2,"head_dim":null"#).unwrap(),
-            (2, 16)
+        let err = qwen(r#","num_key_value_heads":2,"head_dim":null"#).unwrap_err();
+        assert!(err.contains("head_dim") && err.contains("null"), "{err}");
+        let llama = parse(&format!(
+            r#"{{"model_type":"llama",{BASE},"head_dim":null,"num_key_value_heads":null,
+            "eos_token_id":null}}"#
+        ))
+        .unwrap();
+        assert_eq!((llama.head_dim, llama.num_key_value_heads), (16, 4));
+        assert!(
+            llama.eos_token_id.is_empty(),
+            "null means no eos, not the default"
         );
+        let err = parse(&format!(
+            r#"{{"model_type":"llama",{BASE},"rms_norm_eps":null}}"#
+        ))
+        .unwrap_err();
+        assert!(err.contains("rms_norm_eps"), "{err}");
     }
 
     #[test]

@@ -114,6 +114,15 @@ impl RopeScaling {
             )
         })?;
         for (key, value) in dict {
+            // transformers keeps a null here and then fails on it.
+            if value.is_null()
+                && matches!(
+                    key.as_str(),
+                    "rope_theta" | "original_max_position_embeddings"
+                )
+            {
+                return Err(format!("{field}.{key} is null"));
+            }
             let known = matches!(key.as_str(), "rope_type" | "type" | "rope_theta")
                 || allowed.contains(&key.as_str());
             if key == "partial_rotary_factor" {
@@ -287,12 +296,20 @@ impl RopeScaling {
             RopeScaling::Yarn {
                 factor,
                 original_max_position_embeddings,
+                beta_fast,
+                beta_slow,
                 ..
             } => {
                 positive(
                     "original_max_position_embeddings",
                     *original_max_position_embeddings,
                 )?;
+                // 0 means "the default" (transformers reads `beta or default`).
+                for (name, beta) in [("beta_fast", beta_fast), ("beta_slow", beta_slow)] {
+                    if let Some(beta) = beta.filter(|b| *b != 0.0) {
+                        positive(name, beta)?;
+                    }
+                }
                 let factor = factor.unwrap_or(
                     config.max_position_embeddings as f64 / original_max_position_embeddings,
                 );
@@ -303,36 +320,53 @@ impl RopeScaling {
 
     /// The inverse frequency of each of the `head_dim / 2` rotary pairs, and the factor that
     /// multiplies cos and sin, as transformers computes them for sequences within
-    /// `max_position_embeddings`.
-    pub fn frequencies(&self, config: &ModelConfig) -> (Vec<f64>, f64) {
-        let dim = config.head_dim as f64;
+    /// `max_position_embeddings`: in f32, operation by operation as torch does (its scalars cast
+    /// to f32), since the angles of positions in the thousands amplify any difference.
+    pub fn frequencies(&self, config: &ModelConfig) -> (Vec<f32>, f64) {
+        let dim = config.head_dim;
         let base = config.rope_theta;
-        let plain: Vec<f64> = (0..config.head_dim / 2)
-            .map(|i| 1.0 / base.powf(2.0 * i as f64 / dim))
-            .collect();
+        // base ** (arange(0, dim, 2) / dim), in f32.
+        let powers = |base: f64| -> Vec<f32> {
+            (0..dim / 2)
+                .map(|i| {
+                    let exponent = (2 * i) as f32 / dim as f32;
+                    ((base as f32) as f64).powf(exponent as f64) as f32
+                })
+                .collect()
+        };
+        let plain: Vec<f32> = powers(base).iter().map(|p| 1.0_f32 / p).collect();
         match self {
             RopeScaling::Default | RopeScaling::Dynamic { .. } => (plain, 1.0),
-            RopeScaling::Linear { factor } => (plain.iter().map(|f| f / factor).collect(), 1.0),
+            RopeScaling::Linear { factor } => {
+                (plain.iter().map(|f| f / *factor as f32).collect(), 1.0)
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
                 high_freq_factor,
                 original_max_position_embeddings: old,
             } => {
-                let low_wavelength = old / low_freq_factor;
-                let high_wavelength = old / high_freq_factor;
+                let low_wavelength = (old / low_freq_factor) as f32;
+                let high_wavelength = (old / high_freq_factor) as f32;
+                let factor = *factor as f32;
+                let band = (high_freq_factor - low_freq_factor) as f32;
                 let scaled = plain
                     .iter()
                     .map(|&frequency| {
-                        let wavelength = 2.0 * std::f64::consts::PI / frequency;
-                        if wavelength < high_wavelength {
-                            frequency
-                        } else if wavelength > low_wavelength {
+                        let wavelength = (2.0 * std::f64::consts::PI) as f32 / frequency;
+                        let kept = if wavelength > low_wavelength {
                             frequency / factor
                         } else {
-                            let smooth = (old / wavelength - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
-                            (1.0 - smooth) * frequency / factor + smooth * frequency
+                            frequency
+                        };
+                        let medium =
+                            !(wavelength < high_wavelength) && !(wavelength > low_wavelength);
+                        if medium {
+                            let smooth =
+                                (*old as f32 / wavelength - *low_freq_factor as f32) / band;
+                            (1.0 - smooth) * kept / factor + smooth * kept
+                        } else {
+                            kept
                         }
                     })
                     .collect();
@@ -367,8 +401,9 @@ impl RopeScaling {
                 };
                 let fast = nonzero(beta_fast).unwrap_or(32.0);
                 let slow = nonzero(beta_slow).unwrap_or(1.0);
+                let width = dim as f64;
                 let correction = |rotations: f64| {
-                    dim * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                    width * (original / (rotations * 2.0 * std::f64::consts::PI)).ln()
                         / (2.0 * base.ln())
                 };
                 let (mut low, mut high) = (correction(fast), correction(slow));
@@ -377,17 +412,20 @@ impl RopeScaling {
                     high = high.ceil();
                 }
                 let low = low.max(0.0);
-                let mut high = high.min(dim - 1.0);
+                let mut high = high.min(width - 1.0);
                 if low == high {
                     high += 0.001;
                 }
-                let scaled = plain
+                let span = (high - low) as f32;
+                let powers = powers(base);
+                let scaled = powers
                     .iter()
                     .enumerate()
-                    .map(|(index, &extrapolation)| {
-                        let ramp = ((index as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                    .map(|(index, &power)| {
+                        let extrapolation = 1.0_f32 / power;
+                        let interpolation = 1.0_f32 / (factor as f32 * power);
+                        let ramp = ((index as f32 - low as f32) / span).clamp(0.0, 1.0);
                         let keep = 1.0 - ramp;
-                        let interpolation = extrapolation / factor;
                         interpolation * (1.0 - keep) + extrapolation * keep
                     })
                     .collect();
@@ -431,9 +469,9 @@ mod tests {
         assert_eq!(attention, 1.0);
         assert_eq!(scaled[0], plain[0], "the highest frequency is kept");
         let last = plain.len() - 1;
-        assert!((scaled[last] - plain[last] / 8.0).abs() < 1e-15);
+        assert_eq!(scaled[last], plain[last] / 8.0);
         let between = (0..plain.len())
-            .filter(|&i| scaled[i] != plain[i] && (scaled[i] - plain[i] / 8.0).abs() > 1e-15)
+            .filter(|&i| scaled[i] != plain[i] && scaled[i] != plain[i] / 8.0)
             .count();
         assert!(between > 0, "some frequencies are smoothed");
     }

@@ -255,16 +255,23 @@ impl Decoder {
     /// layer slides: a query at column q sees keys at columns k with q - window < k <= q.
     fn sliding_mask(&self, mask: &Tensor) -> Result<Option<Tensor>> {
         let window = match self.config.sliding_window {
-            Some(window) if self.config.layer_types.contains(&LayerAttention::Sliding) => window,
+            Some(window)
+                if (0..self.config.num_hidden_layers)
+                    .any(|layer| self.config.layer_attention(layer) == LayerAttention::Sliding) =>
+            {
+                window
+            }
             _ => return Ok(None),
         };
         let (_, _, queries, keys) = mask.dims4()?;
-        let offset = keys - queries;
+        let offset = keys.checked_sub(queries).ok_or_else(|| {
+            ModelError::Input(format!("a mask of {queries} queries over {keys} keys"))
+        })?;
         let mut band = Vec::with_capacity(queries * keys);
         for query in 0..queries {
             let column = offset + query;
             for key in 0..keys {
-                let outside = key + window <= column;
+                let outside = key <= column && column - key >= window;
                 band.push(if outside { MASKED as f32 } else { 0.0 });
             }
         }

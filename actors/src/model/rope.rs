@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 /// The rotary frequencies of one model.
 pub struct Rope {
-    inverse_frequencies: Vec<f64>,
+    inverse_frequencies: Vec<f32>,
     attention_factor: f64,
     /// Positions at or past this are refused (dynamic NTK scaling changes past it).
     limit: Option<usize>,
@@ -45,10 +45,12 @@ impl Rope {
                 }
             }
             let start = cos.len();
+            // As transformers: the angle is an f32 product, cos and sin are scaled in f32.
+            let factor = self.attention_factor as f32;
             for frequency in &self.inverse_frequencies {
-                let angle = position as f64 * frequency;
-                cos.push((angle.cos() * self.attention_factor) as f32);
-                sin.push((angle.sin() * self.attention_factor) as f32);
+                let angle = (position as f32 * frequency) as f64;
+                cos.push(angle.cos() as f32 * factor);
+                sin.push(angle.sin() as f32 * factor);
             }
             cos.extend_from_within(start..start + half);
             sin.extend_from_within(start..start + half);

@@ -4,6 +4,7 @@
 
 use super::chat::ChatTemplate;
 use super::TextTokenizer;
+use crate::config::Strictness;
 use crate::error::{ModelError, Result};
 use std::path::Path;
 
@@ -50,7 +51,14 @@ impl HfTokenizer {
     /// eos and pad tokens and the chat template (a string, or a list of named templates of which
     /// `default` is taken), or `chat_template.jinja` when present.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let mut tokenizer = Self::from_file(&dir.join("tokenizer.json"))?;
+        Self::from_dir_with(dir, Strictness::Strict)
+    }
+
+    /// As `from_dir`; a `tokenizer_class` whose pipeline transformers rebuilds from its own code
+    /// (so `tokenizer.json` alone may give other ids) is refused when `Strict`, logged otherwise.
+    pub fn from_dir_with(dir: &Path, strictness: Strictness) -> Result<Self> {
+        let json_path = dir.join("tokenizer.json");
+        let mut tokenizer = Self::from_file(&json_path)?;
         let config_path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = if config_path.is_file() {
             let text = std::fs::read_to_string(&config_path)
@@ -60,6 +68,12 @@ impl HfTokenizer {
         } else {
             serde_json::Value::Null
         };
+        let file: serde_json::Value = std::fs::read_to_string(&json_path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let class = config.get("tokenizer_class").and_then(|c| c.as_str());
+        super::class_check::check(class, &file, &config, strictness)?;
         let special = |key: &str| -> Result<Option<(String, u32)>> {
             let Some(text) = config.get(key).and_then(token_text) else {
                 return Ok(None);
@@ -74,7 +88,21 @@ impl HfTokenizer {
         let bos = special("bos_token")?;
         let eos = special("eos_token")?;
         let pad = special("pad_token")?;
-        let unk = special("unk_token")?;
+        // Every named special token is a template variable in transformers.
+        let mut named = std::collections::BTreeMap::new();
+        for key in [
+            "bos_token",
+            "eos_token",
+            "unk_token",
+            "sep_token",
+            "pad_token",
+            "cls_token",
+            "mask_token",
+        ] {
+            if let Some((text, _)) = special(key)? {
+                named.insert(key.to_string(), text);
+            }
+        }
         if let Some((_, id)) = &bos {
             tokenizer.bos = Some(*id);
         }
@@ -111,16 +139,7 @@ impl HfTokenizer {
                 }
             };
         if let Some(source) = source {
-            let tokens = [
-                ("bos_token", bos),
-                ("eos_token", eos),
-                ("pad_token", pad),
-                ("unk_token", unk),
-            ]
-            .into_iter()
-            .filter_map(|(name, token)| token.map(|(text, _)| (name.to_string(), text)))
-            .collect();
-            tokenizer.chat = Some(ChatTemplate::new(source, tokens)?);
+            tokenizer.chat = Some(ChatTemplate::new(source, named)?);
         }
         Ok(tokenizer)
     }

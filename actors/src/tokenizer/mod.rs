@@ -5,6 +5,7 @@
 
 mod builtin_json;
 mod chat;
+mod class_check;
 mod hf;
 
 pub use builtin_json::write_builtin_tokenizer;

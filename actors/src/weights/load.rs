@@ -2,7 +2,8 @@
 //! parameters that config implies (names, shapes, dtypes, one file per tensor) before any
 //! weight is read, then the weights memory-mapped and converted one tensor at a time to the
 //! dtype asked for, each tensor's file pages released once copied, so the peak is about the
-//! model in its run dtype plus one tensor.
+//! model in its run dtype plus one tensor. A tied model's stored head is kept only when it differs
+//! from the embedding (as transformers does).
 
 use super::{INDEX_FILE, SINGLE_FILE};
 use crate::config::{ModelConfig, Strictness};
@@ -62,7 +63,7 @@ pub fn load_pretrained_with(dir: &Path, options: &LoadOptions, device: &Device) 
             options.dtype
         )));
     }
-    let config = ModelConfig::from_file_with(&dir.join("config.json"), options.strictness)?;
+    let mut config = ModelConfig::from_file_with(&dir.join("config.json"), options.strictness)?;
     let files = open_files(dir)?;
     let plan = plan_load(&config, &files, options.strictness)?;
     let varmap = VarMap::new();
@@ -92,7 +93,43 @@ pub fn load_pretrained_with(dir: &Path, options: &LoadOptions, device: &Device) 
             drop(mapped);
         }
     }
+    untie_a_different_head(&mut config, &varmap)?;
     Decoder::assemble(&config, varmap, options.dtype, device)
+}
+
+/// A tied config whose checkpoint also stores `lm_head.weight`: transformers ties the two only
+/// when the stored head equals the embedding, and otherwise keeps the stored head. The same here:
+/// an equal head is dropped, a different one unties the model.
+fn untie_a_different_head(config: &mut ModelConfig, varmap: &VarMap) -> Result<()> {
+    const HEAD: &str = "lm_head.weight";
+    const EMBEDDING: &str = "model.embed_tokens.weight";
+    if !config.tie_word_embeddings {
+        return Ok(());
+    }
+    let mut vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Checkpoint("the parameter map lock is poisoned".into()))?;
+    let (Some(head), Some(embedding)) = (vars.get(HEAD), vars.get(EMBEDDING)) else {
+        return Ok(());
+    };
+    let differs = head
+        .as_tensor()
+        .ne(embedding.as_tensor())?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        > 0.0;
+    if differs {
+        tracing::warn!(
+            "tie_word_embeddings is true but the stored {HEAD} differs from {EMBEDDING}: \
+             keeping the stored head untied, as transformers does"
+        );
+        config.tie_word_embeddings = false;
+    } else {
+        vars.remove(HEAD);
+    }
+    Ok(())
 }
 
 /// Checks every tensor header against the config and says which names to read from which file.
@@ -114,11 +151,15 @@ fn plan_load(
                 )));
             }
             found.insert(name.clone(), path.clone());
-            if is_buffer(&name) || (config.tie_word_embeddings && name == "lm_head.weight") {
+            if is_buffer(&name) {
                 continue;
             }
             let dtype = DType::try_from(view.dtype()).ok();
-            let Some(shape) = expected.get(&name) else {
+            // A tied model may store its head too; it is read and compared with the embedding.
+            let stored_head = [config.vocab_size, config.hidden_size];
+            let tied_head = (config.tie_word_embeddings && name == "lm_head.weight")
+                .then_some(stored_head.as_slice());
+            let Some(shape) = expected.get(&name).map(Vec::as_slice).or(tied_head) else {
                 let why = format!(
                     "tensor `{name}` ({:?}, shape {:?}) in {} is not a parameter of this model \
                      ({})",
@@ -141,7 +182,7 @@ fn plan_load(
                     view.dtype()
                 )));
             }
-            if view.shape() != shape.as_slice() {
+            if view.shape() != shape {
                 return Err(ModelError::Checkpoint(format!(
                     "tensor `{name}` has shape {:?} but the config ({}) gives {shape:?}",
                     view.shape(),
@@ -170,10 +211,14 @@ fn plan_load(
     Ok(plan)
 }
 
-/// The checkpoint's safetensors files, each memory-mapped (headers parsed, nothing read yet).
-/// With an index, every tensor it lists must be in the file it names.
+/// The checkpoint's safetensors files, each memory-mapped (headers parsed, nothing read yet):
+/// `model.safetensors`, else the shards of the index, every tensor of which must be in the file
+/// it names.
 fn open_files(dir: &Path) -> Result<Vec<(PathBuf, MmapedSafetensors)>> {
-    let (names, weight_map) = if dir.join(INDEX_FILE).is_file() {
+    // transformers prefers the single file when both are there; so does this.
+    let (names, weight_map) = if dir.join(SINGLE_FILE).is_file() {
+        (vec![SINGLE_FILE.to_string()], None)
+    } else if dir.join(INDEX_FILE).is_file() {
         let text = std::fs::read_to_string(dir.join(INDEX_FILE))
             .map_err(|err| ModelError::io("reading the shard index", err))?;
         let index: serde_json::Value = serde_json::from_str(&text)
@@ -197,8 +242,6 @@ fn open_files(dir: &Path) -> Result<Vec<(PathBuf, MmapedSafetensors)>> {
         names.sort();
         names.dedup();
         (names, Some(weight_map))
-    } else if dir.join(SINGLE_FILE).is_file() {
-        (vec![SINGLE_FILE.to_string()], None)
     } else {
         return Err(ModelError::Checkpoint(format!(
             "{} has neither {SINGLE_FILE} nor {INDEX_FILE}",

@@ -23,6 +23,7 @@ pub fn save_pretrained(model: &Decoder, dir: &Path, max_shard_bytes: Option<usiz
     model
         .config()
         .to_file(&dir.join("config.json"), model.dtype())?;
+    remove_previous_weights(dir)?;
     let tensors = model.named_tensors();
     let Some(limit) = max_shard_bytes else {
         let map: HashMap<String, Tensor> = tensors.into_iter().collect();
@@ -61,4 +62,23 @@ pub fn save_pretrained(model: &Decoder, dir: &Path, max_shard_bytes: Option<usiz
         .map_err(|err| ModelError::Checkpoint(err.to_string()))?;
     std::fs::write(dir.join(INDEX_FILE), text)
         .map_err(|err| ModelError::io("writing the shard index", err))
+}
+
+/// Removes the weight files of an earlier save into `dir` (a single file, or an index and its
+/// shards), so that a new save in the other layout is not shadowed by stale weights.
+fn remove_previous_weights(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|err| ModelError::io(format!("listing {}", dir.display()), err))?;
+    for entry in entries {
+        let entry =
+            entry.map_err(|err| ModelError::io(format!("listing {}", dir.display()), err))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_shard = name.starts_with("model-") && name.ends_with(".safetensors");
+        if name == SINGLE_FILE || name == INDEX_FILE || is_shard {
+            std::fs::remove_file(entry.path()).map_err(|err| {
+                ModelError::io(format!("removing {}", entry.path().display()), err)
+            })?;
+        }
+    }
+    Ok(())
 }

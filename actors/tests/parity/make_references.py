@@ -53,6 +53,7 @@ import transformers
 # Run as a script from any directory: the sibling modules live next to this file.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from extra_cases import write_extra_cases  # noqa: E402
 from model_cases import CASES, log, write_case, write_json, write_refusals  # noqa: E402
 from tokenizer_cases import TOKENIZER_SPECS, write_tokenizer  # noqa: E402
 
@@ -70,6 +71,8 @@ def main():
 
     log("cases:")
     cases = [write_case(case, index, out_dir) for index, case in enumerate(CASES)]
+    log("extra cases:")
+    extra = write_extra_cases(out_dir)
     log("refusals:")
     refusals = write_refusals(out_dir)
     log("tokenizers:")
@@ -79,6 +82,7 @@ def main():
         "transformers_version": transformers.__version__,
         "torch_version": torch.__version__,
         "cases": cases,
+        "extra_cases": extra,
         "refusals": refusals,
         "tokenizers": tokenizers,
     }
