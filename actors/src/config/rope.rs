@@ -359,8 +359,9 @@ impl RopeScaling {
                         } else {
                             frequency
                         };
-                        let medium =
-                            !(wavelength < high_wavelength) && !(wavelength > low_wavelength);
+                        // Neither high (short) nor low (long) frequency; the wavelengths are
+                        // finite, so this is transformers' `~(w < high) * ~(w > low)`.
+                        let medium = wavelength >= high_wavelength && wavelength <= low_wavelength;
                         if medium {
                             let smooth =
                                 (*old as f32 / wavelength - *low_freq_factor as f32) / band;
