@@ -96,7 +96,13 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
     anyhow::ensure!(lines(&out.join("sft_metrics.jsonl"))?.len() == 3);
     check_png(&out.join("curves.png"))?;
     anyhow::ensure!(std::fs::read_to_string(out.join("pipeline.dot"))?.contains("generate"));
-    for file in ["config.json", "model.safetensors", "optimizer.safetensors"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         anyhow::ensure!(report.checkpoint.join(file).exists(), "{file} missing");
     }
     anyhow::ensure!(

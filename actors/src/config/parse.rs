@@ -199,11 +199,21 @@ impl<'a> Fields<'a> {
 
 /// Whether transformers accepts an explicit null for `key` (and what null then means is handled
 /// where the field is read); any other null it refuses, and so does this.
-fn nullable(family: Family, key: &str) -> bool {
+fn nullable(family: Family, key: &str, map: &Map<String, Value>) -> bool {
     if NO_EFFECT.contains(&key) {
         return true;
     }
+    // A null top-level rope_theta is fine when the rope dictionary has its own.
+    let dict_theta = ["rope_parameters", "rope_scaling"].iter().any(|dict| {
+        map.get(*dict)
+            .and_then(|d| d.get("rope_theta"))
+            .is_some_and(|theta| !theta.is_null())
+    });
     match key {
+        "rope_theta" => dict_theta,
+        // Read only by llama3 and yarn, where a null is refused (read_rope).
+        "original_max_position_embeddings" => true,
+        "attention_bias" => family == Family::Qwen2,
         "bos_token_id"
         | "eos_token_id"
         | "pad_token_id"
@@ -237,9 +247,11 @@ pub(super) fn from_json(value: &Value, strictness: Strictness) -> Parsed<ModelCo
         format!("`model_type` \"{model_type}\" is not supported (llama, qwen2, qwen3, mistral)")
     })?;
     check_fields(map, family, strictness)?;
+    // Unknown fields were dealt with above; the nulls of fields this family reads are checked.
+    let read = |key: &str| COMMON.contains(&key) || family_fields(family).contains(&key);
     if let Some((key, _)) = map
         .iter()
-        .find(|(key, value)| value.is_null() && !nullable(family, key))
+        .find(|(key, value)| value.is_null() && read(key) && !nullable(family, key, map))
     {
         return Err(format!(
             "`{key}` is null; transformers refuses that for model_type \"{}\" too",
@@ -408,6 +420,10 @@ fn check_fields(map: &Map<String, Value>, family: Family, strictness: Strictness
 fn read_rope(fields: &Fields, max_positions: usize) -> Parsed<super::rope::ParsedRope> {
     let top_theta = fields.f64("rope_theta")?;
     let original_max = fields.f64("original_max_position_embeddings")?;
+    let original_max_null = fields
+        .map
+        .get("original_max_position_embeddings")
+        .is_some_and(Value::is_null);
     let dict = |key: &str| -> Parsed<Option<&Map<String, Value>>> {
         match fields.get(key) {
             None => Ok(None),
@@ -432,7 +448,7 @@ fn read_rope(fields: &Fields, max_positions: usize) -> Parsed<super::rope::Parse
     let parse = |key: &str, map: &Map<String, Value>| {
         RopeScaling::parse(key, map, top_theta, original_max, max_positions)
     };
-    match (scaling, parameters) {
+    let parsed = match (scaling, parameters) {
         (Some(scaling), Some(parameters)) => {
             let a = parse("rope_scaling", scaling)?;
             let b = parse("rope_parameters", parameters)?;
@@ -448,7 +464,20 @@ fn read_rope(fields: &Fields, max_positions: usize) -> Parsed<super::rope::Parse
         (Some(map), None) => parse("rope_scaling", map),
         (None, Some(map)) => parse("rope_parameters", map),
         (None, None) => parse("rope_parameters", &empty),
+    }?;
+    // transformers copies a top-level original_max_position_embeddings into the dictionary of
+    // these types, null included, and then fails on it.
+    let uses_original = matches!(
+        parsed.scaling,
+        RopeScaling::Llama3 { .. } | RopeScaling::Yarn { .. }
+    );
+    if original_max_null && uses_original {
+        return Err(format!(
+            "`original_max_position_embeddings` is null with rope_type \"{}\"",
+            parsed.scaling.rope_type()
+        ));
     }
+    Ok(parsed)
 }
 
 /// Which layers slide, and over what window.

@@ -118,7 +118,7 @@ impl RopeScaling {
             if value.is_null()
                 && matches!(
                     key.as_str(),
-                    "rope_theta" | "original_max_position_embeddings"
+                    "rope_theta" | "original_max_position_embeddings" | "rope_type"
                 )
             {
                 return Err(format!("{field}.{key} is null"));
@@ -353,7 +353,10 @@ impl RopeScaling {
                 let scaled = plain
                     .iter()
                     .map(|&frequency| {
-                        let wavelength = (2.0 * std::f64::consts::PI) as f32 / frequency;
+                        // torch divides a number by a tensor as the tensor's reciprocal times
+                        // the number; the same here, for the same bits.
+                        let wavelength =
+                            (1.0_f32 / frequency) * (2.0 * std::f64::consts::PI) as f32;
                         let kept = if wavelength > low_wavelength {
                             frequency / factor
                         } else {
@@ -363,8 +366,9 @@ impl RopeScaling {
                         // finite, so this is transformers' `~(w < high) * ~(w > low)`.
                         let medium = wavelength >= high_wavelength && wavelength <= low_wavelength;
                         if medium {
-                            let smooth =
-                                (*old as f32 / wavelength - *low_freq_factor as f32) / band;
+                            let smooth = ((1.0_f32 / wavelength) * *old as f32
+                                - *low_freq_factor as f32)
+                                / band;
                             (1.0 - smooth) * kept / factor + smooth * kept
                         } else {
                             kept

@@ -177,22 +177,37 @@ fn normalise_messages(messages: &Value) -> Result<Value> {
     Ok(Value::from(out))
 }
 
-/// The current local time formatted by C's strftime, as transformers' `strftime_now`. Only the
-/// POSIX conversions (with glibc's `-`, `_`, `0`, `^`, `#` flags) are passed to C; anything else
-/// is refused, since C leaves unknown conversions undefined.
+/// The current local time formatted as Python's naive `datetime.now().strftime` formats it
+/// (transformers' `strftime_now`): the POSIX conversions (with glibc's `-`, `_`, `0`, `^`, `#`
+/// flags) through C's strftime, `%f` as microseconds, `%z` and `%Z` empty (a naive time has no
+/// zone). Anything else is refused, since C leaves unknown conversions undefined.
 fn strftime_now(format: &str) -> std::result::Result<String, Error> {
     let bad = |why: String| Error::new(ErrorKind::InvalidOperation, format!("strftime_now: {why}"));
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_micros())
+        .unwrap_or(0);
+    let mut for_c = String::with_capacity(format.len());
     let mut chars = format.chars();
     while let Some(c) = chars.next() {
         if c != '%' {
+            for_c.push(c);
             continue;
         }
+        let mut flags = String::new();
         let mut conversion = chars.next();
-        while conversion.is_some_and(|c| "-_0^#".contains(c)) {
+        while let Some(flag) = conversion.filter(|c| "-_0^#".contains(*c)) {
+            flags.push(flag);
             conversion = chars.next();
         }
         match conversion {
-            Some(c) if "aAbBcCdDeFgGhHIjmMnprRsStTuUVwWxXyYzZ%".contains(c) => {}
+            Some('z' | 'Z') => {}
+            Some('f') => for_c.push_str(&format!("{micros:06}")),
+            Some(c) if "aAbBcCdDeFgGhHIjmMnprRsStTuUVwWxXyY%".contains(c) => {
+                for_c.push('%');
+                for_c.push_str(&flags);
+                for_c.push(c);
+            }
             other => {
                 return Err(bad(format!(
                     "unsupported conversion %{}",
@@ -201,7 +216,8 @@ fn strftime_now(format: &str) -> std::result::Result<String, Error> {
             }
         }
     }
-    let c_format = std::ffi::CString::new(format).map_err(|_| bad("a NUL in the format".into()))?;
+    let c_format =
+        std::ffi::CString::new(for_c.as_str()).map_err(|_| bad("a NUL in the format".into()))?;
     // SAFETY: `time` and `localtime_r` write only into the locals given.
     let parts = unsafe {
         let now = libc::time(std::ptr::null_mut());
@@ -226,7 +242,7 @@ fn strftime_now(format: &str) -> std::result::Result<String, Error> {
                 &parts,
             )
         };
-        if written > 0 || format.is_empty() || size >= 1 << 16 {
+        if written > 0 || for_c.is_empty() || size >= 1 << 16 {
             buffer.truncate(written);
             return String::from_utf8(buffer).map_err(|_| bad("not UTF-8".into()));
         }
@@ -465,6 +481,12 @@ mod tests {
         assert_eq!(strftime_now("%Y").unwrap().len(), 4);
         assert!(strftime_now("%-d %b %Y").is_ok());
         assert!(strftime_now("%Q").is_err());
+        assert_eq!(
+            strftime_now("[%Z%z]").unwrap(),
+            "[]",
+            "a naive time has no zone"
+        );
+        assert_eq!(strftime_now("%f").unwrap().len(), 6);
         assert!(strftime_now("%").is_err());
         assert_eq!(strftime_now("").unwrap(), "");
     }

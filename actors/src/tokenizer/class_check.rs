@@ -15,7 +15,47 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 /// Classes whose pipeline transformers takes from `tokenizer.json`.
 const FILE_PIPELINE: &[&str] = &["PreTrainedTokenizerFast", "TokenizersBackend"];
 
-/// Checks that `tokenizer_json` tokenizes as transformers' `tokenizer_class` would.
+/// The tokenizer class transformers' AutoTokenizer would load for this directory, in the cases
+/// these families meet: Qwen2 always gets `Qwen2Tokenizer` (transformers overrides what its hub
+/// configs declare); a declared `LlamaTokenizer` over a byte-level file gets the file's pipeline;
+/// otherwise the declared class, or with none the model type's (`Qwen2Tokenizer` for Qwen3).
+/// None means the file's pipeline (no class and no model type: `PreTrainedTokenizerFast` use).
+pub(super) fn resolve_class(
+    declared: Option<&str>,
+    model_type: Option<&str>,
+    tokenizer_json: &Value,
+) -> Option<String> {
+    if model_type == Some("qwen2") {
+        return Some("Qwen2Tokenizer".into());
+    }
+    let llama =
+        declared.is_some_and(|name| name.strip_suffix("Fast").unwrap_or(name) == "LlamaTokenizer");
+    match declared {
+        Some(_) if llama && has_byte_level(tokenizer_json) => None,
+        Some(name) => Some(name.to_string()),
+        None => match model_type {
+            Some("qwen3") => Some("Qwen2Tokenizer".into()),
+            Some(other) => Some(format!("(the default tokenizer of model_type \"{other}\")")),
+            None => None,
+        },
+    }
+}
+
+/// Whether the pre-tokenizer or the decoder is (or holds) a ByteLevel step.
+fn has_byte_level(tokenizer_json: &Value) -> bool {
+    fn holds(value: &Value) -> bool {
+        match value {
+            Value::Object(map) => {
+                map.get("type").is_some_and(|t| t == "ByteLevel") || map.values().any(holds)
+            }
+            Value::Array(items) => items.iter().any(holds),
+            _ => false,
+        }
+    }
+    holds(&tokenizer_json["pre_tokenizer"]) || holds(&tokenizer_json["decoder"])
+}
+
+/// Checks that `tokenizer_json` tokenizes as transformers' `class` (from `resolve_class`) would.
 pub(super) fn check(
     class: Option<&str>,
     tokenizer_json: &Value,
@@ -31,13 +71,13 @@ pub(super) fn check(
             match qwen2_difference(tokenizer_json, tokenizer_config) {
                 None => return Ok(()),
                 Some(difference) => format!(
-                    "tokenizer_class \"{class}\": transformers rebuilds this tokenizer's pipeline, \
-                     and tokenizer.json differs from it: {difference}"
-                ),
+                "tokenizer class {class}: transformers rebuilds this tokenizer's pipeline, and \
+                 tokenizer.json differs from it: {difference}"
+            ),
             }
         }
         other => format!(
-            "tokenizer_class \"{other}\": transformers builds this tokenizer's normalizer, \
+            "tokenizer class {other}: transformers builds this tokenizer's normalizer, \
              pre-tokenizer and decoder from its own code, not from tokenizer.json, so the ids \
              could differ; load with Strictness::WarnUnknown to use tokenizer.json as it is"
         ),
@@ -86,6 +126,8 @@ fn qwen2_difference(tokenizer_json: &Value, tokenizer_config: &Value) -> Option<
     let empty = |v: &Value| v.is_null() || *v == "";
     let model_ok = model["type"] == "BPE"
         && model["dropout"].is_null()
+        && model["unk_token"].is_null()
+        && model["fuse_unk"] != true
         && empty(&model["continuing_subword_prefix"])
         && empty(&model["end_of_word_suffix"])
         && model["byte_fallback"] != true
@@ -97,6 +139,45 @@ fn qwen2_difference(tokenizer_json: &Value, tokenizer_config: &Value) -> Option<
             map.remove("merges");
         }
         return Some(format!("model {settings}"));
+    }
+    // With `added_tokens_decoder` in tokenizer_config.json, transformers adds those tokens and
+    // not the file's `added_tokens`: the two must be the same.
+    if let Some(decoder) = tokenizer_config
+        .get("added_tokens_decoder")
+        .and_then(Value::as_object)
+    {
+        let fields = [
+            "content",
+            "lstrip",
+            "rstrip",
+            "single_word",
+            "normalized",
+            "special",
+        ];
+        let from_file: Vec<(String, Vec<&Value>)> = tokenizer_json["added_tokens"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .map(|token| {
+                let id = token["id"].to_string();
+                (id, fields.iter().map(|f| &token[*f]).collect())
+            })
+            .collect();
+        let mut from_config: Vec<(String, Vec<&Value>)> = decoder
+            .iter()
+            .map(|(id, token)| (id.clone(), fields.iter().map(|f| &token[*f]).collect()))
+            .collect();
+        let mut from_file = from_file;
+        from_file.sort_by(|a, b| a.0.cmp(&b.0));
+        from_config.sort_by(|a, b| a.0.cmp(&b.0));
+        if from_file != from_config {
+            return Some(
+                "added_tokens of tokenizer.json differ from added_tokens_decoder of \
+                 tokenizer_config.json"
+                    .to_string(),
+            );
+        }
     }
     None
 }
@@ -143,6 +224,34 @@ mod tests {
             err.contains("Qwen2Tokenizer") && err.contains("NFKC"),
             "{err}"
         );
+        assert_eq!(
+            resolve_class(Some("PreTrainedTokenizerFast"), Some("qwen2"), &qwen_file()).as_deref(),
+            Some("Qwen2Tokenizer"),
+            "transformers overrides the declared class of a qwen2 model"
+        );
+        assert_eq!(
+            resolve_class(None, Some("qwen3"), &qwen_file()).as_deref(),
+            Some("Qwen2Tokenizer")
+        );
+        assert_eq!(
+            resolve_class(Some("PreTrainedTokenizerFast"), Some("qwen3"), &qwen_file()),
+            Some("PreTrainedTokenizerFast".into())
+        );
+        assert_eq!(
+            resolve_class(Some("LlamaTokenizerFast"), Some("llama"), &qwen_file()),
+            None,
+            "byte-level: the file"
+        );
+        assert_eq!(resolve_class(None, None, &qwen_file()), None);
+        let with_config =
+            json!({"added_tokens_decoder": {"7": {"content": "<x>", "special": true}}});
+        assert!(check(
+            Some("Qwen2Tokenizer"),
+            &qwen_file(),
+            &with_config,
+            Strictness::Strict
+        )
+        .is_err());
         let prefixed = json!({"add_prefix_space": true});
         assert!(check(
             Some("Qwen2Tokenizer"),

@@ -72,8 +72,27 @@ impl HfTokenizer {
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or(serde_json::Value::Null);
-        let class = config.get("tokenizer_class").and_then(|c| c.as_str());
-        super::class_check::check(class, &file, &config, strictness)?;
+        // The model's config.json beside the tokenizer decides the class too (AutoTokenizer).
+        let model_type = std::fs::read_to_string(dir.join("config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|c| {
+                c.get("model_type")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
+            });
+        let declared = config.get("tokenizer_class").and_then(|c| c.as_str());
+        let class = super::class_check::resolve_class(declared, model_type.as_deref(), &file);
+        super::class_check::check(class.as_deref(), &file, &config, strictness)?;
+        // transformers pads and truncates only when a call asks; so does this.
+        tokenizer.inner.with_padding(None);
+        tokenizer
+            .inner
+            .with_truncation(None)
+            .map_err(|err| ModelError::Tokenizer(format!("{}: {err}", json_path.display())))?;
+        if config.get("split_special_tokens").and_then(|v| v.as_bool()) == Some(true) {
+            tokenizer.inner.set_encode_special_tokens(true);
+        }
         let special = |key: &str| -> Result<Option<(String, u32)>> {
             let Some(text) = config.get(key).and_then(token_text) else {
                 return Ok(None);
@@ -88,19 +107,23 @@ impl HfTokenizer {
         let bos = special("bos_token")?;
         let eos = special("eos_token")?;
         let pad = special("pad_token")?;
-        // Every named special token is a template variable in transformers.
+        // Every `*_token` of tokenizer_config.json (and a dict of extra special tokens) is a
+        // template variable in transformers.
         let mut named = std::collections::BTreeMap::new();
-        for key in [
-            "bos_token",
-            "eos_token",
-            "unk_token",
-            "sep_token",
-            "pad_token",
-            "cls_token",
-            "mask_token",
-        ] {
-            if let Some((text, _)) = special(key)? {
-                named.insert(key.to_string(), text);
+        if let Some(map) = config.as_object() {
+            for (key, value) in map {
+                if key.ends_with("_token") {
+                    if let Some(text) = token_text(value) {
+                        named.insert(key.clone(), text);
+                    }
+                }
+            }
+            if let Some(extra) = map.get("extra_special_tokens").and_then(|v| v.as_object()) {
+                for (key, value) in extra {
+                    if let Some(text) = token_text(value) {
+                        named.insert(key.clone(), text);
+                    }
+                }
             }
         }
         if let Some((_, id)) = &bos {

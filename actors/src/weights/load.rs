@@ -113,13 +113,23 @@ fn untie_a_different_head(config: &mut ModelConfig, varmap: &VarMap) -> Result<(
     let (Some(head), Some(embedding)) = (vars.get(HEAD), vars.get(EMBEDDING)) else {
         return Ok(());
     };
-    let differs = head
-        .as_tensor()
-        .ne(embedding.as_tensor())?
-        .to_dtype(DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?
-        > 0.0;
+    // Compared a block of rows at a time, so the comparison costs no copy of the whole matrix.
+    let (head, embedding) = (head.as_tensor(), embedding.as_tensor());
+    let rows = head.dim(0)?;
+    let block = ((1 << 22) / head.dim(1)?.max(1)).max(1);
+    let mut differs = false;
+    let mut start = 0;
+    while start < rows && !differs {
+        let count = block.min(rows - start);
+        differs = head
+            .narrow(0, start, count)?
+            .ne(&embedding.narrow(0, start, count)?)?
+            .to_dtype(DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?
+            > 0.0;
+        start += count;
+    }
     if differs {
         tracing::warn!(
             "tie_word_embeddings is true but the stored {HEAD} differs from {EMBEDDING}: \

@@ -15,21 +15,31 @@ use std::path::Path;
 pub(crate) const SINGLE_FILE: &str = "model.safetensors";
 pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
 
-/// Writes `config.json` and the weights (in the model's dtype); with `max_shard_bytes`, as
-/// shards plus an index.
+/// Writes the weights (in the model's dtype; with `max_shard_bytes`, as shards plus an index)
+/// and `config.json`. Weight files of an earlier save there that the new one does not rewrite
+/// (`model.safetensors`, the index, `model-NNNNN-of-NNNNN.safetensors` shards) are removed, so
+/// stale weights never shadow new ones; `config.json` is written last.
 pub fn save_pretrained(model: &Decoder, dir: &Path, max_shard_bytes: Option<usize>) -> Result<()> {
     std::fs::create_dir_all(dir)
         .map_err(|err| ModelError::io(format!("creating {}", dir.display()), err))?;
+    let tensors = model.named_tensors();
+    let written = match max_shard_bytes {
+        None => {
+            let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+            candle_core::safetensors::save(&map, dir.join(SINGLE_FILE))?;
+            vec![SINGLE_FILE.to_string()]
+        }
+        Some(limit) => save_shards(tensors, dir, limit)?,
+    };
+    remove_stale_weights(dir, &written)?;
     model
         .config()
-        .to_file(&dir.join("config.json"), model.dtype())?;
-    remove_previous_weights(dir)?;
-    let tensors = model.named_tensors();
-    let Some(limit) = max_shard_bytes else {
-        let map: HashMap<String, Tensor> = tensors.into_iter().collect();
-        candle_core::safetensors::save(&map, dir.join(SINGLE_FILE))?;
-        return Ok(());
-    };
+        .to_file(&dir.join("config.json"), model.dtype())
+}
+
+/// Writes `tensors` as shards of at most `limit` bytes (a tensor larger than that alone) and the
+/// index; returns the names of the files written.
+fn save_shards(tensors: Vec<(String, Tensor)>, dir: &Path, limit: usize) -> Result<Vec<String>> {
     let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
     let mut current = 0_usize;
     for (name, tensor) in tensors {
@@ -46,6 +56,7 @@ pub fn save_pretrained(model: &Decoder, dir: &Path, max_shard_bytes: Option<usiz
     let count = shards.len();
     let mut weight_map = BTreeMap::new();
     let mut total = 0_usize;
+    let mut written = Vec::with_capacity(count + 1);
     for (index, shard) in shards.into_iter().enumerate() {
         let file = format!("model-{:05}-of-{count:05}.safetensors", index + 1);
         let mut map = HashMap::new();
@@ -55,30 +66,64 @@ pub fn save_pretrained(model: &Decoder, dir: &Path, max_shard_bytes: Option<usiz
             map.insert(name, tensor);
         }
         candle_core::safetensors::save(&map, dir.join(&file))?;
+        written.push(file);
     }
     let index =
         serde_json::json!({ "metadata": { "total_size": total }, "weight_map": weight_map });
     let text = serde_json::to_string_pretty(&index)
         .map_err(|err| ModelError::Checkpoint(err.to_string()))?;
     std::fs::write(dir.join(INDEX_FILE), text)
-        .map_err(|err| ModelError::io("writing the shard index", err))
+        .map_err(|err| ModelError::io("writing the shard index", err))?;
+    written.push(INDEX_FILE.to_string());
+    Ok(written)
 }
 
-/// Removes the weight files of an earlier save into `dir` (a single file, or an index and its
-/// shards), so that a new save in the other layout is not shadowed by stale weights.
-fn remove_previous_weights(dir: &Path) -> Result<()> {
+/// Whether `name` is a shard as `save_pretrained` (and transformers) names them:
+/// `model-00001-of-00003.safetensors`.
+fn is_shard_name(name: &str) -> bool {
+    let Some(middle) = name
+        .strip_prefix("model-")
+        .and_then(|rest| rest.strip_suffix(".safetensors"))
+    else {
+        return false;
+    };
+    let digits = |part: &str| part.len() == 5 && part.bytes().all(|b| b.is_ascii_digit());
+    matches!(middle.split_once("-of-"), Some((index, count)) if digits(index) && digits(count))
+}
+
+/// Removes weight files of an earlier save that `written` does not include.
+fn remove_stale_weights(dir: &Path, written: &[String]) -> Result<()> {
     let entries = std::fs::read_dir(dir)
         .map_err(|err| ModelError::io(format!("listing {}", dir.display()), err))?;
     for entry in entries {
         let entry =
             entry.map_err(|err| ModelError::io(format!("listing {}", dir.display()), err))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_shard = name.starts_with("model-") && name.ends_with(".safetensors");
-        if name == SINGLE_FILE || name == INDEX_FILE || is_shard {
+        let weights = name == SINGLE_FILE || name == INDEX_FILE || is_shard_name(&name);
+        if weights && !written.contains(&name) {
             std::fs::remove_file(entry.path()).map_err(|err| {
                 ModelError::io(format!("removing {}", entry.path().display()), err)
             })?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_shard_names_count_as_shards() {
+        assert!(is_shard_name("model-00001-of-00003.safetensors"));
+        for other in [
+            "model-final.safetensors",
+            "model-lora.safetensors",
+            "model-1-of-3.safetensors",
+            "model-00001-of-00003.safetensors.bak",
+            "model.safetensors",
+        ] {
+            assert!(!is_shard_name(other), "{other}");
+        }
+    }
 }

@@ -22,8 +22,9 @@ struct Cost {
 }
 
 impl Scheduler {
-    /// The holders to evict so that `bundles` fit, or `None` when even evicting every
-    /// lower-priority preemptible holder would not make room. Nothing is changed.
+    /// The holders to evict so that `bundles` fit, or `None` when the greedy search (the
+    /// cheapest eviction for each bundle the placement gets stuck on, in turn) finds no set of
+    /// lower-priority preemptible holders that makes room. Nothing is changed.
     ///
     /// `bundles` fit when, once the victims are gone, the placement the caller then runs
     /// (`place_group`, or `place_lost_bundles` with the group's nodes as `avoid_nodes`) places
