@@ -23,7 +23,7 @@ fails the comparison).
 reference.json:
     {"single": [{"ids": [int], "logits": [[float] * vocab] * len(ids), "greedy": [16 ints]}, x2],
      "batch": {"prompts": [[int], x3], "logits": [per prompt: [[float] * vocab] * len(prompt)],
-               "greedy": [[16 ints] per prompt]},
+               "greedy": [[16 ints] per prompt], "bf16_logits": as "logits", the model run in bf16},
      "min_margin": float, "seed": int}
 Single prompts run unpadded with positions 0..len-1. The batch runs left-padded (pad id 0) with an
 attention mask and position_ids = cumsum(mask) - 1, padded slots set to 1 (as generate() does);
@@ -55,6 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from extra_cases import write_extra_cases  # noqa: E402
 from model_cases import CASES, log, write_case, write_json, write_refusals  # noqa: E402
+from more_cases import MORE_CASES  # noqa: E402
 from tokenizer_cases import TOKENIZER_SPECS, write_tokenizer  # noqa: E402
 
 
@@ -70,7 +71,10 @@ def main():
     started = time.time()
 
     log("cases:")
-    cases = [write_case(case, index, out_dir) for index, case in enumerate(CASES)]
+    # MORE_CASES go after CASES, so every case keeps its index (and so its seeds).
+    all_cases = CASES + MORE_CASES
+    assert len({case.name for case in all_cases}) == len(all_cases), "two cases share a name"
+    cases = [write_case(case, index, out_dir) for index, case in enumerate(all_cases)]
     log("extra cases:")
     extra = write_extra_cases(out_dir)
     log("refusals:")

@@ -213,6 +213,16 @@ def batch_reference(model, prompts):
     return {"prompts": [list(p) for p in prompts], "logits": per_prompt, "greedy": greedy}, margin
 
 
+def bf16_batch_logits(model, prompts):
+    """The left-padded batch's logits (real positions) with the model run in bf16 by transformers:
+    the reference for a bf16 run, whose distance from the f32 logits is bf16's own."""
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    ids, mask = left_padded(prompts)
+    logits = forward(half, ids, mask, positions_from_mask(mask))
+    width = ids.shape[1]
+    return [logits[row, width - len(p) :].tolist() for row, p in enumerate(prompts)]
+
+
 def make_prompts(seed):
     generator = torch.Generator().manual_seed(seed)
 
@@ -622,6 +632,7 @@ def write_case(case, index, out_dir):
     if case.check:
         case.check(reloaded)
     run_ablations(case, reloaded, reference)
+    reference["batch"]["bf16_logits"] = bf16_batch_logits(reloaded, reference["batch"]["prompts"])
     write_json(os.path.join(directory, "reference.json"), reference)
     return {
         "name": case.name,
