@@ -16,9 +16,9 @@ import os
 import types
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from model_cases import FAMILIES, log, reload_model, save_model, single_forward, write_json
+from references import FAMILIES, log, reload_model, save_model, single_forward, write_json
 
 LONG_LENGTH = 2048
 LONG_TAIL = 32

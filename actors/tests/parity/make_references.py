@@ -54,8 +54,9 @@ import transformers
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from extra_cases import write_extra_cases  # noqa: E402
-from model_cases import CASES, log, write_case, write_json, write_refusals  # noqa: E402
+from model_cases import CASES, write_case, write_refusals  # noqa: E402
 from more_cases import MORE_CASES  # noqa: E402
+from references import log, write_json  # noqa: E402
 from tokenizer_cases import TOKENIZER_SPECS, write_tokenizer  # noqa: E402
 
 

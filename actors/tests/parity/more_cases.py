@@ -13,7 +13,6 @@ from model_cases import (
     check_layer_types,
     default_inv_freq,
     is_bias,
-    log,
     qk_norm_weights_ones,
     rebuild,
     with_config,
@@ -21,6 +20,7 @@ from model_cases import (
     with_rope_theta,
     zero_params,
 )
+from references import log
 
 # --------------------------------------------------------------------------------------------
 # Ablations and checks these cases need beyond those of model_cases

@@ -15,7 +15,7 @@ import shutil
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, Qwen2Tokenizer
 
-from model_cases import log, write_json
+from references import log, write_json
 
 
 def training_text():
