@@ -77,17 +77,23 @@ pub fn load_pretrained_with(dir: &Path, options: &LoadOptions, device: &Device) 
                 let view = mapped
                     .get(name)
                     .map_err(|err| ModelError::Checkpoint(format!("{}: {err}", path.display())))?;
-                let tensor = view
-                    .load(device)
-                    .and_then(|t| t.to_dtype(options.dtype))
-                    .map_err(|err| {
-                        ModelError::Checkpoint(format!(
-                            "{}: tensor `{name}`: {err}",
-                            path.display()
-                        ))
-                    })?;
+                let stored = DType::try_from(view.dtype())?;
+                let direct = device
+                    .is_cpu()
+                    .then(|| cpu_variable(view.data(), stored, view.shape(), options.dtype))
+                    .flatten();
+                let var = match direct {
+                    Some(var) => var,
+                    None => view
+                        .load(device)
+                        .and_then(|t| t.to_dtype(options.dtype))
+                        .and_then(|t| Var::from_tensor(&t)),
+                }
+                .map_err(|err| {
+                    ModelError::Checkpoint(format!("{}: tensor `{name}`: {err}", path.display()))
+                })?;
                 release_pages(view.data());
-                vars.insert(name.clone(), Var::from_tensor(&tensor)?);
+                vars.insert(name.clone(), var);
             }
             // The file's mapping goes here, before the next file is mapped.
             drop(mapped);
@@ -140,6 +146,46 @@ fn untie_a_different_head(config: &mut ModelConfig, varmap: &VarMap) -> Result<(
         vars.remove(HEAD);
     }
     Ok(())
+}
+
+/// A stored tensor (its little-endian `bytes`, stored as `stored`) as a new CPU variable in
+/// `dtype`: one copy out of the mapping, converted on the way as candle converts (bf16 and f16
+/// widened exactly, f32 narrowed to bf16 with round-to-nearest-even), and no second copy to
+/// make it a variable. None for combinations it does not handle.
+fn cpu_variable(
+    bytes: &[u8],
+    stored: DType,
+    shape: &[usize],
+    dtype: DType,
+) -> Option<candle_core::Result<Var>> {
+    use half::{bf16, f16};
+    let cpu = &Device::Cpu;
+    let words = |width: usize| bytes.chunks_exact(width);
+    let half_bits = |b: &[u8]| u16::from_le_bytes([b[0], b[1]]);
+    if stored == DType::BF16 && dtype == DType::BF16 {
+        let same: Vec<bf16> = words(2).map(|b| bf16::from_bits(half_bits(b))).collect();
+        return Some(Var::from_vec(same, shape, cpu));
+    }
+    let widened: Vec<f32> = match stored {
+        DType::F32 => words(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        DType::F16 => words(2)
+            .map(|b| f16::from_bits(half_bits(b)).to_f32())
+            .collect(),
+        DType::BF16 => words(2)
+            .map(|b| bf16::from_bits(half_bits(b)).to_f32())
+            .collect(),
+        _ => return None,
+    };
+    Some(match dtype {
+        DType::F32 => Var::from_vec(widened, shape, cpu),
+        DType::BF16 => {
+            let narrowed: Vec<bf16> = widened.into_iter().map(bf16::from_f32).collect();
+            Var::from_vec(narrowed, shape, cpu)
+        }
+        _ => return None,
+    })
 }
 
 /// Checks every tensor header against the config and says which names to read from which file.
