@@ -144,14 +144,25 @@ impl<'a> Fields<'a> {
         self.map.get(key).filter(|value| !value.is_null())
     }
 
-    fn usize(&self, key: &str) -> Parsed<Option<usize>> {
+    /// A field read with `read` (null is absent); `kind` names what it must be in the error.
+    fn typed<T>(
+        &self,
+        key: &str,
+        kind: &str,
+        read: impl Fn(&Value) -> Option<T>,
+    ) -> Parsed<Option<T>> {
         match self.get(key) {
             None => Ok(None),
-            Some(value) => value
-                .as_u64()
-                .map(|v| Some(v as usize))
-                .ok_or_else(|| format!("`{key}` {value} is not a non-negative integer")),
+            Some(value) => read(value)
+                .map(Some)
+                .ok_or_else(|| format!("`{key}` {value} is not {kind}")),
         }
+    }
+
+    fn usize(&self, key: &str) -> Parsed<Option<usize>> {
+        self.typed(key, "a non-negative integer", |v| {
+            v.as_u64().map(|n| n as usize)
+        })
     }
 
     fn required(&self, key: &str) -> Parsed<usize> {
@@ -160,23 +171,11 @@ impl<'a> Fields<'a> {
     }
 
     fn f64(&self, key: &str) -> Parsed<Option<f64>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(value) => value
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| format!("`{key}` {value} is not a number")),
-        }
+        self.typed(key, "a number", Value::as_f64)
     }
 
     fn bool(&self, key: &str) -> Parsed<Option<bool>> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(value) => value
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| format!("`{key}` {value} is not a boolean")),
-        }
+        self.typed(key, "a boolean", Value::as_bool)
     }
 
     /// A token id given as an integer or a list of integers.

@@ -32,7 +32,15 @@ fn token_text(value: &serde_json::Value) -> Option<String> {
 impl HfTokenizer {
     /// Loads `tokenizer.json` alone; padding and end tokens are looked up by their usual names.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ModelError::io(format!("reading {}", path.display()), err))?;
+        Self::from_json_text(&text, path)
+    }
+
+    /// A tokenizer from the text of its `tokenizer.json` (`path` names it in errors).
+    fn from_json_text(text: &str, path: &Path) -> Result<Self> {
+        let inner: tokenizers::Tokenizer = text
+            .parse()
             .map_err(|err| ModelError::Tokenizer(format!("{}: {err}", path.display())))?;
         let find = |names: &[&str]| names.iter().find_map(|name| inner.token_to_id(name));
         let eos = find(&["</s>", "<|endoftext|>", "<|im_end|>", "<eos>", "<|eot_id|>"]);
@@ -58,7 +66,12 @@ impl HfTokenizer {
     /// (so `tokenizer.json` alone may give other ids) is refused when `Strict`, logged otherwise.
     pub fn from_dir_with(dir: &Path, strictness: Strictness) -> Result<Self> {
         let json_path = dir.join("tokenizer.json");
-        let mut tokenizer = Self::from_file(&json_path)?;
+        // Read once: the tokenizers crate and the class check both need the file.
+        let text = std::fs::read_to_string(&json_path)
+            .map_err(|err| ModelError::io(format!("reading {}", json_path.display()), err))?;
+        let mut tokenizer = Self::from_json_text(&text, &json_path)?;
+        let file: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|err| ModelError::Tokenizer(format!("{}: {err}", json_path.display())))?;
         let config_path = dir.join("tokenizer_config.json");
         let config: serde_json::Value = if config_path.is_file() {
             let text = std::fs::read_to_string(&config_path)
@@ -68,10 +81,6 @@ impl HfTokenizer {
         } else {
             serde_json::Value::Null
         };
-        let file: serde_json::Value = std::fs::read_to_string(&json_path)
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or(serde_json::Value::Null);
         // The model's config.json beside the tokenizer decides the class too (AutoTokenizer).
         let model_type = std::fs::read_to_string(dir.join("config.json"))
             .ok()
