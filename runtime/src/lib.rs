@@ -55,6 +55,7 @@ pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, BoxFuture, SpawnOption
 pub use cluster::{Cluster, LocalClusterBuilder, PlacementGroup, PlacementGroupSpec};
 pub use error::{ActorDeath, Error, RemotePanic, Result};
 pub use transport::bytes_received as call_bytes_received;
+pub use transport::bytes_sent as call_bytes_sent;
 pub use transport::keep_awake;
 pub use troupe_macros::actor;
 pub use troupe_proto as proto;

@@ -1,9 +1,12 @@
 //! `ActorGroup`: N actors of one type that work as one (data-parallel trainers, rollout
 //! engines), each knowing its rank and the world size, called together with a dispatch mode:
-//! broadcast (same call to all, results in rank order), split (a batch's rows spread over the
-//! ranks, results concatenated in rank order), rank 0 only, or one argument per rank. Calls
-//! take each member's handle by value (handles are cheap clones), so they read
-//! `group.broadcast(|member| async move { member.step().await })`.
+//! broadcast (same call to all, every result returned in rank order), split (a batch's rows
+//! spread over the ranks, results concatenated in rank order), rank 0 only, or one argument per
+//! rank. This is the one dispatch implementation: pipelines dispatch their stages through it.
+//! Calls take each member's handle by value (handles are cheap clones), so they read
+//! `group.broadcast(|member| async move { member.step().await })`. A group has a name (the
+//! pipeline graph's node label); members may be anything cheap to clone, so tests can group
+//! in-process stand-ins.
 
 use crate::actor::ActorHandle;
 use crate::data::Batch;
@@ -12,7 +15,8 @@ use std::future::Future;
 
 /// Actors of one type, by rank.
 #[derive(Clone, Debug)]
-pub struct ActorGroup<H: ActorHandle> {
+pub struct ActorGroup<H> {
+    name: String,
     members: Vec<H>,
 }
 
@@ -53,12 +57,38 @@ impl<H: ActorHandle> ActorGroup<H> {
                 }
             }
         }
-        Ok(ActorGroup { members })
+        Ok(ActorGroup {
+            name: "group".to_string(),
+            members,
+        })
     }
 
+    /// Kills every member.
+    pub async fn kill(&self, cluster: &crate::Cluster) -> Result<()> {
+        for member in &self.members {
+            cluster.kill(member).await?;
+        }
+        Ok(())
+    }
+}
+
+impl<H: Clone + Send + Sync + 'static> ActorGroup<H> {
     /// A group of existing handles, rank = position.
     pub fn from_handles(members: Vec<H>) -> Self {
-        ActorGroup { members }
+        ActorGroup {
+            name: "group".to_string(),
+            members,
+        }
+    }
+
+    /// The same group under `name` (how pipelines and their pictures call it).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn world_size(&self) -> usize {
@@ -134,13 +164,5 @@ impl<H: ActorHandle> ActorGroup<H> {
         let parts = batch.split(self.members.len())?;
         let results = self.per_rank(parts, call).await?;
         Ok(Batch::concat(&results)?)
-    }
-
-    /// Kills every member.
-    pub async fn kill(&self, cluster: &crate::Cluster) -> Result<()> {
-        for member in &self.members {
-            cluster.kill(member).await?;
-        }
-        Ok(())
     }
 }

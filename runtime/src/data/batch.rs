@@ -1,8 +1,10 @@
 //! `Batch`: rows of named tensor columns (each with an element type and a per-row shape) plus
-//! per-row metadata (strings by key: prompt ids, weight versions, ...). Split across ranks,
+//! per-row metadata (strings by key) and step-level metadata (`StepMeta`: step, weight version,
+//! scalars) shared by every row. Split across ranks,
 //! concatenated back, selected and repeated by rows, and encoded as a small header followed by
 //! each column's raw little-endian bytes, never element by element.
 
+use super::StepMeta;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,12 +61,30 @@ pub enum BatchError {
     Decode(String),
 }
 
+/// The rows `0..rows` cut into `parts` contiguous near-equal ranges, in order (the first ones
+/// one row longer when it does not divide; empty ranges when there are more parts than rows).
+/// Every split of rows over ranks uses this, so producers and consumers agree on who holds what.
+pub fn split_ranges(rows: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.max(1);
+    let (base, extra) = (rows / parts, rows % parts);
+    let mut from = 0;
+    (0..parts)
+        .map(|part| {
+            let to = from + base + usize::from(part < extra);
+            let range = from..to;
+            from = to;
+            range
+        })
+        .collect()
+}
+
 /// A columnar table.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Batch {
     rows: usize,
     columns: BTreeMap<String, Column>,
     meta: Vec<RowMeta>,
+    step: StepMeta,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,6 +92,7 @@ struct Header {
     rows: usize,
     columns: Vec<(String, ColumnType, Vec<usize>)>,
     meta: Vec<RowMeta>,
+    step: StepMeta,
 }
 
 impl Batch {
@@ -81,7 +102,23 @@ impl Batch {
             rows,
             columns: BTreeMap::new(),
             meta: vec![RowMeta::new(); rows],
+            step: StepMeta::default(),
         }
+    }
+
+    /// The step-level metadata every row shares.
+    pub fn step_meta(&self) -> &StepMeta {
+        &self.step
+    }
+
+    pub fn step_meta_mut(&mut self) -> &mut StepMeta {
+        &mut self.step
+    }
+
+    /// The batch with `step` as its step-level metadata.
+    pub fn with_step_meta(mut self, step: StepMeta) -> Self {
+        self.step = step;
+        self
     }
 
     pub fn rows(&self) -> usize {
@@ -173,6 +210,37 @@ impl Batch {
             .collect())
     }
 
+    /// Adds a u32 column from values, one per row (indexes, counts).
+    pub fn with_u32(self, name: &str, values: &[u32]) -> Result<Self, BatchError> {
+        let mut bytes = BytesMut::with_capacity(values.len() * 4);
+        for value in values {
+            bytes.put_u32_le(*value);
+        }
+        self.with_column(name, ColumnType::U32, &[], bytes.freeze())
+    }
+
+    /// A u32 column's values, one per row.
+    pub fn u32_values(&self, name: &str) -> Result<Vec<u32>, BatchError> {
+        let column = self.columns.get(name).ok_or_else(|| BatchError::Column {
+            column: name.to_string(),
+            why: "no such column".to_string(),
+        })?;
+        if column.dtype != ColumnType::U32 || !column.row_shape.is_empty() {
+            return Err(BatchError::Column {
+                column: name.to_string(),
+                why: format!(
+                    "holds {:?} rows of shape {:?}, not one U32 per row",
+                    column.dtype, column.row_shape
+                ),
+            });
+        }
+        Ok(column
+            .data
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
     /// Only the named columns (metadata kept).
     pub fn project(&self, names: &[String]) -> Result<Batch, BatchError> {
         let mut columns = BTreeMap::new();
@@ -187,11 +255,12 @@ impl Batch {
             rows: self.rows,
             columns,
             meta: self.meta.clone(),
+            step: self.step.clone(),
         })
     }
 
     /// Adds `other`'s columns (same number of rows; its columns replace same-named ones) and
-    /// merges its row metadata in.
+    /// merges its row metadata and its step scalars in (this batch's step and version stay).
     pub fn merge(&mut self, other: Batch) -> Result<(), BatchError> {
         if other.rows != self.rows {
             return Err(BatchError::Shape(format!(
@@ -200,6 +269,7 @@ impl Batch {
             )));
         }
         self.columns.extend(other.columns);
+        self.step.absorb(&other.step);
         for (mine, theirs) in self.meta.iter_mut().zip(other.meta) {
             mine.extend(theirs);
         }
@@ -236,6 +306,7 @@ impl Batch {
                 .iter()
                 .map(|index| self.meta[*index].clone())
                 .collect(),
+            step: self.step.clone(),
         })
     }
 
@@ -265,27 +336,23 @@ impl Batch {
             rows: to - from,
             columns,
             meta: self.meta[from..to].to_vec(),
+            step: self.step.clone(),
         })
     }
 
-    /// `parts` contiguous near-equal pieces (the first ones one row longer when it does not
-    /// divide), sharing the column bytes.
+    /// `parts` contiguous near-equal pieces (see [`split_ranges`]), sharing the column bytes.
     pub fn split(&self, parts: usize) -> Result<Vec<Batch>, BatchError> {
         if parts == 0 {
             return Err(BatchError::Shape("split into 0 parts".to_string()));
         }
-        let (base, extra) = (self.rows / parts, self.rows % parts);
-        let mut out = Vec::with_capacity(parts);
-        let mut from = 0;
-        for part in 0..parts {
-            let to = from + base + usize::from(part < extra);
-            out.push(self.slice(from, to)?);
-            from = to;
-        }
-        Ok(out)
+        split_ranges(self.rows, parts)
+            .into_iter()
+            .map(|range| self.slice(range.start, range.end))
+            .collect()
     }
 
-    /// Batches with the same columns, one after the other.
+    /// Batches with the same columns, one after the other; the first batch's step and version,
+    /// and every batch's scalars (the first holder of a name wins).
     pub fn concat(batches: &[Batch]) -> Result<Batch, BatchError> {
         let Some(first) = batches.first() else {
             return Ok(Batch::default());
@@ -335,6 +402,10 @@ impl Batch {
                 .iter()
                 .flat_map(|batch| batch.meta.clone())
                 .collect(),
+            step: batches.iter().fold(first.step.clone(), |mut step, batch| {
+                step.absorb(&batch.step);
+                step
+            }),
         })
     }
 
@@ -356,6 +427,7 @@ impl Batch {
                 .map(|(name, c)| (name.clone(), c.dtype, c.row_shape.clone()))
                 .collect(),
             meta: self.meta.clone(),
+            step: self.step.clone(),
         };
         let header =
             crate::codec::encode(&header).map_err(|err| BatchError::Decode(err.to_string()))?;
@@ -432,6 +504,7 @@ impl Batch {
             rows: header.rows,
             columns,
             meta: header.meta,
+            step: header.step,
         })
     }
 }

@@ -188,32 +188,9 @@ impl ObjectRef {
             FETCHED.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             return Ok(bytes);
         }
-        let mut client = client(&self.owner).await?;
-        let context = || format!("fetching object {} from {}", self.id, self.owner);
-        let mut stream = client
-            .fetch_object(ObjectId {
-                id: self.id.clone(),
-            })
-            .await
-            .map_err(|status| Error::rpc(context(), status))?
-            .into_inner();
-        let mut out = BytesMut::with_capacity(self.bytes as usize);
-        loop {
-            let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), stream.message())
-                .await
-                .map_err(|_| Error::Rpc {
-                    context: context(),
-                    code: tonic::Code::DeadlineExceeded,
-                    status_message: "stalled for 60 s".to_string(),
-                })?
-                .map_err(|status| Error::rpc(context(), status))?;
-            let Some(chunk) = chunk else {
-                break;
-            };
-            out.extend_from_slice(&chunk.data);
-        }
-        FETCHED.fetch_add(out.len() as u64, Ordering::Relaxed);
-        Ok(out.freeze())
+        let bytes = stream_from(&self.owner, &self.id, self.bytes as usize).await?;
+        FETCHED.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok(bytes)
     }
 
     /// Fetches and decodes a batch.
@@ -239,6 +216,80 @@ impl ObjectRef {
             .map_err(|status| Error::rpc(format!("releasing object {}", self.id), status))?;
         Ok(())
     }
+}
+
+/// Streams object `id` from the worker at `owner` (`capacity`: the expected size, a hint).
+async fn stream_from(owner: &str, id: &str, capacity: usize) -> Result<Bytes> {
+    let mut client = client(owner).await?;
+    let context = || format!("fetching object {id} from {owner}");
+    let mut stream = client
+        .fetch_object(ObjectId { id: id.to_string() })
+        .await
+        .map_err(|status| Error::rpc(context(), status))?
+        .into_inner();
+    let mut out = BytesMut::with_capacity(capacity);
+    loop {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), stream.message())
+            .await
+            .map_err(|_| Error::Rpc {
+                context: context(),
+                code: tonic::Code::DeadlineExceeded,
+                status_message: "stalled for 60 s".to_string(),
+            })?
+            .map_err(|status| Error::rpc(context(), status))?;
+        let Some(chunk) = chunk else {
+            break;
+        };
+        out.extend_from_slice(&chunk.data);
+    }
+    Ok(out.freeze())
+}
+
+/// Where this process serves objects: its worker address, or `""` in a driver (whose objects
+/// only its own process can read).
+pub(crate) fn own_address() -> String {
+    OWN_ADDRESS.get().cloned().unwrap_or_default()
+}
+
+/// Keeps `bytes` under a name the caller chose (the pipeline's step outputs), in this process's
+/// heap, for `fetch_named` by others. Replaces an object of the same name.
+pub(crate) fn hold_named(id: String, bytes: Bytes) -> Result<()> {
+    let mut store = STORE.write().map_err(|_| Error::NoCluster)?;
+    store
+        .get_or_insert_with(HashMap::new)
+        .insert(id, Stored::Heap(bytes));
+    Ok(())
+}
+
+/// Object `id` held by the process at `owner` (this one when `owner` is its own address):
+/// read in place when local, else streamed. Counted in `bytes_fetched` when streamed.
+pub(crate) async fn fetch_named(owner: &str, id: &str) -> Result<Bytes> {
+    if owner.is_empty() || owner == own_address() {
+        return local(id).ok_or_else(|| Error::Invalid {
+            what: format!("object {id}"),
+            why: "this process does not hold it (released, or never made)".to_string(),
+        });
+    }
+    let bytes = stream_from(owner, id, 0).await?;
+    FETCHED.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    Ok(bytes)
+}
+
+/// Drops every object whose name starts with `prefix` and satisfies `stale`; returns how many.
+pub(crate) fn remove_named(prefix: &str, stale: impl Fn(&str) -> bool) -> usize {
+    let ids: Vec<String> = STORE
+        .read()
+        .ok()
+        .and_then(|store| {
+            store.as_ref().map(|s| {
+                s.keys()
+                    .filter(|id| id.starts_with(prefix) && stale(id))
+                    .cloned()
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    ids.iter().filter(|id| remove(id)).count()
 }
 
 async fn client(address: &str) -> Result<WorkerClient<crate::rpc::AuthChannel>> {

@@ -1,25 +1,31 @@
-//! Building and checking the pipeline graph, and exporting it.
+//! Building and checking the pipeline graph, and exporting it. A stage is a method call on the
+//! members of an `ActorGroup` (the pipeline holds the group), reading named columns and
+//! producing others; edges follow from the column names.
 
-use crate::actor::BoxFuture;
-use crate::data::Batch;
+use super::edge::WeightSyncEdge;
+use super::step_data::{StageCall, StageReceipt};
+use crate::actor::{ActorGroup, BoxFuture};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 
-/// How a stage's batch reaches the members of its group.
+/// How a stage's rows reach the members of its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dispatch {
-    /// The same batch to every member; rank 0's result is kept.
+    /// Every member gets every row; all run, and readers take rank 0's output.
     Broadcast,
-    /// The rows split over the members; results concatenated in rank order.
+    /// The rows split over the members in contiguous near-equal parts, in rank order.
     Split,
-    /// Only rank 0.
+    /// Only rank 0, with every row.
     RankZero,
 }
 
-/// A stage's work on one member: (rank, batch of its input columns) -> batch of its outputs.
-pub type StageFn = Arc<dyn Fn(usize, Batch) -> BoxFuture<crate::Result<Batch>> + Send + Sync>;
+/// A stage's calls on its group: one `StageCall` per member that runs (rank order), a receipt
+/// from each, dispatched by `ActorGroup::per_rank`.
+pub(crate) type StageRunner =
+    Arc<dyn Fn(Vec<StageCall>) -> BoxFuture<crate::Result<Vec<StageReceipt>>> + Send + Sync>;
 
 pub(crate) struct Stage {
     pub name: String,
@@ -27,14 +33,21 @@ pub(crate) struct Stage {
     pub dispatch: Dispatch,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
-    pub run: StageFn,
+    pub run: StageRunner,
 }
 
-/// A pipeline that cannot be built; the message names the stages at fault.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// A pipeline that cannot be built, or a step that failed; the message names the stages at
+/// fault, and a failed call keeps its cause (the actor, its node, the method and its error).
+#[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("stage `{stage}` runs on group `{group}`, which was never declared")]
     UnknownGroup { stage: String, group: String },
+    #[error("group `{group}` is declared with {first} and with {second} members")]
+    GroupSize {
+        group: String,
+        first: usize,
+        second: usize,
+    },
     #[error(
         "stage `{stage}` needs column `{column}`, which neither the source nor any stage produces"
     )]
@@ -50,10 +63,29 @@ pub enum PipelineError {
     #[error("two stages are named `{0}`")]
     DuplicateStage(String),
     #[error("weight sync from `{from}` to `{to}`: {why}")]
-    WeightSync {
+    WeightSyncGraph {
         from: String,
         to: String,
         why: String,
+    },
+    #[error("weight sync from `{from}` to `{to}` failed")]
+    WeightSync {
+        from: String,
+        to: String,
+        #[source]
+        source: Box<crate::Error>,
+    },
+    #[error("stage `{stage}` (group `{group}`) failed")]
+    Stage {
+        stage: String,
+        group: String,
+        #[source]
+        source: Box<crate::Error>,
+    },
+    #[error("the step observer failed")]
+    Observer {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("stage `{stage}`: {why}")]
     Run { stage: String, why: String },
@@ -65,7 +97,9 @@ pub struct PipelineBuilder {
     groups: BTreeMap<String, usize>,
     source: Vec<String>,
     stages: Vec<Stage>,
-    weight_sync: Option<(String, String)>,
+    weight_sync: Option<Arc<dyn WeightSyncEdge>>,
+    keep_steps: u64,
+    error: Option<PipelineError>,
 }
 
 impl PipelineBuilder {
@@ -73,50 +107,89 @@ impl PipelineBuilder {
         Self::default()
     }
 
-    /// Declares a group of `size` members.
-    pub fn group(mut self, name: &str, size: usize) -> Self {
-        self.groups.insert(name.to_string(), size);
-        self
-    }
-
-    /// The columns the input batch of each step provides.
+    /// The columns the driver's input batch of each step provides (none when a stage with no
+    /// inputs makes each step's rows, as a prompt source does).
     pub fn source(mut self, columns: &[&str]) -> Self {
         self.source = columns.iter().map(|c| c.to_string()).collect();
         self
     }
 
-    /// A stage: `run(rank, batch)` on members of `group`, reading `inputs`, producing `outputs`.
-    pub fn stage<F>(
+    /// A stage named `name`: `call(member, stage_call)` on the members of `group` (named by
+    /// `group.name()`), reading `inputs` and producing `outputs`. The member's method takes the
+    /// `StageCall`, fetches its inputs with `StageCall::inputs`, and answers
+    /// `StageCall::finish(output)`.
+    pub fn stage<H, F, Fut>(
         mut self,
         name: &str,
-        group: &str,
+        group: &ActorGroup<H>,
         dispatch: Dispatch,
         inputs: &[&str],
         outputs: &[&str],
-        run: F,
+        call: F,
     ) -> Self
     where
-        F: Fn(usize, Batch) -> BoxFuture<crate::Result<Batch>> + Send + Sync + 'static,
+        H: Clone + Send + Sync + 'static,
+        F: Fn(H, StageCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = crate::Result<StageReceipt>> + Send + 'static,
     {
+        let size = group.world_size();
+        match self.groups.insert(group.name().to_string(), size) {
+            Some(first) if first != size && self.error.is_none() => {
+                self.error = Some(PipelineError::GroupSize {
+                    group: group.name().to_string(),
+                    first,
+                    second: size,
+                });
+            }
+            _ => {}
+        }
+        let (group_handle, call) = (group.clone(), Arc::new(call));
+        let run: StageRunner = Arc::new(move |calls: Vec<StageCall>| {
+            let (group, call) = (group_handle.clone(), call.clone());
+            Box::pin(async move {
+                let mut calls = calls;
+                if calls.len() == 1 {
+                    // Rank 0 alone (a `RankZero` stage, or a group of one).
+                    let stage_call = calls.remove(0);
+                    let receipt = group.rank_zero(|member| call(member, stage_call)).await?;
+                    return Ok(vec![receipt]);
+                }
+                group
+                    .per_rank(calls, |member, stage_call| call(member, stage_call))
+                    .await
+            })
+        });
         self.stages.push(Stage {
             name: name.to_string(),
-            group: group.to_string(),
+            group: group.name().to_string(),
             dispatch,
             inputs: inputs.iter().map(|c| c.to_string()).collect(),
             outputs: outputs.iter().map(|c| c.to_string()).collect(),
-            run: Arc::new(run),
+            run,
         });
         self
     }
 
-    /// New weights flow from `trainer_group` to `rollout_group` after each step.
-    pub fn weight_sync(mut self, trainer_group: &str, rollout_group: &str) -> Self {
-        self.weight_sync = Some((trainer_group.to_string(), rollout_group.to_string()));
+    /// New weights flow over `edge` (from its learning group to its generating group) after
+    /// each learning step; `Pipeline::connect` joins it.
+    pub fn weight_sync(mut self, edge: impl WeightSyncEdge) -> Self {
+        self.weight_sync = Some(Arc::new(edge));
+        self
+    }
+
+    /// Each member keeps its outputs of this many past steps (default 2) besides the current
+    /// one; raise it when consumers may run further behind (bounded staleness does this
+    /// itself).
+    pub fn keep_steps(mut self, steps: u64) -> Self {
+        self.keep_steps = steps;
         self
     }
 
     /// Checks the graph and returns the runnable pipeline.
     pub fn build(self) -> Result<Pipeline, PipelineError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
         let mut graph: DiGraph<usize, Vec<String>> = DiGraph::new();
         let source = graph.add_node(usize::MAX);
         let mut nodes = Vec::new();
@@ -177,36 +250,60 @@ impl PipelineBuilder {
             stages.sort();
             return Err(PipelineError::Cycle { stages });
         }
-        if let Some((from, to)) = &self.weight_sync {
-            for group in [from, to] {
+        if let Some(edge) = &self.weight_sync {
+            for group in [edge.from_group(), edge.to_group()] {
                 if !self.groups.contains_key(group) {
-                    return Err(PipelineError::WeightSync {
-                        from: from.clone(),
-                        to: to.clone(),
-                        why: format!("group `{group}` was never declared"),
+                    return Err(PipelineError::WeightSyncGraph {
+                        from: edge.from_group().to_string(),
+                        to: edge.to_group().to_string(),
+                        why: format!("no stage runs on group `{group}`"),
                     });
                 }
             }
         }
         Ok(Pipeline {
+            id: rand_id(),
             groups: self.groups,
             stages: self.stages,
             graph,
             nodes,
             source,
+            source_columns: self.source,
             weight_sync: self.weight_sync,
+            keep_steps: if self.keep_steps == 0 {
+                2
+            } else {
+                self.keep_steps
+            },
+            connected: tokio::sync::OnceCell::new(),
+            wired: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 }
 
+fn rand_id() -> u64 {
+    let uuid = uuid::Uuid::new_v4();
+    let bytes = uuid.as_bytes();
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
+}
+
 /// A checked pipeline.
 pub struct Pipeline {
+    /// Names this pipeline's step outputs on the members.
+    pub(crate) id: u64,
     pub(crate) groups: BTreeMap<String, usize>,
     pub(crate) stages: Vec<Stage>,
     pub(crate) graph: DiGraph<usize, Vec<String>>,
     pub(crate) nodes: Vec<NodeIndex>,
     pub(crate) source: NodeIndex,
-    pub(crate) weight_sync: Option<(String, String)>,
+    pub(crate) source_columns: Vec<String>,
+    pub(crate) weight_sync: Option<Arc<dyn WeightSyncEdge>>,
+    pub(crate) keep_steps: u64,
+    pub(crate) connected: tokio::sync::OnceCell<()>,
+    /// The wiring hash each (stage, rank) member last acknowledged.
+    pub(crate) wired: std::sync::Mutex<BTreeMap<(usize, usize), u64>>,
 }
 
 impl Pipeline {
@@ -249,7 +346,8 @@ impl Pipeline {
                 );
             }
         }
-        if let Some((from, to)) = &self.weight_sync {
+        if let Some(edge) = &self.weight_sync {
+            let (from, to) = (edge.from_group(), edge.to_group());
             let _ = writeln!(
                 out,
                 "  weights_{from} [shape=note, label=\"weights: {from} -> {to}\"];"
@@ -281,8 +379,13 @@ impl Pipeline {
                 );
             }
         }
-        if let Some((from, to)) = &self.weight_sync {
-            let _ = writeln!(out, "  %% weight sync: {from} -> {to}");
+        if let Some(edge) = &self.weight_sync {
+            let _ = writeln!(
+                out,
+                "  %% weight sync: {} -> {}",
+                edge.from_group(),
+                edge.to_group()
+            );
         }
         out
     }

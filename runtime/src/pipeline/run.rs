@@ -1,11 +1,16 @@
-//! Running a pipeline step: stages whose inputs are ready run together; each gets the columns it
-//! reads, dispatched over its group's members; its outputs join the step's batch; the weight
-//! version is stamped on every row.
+//! Running a pipeline step: stages whose inputs are ready run together, each dispatched over its
+//! group; the driver sends each member a `StageCall` (the step's metadata, its rows, and where
+//! its inputs are) and gets a receipt back, while the batches stay on the members and move
+//! between them directly. The step's figures come back as the receipts' step scalars.
 
 use super::graph::{Dispatch, Pipeline, PipelineError};
-use crate::data::Batch;
+use super::step_data::{CallParts, InputWire, StageCall, StageReceipt, StageWiring};
+use super::SyncOutcome;
+use crate::data::{split_ranges, Batch, StepMeta};
 use petgraph::Direction;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// One stage's time in a step.
@@ -17,48 +22,112 @@ pub struct StageTiming {
     pub rows_per_s: f64,
 }
 
-/// What a step produced.
+/// What a step did.
 #[derive(Debug, Clone)]
 pub struct StepReport {
     /// The step's index in its run (0 for a lone `run_step`).
     pub step: usize,
-    /// The input's columns and every stage's outputs; row metadata holds `weight_version`.
-    pub output: Batch,
+    /// The weight version the step's experience was made with.
+    pub weight_version: u64,
+    /// The step's rows.
+    pub rows: usize,
+    /// Every stage's step scalars (for a group, rank 0's where members disagree).
+    pub scalars: BTreeMap<String, f64>,
     /// Per stage, in the order they finished.
     pub timings: Vec<StageTiming>,
-    pub weight_version: u64,
+    /// Bytes the stages read and kept (the batch data that moved between members; a driver
+    /// that carried the batches would have moved about as much).
+    pub stage_bytes: u64,
+    /// The weight sync after the step's learning, when the pipeline has one.
+    pub weight_sync: Option<SyncOutcome>,
+}
+
+/// A step in flight, on the driver.
+pub(crate) struct StepState {
+    pub step: usize,
+    pub meta: StepMeta,
+    pub rows: Option<usize>,
+    pub source: Option<Batch>,
+    pub receipts: BTreeMap<usize, Vec<StageReceipt>>,
+    pub timings: Vec<StageTiming>,
+    pub stage_bytes: u64,
+    pub keep_steps: u64,
+}
+
+impl StepState {
+    pub(crate) fn new(step: usize, weight_version: u64, input: Batch, keep_steps: u64) -> Self {
+        let mut meta = StepMeta::new(step as u64, weight_version);
+        meta.scalars = input.step_meta().scalars.clone();
+        let has_columns = input.column_names().next().is_some();
+        StepState {
+            step,
+            meta,
+            rows: has_columns.then_some(input.rows()),
+            source: has_columns.then_some(input),
+            receipts: BTreeMap::new(),
+            timings: Vec::new(),
+            stage_bytes: 0,
+            keep_steps,
+        }
+    }
+
+    pub(crate) fn report(self, weight_sync: Option<SyncOutcome>) -> StepReport {
+        let mut scalars = StepMeta::default();
+        for receipts in self.receipts.values() {
+            for receipt in receipts {
+                scalars.absorb(&receipt.meta);
+            }
+        }
+        StepReport {
+            step: self.step,
+            weight_version: self.meta.weight_version,
+            rows: self.rows.unwrap_or(0),
+            scalars: scalars.scalars,
+            timings: self.timings,
+            stage_bytes: self.stage_bytes,
+            weight_sync,
+        }
+    }
 }
 
 impl Pipeline {
-    /// Runs one step on `input`, which must hold the source columns, made with weights of
-    /// `weight_version`.
+    /// Runs one step on `input` (the driver's source columns, if the graph reads any, and the
+    /// step scalars its stages should see), made with weights of `weight_version`. Does not
+    /// sync weights.
     pub async fn run_step(
         &self,
-        mut input: Batch,
+        input: Batch,
         weight_version: u64,
     ) -> Result<StepReport, PipelineError> {
-        input.set_meta_all("weight_version", &weight_version.to_string());
+        self.check_source(&input)?;
+        let mut state = StepState::new(0, weight_version, input, self.keep_steps);
         let all: Vec<usize> = (0..self.stages.len()).collect();
-        let (output, timings) = self.run_stages(&all, input).await?;
-        Ok(StepReport {
-            step: 0,
-            output,
-            timings,
-            weight_version,
-        })
+        self.run_stages(&all, &mut state).await?;
+        Ok(state.report(None))
     }
 
-    /// Runs the stages in `subset` (stages outside it count as done: their columns must already
-    /// be in `input`), each as soon as its inputs are ready.
+    pub(crate) fn check_source(&self, input: &Batch) -> Result<(), PipelineError> {
+        for column in &self.source_columns {
+            if input.column(column).is_none() {
+                return Err(PipelineError::Run {
+                    stage: "(source)".to_string(),
+                    why: format!("the step's input has no column `{column}`"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the stages in `subset` (stages outside it count as done: their receipts must be in
+    /// `state`), each as soon as its inputs are ready.
     pub(crate) async fn run_stages(
         &self,
         subset: &[usize],
-        mut input: Batch,
-    ) -> Result<(Batch, Vec<StageTiming>), PipelineError> {
+        state: &mut StepState,
+    ) -> Result<(), PipelineError> {
         let mut done: BTreeSet<usize> = (0..self.stages.len())
             .filter(|index| !subset.contains(index))
             .collect();
-        let mut timings = Vec::new();
         while done.len() < self.stages.len() {
             let ready: Vec<usize> = (0..self.stages.len())
                 .filter(|index| !done.contains(index))
@@ -74,78 +143,206 @@ impl Pipeline {
                     why: "no stage can run".to_string(),
                 });
             }
-            let runs = ready.iter().map(|index| self.run_stage(*index, &input));
+            let state_view: &StepState = state;
+            let runs = ready.iter().map(|index| self.run_stage(*index, state_view));
             let results = futures::future::join_all(runs).await;
             for (index, result) in ready.iter().zip(results) {
-                let (output, timing) = result?;
-                let stage = &self.stages[*index];
-                input.merge(output).map_err(|err| PipelineError::Run {
-                    stage: stage.name.clone(),
-                    why: err.to_string(),
-                })?;
-                timings.push(timing);
+                let (receipts, timing, rows) = result?;
+                state.rows.get_or_insert(rows);
+                state.stage_bytes += receipts
+                    .iter()
+                    .map(|r| r.bytes_in + r.bytes_out)
+                    .sum::<u64>();
+                state.receipts.insert(*index, receipts);
+                state.timings.push(timing);
                 done.insert(*index);
             }
         }
-        Ok((input, timings))
+        Ok(())
+    }
+
+    /// Which stage produces each column (`None`: the driver's source).
+    fn producer_of(&self, column: &str) -> Option<usize> {
+        self.stages
+            .iter()
+            .position(|stage| stage.outputs.iter().any(|c| c == column))
+    }
+
+    fn wiring(&self, index: usize, state: &StepState) -> Result<StageWiring, PipelineError> {
+        let stage = &self.stages[index];
+        let inputs = stage
+            .inputs
+            .iter()
+            .map(|column| {
+                let Some(producer) = self.producer_of(column) else {
+                    return Ok(InputWire {
+                        column: column.clone(),
+                        producer: None,
+                        owners: Vec::new(),
+                        split: false,
+                    });
+                };
+                let receipts = state
+                    .receipts
+                    .get(&producer)
+                    .ok_or_else(|| PipelineError::Run {
+                        stage: stage.name.clone(),
+                        why: format!("its input `{column}` has not been produced this step"),
+                    })?;
+                Ok(InputWire {
+                    column: column.clone(),
+                    producer: Some(producer as u32),
+                    owners: receipts.iter().map(|r| r.owner.clone()).collect(),
+                    split: self.stages[producer].dispatch == Dispatch::Split,
+                })
+            })
+            .collect::<Result<Vec<_>, PipelineError>>()?;
+        Ok(StageWiring {
+            stage_name: stage.name.clone(),
+            inputs,
+            outputs: stage.outputs.clone(),
+            keep_steps: state.keep_steps,
+        })
     }
 
     async fn run_stage(
         &self,
         index: usize,
-        batch: &Batch,
-    ) -> Result<(Batch, StageTiming), PipelineError> {
+        state: &StepState,
+    ) -> Result<(Vec<StageReceipt>, StageTiming, usize), PipelineError> {
         let stage = &self.stages[index];
         let fail = |why: String| PipelineError::Run {
             stage: stage.name.clone(),
             why,
         };
         let members = self.groups.get(&stage.group).copied().unwrap_or(1).max(1);
-        let input = batch
-            .project(&stage.inputs)
-            .map_err(|err| fail(err.to_string()))?;
-        let started = Instant::now();
-        let output = match stage.dispatch {
-            Dispatch::RankZero => (stage.run)(0, input)
-                .await
-                .map_err(|err| fail(err.to_string()))?,
-            Dispatch::Broadcast => {
-                let calls = (0..members).map(|rank| (stage.run)(rank, input.clone()));
-                let mut results = futures::future::join_all(calls).await.into_iter();
-                let first = results
-                    .next()
-                    .ok_or_else(|| fail("the group has no members".to_string()))?;
-                for other in results {
-                    other.map_err(|err| fail(err.to_string()))?;
-                }
-                first.map_err(|err| fail(err.to_string()))?
-            }
-            Dispatch::Split => {
-                let parts = input.split(members).map_err(|err| fail(err.to_string()))?;
-                let calls = parts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(rank, part)| (stage.run)(rank, part));
-                let results: Vec<Batch> = futures::future::join_all(calls)
-                    .await
-                    .into_iter()
-                    .collect::<crate::Result<_>>()
-                    .map_err(|err| fail(err.to_string()))?;
-                Batch::concat(&results).map_err(|err| fail(err.to_string()))?
-            }
+        let wiring = Arc::new(self.wiring(index, state)?);
+        let wiring_hash = {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            wiring.hash(&mut hasher);
+            hasher.finish()
         };
-        for column in &stage.outputs {
-            if output.column(column).is_none() {
-                return Err(fail(format!("did not produce its column `{column}`")));
+        let step_rows = match (state.rows, stage.inputs.is_empty()) {
+            (Some(rows), _) => rows,
+            (None, true) => 0,
+            (None, false) => return Err(fail("the step's rows are not known yet".to_string())),
+        };
+        let ranges = match stage.dispatch {
+            Dispatch::Split if state.rows.is_none() => {
+                return Err(fail(
+                    "a stage with no inputs decides the step's rows: dispatch it to rank 0"
+                        .to_string(),
+                ))
+            }
+            Dispatch::Split => split_ranges(step_rows, members),
+            Dispatch::Broadcast => vec![0..step_rows; members],
+            Dispatch::RankZero => vec![0..step_rows],
+        };
+        let reads_source: Vec<String> = stage
+            .inputs
+            .iter()
+            .filter(|column| self.producer_of(column).is_none())
+            .cloned()
+            .collect();
+        let wired = self
+            .wired
+            .lock()
+            .map(|wired| wired.clone())
+            .unwrap_or_default();
+        let mut calls = Vec::with_capacity(ranges.len());
+        for (rank, range) in ranges.iter().enumerate() {
+            let source = match (&state.source, reads_source.is_empty()) {
+                (Some(batch), false) => Some(
+                    batch
+                        .project(&reads_source)
+                        .and_then(|b| b.slice(range.start, range.end))
+                        .map_err(|err| fail(err.to_string()))?,
+                ),
+                _ => None,
+            };
+            calls.push(StageCall::from(CallParts {
+                pipeline: self.id,
+                stage: index as u32,
+                rank: rank as u32,
+                rows: (range.start as u64, range.end as u64),
+                step_rows: step_rows as u64,
+                meta: state.meta.clone(),
+                wiring: wiring.clone(),
+                wiring_hash,
+                send_wiring: wired.get(&(index, rank)) != Some(&wiring_hash),
+                source,
+            }));
+        }
+        let started = Instant::now();
+        let receipts = (stage.run)(calls)
+            .await
+            .map_err(|source| PipelineError::Stage {
+                stage: stage.name.clone(),
+                group: stage.group.clone(),
+                source: Box::new(source),
+            })?;
+        let seconds = started.elapsed().as_secs_f64();
+        if let Ok(mut wired) = self.wired.lock() {
+            for (rank, receipt) in receipts.iter().enumerate() {
+                wired.insert((index, rank), receipt.wiring_hash);
             }
         }
-        let seconds = started.elapsed().as_secs_f64();
+        let rows = match state.rows {
+            Some(rows) => {
+                if stage.dispatch == Dispatch::Split {
+                    let made: u64 = receipts.iter().map(|r| r.rows).sum();
+                    if made != rows as u64 {
+                        return Err(fail(format!("made {made} rows of a {rows}-row step")));
+                    }
+                }
+                rows
+            }
+            None => receipts.first().map(|r| r.rows as usize).unwrap_or(0),
+        };
         let timing = StageTiming {
             stage: stage.name.clone(),
             seconds,
-            rows: batch.rows(),
-            rows_per_s: batch.rows() as f64 / seconds.max(1e-9),
+            rows,
+            rows_per_s: rows as f64 / seconds.max(1e-9),
         };
-        Ok((output, timing))
+        Ok((receipts, timing, rows))
+    }
+
+    /// Joins the weight-sync edge (once; later calls return at once).
+    pub async fn connect(&self) -> Result<(), PipelineError> {
+        let Some(edge) = &self.weight_sync else {
+            return Ok(());
+        };
+        self.connected
+            .get_or_try_init(|| async {
+                edge.connect()
+                    .await
+                    .map_err(|source| PipelineError::WeightSync {
+                        from: edge.from_group().to_string(),
+                        to: edge.to_group().to_string(),
+                        source: Box::new(source),
+                    })
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Runs the weight-sync edge now (connecting it first if needed).
+    pub async fn sync_weights(&self) -> Result<SyncOutcome, PipelineError> {
+        let edge = self
+            .weight_sync
+            .as_ref()
+            .ok_or_else(|| PipelineError::Run {
+                stage: "(weight sync)".to_string(),
+                why: "the pipeline has no weight-sync edge".to_string(),
+            })?;
+        self.connect().await?;
+        edge.sync()
+            .await
+            .map_err(|source| PipelineError::WeightSync {
+                from: edge.from_group().to_string(),
+                to: edge.to_group().to_string(),
+                source: Box::new(source),
+            })
     }
 }

@@ -4,57 +4,62 @@
 //! is used by experience made from then on. Every sample carries the version that made it.
 
 use super::graph::{Pipeline, PipelineError};
-use super::run::StepReport;
+use super::run::{StepReport, StepState};
 use crate::actor::BoxFuture;
 use crate::data::Batch;
 use tokio::sync::{mpsc, watch};
 
+/// An error from a step observer (progress, metrics, evaluations), kept with its cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Pipeline {
-    /// Runs `steps` steps. `input(step)` makes each step's source batch; `sync()` carries out the
-    /// weight-sync edge after each learning step and returns the new weight version. With
-    /// `max_staleness = 0` this is the synchronous loop; with `k`, experience for step `i + k`
-    /// may be produced while step `i` trains.
-    pub async fn run_with_staleness<I, S>(
+    /// Runs `steps` steps from weight version 0. `input(step)` makes each step's source batch
+    /// (an empty `Batch::new(0)` when a stage makes the rows). With `max_staleness = 0` this is
+    /// the synchronous loop; with `k`, experience for step `i + k` may be produced while step
+    /// `i` trains.
+    pub async fn run_with_staleness<I>(
         &self,
         steps: usize,
         max_staleness: usize,
         input: I,
-        sync: S,
     ) -> Result<Vec<StepReport>, PipelineError>
     where
         I: Fn(usize) -> Batch,
-        S: Fn() -> BoxFuture<crate::Result<u64>>,
     {
-        self.run_observed(steps, max_staleness, 0, input, sync, |_| {
+        self.run_observed(steps, max_staleness, 0, input, |_| {
             Box::pin(async { Ok(()) })
         })
         .await
     }
 
     /// As `run_with_staleness`, starting from weights of version `start_version` (the
-    /// rollouts' version when the run begins, after a warm start say), and calling
-    /// `observe(report)` after each step's weight sync and before the next learning step
-    /// (progress, metrics, evaluations); an error from it stops the run. Rollouts for later
-    /// steps may keep running meanwhile, within the staleness bound.
-    pub async fn run_observed<I, S, O>(
+    /// generators' version when the run begins, after a warm start say), running the
+    /// weight-sync edge after each learning step, and calling `observe(report)` after each
+    /// step's sync and before the next learning step (progress, metrics, evaluations); an error
+    /// from it stops the run. Rollouts for later steps may keep running meanwhile, within the
+    /// staleness bound.
+    pub async fn run_observed<I, O>(
         &self,
         steps: usize,
         max_staleness: usize,
         start_version: u64,
         input: I,
-        sync: S,
         mut observe: O,
     ) -> Result<Vec<StepReport>, PipelineError>
     where
         I: Fn(usize) -> Batch,
-        S: Fn() -> BoxFuture<crate::Result<u64>>,
-        O: FnMut(&StepReport) -> BoxFuture<crate::Result<()>>,
+        O: FnMut(&StepReport) -> BoxFuture<Result<(), BoxError>>,
     {
-        let (trainer, _) = self.weight_sync.clone().ok_or_else(|| PipelineError::Run {
-            stage: "(staleness)".to_string(),
-            why: "bounded staleness needs a weight-sync edge (trainer group -> rollout group)"
-                .to_string(),
-        })?;
+        let trainer = self
+            .weight_sync
+            .as_ref()
+            .map(|edge| edge.from_group().to_string())
+            .ok_or_else(|| PipelineError::Run {
+                stage: "(staleness)".to_string(),
+                why: "bounded staleness needs a weight-sync edge (learning group -> generating group)"
+                    .to_string(),
+            })?;
+        self.connect().await?;
         let learning: Vec<usize> = (0..self.stages.len())
             .filter(|i| self.stages[*i].group == trainer)
             .collect();
@@ -70,14 +75,15 @@ impl Pipeline {
             if fed_by_learning {
                 return Err(PipelineError::Run {
                     stage: self.stages[*index].name.clone(),
-                    why: format!("reads a column the trainer group `{trainer}` produces, so it cannot run ahead of training"),
+                    why: format!("reads a column the learning group `{trainer}` produces, so it cannot run ahead of training"),
                 });
             }
         }
+        // Experience of step i must stay on its members until step i trains.
+        let keep_steps = self.keep_steps.max(max_staleness as u64 + 2);
         // trained: how many learning steps have finished; version: the weights experience uses.
         let (trained_tx, mut trained_rx) = watch::channel((0_usize, start_version));
-        let (batches_tx, mut batches_rx) =
-            mpsc::channel::<(usize, u64, Batch, Vec<super::StageTiming>)>(max_staleness + 1);
+        let (states_tx, mut states_rx) = mpsc::channel::<StepState>(max_staleness + 1);
         let producing = async move {
             for step in 0..steps {
                 // Wait until this step is within `max_staleness` of the learning side.
@@ -90,14 +96,11 @@ impl Pipeline {
                         return Ok(());
                     }
                 };
-                let mut batch = input(step);
-                batch.set_meta_all("weight_version", &version.to_string());
-                let (made, timings) = self.run_stages(&experience, batch).await?;
-                if batches_tx
-                    .send((step, version, made, timings))
-                    .await
-                    .is_err()
-                {
+                let batch = input(step);
+                self.check_source(&batch)?;
+                let mut state = StepState::new(step, version, batch, keep_steps);
+                self.run_stages(&experience, &mut state).await?;
+                if states_tx.send(state).await.is_err() {
                     return Ok(());
                 }
             }
@@ -105,32 +108,19 @@ impl Pipeline {
         };
         let learning_side = async move {
             let mut reports = Vec::with_capacity(steps);
-            let mut version = start_version;
             for _ in 0..steps {
-                let Some((step, made_with, batch, mut timings)) = batches_rx.recv().await else {
+                let Some(mut state) = states_rx.recv().await else {
                     break;
                 };
-                let (output, learned) = self.run_stages(&learning, batch).await?;
-                timings.extend(learned);
-                version = sync().await.map_err(|err| PipelineError::WeightSync {
-                    from: trainer.clone(),
-                    to: "rollout".to_string(),
-                    why: err.to_string(),
-                })?;
-                let _ = trained_tx.send((step + 1, version));
-                let report = StepReport {
-                    step,
-                    output,
-                    timings,
-                    weight_version: made_with,
-                };
-                observe(&report).await.map_err(|err| PipelineError::Run {
-                    stage: "(observer)".to_string(),
-                    why: err.to_string(),
-                })?;
+                self.run_stages(&learning, &mut state).await?;
+                let synced = self.sync_weights().await?;
+                let _ = trained_tx.send((state.step + 1, synced.version));
+                let report = state.report(Some(synced));
+                observe(&report)
+                    .await
+                    .map_err(|source| PipelineError::Observer { source })?;
                 reports.push(report);
             }
-            let _ = version;
             Ok::<Vec<StepReport>, PipelineError>(reports)
         };
         let (produced, learned) = tokio::join!(producing, learning_side);

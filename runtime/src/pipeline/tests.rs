@@ -1,51 +1,74 @@
-//! Tests of building, checking, exporting and running pipelines (stages as local closures).
+//! Tests of building, checking, exporting and running pipelines, with in-process stand-ins as
+//! group members (the stage data path is the one actors use: outputs kept by name, inputs
+//! fetched by the consumer, only calls and receipts through the driver).
 
 use super::*;
+use crate::actor::{ActorGroup, BoxFuture};
 use crate::data::Batch;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// An in-process group member.
+#[derive(Clone, Debug)]
+struct Local;
+
+fn group(name: &str, size: usize) -> ActorGroup<Local> {
+    ActorGroup::from_handles(vec![Local; size]).named(name)
+}
+
+/// A stage that writes `output = column * by`.
 fn scale(
     column: &'static str,
     output: &'static str,
     by: f32,
-) -> impl Fn(usize, Batch) -> crate::actor::BoxFuture<crate::Result<Batch>> + Send + Sync + 'static
-{
-    move |_rank, batch| {
+) -> impl Fn(Local, StageCall) -> BoxFuture<crate::Result<StageReceipt>> + Send + Sync + 'static {
+    move |_member, mut call| {
         Box::pin(async move {
-            let values: Vec<f32> = batch
-                .f32_values(column)
-                .map_err(crate::Error::from)?
-                .iter()
-                .map(|v| v * by)
-                .collect();
-            Batch::new(batch.rows())
-                .with_f32(output, &[], &values)
-                .map_err(crate::Error::from)
+            let batch = call.inputs().await?;
+            let values: Vec<f32> = batch.f32_values(column)?.iter().map(|v| v * by).collect();
+            call.finish(Batch::new(batch.rows()).with_f32(output, &[], &values)?)
+        })
+    }
+}
+
+/// A weight-sync edge that counts versions.
+struct CountingEdge {
+    from: &'static str,
+    to: &'static str,
+    version: Arc<AtomicU64>,
+}
+
+impl WeightSyncEdge for CountingEdge {
+    fn from_group(&self) -> &str {
+        self.from
+    }
+    fn to_group(&self) -> &str {
+        self.to
+    }
+    fn connect(&self) -> BoxFuture<crate::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn sync(&self) -> BoxFuture<crate::Result<SyncOutcome>> {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        Box::pin(async move {
+            Ok(SyncOutcome {
+                version,
+                milliseconds: 0.0,
+                bytes: 0,
+            })
         })
     }
 }
 
 #[test]
 fn build_errors_name_the_stages_at_fault() {
-    let unknown = PipelineBuilder::new()
-        .source(&["x"])
-        .stage(
-            "a",
-            "nobody",
-            Dispatch::Split,
-            &["x"],
-            &["y"],
-            scale("x", "y", 1.0),
-        )
-        .build();
-    assert!(matches!(unknown, Err(PipelineError::UnknownGroup { ref stage, .. }) if stage == "a"));
+    let g = group("g", 1);
     let missing = PipelineBuilder::new()
-        .group("g", 1)
         .source(&["x"])
         .stage(
             "a",
-            "g",
+            &g,
             Dispatch::Split,
             &["z"],
             &["y"],
@@ -60,11 +83,10 @@ fn build_errors_name_the_stages_at_fault() {
         )
     );
     let cycle = PipelineBuilder::new()
-        .group("g", 1)
         .source(&["x"])
         .stage(
             "a",
-            "g",
+            &g,
             Dispatch::Split,
             &["y"],
             &["z"],
@@ -72,7 +94,7 @@ fn build_errors_name_the_stages_at_fault() {
         )
         .stage(
             "b",
-            "g",
+            &g,
             Dispatch::Split,
             &["z"],
             &["y"],
@@ -85,11 +107,10 @@ fn build_errors_name_the_stages_at_fault() {
         cycle.err()
     );
     let twice = PipelineBuilder::new()
-        .group("g", 1)
         .source(&["x"])
         .stage(
             "a",
-            "g",
+            &g,
             Dispatch::Split,
             &["x"],
             &["y"],
@@ -97,7 +118,7 @@ fn build_errors_name_the_stages_at_fault() {
         )
         .stage(
             "b",
-            "g",
+            &g,
             Dispatch::Split,
             &["x"],
             &["y"],
@@ -105,9 +126,41 @@ fn build_errors_name_the_stages_at_fault() {
         )
         .build();
     assert!(matches!(twice, Err(PipelineError::DuplicateColumn { .. })));
+    let sizes = PipelineBuilder::new()
+        .source(&["x"])
+        .stage(
+            "a",
+            &g,
+            Dispatch::Split,
+            &["x"],
+            &["y"],
+            scale("x", "y", 1.0),
+        )
+        .stage(
+            "b",
+            &group("g", 2),
+            Dispatch::Split,
+            &["y"],
+            &["z"],
+            scale("y", "z", 1.0),
+        )
+        .build();
+    assert!(matches!(sizes, Err(PipelineError::GroupSize { .. })));
     let sync = PipelineBuilder::new()
-        .group("g", 1)
-        .weight_sync("trainer", "g")
+        .source(&["x"])
+        .stage(
+            "a",
+            &g,
+            Dispatch::Split,
+            &["x"],
+            &["y"],
+            scale("x", "y", 1.0),
+        )
+        .weight_sync(CountingEdge {
+            from: "trainer",
+            to: "g",
+            version: Arc::default(),
+        })
         .build();
     assert!(sync
         .err()
@@ -122,7 +175,7 @@ async fn independent_stages_run_together_and_outputs_flow() {
     // finish if they all run at once.
     let barrier = Arc::new(tokio::sync::Barrier::new(3));
     let waiting = |barrier: Arc<tokio::sync::Barrier>, output: &'static str| {
-        move |_rank: usize, batch: Batch| {
+        move |_member: Local, mut call: StageCall| {
             let barrier = barrier.clone();
             Box::pin(async move {
                 tokio::time::timeout(Duration::from_secs(5), barrier.wait())
@@ -131,21 +184,20 @@ async fn independent_stages_run_together_and_outputs_flow() {
                         what: "stage".into(),
                         why: "ran alone".into(),
                     })?;
+                let batch = call.inputs().await?;
                 let values: Vec<f32> = (0..batch.rows()).map(|i| i as f32).collect();
-                Batch::new(batch.rows())
-                    .with_f32(output, &[], &values)
-                    .map_err(crate::Error::from)
-            }) as crate::actor::BoxFuture<crate::Result<Batch>>
+                let mut out = Batch::new(batch.rows()).with_f32(output, &[], &values)?;
+                out.step_meta_mut().set(output, call.rank() as f64 + 10.0);
+                call.finish(out)
+            }) as BoxFuture<crate::Result<StageReceipt>>
         }
     };
+    let (rollout, reward, trainer) = (group("rollout", 2), group("reward", 1), group("trainer", 1));
     let pipeline = PipelineBuilder::new()
-        .group("rollout", 2)
-        .group("reward", 1)
-        .group("trainer", 1)
         .source(&["prompt"])
         .stage(
             "left",
-            "rollout",
+            &rollout,
             Dispatch::Split,
             &["prompt"],
             &["a"],
@@ -153,7 +205,7 @@ async fn independent_stages_run_together_and_outputs_flow() {
         )
         .stage(
             "right",
-            "reward",
+            &reward,
             Dispatch::RankZero,
             &["prompt"],
             &["b"],
@@ -161,28 +213,41 @@ async fn independent_stages_run_together_and_outputs_flow() {
         )
         .stage(
             "train",
-            "trainer",
+            &trainer,
             Dispatch::Broadcast,
             &["a", "b"],
             &["loss"],
-            scale("a", "loss", 2.0),
+            move |_member: Local, mut call: StageCall| async move {
+                let batch = call.inputs().await?;
+                assert_eq!(batch.step_meta().weight_version, 7);
+                let a = batch.f32_values("a")?;
+                let b = batch.f32_values("b")?;
+                let loss: Vec<f32> = a.iter().zip(&b).map(|(a, b)| 2.0 * a + b).collect();
+                let mut out = Batch::new(batch.rows()).with_f32("loss", &[], &loss)?;
+                out.step_meta_mut()
+                    .set("loss_sum", loss.iter().sum::<f32>() as f64);
+                call.finish(out)
+            },
         )
-        .weight_sync("trainer", "rollout")
+        .weight_sync(CountingEdge {
+            from: "trainer",
+            to: "rollout",
+            version: Arc::default(),
+        })
         .build()
         .expect("valid");
     assert_eq!(pipeline.order().last().map(String::as_str), Some("train"));
     let input = Batch::new(4).with_f32("prompt", &[], &[0.0; 4]).unwrap();
     let step = pipeline.run_step(input, 7).await.expect("step");
-    // "a" came from two members, each numbering its own two rows.
+    // "a" came from two members, each numbering its own two rows; "b" numbers all four.
     assert_eq!(
-        step.output.f32_values("loss").unwrap(),
-        vec![0.0, 2.0, 0.0, 2.0]
+        step.scalars["loss_sum"],
+        (0.0 + 2.0 + 0.0 + 2.0) + (0.0 + 1.0 + 2.0 + 3.0)
     );
-    assert!(step
-        .output
-        .meta()
-        .iter()
-        .all(|meta| meta["weight_version"] == "7"));
+    assert_eq!(step.scalars["a"], 10.0, "rank 0's scalar is kept");
+    assert_eq!(step.weight_version, 7);
+    assert_eq!(step.rows, 4);
+    assert!(step.stage_bytes > 0);
     let names: Vec<&str> = step.timings.iter().map(|t| t.stage.as_str()).collect();
     assert_eq!(names.len(), 3);
     assert_eq!(names[2], "train");
@@ -201,13 +266,37 @@ async fn independent_stages_run_together_and_outputs_flow() {
 }
 
 #[tokio::test]
-async fn a_stage_that_omits_an_output_is_named() {
+async fn a_stage_with_no_inputs_makes_the_rows_and_a_failure_keeps_its_cause() {
+    let (source, g) = (group("source", 1), group("g", 2));
     let pipeline = PipelineBuilder::new()
-        .group("g", 1)
+        .stage(
+            "prompts",
+            &source,
+            Dispatch::RankZero,
+            &[],
+            &["x"],
+            |_member: Local, call: StageCall| async move {
+                let rows = 3 + call.step() as usize;
+                call.finish(Batch::new(rows).with_f32("x", &[], &vec![1.0; rows])?)
+            },
+        )
+        .stage(
+            "double",
+            &g,
+            Dispatch::Split,
+            &["x"],
+            &["y"],
+            scale("x", "y", 2.0),
+        )
+        .build()
+        .expect("valid");
+    let step = pipeline.run_step(Batch::new(0), 0).await.expect("step");
+    assert_eq!(step.rows, 3);
+    let failing = PipelineBuilder::new()
         .source(&["x"])
         .stage(
             "forgetful",
-            "g",
+            &g,
             Dispatch::RankZero,
             &["x"],
             &["y"],
@@ -216,77 +305,83 @@ async fn a_stage_that_omits_an_output_is_named() {
         .build()
         .expect("valid");
     let input = Batch::new(1).with_f32("x", &[], &[1.0]).unwrap();
-    let err = pipeline.run_step(input, 0).await.unwrap_err().to_string();
-    assert!(err.contains("forgetful") && err.contains("`y`"), "{err}");
+    let err = failing.run_step(input, 0).await.unwrap_err();
+    assert!(err.to_string().contains("forgetful"), "{err}");
+    let cause = std::error::Error::source(&err).map(|e| e.to_string());
+    assert!(
+        cause.as_deref().is_some_and(|c| c.contains("`y`")),
+        "the cause is kept: {cause:?}"
+    );
 }
 
 /// A rollout stage that stamps the weight version it generated with, and a slow trainer.
-fn staleness_pipeline(weights: Arc<std::sync::atomic::AtomicU64>) -> Pipeline {
+fn staleness_pipeline(version: Arc<AtomicU64>) -> Pipeline {
     PipelineBuilder::new()
-        .group("rollout", 1)
-        .group("trainer", 1)
         .source(&["prompt"])
         .stage(
             "generate",
-            "rollout",
+            &group("rollout", 1),
             Dispatch::RankZero,
             &["prompt"],
             &["made_with"],
-            move |_rank, batch| {
-                let version = weights.load(std::sync::atomic::Ordering::SeqCst) as f32;
-                Box::pin(async move {
-                    Batch::new(batch.rows())
-                        .with_f32("made_with", &[], &vec![version; batch.rows()])
-                        .map_err(crate::Error::from)
-                })
+            |_member: Local, mut call: StageCall| async move {
+                let batch = call.inputs().await?;
+                let version = batch.step_meta().weight_version as f32;
+                let mut out = Batch::new(batch.rows()).with_f32(
+                    "made_with",
+                    &[],
+                    &vec![version; batch.rows()],
+                )?;
+                out.step_meta_mut().set("made_with", version as f64);
+                call.finish(out)
             },
         )
         .stage(
             "train",
-            "trainer",
+            &group("trainer", 1),
             Dispatch::RankZero,
             &["made_with"],
             &["loss"],
-            |_rank, batch| {
-                Box::pin(async move {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    Batch::new(batch.rows())
-                        .with_f32("loss", &[], &vec![0.0; batch.rows()])
-                        .map_err(crate::Error::from)
-                })
+            |_member: Local, mut call: StageCall| async move {
+                let batch = call.inputs().await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let made_with = batch.f32_values("made_with")?;
+                assert!(made_with
+                    .iter()
+                    .all(|v| *v == batch.step_meta().weight_version as f32));
+                call.finish(Batch::new(batch.rows()).with_f32(
+                    "loss",
+                    &[],
+                    &vec![0.0; batch.rows()],
+                )?)
             },
         )
-        .weight_sync("trainer", "rollout")
+        .weight_sync(CountingEdge {
+            from: "trainer",
+            to: "rollout",
+            version,
+        })
         .build()
         .expect("valid")
 }
 
-async fn versions_used(max_staleness: usize) -> Vec<(u64, f32)> {
-    let weights = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let pipeline = staleness_pipeline(weights.clone());
-    let sync_weights = weights.clone();
+async fn versions_used(max_staleness: usize) -> Vec<(u64, f64)> {
+    let pipeline = staleness_pipeline(Arc::default());
     let reports = pipeline
-        .run_with_staleness(
-            4,
-            max_staleness,
-            |_| Batch::new(2).with_f32("prompt", &[], &[0.0, 0.0]).unwrap(),
-            move || {
-                let weights = sync_weights.clone();
-                Box::pin(async move {
-                    Ok(weights.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
-                })
-            },
-        )
+        .run_with_staleness(4, max_staleness, |_| {
+            Batch::new(2).with_f32("prompt", &[], &[0.0, 0.0]).unwrap()
+        })
         .await
         .expect("run");
+    for report in &reports {
+        assert_eq!(
+            report.weight_sync.as_ref().map(|s| s.version),
+            Some(report.step as u64 + 1)
+        );
+    }
     reports
         .iter()
-        .map(|r| {
-            (
-                r.weight_version,
-                r.output.f32_values("made_with").unwrap()[0],
-            )
-        })
+        .map(|r| (r.weight_version, r.scalars["made_with"]))
         .collect()
 }
 
@@ -301,7 +396,7 @@ async fn staleness_bounds_how_far_rollouts_run_ahead() {
     let ahead = versions_used(1).await;
     for (step, (stamped, used)) in ahead.iter().enumerate() {
         assert_eq!(
-            *stamped as f32, *used,
+            *stamped as f64, *used,
             "the stamp is the version that made the sample"
         );
         assert!(

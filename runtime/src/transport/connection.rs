@@ -27,9 +27,17 @@ type Waiter = oneshot::Sender<Result<CallOutcome, LinkError>>;
 /// Reply bytes this process has received from workers.
 static RECEIVED: AtomicU64 = AtomicU64::new(0);
 
+/// Argument bytes this process has sent in actor calls.
+static SENT: AtomicU64 = AtomicU64::new(0);
+
 /// Reply bytes this process has received from actor calls (for accounting and tests).
 pub fn bytes_received() -> u64 {
     RECEIVED.load(Ordering::Relaxed)
+}
+
+/// Argument bytes this process has sent in actor calls (for accounting: what a driver carries).
+pub fn bytes_sent() -> u64 {
+    SENT.load(Ordering::Relaxed)
 }
 
 struct Pending {
@@ -108,6 +116,7 @@ impl Connection {
             }
             pending.waiters.insert(call_id, waiter);
         }
+        SENT.fetch_add(args.len() as u64, Ordering::Relaxed);
         let frame = CallFrame {
             call_id,
             method,

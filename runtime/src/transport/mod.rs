@@ -4,5 +4,5 @@
 mod connection;
 pub mod keep_awake;
 
-pub use connection::bytes_received;
+pub use connection::{bytes_received, bytes_sent};
 pub(crate) use connection::{CallOutcome, Connection, LinkError};
