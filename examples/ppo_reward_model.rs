@@ -14,6 +14,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use troupe_actors::recipes::ppo::{run, PpoConfig};
 use troupe_actors::recipes::warm_start::WarmStartConfig;
+use troupe_actors::tasks::arithmetic::AdditionTask;
 
 /// PPO with a learned reward model on three-digit addition.
 #[derive(Parser, Debug)]
@@ -65,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
     troupe::init();
     let args = Args::parse();
     let config = PpoConfig {
+        task: AdditionTask::spec(500, args.seed),
         steps: args.steps,
         batch: args.batch,
         samples: args.samples,
@@ -72,7 +74,6 @@ async fn main() -> anyhow::Result<()> {
         critic_lr: args.critic_lr,
         kl_coef: args.kl_coef,
         max_staleness: args.max_staleness,
-        seed: args.seed,
         cluster: args.cluster,
         out: args.out,
         warm_start: WarmStartConfig {

@@ -19,6 +19,23 @@ pub enum ModelError {
     Input(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("{context}")]
+    Collective {
+        context: String,
+        #[source]
+        source: troupe::collective::CollectiveError,
+    },
+    /// A call to another actor, or a step's data, failed (boxed: the runtime's error is large).
+    #[error("cluster: {0}")]
+    Cluster(#[source] Box<troupe::Error>),
+    #[error("batch: {0}")]
+    Batch(#[from] troupe::data::BatchError),
+}
+
+impl From<troupe::Error> for ModelError {
+    fn from(err: troupe::Error) -> Self {
+        ModelError::Cluster(Box::new(err))
+    }
 }
 
 impl ModelError {

@@ -286,7 +286,8 @@ fn check_tokenizer(dir: &Path, name: &str) {
 /// transformers with the same token ids and logits.
 fn check_recipe_checkpoint() {
     let dir = scratch("recipe");
-    let config = troupe_actors::recipes::setup::arithmetic_model();
+    let task = troupe_actors::tasks::arithmetic::AdditionTask::new(10, 0).expect("task");
+    let config = troupe_actors::recipes::policy::small_model(&task);
     let model = Decoder::new(&config, DType::F32, &Device::Cpu, 17).expect("model");
     save_pretrained(&model, &dir, None).expect("save");
     write_builtin_tokenizer(&dir, config.max_position_embeddings).expect("tokenizer");

@@ -2,18 +2,25 @@
 //! own worker process, the pipeline, the data-parallel all-reduce and the weight sync all run
 //! for real. Checks what a run leaves behind (metrics lines, plot, checkpoint that a fresh
 //! rollout actor loads, the JSON figures), that the weight sync gives the rollouts exactly the
-//! trainers' weights, and that bounded staleness keeps rollouts within k versions.
+//! trainers' weights, that bounded staleness keeps rollouts within k versions, and that the
+//! driver stays off the data path (it carries under 1% of the bytes the stages move).
 //!
 //! Run: `cargo test -p troupe-actors --test recipes`
 
+#[allow(dead_code)]
+#[path = "../../examples/grpo_arithmetic.rs"]
+mod grpo_example;
+
 use std::path::Path;
 use std::time::Duration;
+use troupe::pipeline::WeightSyncEdge;
 use troupe::Cluster;
-use troupe_actors::recipes::grpo::{self, GrpoConfig};
+use troupe_actors::recipes::grpo::GrpoConfig;
+use troupe_actors::recipes::policy::{small_model, PolicyActors};
 use troupe_actors::recipes::ppo::preferences::PreferenceConfig;
 use troupe_actors::recipes::ppo::{self, PpoConfig};
-use troupe_actors::recipes::setup::{arithmetic_model, PolicyActors};
 use troupe_actors::recipes::warm_start::{supervised_parts, WarmStartConfig};
+use troupe_actors::roles::reward::RewardSpec;
 use troupe_actors::roles::trainer::{PolicyConfig, TrainerConfig};
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
@@ -61,14 +68,19 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
         steps: 4,
         batch: 4,
         group_size: 4,
-        held_out: 200,
         eval_every: 2,
         max_staleness,
         out: out.clone(),
         warm_start: short_warm_start(),
-        ..GrpoConfig::default()
+        ..GrpoConfig::new(
+            AdditionTask::spec(200, 0),
+            vec![
+                RewardSpec::new("exact_match", 1.0),
+                RewardSpec::new("digits_only", 0.1),
+            ],
+        )
     };
-    let report = grpo::run(&config).await?;
+    let report = grpo_example::grpo(&config).await?;
     anyhow::ensure!(report.steps == 4 && report.sft_steps == 3, "{report:?}");
     let rows = lines(&out.join("metrics.jsonl"))?;
     anyhow::ensure!(rows.len() == 4, "{} metrics lines", rows.len());
@@ -77,7 +89,22 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
         let reward = row["reward_mean"].as_f64().unwrap_or(-1.0);
         anyhow::ensure!((0.0..=1.1).contains(&reward), "{row}");
         anyhow::ensure!(row["weight_sync_ms"].as_f64().unwrap_or(0.0) > 0.0, "{row}");
-        anyhow::ensure!(row["rollout_tokens"].as_u64().unwrap_or(0) > 0, "{row}");
+        anyhow::ensure!(
+            row["response_tokens"].as_f64().unwrap_or(0.0) > 0.0,
+            "{row}"
+        );
+        for key in [
+            "loss",
+            "kl",
+            "reward/exact_match",
+            "groups_with_signal",
+            "train_s",
+        ] {
+            anyhow::ensure!(
+                row[key].as_f64().is_some_and(f64::is_finite),
+                "{key} in {row}"
+            );
+        }
         let evaluated = !row["heldout_accuracy"].is_null();
         anyhow::ensure!(
             evaluated == ((index + 1) % 2 == 0),
@@ -119,9 +146,24 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
         "wall_s",
         "weight_sync_ms_mean",
         "rollout_tokens_per_s",
+        "driver_bytes_per_step",
+        "stage_bytes_per_step",
     ] {
         anyhow::ensure!(json[key].is_number(), "--json lacks {key}: {json}");
     }
+    anyhow::ensure!(
+        json["heldout_curve"]
+            .as_array()
+            .is_some_and(|curve| curve.len() == 3),
+        "held-out curve: start and steps 2 and 4: {json}"
+    );
+    // Calls and receipts only: tiny batches here (16 rows) make this the hardest case.
+    anyhow::ensure!(
+        report.driver_bytes_per_step < 0.25 * report.stage_bytes_per_step,
+        "the driver carried {} bytes per step, the stages {}",
+        report.driver_bytes_per_step,
+        report.stage_bytes_per_step
+    );
     std::fs::remove_dir_all(&out)?;
     println!("test grpo_run_leaves_its_outputs (max_staleness {max_staleness}) ... ok");
     Ok(())
@@ -131,10 +173,10 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
 async fn ppo_run_leaves_its_outputs() -> anyhow::Result<()> {
     let out = scratch("ppo");
     let config = PpoConfig {
+        task: AdditionTask::spec(200, 0),
         steps: 3,
         batch: 4,
         samples: 2,
-        held_out: 200,
         eval_every: 3,
         out: out.clone(),
         warm_start: short_warm_start(),
@@ -154,7 +196,7 @@ async fn ppo_run_leaves_its_outputs() -> anyhow::Result<()> {
     let rows = lines(&out.join("metrics.jsonl"))?;
     anyhow::ensure!(rows.len() == 3);
     for row in &rows {
-        for key in ["rm_score_mean", "kl_sampled", "value_loss", "policy_loss"] {
+        for key in ["rm_score_mean", "kl_sampled", "value_loss", "loss"] {
             anyhow::ensure!(
                 row[key].as_f64().is_some_and(f64::is_finite),
                 "{key} in {row}"
@@ -172,8 +214,9 @@ async fn ppo_run_leaves_its_outputs() -> anyhow::Result<()> {
 /// After supervised steps on the trainers and a sync, both rollouts hold exactly the trainers'
 /// weights, and the version that came with them.
 async fn weight_sync_is_exact(cluster: &Cluster) -> anyhow::Result<()> {
+    let task = AdditionTask::new(200, 3)?;
     let config = TrainerConfig {
-        source: ModelSource::fresh(arithmetic_model(), 3),
+        source: ModelSource::fresh(small_model(&task), 3),
         pad_id: 0,
         optimizer: AdamWConfig::default(),
         schedule: LrSchedule::constant(1e-3),
@@ -182,9 +225,10 @@ async fn weight_sync_is_exact(cluster: &Cluster) -> anyhow::Result<()> {
         policy: PolicyConfig::default(),
     };
     let run = format!("sync-test-{}", std::process::id());
-    let mut actors = PolicyActors::spawn(cluster, &run, config, 2, 2).await?;
-    let mut task = AdditionTask::new(200, 3)?;
-    let parts = supervised_parts(&task.sample(8), 2);
+    let actors = PolicyActors::spawn(cluster, &run, config, 2, 2).await?;
+    let edge = actors.weight_sync();
+    edge.connect().await?;
+    let parts = supervised_parts(&task, 0, 8, 2)?;
     actors
         .trainers
         .per_rank(parts, |trainer, (prompts, targets)| async move {
@@ -192,7 +236,9 @@ async fn weight_sync_is_exact(cluster: &Cluster) -> anyhow::Result<()> {
         })
         .await?;
     let before = actors.rollouts.members()[0].weights().await?;
-    let ms = actors.sync_weights().await?;
+    let synced = edge.sync().await?;
+    let ms = synced.milliseconds;
+    anyhow::ensure!(synced.version == 1, "{synced:?}");
     let trained = actors.trainers.members()[0].weights().await?;
     anyhow::ensure!(
         trained.tensors != before.tensors,

@@ -170,7 +170,7 @@ fn weights_travel_from_trainer_to_rollout() {
     let mut reference = reference;
     reference.load_weights(weights.clone()).expect("load");
     let ours = reference
-        .logprobs(batch.prompts.clone(), batch.responses.clone())
+        .token_logprobs(batch.prompts.clone(), batch.responses.clone())
         .unwrap();
     let theirs = trainer
         .logprobs(batch.prompts.clone(), batch.responses.clone())
@@ -182,7 +182,7 @@ fn weights_travel_from_trainer_to_rollout() {
         ..SamplingConfig::default()
     };
     let generated = rollout
-        .generate(vec![vec![1, 4]], greedy)
+        .generate_tokens(vec![vec![1, 4]], greedy)
         .expect("generate");
     assert_eq!(generated.weight_version, 1);
     // A partial set updates only what it names; a bad shape changes nothing.
@@ -253,7 +253,7 @@ fn the_critic_learns_returns() {
     let responses = vec![vec![7, 8], vec![9, 10, 2]];
     let returns = vec![vec![1.0, 1.0], vec![-1.0, -1.0, -1.0]];
     let first_values = critic
-        .values(prompts.clone(), responses.clone())
+        .token_values(prompts.clone(), responses.clone())
         .expect("values");
     assert_eq!(first_values[1].len(), 3);
     let first = critic
@@ -267,7 +267,7 @@ fn the_critic_learns_returns() {
     let mut last = first;
     for _ in 0..40 {
         let old = critic
-            .values(prompts.clone(), responses.clone())
+            .token_values(prompts.clone(), responses.clone())
             .expect("values");
         last = critic
             .train(prompts.clone(), responses.clone(), returns.clone(), old)

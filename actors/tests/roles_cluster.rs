@@ -8,12 +8,14 @@ use std::time::Duration;
 use troupe::{Cluster, SpawnOptions};
 use troupe_actors::generate::SamplingConfig;
 use troupe_actors::roles::reference::Reference;
-use troupe_actors::roles::reward::{RuleReward, VerifierSpec};
+use troupe_actors::roles::reward::{Reward, RewardSpec};
 use troupe_actors::roles::rollout::Rollout;
 use troupe_actors::roles::trainer::{
     Advantages, PolicyBatch, PolicyConfig, Trainer, TrainerConfig,
 };
 use troupe_actors::roles::ModelSource;
+use troupe_actors::tasks::arithmetic::AdditionTask;
+use troupe_actors::tasks::Problem;
 use troupe_actors::tokenizer::{BuiltinTokenizer, TextTokenizer};
 use troupe_actors::train::advantages::grpo;
 use troupe_actors::train::optim::{AdamWConfig, LrSchedule};
@@ -41,27 +43,29 @@ async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
     .await?;
     let rollout = Rollout::spawn(cluster, options(), source.clone(), BuiltinTokenizer::PAD).await?;
     let reference = Reference::spawn(cluster, options(), source, BuiltinTokenizer::PAD).await?;
-    let reward = RuleReward::spawn(
+    let reward = Reward::spawn(
         cluster,
         options(),
+        AdditionTask::spec(10, 0),
         vec![
-            VerifierSpec::NumericMatch {
-                weight: 1.0,
-                tolerance: 0.0,
-            },
-            VerifierSpec::DigitsOnly { weight: 0.1 },
+            RewardSpec::new("numeric_match", 1.0),
+            RewardSpec::new("digits_only", 0.1),
         ],
+        4,
     )
     .await?;
 
     let group = 4;
     let questions = [("1+2=", "3"), ("2+2=", "4")];
     let mut prompts = Vec::new();
-    let mut answers = Vec::new();
+    let mut problems = Vec::new();
     for (question, answer) in questions {
         for _ in 0..group {
             prompts.push(tokenizer.encode(question)?);
-            answers.push(answer.to_string());
+            problems.push(Problem {
+                prompt: question.to_string(),
+                reference: answer.to_string(),
+            });
         }
     }
     let sampling = SamplingConfig {
@@ -71,18 +75,21 @@ async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
         seed: 7,
         ..SamplingConfig::default()
     };
-    let generation = rollout.generate(prompts.clone(), sampling).await?;
+    let generation = rollout.generate_tokens(prompts.clone(), sampling).await?;
     anyhow::ensure!(generation.weight_version == 0 && generation.tokens.len() == prompts.len());
-    let rewards = reward
-        .score_tokens(generation.tokens.clone(), answers)
-        .await?;
+    let texts = generation
+        .tokens
+        .iter()
+        .map(|tokens| tokenizer.decode(tokens))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rewards = reward.score_texts(texts, problems).await?;
     anyhow::ensure!(
         rewards.len() == prompts.len() && rewards.iter().all(|r| (0.0..=1.1).contains(r)),
         "{rewards:?}"
     );
     let advantages = grpo(&rewards, group, true, 1e-6)?;
     let ref_logprobs = reference
-        .logprobs(prompts.clone(), generation.tokens.clone())
+        .token_logprobs(prompts.clone(), generation.tokens.clone())
         .await?;
     for (sampled, frozen) in generation.logprobs.iter().zip(&ref_logprobs) {
         for (a, b) in sampled.iter().zip(frozen) {

@@ -1,18 +1,19 @@
-//! The recipes the examples run, as library code so tests can drive them: GRPO on three-digit
-//! addition (`grpo`) and PPO against a learned reward model (`ppo`), with what they share: the
-//! cluster and actor set-up, the supervised warm start, held-out evaluation, weight sync
-//! (`setup`, `warm_start`), and how a run is shown and recorded (`progress`, `record`, `metrics`,
-//! `plot`).
+//! What RL recipes are made of, as library code the examples and tests share: the policy's
+//! trainer and rollout groups and the weight-sync edge between them (`policy`), the supervised
+//! warm start (`warm_start`), the record of a run, from its first step to its plot (`run_log`,
+//! with `metrics`, `progress`, `plot`), GRPO's settings and report (`grpo`; the algorithm reads
+//! top to bottom in `examples/grpo_arithmetic.rs`), and PPO against a learned reward model
+//! (`ppo`).
 
+pub mod error;
 pub mod glyphs;
 pub mod grpo;
 pub mod metrics;
 pub mod plot;
+pub mod policy;
 pub mod ppo;
 pub mod progress;
-pub mod record;
-pub mod setup;
-pub mod shared_stages;
+pub mod run_log;
 pub mod warm_start;
 
-pub use setup::RecipeError;
+pub use error::{RecipeError, Result};

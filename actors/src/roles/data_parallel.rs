@@ -6,8 +6,11 @@ use crate::train::optim::Gradients;
 use candle_core::Tensor;
 use troupe::collective::Communicator;
 
-fn collective(err: troupe::collective::CollectiveError) -> ModelError {
-    ModelError::Input(format!("data-parallel all-reduce: {err}"))
+fn collective(source: troupe::collective::CollectiveError) -> ModelError {
+    ModelError::Collective {
+        context: "data-parallel all-reduce".to_string(),
+        source,
+    }
 }
 
 /// Replaces every gradient by its mean over the group's ranks (one all-reduce over all of them,

@@ -1,13 +1,16 @@
-//! The RL roles as troupe actors: rollout (generation), reference (frozen log-probs), reward
-//! (rule-based verifiers and a learned reward model), trainer (policy optimisation, SFT,
-//! checkpoints) and critic (values for PPO), plus the weight sync from trainers to rollouts.
-//! Each is also a plain Rust type usable in-process.
+//! The RL roles as troupe actors: the prompt source, rollout (generation), reference (frozen
+//! log-probs), reward (weighted reward functions and group advantages; a learned reward model),
+//! trainer (policy optimisation, SFT, checkpoints) and critic (values for PPO), plus the weight
+//! sync from trainers to rollouts. Their pipeline stages take a `StageCall` and read and write
+//! the columns of `columns`. Each is also a plain Rust type usable in-process.
 
 pub mod batch;
+pub mod columns;
 pub mod critic;
 mod data_parallel;
 mod head;
 mod optimizer;
+pub mod prompts;
 pub mod reference;
 pub mod reward;
 pub mod reward_model;

@@ -1,10 +1,13 @@
 //! The reference role: a frozen copy of the initial policy whose per-token log-probabilities
-//! anchor the KL penalty.
+//! anchor the KL penalty (the pipeline's `reference` stage).
 
+use super::columns::{PROMPT, REF_LOGPROB, RESPONSE};
 use super::{ModelSource, ResponseBatch, WeightSet};
 use crate::error::Result;
 use crate::generate::sequence_logprobs;
 use crate::model::Decoder;
+use troupe::data::Batch;
+use troupe::pipeline::{StageCall, StageReceipt};
 
 /// A frozen policy.
 pub struct Reference {
@@ -35,8 +38,21 @@ impl Reference {
         Ok(Reference::from_model(source.build()?, pad_id))
     }
 
+    /// Stage `reference`: `prompt`, `response` -> `ref_logprob`.
+    pub async fn logprobs(&self, mut call: StageCall) -> Result<StageReceipt> {
+        let batch = call.inputs().await?;
+        let responses = batch.ragged_u32(RESPONSE)?;
+        let width = batch
+            .column(RESPONSE)
+            .and_then(|c| c.row_shape.first())
+            .map_or(0, |w| w.saturating_sub(1));
+        let logprobs = self.response_logprobs(&batch.ragged_u32(PROMPT)?, &responses)?;
+        let out = Batch::new(batch.rows()).with_ragged_f32(REF_LOGPROB, &logprobs, width)?;
+        Ok(call.finish(out)?)
+    }
+
     /// Per-token log-probabilities of `responses` given `prompts` under the frozen model.
-    pub fn logprobs(
+    pub fn token_logprobs(
         &self,
         prompts: Vec<Vec<u32>>,
         responses: Vec<Vec<u32>>,

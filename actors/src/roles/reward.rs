@@ -1,29 +1,62 @@
-//! Rule-based rewards: verifiers that score a response against a reference answer (exact match,
-//! numeric answer extraction, a format check), combined with weights; users plug in their own
-//! verifiers by name with `register_verifier!`.
+//! Rewards as weighted reward functions, as TRL's `reward_funcs`: a reward function reads one
+//! decoded response and its problem and returns a score; a recipe lists the functions by name
+//! with a weight each (`RewardSpec`). Functions are registered by name with `register_reward!`
+//! (the built-ins below, the tasks' own, or a user's), so they run on whichever node hosts the
+//! reward actor. The reward actor serves two pipeline stages: `score` (rewards) and
+//! `advantages` (GRPO's group-relative advantages), so the graph shows where each is computed.
 
+use super::columns::{ADVANTAGE, PROBLEM, RESPONSE, REWARD};
 use crate::error::{ModelError, Result};
-use crate::tokenizer::{BuiltinTokenizer, TextTokenizer};
+use crate::tasks::{Problem, Task, TaskSpec};
+use crate::train::advantages::grpo;
 use serde::{Deserialize, Serialize};
+use troupe::data::Batch;
+use troupe::pipeline::{StageCall, StageReceipt};
 
-/// Scores one response against the reference answer.
-pub trait Verifier: Send + Sync {
-    fn score(&self, response: &str, answer: &str) -> f32;
+/// Scores one decoded response to a problem.
+pub type RewardFn = fn(&str, &Problem) -> f32;
+
+/// A reward function registered by name (see `register_reward!`).
+pub struct RewardRegistration {
+    pub name: &'static str,
+    pub score: RewardFn,
 }
 
-/// 1 when the trimmed response equals the trimmed answer.
-pub struct ExactMatch;
+inventory::collect!(RewardRegistration);
 
-impl Verifier for ExactMatch {
-    fn score(&self, response: &str, answer: &str) -> f32 {
-        f32::from(response.trim() == answer.trim())
+/// Registers a reward function under a name a `RewardSpec` can refer to, on every node:
+/// `troupe_actors::register_reward!("ends_with_seven", |response, _problem| f32::from(response.ends_with('7')));`
+#[macro_export]
+macro_rules! register_reward {
+    ($name:expr, $score:expr) => {
+        $crate::inventory_submit! {
+            $crate::roles::reward::RewardRegistration { name: $name, score: $score }
+        }
+    };
+}
+
+/// 1 when the trimmed response equals the trimmed reference.
+pub fn exact_match(response: &str, problem: &Problem) -> f32 {
+    f32::from(response.trim() == problem.reference.trim())
+}
+
+/// 1 when the last number in the response equals the reference's last number.
+pub fn numeric_match(response: &str, problem: &Problem) -> f32 {
+    match (last_number(response), last_number(&problem.reference)) {
+        (Some(got), Some(want)) => f32::from((got - want).abs() <= 1e-9 * want.abs().max(1.0)),
+        _ => 0.0,
     }
 }
 
-/// 1 when the last number in the response equals the answer's number within `tolerance`.
-pub struct NumericMatch {
-    pub tolerance: f64,
+/// 1 when the response is non-empty and only digits (a well-formed arithmetic answer).
+pub fn digits_only(response: &str, _problem: &Problem) -> f32 {
+    let trimmed = response.trim();
+    f32::from(!trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()))
 }
+
+crate::register_reward!("exact_match", exact_match);
+crate::register_reward!("numeric_match", numeric_match);
+crate::register_reward!("digits_only", digits_only);
 
 /// The last number (optional sign, digits, optional fraction) in `text`.
 pub fn last_number(text: &str) -> Option<f64> {
@@ -45,143 +78,185 @@ pub fn last_number(text: &str) -> Option<f64> {
     text[start..end].trim_start_matches('.').parse().ok()
 }
 
-impl Verifier for NumericMatch {
-    fn score(&self, response: &str, answer: &str) -> f32 {
-        match (last_number(response), last_number(answer)) {
-            (Some(got), Some(want)) => f32::from((got - want).abs() <= self.tolerance),
-            _ => 0.0,
+/// One weighted term of a reward: a registered function's name and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardSpec {
+    pub name: String,
+    pub weight: f32,
+}
+
+impl RewardSpec {
+    pub fn new(name: &str, weight: f32) -> Self {
+        RewardSpec {
+            name: name.to_string(),
+            weight,
         }
     }
 }
 
-/// 1 when the response is non-empty and only digits (a well-formed arithmetic answer).
-pub struct DigitsOnly;
-
-impl Verifier for DigitsOnly {
-    fn score(&self, response: &str, _answer: &str) -> f32 {
-        let trimmed = response.trim();
-        f32::from(!trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()))
-    }
+/// A weighted sum of reward functions.
+pub struct Rewards {
+    terms: Vec<(RewardSpec, RewardFn)>,
 }
 
-/// A verifier registered by name (see `register_verifier!`).
-pub struct VerifierRegistration {
-    pub name: &'static str,
-    pub build: fn() -> Box<dyn Verifier>,
-}
-
-inventory::collect!(VerifierRegistration);
-
-/// Registers a user verifier under a name that `VerifierSpec::Registered` can refer to:
-/// `troupe_actors::register_verifier!("ends-with-seven", || Box::new(EndsWithSeven));`
-#[macro_export]
-macro_rules! register_verifier {
-    ($name:expr, $build:expr) => {
-        $crate::inventory_submit! {
-            $crate::roles::reward::VerifierRegistration { name: $name, build: $build }
-        }
-    };
-}
-
-/// One weighted term of a reward, as an actor's constructor argument.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum VerifierSpec {
-    ExactMatch { weight: f32 },
-    NumericMatch { weight: f32, tolerance: f64 },
-    DigitsOnly { weight: f32 },
-    Registered { name: String, weight: f32 },
-}
-
-impl VerifierSpec {
-    fn build(&self) -> Result<(Box<dyn Verifier>, f32)> {
-        Ok(match self {
-            VerifierSpec::ExactMatch { weight } => (Box::new(ExactMatch), *weight),
-            VerifierSpec::NumericMatch { weight, tolerance } => (
-                Box::new(NumericMatch {
-                    tolerance: *tolerance,
-                }),
-                *weight,
-            ),
-            VerifierSpec::DigitsOnly { weight } => (Box::new(DigitsOnly), *weight),
-            VerifierSpec::Registered { name, weight } => {
-                let registration = inventory::iter::<VerifierRegistration>
-                    .into_iter()
-                    .find(|registration| registration.name == name)
-                    .ok_or_else(|| {
-                        ModelError::Input(format!("no verifier registered as `{name}`"))
-                    })?;
-                ((registration.build)(), *weight)
-            }
-        })
-    }
-}
-
-/// A weighted sum of verifiers, scoring decoded responses.
-pub struct RuleReward {
-    verifiers: Vec<(Box<dyn Verifier>, f32)>,
-    tokenizer: BuiltinTokenizer,
-}
-
-impl RuleReward {
-    /// Builds from specs (the built-in tokenizer decodes token responses).
-    pub fn from_specs(specs: &[VerifierSpec]) -> Result<Self> {
+impl Rewards {
+    /// Looks every function up by name; an unknown name is refused with the registered ones.
+    pub fn from_specs(specs: &[RewardSpec]) -> Result<Self> {
         if specs.is_empty() {
             return Err(ModelError::Input(
-                "a reward needs at least one verifier".to_string(),
+                "a reward needs at least one reward function".to_string(),
             ));
         }
-        Ok(RuleReward {
-            verifiers: specs
-                .iter()
-                .map(VerifierSpec::build)
-                .collect::<Result<_>>()?,
-            tokenizer: BuiltinTokenizer::new(),
+        let terms = specs
+            .iter()
+            .map(|spec| {
+                if !spec.weight.is_finite() {
+                    return Err(ModelError::Input(format!(
+                        "reward `{}` has weight {}",
+                        spec.name, spec.weight
+                    )));
+                }
+                let registration = inventory::iter::<RewardRegistration>
+                    .into_iter()
+                    .find(|r| r.name == spec.name)
+                    .ok_or_else(|| {
+                        let mut known: Vec<&str> = inventory::iter::<RewardRegistration>
+                            .into_iter()
+                            .map(|r| r.name)
+                            .collect();
+                        known.sort_unstable();
+                        ModelError::Input(format!(
+                            "no reward function registered as `{}` (registered: {})",
+                            spec.name,
+                            known.join(", ")
+                        ))
+                    })?;
+                Ok((spec.clone(), registration.score))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Rewards { terms })
+    }
+
+    /// The weighted sum for one response, and each term's unweighted score.
+    pub fn score(&self, response: &str, problem: &Problem) -> (f32, Vec<f32>) {
+        let each: Vec<f32> = self
+            .terms
+            .iter()
+            .map(|(_, score)| score(response, problem))
+            .collect();
+        let total = self
+            .terms
+            .iter()
+            .zip(&each)
+            .map(|((spec, _), value)| spec.weight * value)
+            .sum();
+        (total, each)
+    }
+
+    pub fn specs(&self) -> impl Iterator<Item = &RewardSpec> {
+        self.terms.iter().map(|(spec, _)| spec)
+    }
+}
+
+/// The reward role: a task (to look problems up and decode responses) and its rewards.
+pub struct Reward {
+    task: Box<dyn Task>,
+    rewards: Rewards,
+    group_size: usize,
+}
+
+impl Reward {
+    pub fn from_parts(task: Box<dyn Task>, rewards: Rewards, group_size: usize) -> Result<Self> {
+        if group_size < 2 {
+            return Err(ModelError::Input(format!(
+                "group size {group_size}: group-relative advantages need at least 2"
+            )));
+        }
+        Ok(Reward {
+            task,
+            rewards,
+            group_size,
         })
     }
 
-    /// Adds a verifier object directly (in-process use).
-    pub fn with(mut self, verifier: Box<dyn Verifier>, weight: f32) -> Self {
-        self.verifiers.push((verifier, weight));
-        self
-    }
-
-    pub fn score_one(&self, response: &str, answer: &str) -> f32 {
-        self.verifiers
-            .iter()
-            .map(|(verifier, weight)| weight * verifier.score(response, answer))
-            .sum()
+    /// Rewards of token responses to training problems (by index), with each term's mean.
+    pub fn score_rows(
+        &self,
+        responses: &[Vec<u32>],
+        problems: &[u32],
+    ) -> Result<(Vec<f32>, Vec<f64>)> {
+        let mut totals = Vec::with_capacity(responses.len());
+        let mut sums = vec![0.0_f64; self.rewards.terms.len()];
+        for (tokens, index) in responses.iter().zip(problems) {
+            let text = self.task.tokenizer().decode(tokens)?;
+            let problem = self.task.train_problem(u64::from(*index));
+            let (total, each) = self.rewards.score(&text, &problem);
+            totals.push(total);
+            for (sum, value) in sums.iter_mut().zip(each) {
+                *sum += f64::from(value);
+            }
+        }
+        let rows = responses.len().max(1) as f64;
+        Ok((totals, sums.into_iter().map(|sum| sum / rows).collect()))
     }
 }
 
 #[troupe::actor]
-impl RuleReward {
-    pub fn new(specs: Vec<VerifierSpec>) -> Result<Self> {
-        RuleReward::from_specs(&specs)
+impl Reward {
+    /// Builds `task` and looks the reward functions up (here, on the reward actor's node).
+    pub fn new(task: TaskSpec, rewards: Vec<RewardSpec>, group_size: usize) -> Result<Self> {
+        Reward::from_parts(task.build()?, Rewards::from_specs(&rewards)?, group_size)
     }
 
-    /// Rewards for text responses against their answers.
-    pub fn score(&self, responses: Vec<String>, answers: Vec<String>) -> Result<Vec<f32>> {
-        if responses.len() != answers.len() {
+    /// Stage `score`: `response`, `problem` -> `reward`; step scalars `reward_mean` and each
+    /// function's mean (`reward/<name>`).
+    pub async fn score(&self, mut call: StageCall) -> Result<StageReceipt> {
+        let batch = call.inputs().await?;
+        let (rewards, term_means) =
+            self.score_rows(&batch.ragged_u32(RESPONSE)?, &batch.u32_values(PROBLEM)?)?;
+        let mut out = Batch::new(batch.rows()).with_f32(REWARD, &[], &rewards)?;
+        let meta = out.step_meta_mut();
+        let mean = rewards.iter().map(|r| f64::from(*r)).sum::<f64>() / rewards.len().max(1) as f64;
+        meta.set("reward_mean", mean);
+        for (spec, term) in self.rewards.specs().zip(term_means) {
+            meta.set(&format!("reward/{}", spec.name), term);
+        }
+        Ok(call.finish(out)?)
+    }
+
+    /// Stage `advantages`: `reward` -> `advantage`, each reward standardised within its group
+    /// of `group_size` samples of one prompt (GRPO); step scalar `groups_with_signal`, the share
+    /// of groups whose rewards differ (the others teach nothing).
+    pub async fn advantages(&self, mut call: StageCall) -> Result<StageReceipt> {
+        let batch = call.inputs().await?;
+        let rewards = batch.f32_values(REWARD)?;
+        let advantages = grpo(&rewards, self.group_size, true, 1e-6)?;
+        let groups = rewards.chunks(self.group_size);
+        let count = groups.len().max(1) as f64;
+        let with_signal = rewards
+            .chunks(self.group_size)
+            .filter(|group| group.iter().any(|r| (r - group[0]).abs() > 1e-6))
+            .count() as f64;
+        let mut out = Batch::new(batch.rows()).with_f32(ADVANTAGE, &[], &advantages)?;
+        out.step_meta_mut()
+            .set("groups_with_signal", with_signal / count);
+        Ok(call.finish(out)?)
+    }
+
+    /// Rewards of text responses to problems (for direct use and tests).
+    pub fn score_texts(&self, responses: Vec<String>, problems: Vec<Problem>) -> Result<Vec<f32>> {
+        if responses.len() != problems.len() {
             return Err(ModelError::Input(format!(
-                "{} responses but {} answers",
+                "{} responses but {} problems",
                 responses.len(),
-                answers.len()
+                problems.len()
             )));
         }
         Ok(responses
             .iter()
-            .zip(&answers)
-            .map(|(r, a)| self.score_one(r, a))
+            .zip(&problems)
+            .map(|(response, problem)| self.rewards.score(response, problem).0)
             .collect())
-    }
-
-    /// Rewards for token responses (decoded with the built-in tokenizer, up to `<eos>`).
-    pub fn score_tokens(&self, responses: Vec<Vec<u32>>, answers: Vec<String>) -> Result<Vec<f32>> {
-        let texts = responses
-            .iter()
-            .map(|tokens| self.tokenizer.decode(tokens))
-            .collect::<Result<Vec<_>>>()?;
-        self.score(texts, answers)
     }
 }
 
@@ -189,13 +264,17 @@ impl RuleReward {
 mod tests {
     use super::*;
 
-    struct EndsWithSeven;
-    impl Verifier for EndsWithSeven {
-        fn score(&self, response: &str, _answer: &str) -> f32 {
-            f32::from(response.ends_with('7'))
+    fn ends_with_seven(response: &str, _problem: &Problem) -> f32 {
+        f32::from(response.ends_with('7'))
+    }
+    crate::register_reward!("ends_with_seven", ends_with_seven);
+
+    fn problem(reference: &str) -> Problem {
+        Problem {
+            prompt: String::new(),
+            reference: reference.to_string(),
         }
     }
-    crate::register_verifier!("ends-with-seven", || Box::new(EndsWithSeven));
 
     #[test]
     fn numbers_are_extracted() {
@@ -206,27 +285,26 @@ mod tests {
     }
 
     #[test]
-    fn weighted_verifiers_and_registered_ones() {
-        let reward = RuleReward::from_specs(&[
-            VerifierSpec::NumericMatch {
-                weight: 1.0,
-                tolerance: 0.0,
-            },
-            VerifierSpec::DigitsOnly { weight: 0.1 },
-            VerifierSpec::Registered {
-                name: "ends-with-seven".into(),
-                weight: 2.0,
-            },
+    fn weighted_functions_and_registered_ones() {
+        let rewards = Rewards::from_specs(&[
+            RewardSpec::new("numeric_match", 1.0),
+            RewardSpec::new("digits_only", 0.1),
+            RewardSpec::new("ends_with_seven", 2.0),
         ])
         .unwrap();
-        assert!((reward.score_one("57", "57") - 3.1).abs() < 1e-6);
-        assert!((reward.score_one("56", "57") - 0.1).abs() < 1e-6);
-        assert!((reward.score_one("it is 56", "56") - 1.0).abs() < 1e-6);
-        assert!(RuleReward::from_specs(&[VerifierSpec::Registered {
-            name: "nope".into(),
-            weight: 1.0
-        }])
-        .is_err());
-        assert_eq!(ExactMatch.score(" 12 ", "12"), 1.0);
+        assert!((rewards.score("57", &problem("57")).0 - 3.1).abs() < 1e-6);
+        assert!((rewards.score("56", &problem("57")).0 - 0.1).abs() < 1e-6);
+        assert!((rewards.score("it is 56", &problem("56")).0 - 1.0).abs() < 1e-6);
+        assert_eq!(rewards.score("56", &problem("57")).1, vec![0.0, 1.0, 0.0]);
+        let unknown = Rewards::from_specs(&[RewardSpec::new("nope", 1.0)])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            unknown.contains("nope") && unknown.contains("exact_match"),
+            "{unknown}"
+        );
+        assert!(Rewards::from_specs(&[]).is_err());
+        assert_eq!(exact_match(" 12 ", &problem("12")), 1.0);
     }
 }

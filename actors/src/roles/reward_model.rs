@@ -1,6 +1,7 @@
 //! A learned reward model: the decoder with a scalar head read at each sequence's last token,
 //! trained with the Bradley-Terry loss on preference pairs.
 
+use super::columns::{PROMPT, RESPONSE, RM_SCORE};
 use super::head::{head_with_updater, ScalarHead};
 use super::optimizer::Updater;
 use super::ModelSource;
@@ -9,6 +10,8 @@ use crate::model::{Decoder, PaddedBatch};
 use crate::train::losses::bradley_terry;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
+use troupe::data::Batch;
+use troupe::pipeline::{StageCall, StageReceipt};
 
 /// One preference-training step's figures.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +61,30 @@ impl RewardModel {
             .scores(&sequences)?
             .to_dtype(candle_core::DType::F32)?
             .to_vec1::<f32>()?)
+    }
+
+    /// Stage `score`: `prompt`, `response` -> `rm_score`; step scalar `rm_score_mean`.
+    pub async fn score_responses(&self, mut call: StageCall) -> Result<StageReceipt> {
+        let batch = call.inputs().await?;
+        let sequences: Vec<Vec<u32>> = batch
+            .ragged_u32(PROMPT)?
+            .into_iter()
+            .zip(batch.ragged_u32(RESPONSE)?)
+            .map(|(mut prompt, response)| {
+                prompt.extend(response);
+                prompt
+            })
+            .collect();
+        let scores = self.score(sequences)?;
+        let mean = scores.iter().map(|s| f64::from(*s)).sum::<f64>() / scores.len().max(1) as f64;
+        let mut out = Batch::new(batch.rows()).with_f32(RM_SCORE, &[], &scores)?;
+        out.step_meta_mut().set("rm_score_mean", mean);
+        Ok(call.finish(out)?)
+    }
+
+    /// Takes the policy's decoder weights (the scalar head keeps its own).
+    pub fn load_decoder_weights(&mut self, weights: super::WeightSet) -> Result<()> {
+        weights.apply_to(&self.model)
     }
 
     /// One Bradley-Terry step on pairs (chosen[i] preferred over rejected[i]).

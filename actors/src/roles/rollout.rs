@@ -1,11 +1,16 @@
-//! The rollout role: generates responses for batches of prompts with the current policy, and
-//! takes new weights (all of them, or a shard at a time) stamped with a version.
+//! The rollout role: generates responses for batches of prompts with the current policy (the
+//! pipeline's `generate` stage), measures held-out success of a task on its own node, and takes
+//! new weights (all of them, or a shard at a time) stamped with a version.
 
+use super::columns::{OLD_LOGPROB, PROMPT, RESPONSE};
 use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, WeightSet};
 use crate::error::Result;
 use crate::generate::{generate, Generation, SamplingConfig};
 use crate::model::Decoder;
+use crate::tasks::{Task, TaskSpec};
+use troupe::data::Batch;
+use troupe::pipeline::{StageCall, StageReceipt};
 
 /// A generation engine holding one copy of the policy.
 pub struct Rollout {
@@ -13,6 +18,18 @@ pub struct Rollout {
     pad_id: u32,
     version: u64,
     weight_sync: Option<WeightSync>,
+    /// The task of the last evaluation, kept so each one does not rebuild it.
+    evaluated: Option<(TaskSpec, Box<dyn Task>)>,
+}
+
+/// Greedy decoding for answers of at most `max_new_tokens` tokens, stopping at `eos`.
+pub fn greedy(max_new_tokens: usize, eos: Option<u32>) -> SamplingConfig {
+    SamplingConfig {
+        max_new_tokens,
+        temperature: 0.0,
+        stop_tokens: eos.into_iter().collect(),
+        ..SamplingConfig::default()
+    }
 }
 
 impl Rollout {
@@ -22,6 +39,7 @@ impl Rollout {
             pad_id,
             version: 0,
             weight_sync: None,
+            evaluated: None,
         }
     }
 
@@ -44,8 +62,78 @@ impl Rollout {
     }
 
     /// Responses, their per-token log-probabilities, and the weight version used.
-    pub fn generate(&self, prompts: Vec<Vec<u32>>, sampling: SamplingConfig) -> Result<Generation> {
+    pub fn generate_tokens(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        sampling: SamplingConfig,
+    ) -> Result<Generation> {
         generate(&self.model, &prompts, self.pad_id, &sampling, self.version)
+    }
+
+    /// Stage `generate`: `prompt` -> `response`, `old_logprob`, sampled with `sampling` (its
+    /// seed mixed with the step and this member's rank, so every call draws afresh); step
+    /// scalar `response_tokens` (tokens generated).
+    pub async fn generate(
+        &self,
+        mut call: StageCall,
+        sampling: SamplingConfig,
+    ) -> Result<StageReceipt> {
+        let batch = call.inputs().await?;
+        let mut sampling = sampling;
+        sampling.seed = sampling
+            .seed
+            .wrapping_mul(1_000_003)
+            .wrapping_add(call.step() * 64 + call.rank() as u64);
+        let width = sampling.max_new_tokens;
+        let made = generate(
+            &self.model,
+            &batch.ragged_u32(PROMPT)?,
+            self.pad_id,
+            &sampling,
+            self.version,
+        )?;
+        let tokens: usize = made.tokens.iter().map(Vec::len).sum();
+        let mut out = Batch::new(batch.rows())
+            .with_ragged_u32(RESPONSE, &made.tokens, width)?
+            .with_ragged_f32(OLD_LOGPROB, &made.logprobs, width)?;
+        out.step_meta_mut().set("response_tokens", tokens as f64);
+        Ok(call.finish(out)?)
+    }
+
+    /// How many of the task's held-out problems `from..to` this rollout answers right,
+    /// greedily: the problems, the answers and the judging all stay on this node.
+    pub fn evaluate(&mut self, task: TaskSpec, from: usize, to: usize) -> Result<usize> {
+        if self
+            .evaluated
+            .as_ref()
+            .is_none_or(|(spec, _)| *spec != task)
+        {
+            let built = task.build()?;
+            self.evaluated = Some((task, built));
+        }
+        let Some((_, task)) = &self.evaluated else {
+            return Ok(0);
+        };
+        let problems = task
+            .held_out()
+            .get(from..to.min(task.held_out().len()))
+            .unwrap_or(&[]);
+        if problems.is_empty() {
+            return Ok(0);
+        }
+        let prompts = problems
+            .iter()
+            .map(|problem| task.prompt_ids(problem))
+            .collect::<Result<Vec<_>>>()?;
+        let sampling = greedy(task.answer_tokens(), task.tokenizer().eos_id());
+        let made = generate(&self.model, &prompts, self.pad_id, &sampling, self.version)?;
+        let mut correct = 0;
+        for (problem, tokens) in problems.iter().zip(&made.tokens) {
+            if task.is_correct(&task.tokenizer().decode(tokens)?, problem) {
+                correct += 1;
+            }
+        }
+        Ok(correct)
     }
 
     /// Takes new weights; returns the version now served.

@@ -3,6 +3,7 @@
 //! supervised fine-tuning for warm starts, AdamW with clipping, accumulation over micro-batches
 //! and a warm-up schedule, checkpoints (model, optimizer, step), and its weights by name.
 
+use super::columns::{ADVANTAGE, OLD_LOGPROB, PROMPT, REF_LOGPROB, RESPONSE};
 use super::optimizer::Updater;
 use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, ResponseBatch, WeightSet};
@@ -16,6 +17,8 @@ use crate::train::optim::{accumulate, AdamW, AdamWConfig, Gradients, LrSchedule}
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use troupe::data::Batch;
+use troupe::pipeline::{StageCall, StageReceipt};
 
 /// The policy objective.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +108,41 @@ pub struct Trainer {
     weight_sync: Option<WeightSync>,
     /// Updates applied since the model was built, over every phase: the weights' version.
     version: u64,
+}
+
+impl PolicyBatch {
+    /// Reads a step's columns: `prompt`, `response`, `old_logprob`, `advantage` (one f32 per
+    /// row, or a ragged row per response token) and, when present, `ref_logprob`.
+    pub fn from_columns(batch: &Batch) -> Result<Self> {
+        let advantages = match batch.column(ADVANTAGE).map(|c| c.row_shape.len()) {
+            Some(1) => Advantages::PerToken(batch.ragged_f32(ADVANTAGE)?),
+            _ => Advantages::PerSequence(batch.f32_values(ADVANTAGE)?),
+        };
+        Ok(PolicyBatch {
+            prompts: batch.ragged_u32(PROMPT)?,
+            responses: batch.ragged_u32(RESPONSE)?,
+            old_logprobs: batch.ragged_f32(OLD_LOGPROB)?,
+            ref_logprobs: match batch.column(REF_LOGPROB) {
+                Some(_) => Some(batch.ragged_f32(REF_LOGPROB)?),
+                None => None,
+            },
+            advantages,
+        })
+    }
+}
+
+impl StepStats {
+    /// The step's figures as step scalars (`loss`, `kl`, `clip_fraction`, ...).
+    pub fn write_to(&self, meta: &mut troupe::data::StepMeta) {
+        meta.set("loss", self.loss);
+        meta.set("kl", self.kl);
+        meta.set("clip_fraction", self.policy.clip_fraction);
+        meta.set("approx_kl", self.policy.approx_kl);
+        meta.set("grad_norm", self.grad_norm);
+        meta.set("lr", self.lr);
+        meta.set("trained_tokens", self.tokens as f64);
+        meta.set("trained_version", self.version as f64);
+    }
 }
 
 fn scalar(x: &Tensor) -> Result<f64> {
@@ -349,8 +387,7 @@ impl Trainer {
         rank: usize,
         world: usize,
     ) -> Result<()> {
-        let cluster =
-            troupe::Cluster::current().map_err(|err| ModelError::Input(err.to_string()))?;
+        let cluster = troupe::Cluster::current()?;
         let comm = troupe::collective::TcpCommunicator::rendezvous(
             &cluster,
             &group,
@@ -359,8 +396,9 @@ impl Trainer {
             std::time::Duration::from_secs(120),
         )
         .await
-        .map_err(|err| {
-            ModelError::Input(format!("joining data-parallel group `{group}`: {err}"))
+        .map_err(|source| ModelError::Collective {
+            context: format!("joining data-parallel group `{group}`"),
+            source,
         })?;
         self.data_parallel = Some(comm);
         Ok(())
@@ -425,6 +463,17 @@ impl Trainer {
     pub async fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
         let (grads, stats) = self.policy_gradients(&batch)?;
         self.step_with(grads, stats).await
+    }
+
+    /// Stage `train`: one PPO-clip step on this member's rows of the step (`prompt`, `response`,
+    /// `old_logprob`, `advantage`, and `ref_logprob` for the KL penalty); the step's figures
+    /// leave as step scalars, nothing per row.
+    pub async fn train(&mut self, mut call: StageCall) -> Result<StageReceipt> {
+        let batch = call.inputs().await?;
+        let stats = self.policy_step(PolicyBatch::from_columns(&batch)?).await?;
+        let mut out = Batch::new(batch.rows());
+        stats.write_to(out.step_meta_mut());
+        Ok(call.finish(out)?)
     }
 
     /// One supervised step: maximise the likelihood of `targets` after `prompts`.

@@ -205,6 +205,17 @@ impl LrSchedule {
         }
     }
 
+    /// Cosine decay from `peak` to `peak * min_ratio` over `steps`, no warm-up.
+    pub fn cosine(peak: f64, steps: u64, min_ratio: f64) -> Self {
+        LrSchedule {
+            peak,
+            warmup_steps: 0,
+            total_steps: steps,
+            min_ratio,
+            decay: Decay::Cosine,
+        }
+    }
+
     /// The rate for `step` (counting from 0).
     pub fn at(&self, step: u64) -> f64 {
         if step < self.warmup_steps {

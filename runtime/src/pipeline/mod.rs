@@ -16,7 +16,7 @@ mod step_data;
 pub use edge::{SyncOutcome, WeightSyncEdge};
 pub use graph::{Dispatch, Pipeline, PipelineBuilder, PipelineError};
 pub use run::{StageTiming, StepReport};
-pub use staleness::BoxError;
+pub use staleness::{BoxError, NoObserver, StepObserver};
 pub use step_data::{StageCall, StageReceipt};
 
 #[cfg(test)]

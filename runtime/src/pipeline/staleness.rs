@@ -5,12 +5,33 @@
 
 use super::graph::{Pipeline, PipelineError};
 use super::run::{StepReport, StepState};
-use crate::actor::BoxFuture;
 use crate::data::Batch;
 use tokio::sync::{mpsc, watch};
 
 /// An error from a step observer (progress, metrics, evaluations), kept with its cause.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Follows a run step by step: called after each step's learning and weight sync, before the
+/// next learning step (progress, metrics, evaluations); an error stops the run. It may hold
+/// mutable state: the run calls it from one task, one step at a time.
+pub trait StepObserver: Send {
+    fn observe<'a>(
+        &'a mut self,
+        report: &'a StepReport,
+    ) -> futures::future::BoxFuture<'a, Result<(), BoxError>>;
+}
+
+/// Observes nothing.
+pub struct NoObserver;
+
+impl StepObserver for NoObserver {
+    fn observe<'a>(
+        &'a mut self,
+        _report: &'a StepReport,
+    ) -> futures::future::BoxFuture<'a, Result<(), BoxError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
 
 impl Pipeline {
     /// Runs `steps` steps from weight version 0. `input(step)` makes each step's source batch
@@ -26,10 +47,8 @@ impl Pipeline {
     where
         I: Fn(usize) -> Batch,
     {
-        self.run_observed(steps, max_staleness, 0, input, |_| {
-            Box::pin(async { Ok(()) })
-        })
-        .await
+        self.run_observed(steps, max_staleness, 0, input, &mut NoObserver)
+            .await
     }
 
     /// As `run_with_staleness`, starting from weights of version `start_version` (the
@@ -38,17 +57,16 @@ impl Pipeline {
     /// step's sync and before the next learning step (progress, metrics, evaluations); an error
     /// from it stops the run. Rollouts for later steps may keep running meanwhile, within the
     /// staleness bound.
-    pub async fn run_observed<I, O>(
+    pub async fn run_observed<I>(
         &self,
         steps: usize,
         max_staleness: usize,
         start_version: u64,
         input: I,
-        mut observe: O,
+        observer: &mut dyn StepObserver,
     ) -> Result<Vec<StepReport>, PipelineError>
     where
         I: Fn(usize) -> Batch,
-        O: FnMut(&StepReport) -> BoxFuture<Result<(), BoxError>>,
     {
         let trainer = self
             .weight_sync
@@ -116,7 +134,8 @@ impl Pipeline {
                 let synced = self.sync_weights().await?;
                 let _ = trained_tx.send((state.step + 1, synced.version));
                 let report = state.report(Some(synced));
-                observe(&report)
+                observer
+                    .observe(&report)
                     .await
                     .map_err(|source| PipelineError::Observer { source })?;
                 reports.push(report);

@@ -1,61 +1,74 @@
-//! Synthetic preference pairs over arithmetic answers, and training the reward model on them
-//! (Bradley-Terry) until it ranks held-out pairs well. A pair is one problem with its correct
-//! answer (chosen) and a wrong one (rejected). In half the training pairs the rejected answer is
-//! the policy's own sample when that sample is wrong, so the reward model learns to catch the
-//! mistakes the policy actually makes; otherwise, and for the held-out pairs, it is a wrong
-//! answer of the same kind: the right one with one digit changed, or another number of the same
-//! length.
+//! Synthetic preference pairs over a task's answers, and training the reward model on them
+//! (Bradley-Terry) until it ranks held-out pairs well. A pair is one problem with a right answer
+//! (chosen: the task's worked answer) and a wrong one (rejected). In half the training pairs the
+//! rejected answer is the policy's own sample when the task judges it wrong, so the reward model
+//! learns to catch the mistakes the policy actually makes; otherwise, and for the held-out
+//! pairs, it is a wrong answer of the same kind: the right one with one character changed to
+//! another of the answer's alphabet, or its characters shuffled, until the task judges it wrong.
 
+use super::super::error::{RecipeError, Result};
 use super::super::metrics::MetricsLog;
+use super::super::policy::PolicyActors;
 use super::super::progress::Progress;
-use super::super::setup::{answers, RecipeError, Result, ANSWER_TOKENS};
 use crate::generate::SamplingConfig;
 use crate::roles::reward_model::RewardModelHandle;
-use crate::roles::rollout::RolloutHandle;
-use crate::tasks::arithmetic::Problem;
-use crate::tokenizer::BuiltinTokenizer;
+use crate::tasks::{Problem, Task};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-use troupe::ActorGroup;
 
-/// Prompt + answer digits + `<eos>`, as the reward model reads a response.
-pub fn sequence(problem: &Problem, answer: &str) -> Vec<u32> {
-    let mut tokens = problem.prompt_tokens();
-    tokens.extend(answer.bytes().map(|digit| 3 + (digit - b'0') as u32));
-    tokens.push(BuiltinTokenizer::EOS);
-    tokens
+/// The prompt's tokens, then the answer's, then the end-of-sequence token.
+pub fn sequence(task: &dyn Task, problem: &Problem, answer: &str) -> crate::Result<Vec<u32>> {
+    let mut tokens = task.prompt_ids(problem)?;
+    tokens.extend(task.tokenizer().encode(answer)?);
+    tokens.extend(task.tokenizer().eos_id());
+    Ok(tokens)
 }
 
-/// A wrong answer of the same kind as `problem`'s right one.
-pub fn wrong_answer(problem: &Problem, rng: &mut impl Rng) -> String {
-    let right: Vec<u8> = problem.answer_text().into_bytes();
-    let mut wrong = right.clone();
-    if rng.random_bool(0.5) {
-        let at = rng.random_range(0..wrong.len());
-        let shift = rng.random_range(1..10u8);
-        wrong[at] = b'0' + (wrong[at] - b'0' + shift) % 10;
-    } else {
-        while wrong == right {
-            for digit in wrong.iter_mut() {
-                *digit = b'0' + rng.random_range(0..10u8);
+/// A wrong answer that looks like a right one (see the module's note); the worked answer with
+/// its first character changed when nothing else is wrong.
+pub fn wrong_answer(task: &dyn Task, problem: &Problem, rng: &mut impl Rng) -> String {
+    let right: Vec<char> = task.demonstration(problem).chars().collect();
+    let mut alphabet: Vec<char> = right.clone();
+    alphabet.extend('0'..='9');
+    alphabet.sort_unstable();
+    alphabet.dedup();
+    for _ in 0..32 {
+        let mut wrong = right.clone();
+        if wrong.is_empty() {
+            break;
+        }
+        if rng.random_bool(0.5) {
+            let at = rng.random_range(0..wrong.len());
+            wrong[at] = alphabet[rng.random_range(0..alphabet.len())];
+        } else {
+            for i in (1..wrong.len()).rev() {
+                wrong.swap(i, rng.random_range(0..=i));
             }
         }
+        let text: String = wrong.iter().collect();
+        if !task.is_correct(&text, problem) {
+            return text;
+        }
     }
-    String::from_utf8(wrong).unwrap_or_default()
+    let mut fallback: String = right.iter().collect();
+    fallback.insert(0, '0');
+    fallback
 }
 
-/// (chosen, rejected) sequences for `problems`.
-pub fn pairs(problems: &[Problem], rng: &mut impl Rng) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    problems
-        .iter()
-        .map(|problem| {
-            (
-                sequence(problem, &problem.answer_text()),
-                sequence(problem, &wrong_answer(problem, rng)),
-            )
-        })
-        .unzip()
+/// (chosen, rejected) sequences: the worked answer over a made-up wrong one.
+pub fn pairs(
+    task: &dyn Task,
+    problems: &[Problem],
+    rng: &mut impl Rng,
+) -> crate::Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+    let mut chosen = Vec::with_capacity(problems.len());
+    let mut rejected = Vec::with_capacity(problems.len());
+    for problem in problems {
+        chosen.push(sequence(task, problem, &task.demonstration(problem))?);
+        rejected.push(sequence(task, problem, &wrong_answer(task, problem, rng))?);
+    }
+    Ok((chosen, rejected))
 }
 
 /// How the reward model is trained.
@@ -65,7 +78,7 @@ pub struct PreferenceConfig {
     pub lr: f64,
     pub max_steps: usize,
     pub eval_every: usize,
-    /// Stop once held-out pairs are ranked right this often.
+    /// Stop once this share of held-out pairs is ranked right.
     pub target_accuracy: f64,
 }
 
@@ -81,16 +94,15 @@ impl Default for PreferenceConfig {
     }
 }
 
-/// Where reward-model training ended.
+/// Where the reward model's training ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreferenceOutcome {
     pub steps: usize,
-    /// Share of held-out pairs the model ranks right.
     pub heldout_pair_accuracy: f64,
     pub seconds: f64,
 }
 
-/// Share of pairs where the chosen sequence scores higher.
+/// The share of pairs the model scores chosen over rejected.
 pub async fn pair_accuracy(
     model: &RewardModelHandle,
     chosen: &[Vec<u32>],
@@ -102,48 +114,42 @@ pub async fn pair_accuracy(
     Ok(wins as f64 / good.len().max(1) as f64)
 }
 
-/// Pairs for `problems`: in every other pair the rejected side is the policy's sample
-/// (`samples[i]`, the response tokens) when that sample is wrong; the other pairs, and those
-/// where the sample is right, get a made-up wrong answer.
+/// Pairs for `problems` whose rejected side is, for every other problem, the policy's sample
+/// when the task judges it wrong; returns how many came from the policy.
 pub fn on_policy_pairs(
+    task: &dyn Task,
     problems: &[Problem],
     samples: &[Vec<u32>],
     rng: &mut impl Rng,
-) -> (Vec<Vec<u32>>, Vec<Vec<u32>>, usize) {
-    let right: Vec<Vec<u32>> = problems
-        .iter()
-        .map(|p| sequence(p, &p.answer_text()))
-        .collect();
+) -> crate::Result<(Vec<Vec<u32>>, Vec<Vec<u32>>, usize)> {
+    let mut chosen = Vec::with_capacity(problems.len());
+    let mut rejected = Vec::with_capacity(problems.len());
     let mut from_policy = 0;
-    let wrong = problems
-        .iter()
-        .zip(samples)
-        .enumerate()
-        .map(|(index, (problem, sample))| {
-            let mut tokens = problem.prompt_tokens();
+    for (index, (problem, sample)) in problems.iter().zip(samples).enumerate() {
+        chosen.push(sequence(task, problem, &task.demonstration(problem))?);
+        let text = task.tokenizer().decode(sample)?;
+        let usable = index % 2 == 0 && !sample.is_empty() && !task.is_correct(&text, problem);
+        if usable {
+            let mut tokens = task.prompt_ids(problem)?;
             tokens.extend(sample);
-            let right_or_unused = index % 2 == 1
-                || sample.is_empty()
-                || tokens == sequence(problem, &problem.answer_text());
-            if right_or_unused {
-                sequence(problem, &wrong_answer(problem, rng))
-            } else {
-                from_policy += 1;
-                tokens
-            }
-        })
-        .collect();
-    (right, wrong, from_policy)
+            rejected.push(tokens);
+            from_policy += 1;
+        } else {
+            rejected.push(sequence(task, problem, &wrong_answer(task, problem, rng))?);
+        }
+    }
+    Ok((chosen, rejected, from_policy))
 }
 
-/// Trains `model` on pairs from `draw(count)` training problems, the rejected side sampled from
-/// `rollouts` (the policy) where it is wrong, evaluating on made-up pairs from `held_out`; every
-/// step goes to `log`.
+/// Where the reward model's problems start in a task's training sequence.
+const PREFERENCE_PROBLEMS: u64 = 3 << 30;
+
+/// Trains `model` on preference pairs of `task` until it ranks held-out pairs well enough (or
+/// `max_steps`); the policy's rollouts supply on-policy wrong answers.
 pub async fn train_reward_model(
     model: &RewardModelHandle,
-    rollouts: &ActorGroup<RolloutHandle>,
-    mut draw: impl FnMut(usize) -> Vec<Problem>,
-    held_out: &[Problem],
+    policy: &PolicyActors,
+    task: &dyn Task,
     config: &PreferenceConfig,
     seed: u64,
     log: &mut MetricsLog,
@@ -155,21 +161,24 @@ pub async fn train_reward_model(
     }
     let started = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xB7AD_1E7E);
-    let (test_chosen, test_rejected) = pairs(held_out, &mut rng);
+    let (test_chosen, test_rejected) = pairs(task, task.held_out(), &mut rng)?;
     let progress = Progress::new("rm", config.max_steps as u64, config.eval_every as u64);
     let mut accuracy = 0.0;
     let mut steps = 0;
     for step in 1..=config.max_steps {
-        let problems = draw(config.batch);
+        let first = PREFERENCE_PROBLEMS + ((step - 1) * config.batch) as u64;
+        let problems: Vec<Problem> = (0..config.batch as u64)
+            .map(|offset| task.train_problem(first + offset))
+            .collect();
         let sampling = SamplingConfig {
-            max_new_tokens: ANSWER_TOKENS,
+            max_new_tokens: task.answer_tokens(),
             temperature: 1.0,
-            stop_tokens: vec![BuiltinTokenizer::EOS],
+            stop_tokens: task.tokenizer().eos_id().into_iter().collect(),
             seed: seed.wrapping_mul(7_919).wrapping_add(step as u64),
             ..SamplingConfig::default()
         };
-        let samples = answers(rollouts, &problems, sampling).await?;
-        let (chosen, rejected, from_policy) = on_policy_pairs(&problems, &samples, &mut rng);
+        let samples = policy.sample_answers(task, &problems, sampling).await?;
+        let (chosen, rejected, from_policy) = on_policy_pairs(task, &problems, &samples, &mut rng)?;
         let stats = model.train_pairs(chosen, rejected).await?;
         steps = step;
         let mut row = serde_json::json!({
@@ -209,47 +218,53 @@ pub async fn train_reward_model(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenizer::TextTokenizer;
+    use crate::tasks::arithmetic::{Addition, AdditionTask};
+    use crate::tasks::countdown::CountdownTask;
+    use crate::tokenizer::{BuiltinTokenizer, TextTokenizer};
 
     #[test]
     fn rejected_answers_are_wrong_and_of_the_same_kind() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let tokenizer = BuiltinTokenizer::new();
-        for a in [100, 345, 999] {
-            let problem = Problem { a, b: 456 };
-            for _ in 0..50 {
-                let wrong = wrong_answer(&problem, &mut rng);
-                assert_ne!(wrong, problem.answer_text());
-                assert_eq!(wrong.len(), problem.answer_text().len());
-                assert!(wrong.bytes().all(|b| b.is_ascii_digit()));
+        let addition = AdditionTask::new(10, 0).unwrap();
+        let countdown = CountdownTask::new(3, 10, 0).unwrap();
+        for task in [&addition as &dyn Task, &countdown] {
+            for index in 0..100 {
+                let problem = task.train_problem(index);
+                let wrong = wrong_answer(task, &problem, &mut rng);
+                assert!(!task.is_correct(&wrong, &problem), "{problem:?}: {wrong}");
+                assert!(task.tokenizer().encode(&wrong).is_ok());
             }
         }
-        let problem = Problem { a: 123, b: 459 };
-        let wrong_sample = vec![4, 4, 5, 2]; // "112<eos>"
-        let right_sample = vec![5, 11, 8, 2]; // "285<eos>"
+    }
+
+    #[test]
+    fn on_policy_pairs_use_wrong_samples_only() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let task = AdditionTask::new(10, 0).unwrap();
+        let problem = Addition { a: 123, b: 459 }.problem();
+        let tokenizer = BuiltinTokenizer::new();
+        let wrong_sample = tokenizer.encode("112").unwrap();
+        let right_sample = tokenizer.encode("285").unwrap();
         let (chosen, rejected, from_policy) = on_policy_pairs(
-            &[problem, problem, problem],
+            &task,
+            &[problem.clone(), problem.clone(), problem.clone()],
             &[wrong_sample.clone(), wrong_sample.clone(), right_sample],
             &mut rng,
-        );
+        )
+        .unwrap();
         assert_eq!(
             from_policy, 1,
             "only every other pair takes the policy's sample"
         );
-        assert_eq!(chosen[0], sequence(&problem, "285"));
-        assert_eq!(
-            &rejected[0][problem.prompt_tokens().len()..],
-            wrong_sample.as_slice()
-        );
+        assert_eq!(chosen[0], sequence(&task, &problem, "285").unwrap());
+        let prompt_len = task.prompt_ids(&problem).unwrap().len();
+        assert_eq!(&rejected[0][prompt_len..], wrong_sample.as_slice());
         assert_ne!(
             rejected[2], chosen[2],
             "a right sample is replaced by a made-up wrong one"
         );
-        assert_ne!(
-            &rejected[1][problem.prompt_tokens().len()..],
-            wrong_sample.as_slice()
-        );
-        let tokens = sequence(&problem, "285");
+        assert_ne!(&rejected[1][prompt_len..], wrong_sample.as_slice());
+        let tokens = sequence(&task, &problem, "285").unwrap();
         assert_eq!(tokenizer.decode(&tokens).unwrap(), "321+954=285");
         assert_eq!(*tokens.last().unwrap(), BuiltinTokenizer::EOS);
     }

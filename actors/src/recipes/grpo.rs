@@ -1,0 +1,283 @@
+//! GRPO's settings and what a run reports. The algorithm itself reads top to bottom in
+//! `examples/grpo_arithmetic.rs` (spawn the roles, build the graph, run, report); a task and its
+//! rewards are configuration here, so `examples/grpo_countdown.rs` runs the same file on another
+//! task.
+
+use super::error::{RecipeError, Result};
+use super::metrics::summary_table;
+use super::run_log::{HeldoutPoint, PhaseFigures, RunLog};
+use super::warm_start::{WarmStartConfig, WarmStartOutcome};
+use crate::roles::reward::RewardSpec;
+use crate::tasks::TaskSpec;
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// Everything a GRPO run is made from.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrpoConfig {
+    /// What to learn (its held-out size is the evaluation set).
+    pub task: TaskSpec,
+    /// The reward: registered reward functions with their weights.
+    pub rewards: Vec<RewardSpec>,
+    /// GRPO steps after the warm start.
+    pub steps: usize,
+    /// Samples per prompt.
+    pub group_size: usize,
+    /// Prompts per step.
+    pub batch: usize,
+    /// Peak learning rate (cosine decay over the steps).
+    pub lr: f64,
+    /// Weight of the KL penalty to the reference (k3 estimator).
+    pub kl_coef: f64,
+    /// Rollouts may be made with weights up to this many steps old (0: synchronous).
+    pub max_staleness: usize,
+    /// Run on the cluster at this address instead of an embedded one.
+    pub cluster: Option<String>,
+    /// Where metrics, the plot and the checkpoint go.
+    pub out: PathBuf,
+    pub temperature: f32,
+    pub clip: f64,
+    /// How often held-out success is measured (steps).
+    pub eval_every: usize,
+    pub trainers: usize,
+    pub rollouts: usize,
+    pub warm_start: WarmStartConfig,
+}
+
+impl GrpoConfig {
+    /// The recipe's tuned setting for `task` and `rewards`.
+    pub fn new(task: TaskSpec, rewards: Vec<RewardSpec>) -> Self {
+        GrpoConfig {
+            out: PathBuf::from(format!("runs/grpo_{}", task.name)),
+            task,
+            rewards,
+            steps: 200,
+            group_size: 8,
+            batch: 32,
+            lr: 2e-4,
+            kl_coef: 0.01,
+            max_staleness: 0,
+            cluster: None,
+            temperature: 1.0,
+            clip: 0.2,
+            eval_every: 10,
+            trainers: 2,
+            rollouts: 2,
+            warm_start: WarmStartConfig::default(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(RecipeError::Config(why));
+        if self.steps == 0 || self.batch == 0 {
+            return bad(format!(
+                "--steps {} and --batch {} must be at least 1",
+                self.steps, self.batch
+            ));
+        }
+        if self.group_size < 2 {
+            return bad(format!(
+                "--group-size {}: GRPO needs at least 2",
+                self.group_size
+            ));
+        }
+        let rows = self.batch * self.group_size;
+        if rows < self.trainers.max(self.rollouts) {
+            return bad(format!(
+                "{rows} samples per step cannot be split over {} trainers and {} rollouts",
+                self.trainers, self.rollouts
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if !(self.kl_coef >= 0.0 && self.kl_coef.is_finite()) {
+            return bad(format!("--kl-coef {} must be >= 0", self.kl_coef));
+        }
+        if self.eval_every == 0 || self.task.held_out < 200 {
+            return bad(format!(
+                "held-out evaluation needs eval_every >= 1 and at least 200 problems ({} given)",
+                self.task.held_out
+            ));
+        }
+        if self.warm_start.batch < self.trainers {
+            return bad(format!(
+                "warm-start batch {} is smaller than the {} trainers",
+                self.warm_start.batch, self.trainers
+            ));
+        }
+        if self.rewards.is_empty() {
+            return bad("at least one reward function is needed".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// What a run measured; `--json` writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrpoReport {
+    pub task: String,
+    pub heldout_accuracy_sft: f64,
+    pub heldout_accuracy_final: f64,
+    pub improvement_points: f64,
+    /// Held-out success at every evaluation: step, seconds since the start, accuracy.
+    pub heldout_curve: Vec<HeldoutPoint>,
+    pub steps: usize,
+    pub sft_steps: usize,
+    pub wall_s: f64,
+    pub sft_s: f64,
+    pub grpo_s: f64,
+    pub step_s_mean: f64,
+    pub weight_sync_ms_mean: f64,
+    pub rollout_tokens_per_s: f64,
+    /// Bytes the driver sent and received per step, everything included.
+    pub driver_bytes_per_step: f64,
+    /// Bytes of batch data the stages read and kept per step, moved between members directly.
+    pub stage_bytes_per_step: f64,
+    pub reward_mean_first_10: f64,
+    pub reward_mean_last_10: f64,
+    pub kl_final: f64,
+    pub max_staleness: usize,
+    pub seed: u64,
+    pub parameters: usize,
+    pub heldout_problems: usize,
+    pub checkpoint: PathBuf,
+    /// Held-out success of a rollout actor loaded from the saved checkpoint.
+    pub checkpoint_heldout_accuracy: Option<f64>,
+    pub metrics: PathBuf,
+    pub plot: PathBuf,
+}
+
+impl GrpoReport {
+    /// The figures of a finished run (the checkpoint comes with `with_checkpoint`).
+    pub fn from_run(
+        config: &GrpoConfig,
+        sft: &WarmStartOutcome,
+        phase: PhaseFigures,
+        log: &RunLog,
+        parameters: usize,
+        started: std::time::Instant,
+    ) -> Self {
+        let (reward_mean_first_10, reward_mean_last_10) = log.first_and_last("reward_mean", 10);
+        let final_accuracy = phase
+            .heldout_curve
+            .last()
+            .map_or(sft.heldout_accuracy, |point| point.accuracy);
+        GrpoReport {
+            task: config.task.name.clone(),
+            heldout_accuracy_sft: sft.heldout_accuracy,
+            heldout_accuracy_final: final_accuracy,
+            improvement_points: (final_accuracy - sft.heldout_accuracy) * 100.0,
+            steps: phase.steps,
+            sft_steps: sft.steps,
+            wall_s: started.elapsed().as_secs_f64(),
+            sft_s: sft.seconds,
+            grpo_s: phase.seconds,
+            step_s_mean: phase.seconds / phase.steps.max(1) as f64,
+            weight_sync_ms_mean: phase.weight_sync_ms_mean,
+            rollout_tokens_per_s: phase.rollout_tokens_per_s,
+            driver_bytes_per_step: phase.driver_bytes_per_step,
+            stage_bytes_per_step: phase.stage_bytes_per_step,
+            heldout_curve: phase.heldout_curve,
+            reward_mean_first_10,
+            reward_mean_last_10,
+            kl_final: log.last("kl").unwrap_or(0.0),
+            max_staleness: config.max_staleness,
+            seed: config.task.seed,
+            parameters,
+            heldout_problems: config.task.held_out,
+            checkpoint: PathBuf::new(),
+            checkpoint_heldout_accuracy: None,
+            metrics: log.metrics_path(),
+            plot: PathBuf::new(),
+        }
+    }
+
+    /// The saved checkpoint, its reloaded held-out success, and the plot.
+    pub fn with_checkpoint(
+        mut self,
+        checkpoint: PathBuf,
+        accuracy: Option<f64>,
+        plot: PathBuf,
+    ) -> Self {
+        self.checkpoint = checkpoint;
+        self.checkpoint_heldout_accuracy = accuracy;
+        self.plot = plot;
+        self
+    }
+}
+
+/// The table printed at the end of a run.
+pub fn summary(report: &GrpoReport) -> String {
+    let percent = |value: f64| format!("{:.1}%", value * 100.0);
+    summary_table(
+        &format!("GRPO on {}", report.task),
+        &[
+            ("parameters", report.parameters.to_string()),
+            ("warm-start steps", report.sft_steps.to_string()),
+            (
+                "held-out success after warm start",
+                percent(report.heldout_accuracy_sft),
+            ),
+            ("GRPO steps", report.steps.to_string()),
+            (
+                "held-out success after GRPO",
+                percent(report.heldout_accuracy_final),
+            ),
+            (
+                "improvement (points)",
+                format!("{:+.1}", report.improvement_points),
+            ),
+            (
+                "checkpoint reloaded, held-out success",
+                report
+                    .checkpoint_heldout_accuracy
+                    .map(percent)
+                    .unwrap_or_else(|| "not checked".into()),
+            ),
+            (
+                "mean reward, first 10 steps",
+                format!("{:.3}", report.reward_mean_first_10),
+            ),
+            (
+                "mean reward, last 10 steps",
+                format!("{:.3}", report.reward_mean_last_10),
+            ),
+            (
+                "KL to reference, last step",
+                format!("{:.4}", report.kl_final),
+            ),
+            (
+                "seconds per GRPO step",
+                format!("{:.3}", report.step_s_mean),
+            ),
+            (
+                "rollout tokens/s",
+                format!("{:.0}", report.rollout_tokens_per_s),
+            ),
+            (
+                "weight sync, mean",
+                format!("{:.1} ms", report.weight_sync_ms_mean),
+            ),
+            (
+                "bytes per step: driver / stages",
+                format!(
+                    "{:.0} / {:.0} ({:.2}%)",
+                    report.driver_bytes_per_step,
+                    report.stage_bytes_per_step,
+                    100.0 * report.driver_bytes_per_step / report.stage_bytes_per_step.max(1.0)
+                ),
+            ),
+            (
+                "warm start / GRPO / total",
+                format!(
+                    "{:.0} s / {:.0} s / {:.0} s",
+                    report.sft_s, report.grpo_s, report.wall_s
+                ),
+            ),
+            ("metrics", report.metrics.display().to_string()),
+            ("plot", report.plot.display().to_string()),
+            ("checkpoint", report.checkpoint.display().to_string()),
+        ],
+    )
+}

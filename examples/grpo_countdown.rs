@@ -1,0 +1,33 @@
+//! grpo_countdown: the GRPO of `grpo_arithmetic.rs` on another kind of task. Countdown: reach a
+//! target from three numbers with `+ - *` and parentheses, each number used exactly once
+//! (`3,5,8:23=` is answered `3*5+8`, or `8+5*3`, ...). Many answers are right, so rewards come
+//! from a verifier, not a match: `countdown_correct` (1 for a right answer) and
+//! `countdown_format` (0.1 for an expression over exactly the given numbers), both registered
+//! reward functions the reward actor runs. Same flags and `--json` keys as grpo_arithmetic.
+//!
+//! Run: `cargo run --release -p troupe-actors --example grpo_countdown -- --json runs/countdown.json`
+
+#[path = "grpo_arithmetic.rs"]
+mod grpo_arithmetic;
+
+use clap::Parser;
+use grpo_arithmetic::{grpo, Args};
+use troupe_actors::roles::reward::RewardSpec;
+use troupe_actors::tasks::countdown::CountdownTask;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    troupe::init();
+    let args = Args::parse();
+    let rewards = vec![
+        RewardSpec::new("countdown_correct", 1.0),
+        RewardSpec::new("countdown_format", 0.1),
+    ];
+    let config = args.config(CountdownTask::spec(500, args.seed), rewards);
+    let report = grpo(&config).await?;
+    if let Some(path) = &args.json {
+        let written = troupe::report::write_json(path, &serde_json::to_value(&report)?)?;
+        println!("wrote {}", written.display());
+    }
+    Ok(())
+}
