@@ -77,6 +77,8 @@ pub trait Task: Send + Sync {
 pub struct TaskSpec {
     pub name: String,
     /// The task's own settings (its registration says which it reads); `null` for defaults.
+    /// Travels as JSON text (the actor-call codec cannot carry a self-describing value).
+    #[serde(with = "json_text")]
     pub params: serde_json::Value,
     pub seed: u64,
     /// Held-out problems.
@@ -110,6 +112,25 @@ impl TaskSpec {
                 ))
             })?;
         (registration.build)(self)
+    }
+}
+
+/// `serde_json::Value` as its JSON text.
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &serde_json::Value,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<serde_json::Value, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -151,4 +172,24 @@ pub fn problem_rng(seed: u64, index: u64) -> rand::rngs::StdRng {
     let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
         ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03);
     rand::rngs::StdRng::seed_from_u64(mixed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_travels_through_the_actor_codec() {
+        let mut spec = TaskSpec::new("countdown", 3, 200);
+        spec.params = serde_json::json!({"numbers": 4});
+        let bytes = troupe::codec::encode(&spec).unwrap();
+        let back: TaskSpec = troupe::codec::decode(&bytes).unwrap();
+        assert_eq!(back, spec);
+        assert!(TaskSpec::new("nope", 0, 1)
+            .build()
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("arithmetic"));
+    }
 }
