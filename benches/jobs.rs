@@ -15,10 +15,10 @@
 
 use std::collections::HashMap;
 use std::time::Instant;
-use troupe::head::{self, HeadConfig};
 use troupe::jobs::JobClient;
-use troupe::node::{self, resources, NodeConfig};
 use troupe::proto::{JobSpec, NodeResources};
+use troupe::server::head::{self, HeadConfig};
+use troupe::server::node::{self, resources, NodeConfig};
 
 fn summary(name: &str, samples: &mut [f64], unit: &str) -> serde_json::Value {
     samples.sort_by(f64::total_cmp);

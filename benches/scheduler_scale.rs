@@ -15,8 +15,8 @@
 
 use std::collections::VecDeque;
 use std::time::Instant;
-use troupe::scheduler::policy::SplitMix64;
-use troupe::scheduler::{Claim, GpuDevice, NodeCapacity, Request, Scheduler, Strategy};
+use troupe::server::scheduler::policy::SplitMix64;
+use troupe::server::scheduler::{Claim, GpuDevice, NodeCapacity, Request, Scheduler, Strategy};
 
 struct Arrival {
     id: String,

@@ -97,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let status = cluster.status().await?;
-    println!("\n{}", troupe::cli::status_table(&status));
+    println!("\n{}", status.table());
     cluster.shutdown().await;
     Ok(())
 }

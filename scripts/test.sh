@@ -29,7 +29,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo check -p troupe --features cuda (with clippy, and the gpu_check example)"
-cargo clippy -p troupe --features cuda --lib --bins --example gpu_check -- -D warnings
+cargo clippy -p troupe --features cuda --lib --example gpu_check -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 echo "== Python stubs up to date"

@@ -1,7 +1,7 @@
 """Fixtures: a real troupe head and node agent started from the Rust binary, and clients for it.
 
 The binary is $TROUPE_BIN, else target/debug/troupe at the repository root (build it with
-`cargo build -p troupe`). Both processes run in their own process groups and are killed at the
+`cargo build -p troupe-cli`). Both processes run in their own process groups and are killed at the
 end of the session, also when a test or the start-up failed.
 """
 
@@ -30,7 +30,7 @@ def troupe_binary() -> Path:
     path = Path(os.environ.get("TROUPE_BIN") or REPO_ROOT / "target" / "debug" / "troupe")
     if not os.access(path, os.X_OK):
         pytest.fail(
-            f"no troupe executable at {path}: run `cargo build -p troupe` or set TROUPE_BIN", pytrace=False
+            f"no troupe executable at {path}: run `cargo build -p troupe-cli` or set TROUPE_BIN", pytrace=False
         )
     return path
 

@@ -23,12 +23,15 @@
 //! }
 //! ```
 //!
-//! Modules: `actor` (traits, handles, options), `head`, `node`, `worker`, `scheduler` (pure
-//! placement), `transport` (call streams), `cluster` (the driver's entry point), `cli` (the
-//! `troupe` command).
+//! What a driver uses is public: `Cluster` (the entry point; `cluster.status().await?.table()`
+//! for the tables `troupe status` prints), `actor` (traits, handles, options, groups), `data`
+//! (columnar batches), `objects` (object references), `pipeline` (checked stage graphs),
+//! `collective` and `reshard` (weight movement), `jobs` (the job client), `codec`, `report` and
+//! the error types. The server side (head, node agent, worker, scheduler, rpc plumbing, the
+//! trace simulator) is crate-private; what the `troupe` command (crate `troupe-cli`), the benches
+//! and the multi-process tests need of it is re-exported, hidden, under `server`.
 
 pub mod actor;
-pub mod cli;
 mod client;
 mod cluster;
 pub mod codec;
@@ -37,22 +40,26 @@ pub mod collective;
 pub mod cuda;
 pub mod data;
 mod error;
-pub mod head;
+pub(crate) mod head;
 pub mod jobs;
-pub mod node;
+pub(crate) mod node;
 pub mod objects;
 pub mod pipeline;
-pub mod private_fs;
+pub(crate) mod private_fs;
 pub mod report;
 pub mod reshard;
-pub mod rpc;
-pub mod scheduler;
-pub mod sim;
+pub(crate) mod rpc;
+pub(crate) mod scheduler;
+#[doc(hidden)]
+pub mod server;
+pub(crate) mod sim;
 mod transport;
 mod worker;
 
 pub use actor::{Actor, ActorGroup, ActorHandle, ActorRef, BoxFuture, SpawnOptions};
-pub use cluster::{Cluster, LocalClusterBuilder, PlacementGroup, PlacementGroupSpec};
+pub use cluster::{
+    Cluster, ClusterStatus, LocalClusterBuilder, PlacementGroup, PlacementGroupSpec,
+};
 pub use error::{ActorDeath, Error, RemotePanic, Result};
 pub use transport::bytes_received as call_bytes_received;
 pub use transport::bytes_sent as call_bytes_sent;

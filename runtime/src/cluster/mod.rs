@@ -8,7 +8,9 @@ mod diagnostics;
 mod executable;
 mod local;
 mod placement_groups;
+mod status;
 pub use placement_groups::{PlacementGroup, PlacementGroupSpec};
+pub use status::ClusterStatus;
 
 pub use local::LocalClusterBuilder;
 
@@ -17,10 +19,7 @@ use crate::client::{self, Client};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use std::sync::Arc;
-use troupe_proto::{
-    ActorInfo, ActorState, ClusterStatusReply, CreateActorRequest, GetActorRequest,
-    KillActorRequest,
-};
+use troupe_proto::{ActorInfo, ActorState, CreateActorRequest, GetActorRequest, KillActorRequest};
 
 /// A connection to a troupe cluster, embedded or remote.
 pub struct Cluster {
@@ -247,14 +246,16 @@ impl Cluster {
         Ok(())
     }
 
-    /// Nodes with their resources and usage, and every actor.
-    pub async fn status(&self) -> Result<ClusterStatusReply> {
+    /// Nodes with their resources and usage, every actor, job and placement group, and pending
+    /// demand; `status.table()` renders it as `troupe status` does.
+    pub async fn status(&self) -> Result<ClusterStatus> {
         let mut cluster = self.client.cluster.clone();
         Ok(cluster
             .status(troupe_proto::Empty {})
             .await
             .map_err(|status| Error::rpc("reading the cluster status", status))?
-            .into_inner())
+            .into_inner()
+            .into())
     }
 
     /// Stores `value` under `key` in the head's key-value store (for rendezvous).

@@ -11,31 +11,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use troupe_proto::{ActorState, ClusterStatusReply, GpuUsage, JobInfo, JobStatus, NodeStatus};
 
-/// Upper bounds (seconds) of the scheduling-latency histogram buckets.
-const BUCKETS: [f64; 10] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 10.0,
-];
-
-/// A Prometheus-style cumulative histogram.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    pub(crate) fn observe(&mut self, seconds: f64) {
-        for (bound, count) in BUCKETS.iter().zip(self.counts.iter_mut()) {
-            if seconds <= *bound {
-                *count += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += seconds;
-    }
-}
-
 /// The status view: every node with its usage, every actor, job and placement group, the
 /// policy, and the pending demand.
 pub(super) fn status_of(state: &mut HeadState) -> ClusterStatusReply {
@@ -236,33 +211,14 @@ pub(super) fn render(state: &HeadState, uptime: Duration) -> String {
     );
     let _ = writeln!(out, "# TYPE troupe_pending_requests gauge");
     let _ = writeln!(out, "troupe_pending_requests {}", state.pending.len());
-    let histogram = &counters.scheduling_latency;
     let _ = writeln!(
         out,
         "# HELP troupe_scheduling_latency_seconds From request (or death) to placement."
     );
     let _ = writeln!(out, "# TYPE troupe_scheduling_latency_seconds histogram");
-    for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
-        let _ = writeln!(
-            out,
-            "troupe_scheduling_latency_seconds_bucket{{le=\"{bound}\"}} {count}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "troupe_scheduling_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-        histogram.count
-    );
-    let _ = writeln!(
-        out,
-        "troupe_scheduling_latency_seconds_sum {}",
-        histogram.sum
-    );
-    let _ = writeln!(
-        out,
-        "troupe_scheduling_latency_seconds_count {}",
-        histogram.count
-    );
+    counters
+        .scheduling_latency
+        .write_prometheus(&mut out, "troupe_scheduling_latency_seconds");
     let _ = writeln!(
         out,
         "# HELP troupe_head_uptime_seconds Seconds since the head started."

@@ -1,12 +1,14 @@
 //! Jobs as every process sees them: the environment a job's entrypoint gets, the names of job
-//! statuses, working-directory packages (`archive`), and a client of the head's `Jobs` service
-//! (`client`, used by `troupe job`). The head's side lives in `head::jobs`, the node agent's in
-//! `node::jobs`.
+//! statuses, working-directory packages (`archive`), a client of the head's `Jobs` service
+//! (`client`, used by `troupe job`), and jobs as a table or JSON (`listing`). The head's side
+//! lives in `head::jobs`, the node agent's in `node::jobs`.
 
 pub mod archive;
 pub mod client;
+mod listing;
 
 pub use client::JobClient;
+pub use listing::{table, to_json};
 use troupe_proto::JobStatus;
 
 /// Set in a job's entrypoint (and the workers of actors it spawns): the job's submission id.

@@ -2,8 +2,8 @@
 //! be placed. Computed by placing the pending requests, in queue order, on the live state and
 //! collecting what does not fit; every trial placement is undone. An autoscaler reads it.
 
-use super::groups::Strategy;
 use super::resources::{Allocation, Request};
+use super::strategy::Strategy;
 use super::Scheduler;
 
 /// One unplaceable request shape and how many of it are waiting.

@@ -3,44 +3,10 @@
 //! all under one of four strategies, released all at once, and, when a node dies, its lost
 //! bundles wait to be placed again.
 
-use super::resources::{Allocation, Request};
+use super::resources::{fit_all, Allocation, Request};
+use super::strategy::Strategy;
 use super::{PlacementError, Scheduler, SearchRules};
 use std::collections::BTreeSet;
-
-/// How a group's bundles spread over nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// As few nodes as possible (best effort).
-    #[default]
-    Pack,
-    /// As many nodes as possible (best effort).
-    Spread,
-    /// All bundles on one node, or not placed.
-    StrictPack,
-    /// Every bundle on a different node, or not placed.
-    StrictSpread,
-}
-
-impl Strategy {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name.to_ascii_uppercase().as_str() {
-            "PACK" | "" => Strategy::Pack,
-            "SPREAD" => Strategy::Spread,
-            "STRICT_PACK" => Strategy::StrictPack,
-            "STRICT_SPREAD" => Strategy::StrictSpread,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::Pack => "PACK",
-            Strategy::Spread => "SPREAD",
-            Strategy::StrictPack => "STRICT_PACK",
-            Strategy::StrictSpread => "STRICT_SPREAD",
-        }
-    }
-}
 
 /// Who holds a placement, and how much they matter.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -341,8 +307,7 @@ impl Scheduler {
         let wanted: Vec<&Request> = bundles.iter().collect();
         self.live_kinds().into_iter().any(|kind| {
             let capacity = &self.kinds[kind as usize];
-            super::preemption::fit_all(capacity, &super::NodeUsage::empty(capacity), &wanted)
-                .is_some()
+            fit_all(capacity, &super::NodeUsage::empty(capacity), &wanted).is_some()
         })
     }
 
@@ -529,8 +494,7 @@ impl Scheduler {
             {
                 continue;
             }
-            let Some((usage, devices)) = super::preemption::fit_all(capacity, &node.usage, &wanted)
-            else {
+            let Some((usage, devices)) = fit_all(capacity, &node.usage, &wanted) else {
                 continue;
             };
             let before = super::policy::NodeView {

@@ -17,20 +17,37 @@ pub mod policy;
 mod preemption;
 mod queue;
 mod resources;
+mod strategy;
 mod summary;
 
 pub use demand::{Demand, DemandItem};
 pub use fragmentation::FragmentationAware;
-pub use groups::{Claim, Strategy};
-pub use policy::{by_name, PlacementPolicy, POLICY_NAMES};
+pub use groups::Claim;
+pub use policy::PlacementPolicy;
 pub use queue::{Pass, PendingQueue, QueueKey};
 pub use resources::{
     Allocation, GpuDevice, GpuShare, NodeAffinity, NodeCapacity, NodeUsage, Request, Shortfall,
 };
+pub use strategy::Strategy;
 
 use groups::Holder;
-use policy::NodeView;
+use policy::{BestFit, GpuPacking, NodeView, RandomPolicy};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The policies `by_name` knows, default first.
+pub const POLICY_NAMES: &[&str] = &["fragmentation", "fgd", "best-fit", "gpu-packing", "random"];
+
+/// The policy called `name`, or `None`.
+pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn PlacementPolicy>> {
+    Some(match name {
+        "fragmentation" => Box::new(FragmentationAware::default()),
+        "fgd" => Box::new(FragmentationAware::default().without_stranding()),
+        "best-fit" => Box::new(BestFit),
+        "gpu-packing" => Box::new(GpuPacking),
+        "random" => Box::new(RandomPolicy::new(seed)),
+        _ => return None,
+    })
+}
 
 /// Why a request cannot be placed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

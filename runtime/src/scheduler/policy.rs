@@ -1,9 +1,9 @@
 //! Placement policies: how the scheduler ranks the nodes a request fits on. A policy sees each
 //! candidate node before and after the placement and returns a score (lower is better); the
 //! scheduler enumerates candidates and keeps the best. Random, best-fit and GPU packing live
-//! here; the default, fragmentation-aware policy has its own module.
+//! here; the default, fragmentation-aware policy has its own module, and the by-name factory
+//! that knows both sits in the scheduler's `mod.rs`.
 
-use super::fragmentation::FragmentationAware;
 use super::resources::{NodeCapacity, NodeUsage, Request};
 
 /// One candidate node as a policy sees it.
@@ -49,21 +49,6 @@ pub trait PlacementPolicy: Send {
 
     /// The cost of moving a node from `before` to `after`; the lowest cost wins.
     fn score(&mut self, before: &NodeView, after: &NodeView) -> f64;
-}
-
-/// The policies `by_name` knows, default first.
-pub const POLICY_NAMES: &[&str] = &["fragmentation", "fgd", "best-fit", "gpu-packing", "random"];
-
-/// The policy called `name`, or `None`.
-pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn PlacementPolicy>> {
-    Some(match name {
-        "fragmentation" => Box::new(FragmentationAware::default()),
-        "fgd" => Box::new(FragmentationAware::default().without_stranding()),
-        "best-fit" => Box::new(BestFit),
-        "gpu-packing" => Box::new(GpuPacking),
-        "random" => Box::new(RandomPolicy::new(seed)),
-        _ => return None,
-    })
 }
 
 /// Uniformly random among the nodes the request fits on. The draw for a candidate depends on

@@ -3,8 +3,8 @@
 //! lowest priority first, then least GPU time lost; the plan is computed on the live state, by
 //! running the placement that will follow it, and every trial change is undone before returning.
 
-use super::groups::Strategy;
-use super::resources::{self, Request};
+use super::resources::{fit_all, Request};
+use super::strategy::Strategy;
 use super::{Claim, NodeUsage, Scheduler, Victim};
 
 /// Once one node has a workable victim set, this many more nodes are examined (in order of
@@ -305,28 +305,4 @@ pub(crate) fn fits_usage(
 ) -> bool {
     let wanted: Vec<&Request> = wanted.iter().collect();
     fit_all(capacity, usage, &wanted).is_some()
-}
-
-/// Fits `wanted` one after the other on a node of `capacity` with `usage` in use; returns the
-/// use afterwards and the devices each request got, or `None` if one does not fit.
-pub(crate) fn fit_all(
-    capacity: &super::NodeCapacity,
-    usage: &NodeUsage,
-    wanted: &[&Request],
-) -> Option<(NodeUsage, Vec<Vec<super::GpuShare>>)> {
-    let mut usage = usage.clone();
-    let mut devices = Vec::with_capacity(wanted.len());
-    for request in wanted {
-        let options = resources::fit_options(capacity, &usage, request).ok()?;
-        let gpus = options.into_iter().next()?;
-        usage.add_parts(
-            capacity,
-            request.cpu_milli,
-            request.memory_bytes,
-            &gpus,
-            &request.custom,
-        );
-        devices.push(gpus);
-    }
-    Some((usage, devices))
 }

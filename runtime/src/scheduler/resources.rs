@@ -210,6 +210,30 @@ pub(crate) fn fit_options(
     gpu_options(capacity, &usage.gpu_milli, request)
 }
 
+/// Fits `wanted` one after the other on a node of `capacity` with `usage` in use; returns the
+/// use afterwards and the devices each request got, or `None` if one does not fit.
+pub(crate) fn fit_all(
+    capacity: &NodeCapacity,
+    usage: &NodeUsage,
+    wanted: &[&Request],
+) -> Option<(NodeUsage, Vec<Vec<GpuShare>>)> {
+    let mut usage = usage.clone();
+    let mut devices = Vec::with_capacity(wanted.len());
+    for request in wanted {
+        let options = fit_options(capacity, &usage, request).ok()?;
+        let gpus = options.into_iter().next()?;
+        usage.add_parts(
+            capacity,
+            request.cpu_milli,
+            request.memory_bytes,
+            &gpus,
+            &request.custom,
+        );
+        devices.push(gpus);
+    }
+    Some((usage, devices))
+}
+
 /// The label, CPU, memory and custom-resource part of the fit test.
 fn check_non_gpu(
     capacity: &NodeCapacity,

@@ -48,15 +48,54 @@ pub(crate) fn run_to_exit() -> i32 {
     }
 }
 
-fn required(name: &str) -> anyhow::Result<String> {
-    std::env::var(name).map_err(|_| anyhow::anyhow!("the environment variable {name} is not set"))
+/// Why a worker gave up; printed to its log before it exits with status 1.
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error("the environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    #[error("the environment variable {name} is `{value}`, not a number")]
+    BadEnv { name: &'static str, value: String },
+    #[error(transparent)]
+    Token(#[from] crate::rpc::auth::TokenError),
+    #[error(transparent)]
+    Runtime(Box<crate::Error>),
+    #[error("{what}: {message}")]
+    Head { what: &'static str, message: String },
+    #[error("constructing {type_name}: {why}")]
+    Construct { type_name: String, why: String },
+    #[error("binding the worker's port: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the server task failed: {0}")]
+    Serve(#[from] tokio::task::JoinError),
 }
 
-async fn run() -> anyhow::Result<()> {
+impl From<crate::Error> for WorkerError {
+    fn from(err: crate::Error) -> Self {
+        WorkerError::Runtime(Box::new(err))
+    }
+}
+
+fn required(name: &'static str) -> Result<String, WorkerError> {
+    std::env::var(name).map_err(|_| WorkerError::MissingEnv(name))
+}
+
+/// The head's refusal of `what`, as a worker error.
+fn head_refused(what: &'static str) -> impl FnOnce(tonic::Status) -> WorkerError {
+    move |status| WorkerError::Head {
+        what,
+        message: status.message().to_string(),
+    }
+}
+
+async fn run() -> Result<(), WorkerError> {
     panics::install_hook();
     watch_parent();
     let actor_id = required(env::ACTOR_ID)?;
-    let incarnation: u64 = required(env::INCARNATION)?.parse()?;
+    let incarnation = required(env::INCARNATION)?;
+    let incarnation: u64 = incarnation.parse().map_err(|_| WorkerError::BadEnv {
+        name: env::INCARNATION,
+        value: incarnation.clone(),
+    })?;
     let head_address = required(env::HEAD_ADDRESS)?;
     let bind_host = std::env::var(env::BIND_HOST).unwrap_or_else(|_| "127.0.0.1".to_string());
     let binary_hash = std::env::var(env::BINARY_HASH).unwrap_or_default();
@@ -75,7 +114,7 @@ async fn run() -> anyhow::Result<()> {
             incarnation,
         })
         .await
-        .map_err(|status| anyhow::anyhow!("asking the head what to run: {}", status.message()))?
+        .map_err(head_refused("asking the head what to run"))?
         .into_inner();
 
     let constructed = construct(&spec).await;
@@ -89,7 +128,10 @@ async fn run() -> anyhow::Result<()> {
                 ..WorkerReadyRequest::default()
             };
             let _ = actors.worker_ready(report).await;
-            anyhow::bail!("constructing {}: {why}", spec.type_name);
+            return Err(WorkerError::Construct {
+                type_name: spec.type_name.clone(),
+                why,
+            });
         }
     };
     let listener = tokio::net::TcpListener::bind((bind_host.as_str(), 0)).await?;
@@ -114,7 +156,7 @@ async fn run() -> anyhow::Result<()> {
             constructor_error: String::new(),
         })
         .await
-        .map_err(|status| anyhow::anyhow!("reporting ready to the head: {}", status.message()))?;
+        .map_err(head_refused("reporting ready to the head"))?;
     tracing::info!(actor = actor_id, %address, "worker serving");
     tokio::spawn(report_calls(client.clone(), actor_id, context));
     serving.await?;

@@ -7,6 +7,7 @@
 mod actors;
 mod demand;
 mod groups;
+mod histogram;
 mod job_recovery;
 mod jobs;
 mod nodes;
@@ -16,6 +17,7 @@ mod preemption;
 pub(crate) use jobs::JobExit;
 
 use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, PendingQueue, Request, Scheduler};
+use histogram::Histogram;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 use troupe_proto::{
@@ -112,7 +114,7 @@ pub(crate) struct Counters {
     pub preemptions_total: u64,
     /// Actor lookups served (GetActor): the control-plane load that calls cause.
     pub lookups_total: u64,
-    pub scheduling_latency: crate::head::metrics::Histogram,
+    pub scheduling_latency: Histogram,
 }
 
 #[derive(Default)]

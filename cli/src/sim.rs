@@ -1,14 +1,14 @@
 //! `troupe sim`: replays a GPU-cluster trace through the scheduler and prints each policy's GPU
 //! allocation ratio (mean over seeds) and the wall time of one run; `--json` writes the same.
 
-use crate::scheduler::POLICY_NAMES;
-use crate::sim::{read_nodes, read_pods, run_openb, OpenbRun};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use std::path::PathBuf;
+use troupe::server::scheduler::POLICY_NAMES;
+use troupe::server::sim::{read_nodes, read_pods, run_openb, OpenbRun};
 
 #[derive(Debug, Subcommand)]
-pub enum SimCommand {
+pub(crate) enum SimCommand {
     /// The FGD paper's "InitSchedule" experiment on Alibaba's openb GPU trace.
     Openb {
         /// The folder with openb_node_list_gpu_node.csv and openb_pod_list_default.csv.
@@ -39,7 +39,7 @@ pub enum SimCommand {
 }
 
 /// Parses "42-51" or "1,5,9".
-pub fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
+pub(crate) fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
     let seeds: Vec<u64> = if let Some((first, last)) = text.split_once('-') {
         let first: u64 = first
             .trim()
@@ -68,7 +68,7 @@ pub fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
     Ok(seeds)
 }
 
-pub fn run(command: SimCommand) -> anyhow::Result<i32> {
+pub(crate) fn run(command: SimCommand) -> anyhow::Result<i32> {
     let SimCommand::Openb {
         trace_dir,
         policy,
@@ -171,7 +171,7 @@ pub fn run(command: SimCommand) -> anyhow::Result<i32> {
             "trace": {"nodes": nodes_path, "pods": pods_path, "tune": tune},
             "runs": runs_json,
         });
-        let written = crate::report::write_json(&path, &report)
+        let written = troupe::report::write_json(&path, &report)
             .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", written.display());
     }

@@ -345,7 +345,7 @@ fn main() -> std::process::ExitCode {
                 return false;
             }
         };
-        let token = match troupe::rpc::Token::from_env() {
+        let token = match troupe::server::rpc::Token::from_env() {
             Ok(token) => token,
             Err(err) => {
                 println!("no token: {err}\n0 passed, 1 failed");

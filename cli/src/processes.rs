@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// Runs `work` until it ends or the process gets SIGINT or SIGTERM.
-pub(super) async fn until_signal(work: impl std::future::Future<Output = ()>) {
+pub(crate) async fn until_signal(work: impl std::future::Future<Output = ()>) {
     let mut terminate =
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(signal) => signal,
@@ -22,13 +22,13 @@ pub(super) async fn until_signal(work: impl std::future::Future<Output = ()>) {
 }
 
 /// Whether a process with this pid exists.
-pub(super) fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
     pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
 }
 
 /// Sends SIGTERM, waits up to `grace` for the process to go, then SIGKILLs it.
-pub(super) async fn stop(pid: u32, grace: Duration) {
+pub(crate) async fn stop(pid: u32, grace: Duration) {
     if !alive(pid) {
         return;
     }

@@ -545,8 +545,8 @@ async fn bad_input_is_rejected(world: &World) -> anyhow::Result<()> {
         .version(Empty {})
         .await
         .map_err(|status| anyhow::anyhow!("the version check needs no token: {status:?}"))?;
-    let token = troupe::rpc::Token::from_env()?;
-    let channel = troupe::rpc::connect(&world.fixture.head_address, &token)
+    let token = troupe::server::rpc::Token::from_env()?;
+    let channel = troupe::server::rpc::connect(&world.fixture.head_address, &token)
         .await
         .map_err(anyhow::Error::msg)?;
     let mut actors = ActorsClient::new(channel.clone());

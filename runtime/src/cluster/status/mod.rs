@@ -1,63 +1,58 @@
-//! `troupe status`: nodes (state, resources, each GPU and who holds it), actors (with why a
-//! pending one waits), jobs, placement groups and pending demand, as tables or as one JSON object
-//! for scripts.
+//! `ClusterStatus`: what `Cluster::status` returns (the head's status reply: nodes with their
+//! resources, use and GPU holders, actors with why a pending one waits, jobs, placement groups,
+//! the policy and pending demand), and its two renderings: the tables `troupe status` prints
+//! (`table`) and the JSON object `troupe status --json` prints (`to_json`), for drivers and
+//! scripts alike. The placement-group and demand parts are in `status/scheduling.rs`.
 
-use anyhow::Context;
+mod scheduling;
+
 use serde_json::{json, Value};
 use std::fmt::Write as _;
-use troupe_proto::cluster_client::ClusterClient;
-use troupe_proto::{ClusterStatusReply, Empty};
+use troupe_proto::ClusterStatusReply;
 
-/// Asks the head at `address` for the cluster status.
-pub(super) async fn fetch(
-    address: &str,
-    token: &crate::rpc::Token,
-) -> anyhow::Result<ClusterStatusReply> {
-    let channel = crate::rpc::connect(address, token)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let mut client = ClusterClient::new(channel);
-    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), client.status(Empty {}))
-        .await
-        .context("the head did not answer within 10 s")?
-        .map_err(|status| anyhow::anyhow!("the head refused: {}", status.message()))?;
-    Ok(reply.into_inner())
+/// The cluster as the head sees it. Its fields are the reply's (`status.nodes`,
+/// `status.actors`, ...), read through `Deref`; `table()` and `to_json()` render it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterStatus(ClusterStatusReply);
+
+impl ClusterStatus {
+    /// Nodes, actors, jobs, placement groups and pending demand as the tables `troupe status`
+    /// prints (sections with nothing to show are left out).
+    pub fn table(&self) -> String {
+        to_table(&self.0)
+    }
+
+    /// The JSON form `troupe status --json` prints: `{"nodes": [...], "actors": [...], "jobs":
+    /// [...], "placement_groups": [...], "policy": ..., "pending_demand": {...}}`.
+    pub fn to_json(&self) -> Value {
+        to_json(&self.0)
+    }
+
+    /// The head's reply itself.
+    pub fn into_reply(self) -> ClusterStatusReply {
+        self.0
+    }
 }
 
-/// Fails with the reason when `address` is not `host:port` (before any token is looked for).
-pub(super) fn checked(address: String) -> anyhow::Result<String> {
-    crate::rpc::normalize_address(&address).map_err(anyhow::Error::msg)?;
-    Ok(address)
+impl From<ClusterStatusReply> for ClusterStatus {
+    fn from(reply: ClusterStatusReply) -> Self {
+        ClusterStatus(reply)
+    }
 }
 
-pub(super) fn head_address(flag: Option<String>) -> anyhow::Result<String> {
-    if let Some(address) = flag {
-        return Ok(address);
+impl std::ops::Deref for ClusterStatus {
+    type Target = ClusterStatusReply;
+
+    fn deref(&self) -> &ClusterStatusReply {
+        &self.0
     }
-    if let Ok(address) = std::env::var("TROUPE_ADDRESS") {
-        return Ok(address);
-    }
-    if let Some(state) = super::up::read_state(&super::up::state_dir(None)) {
-        return Ok(state.head_address);
-    }
-    anyhow::bail!(
-        "no head address: pass --head, set TROUPE_ADDRESS, or start a cluster with `troupe up`"
-    )
 }
 
-pub(super) async fn show(head: Option<String>, as_json: bool) -> anyhow::Result<()> {
-    let address = checked(head_address(head)?)?;
-    let token = crate::rpc::Token::from_env()
-        .with_context(|| format!("connecting to the cluster at {address}"))?;
-    let status = fetch(&address, &token)
-        .await
-        .with_context(|| format!("reading the status of the cluster at {address}"))?;
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&status))?);
-    } else {
-        print!("{}", to_table(&status));
+impl std::fmt::Display for ClusterStatus {
+    /// The tables of `table()`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.table())
     }
-    Ok(())
 }
 
 fn state_name(state: troupe_proto::ActorState) -> String {
@@ -67,8 +62,7 @@ fn state_name(state: troupe_proto::ActorState) -> String {
         .to_lowercase()
 }
 
-/// The JSON form: `{"nodes": [...], "actors": [...]}`.
-pub fn to_json(status: &ClusterStatusReply) -> Value {
+fn to_json(status: &ClusterStatusReply) -> Value {
     let nodes: Vec<Value> = status
         .nodes
         .iter()
@@ -127,8 +121,8 @@ pub fn to_json(status: &ClusterStatusReply) -> Value {
             })
         })
         .collect();
-    let jobs: Vec<Value> = status.jobs.iter().map(super::job::to_json).collect();
-    let (groups, policy, demand) = super::status_scheduling::to_json(status);
+    let jobs: Vec<Value> = status.jobs.iter().map(crate::jobs::to_json).collect();
+    let (groups, policy, demand) = scheduling::to_json(status);
     json!({
         "nodes": nodes,
         "actors": actors,
@@ -139,8 +133,7 @@ pub fn to_json(status: &ClusterStatusReply) -> Value {
     })
 }
 
-/// The table form.
-pub fn to_table(status: &ClusterStatusReply) -> String {
+fn to_table(status: &ClusterStatusReply) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "NODES");
     let _ = writeln!(
@@ -231,8 +224,8 @@ pub fn to_table(status: &ClusterStatusReply) -> String {
     }
     if !status.jobs.is_empty() {
         let _ = writeln!(out, "\nJOBS");
-        out.push_str(&super::job::table(&status.jobs));
+        out.push_str(&crate::jobs::table(&status.jobs));
     }
-    out.push_str(&super::status_scheduling::to_table(status));
+    out.push_str(&scheduling::to_table(status));
     out
 }

@@ -2,53 +2,22 @@
 //! process (started from this same `troupe` executable, in its own session so it outlives the
 //! command), with their pids and the head's address kept in a state file for `down` and `status`.
 
+use super::connect::{fetch_status, read_state, state_file, ClusterState};
 use super::processes;
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
+use troupe::server::rpc::{Token, TOKEN_FILE_NAME};
 
-pub(super) struct UpOptions {
+pub(crate) struct UpOptions {
     pub nodes: u32,
     pub gpus_per_node: u32,
     pub cpus_per_node: Option<f64>,
     pub port: u16,
     pub metrics_port: Option<u16>,
     pub dir: PathBuf,
-}
-
-/// What `up` leaves behind for `down` and `status`.
-#[derive(Debug, Serialize, Deserialize)]
-pub(super) struct ClusterState {
-    pub head_address: String,
-    pub metrics_address: Option<String>,
-    pub head_pid: u32,
-    pub node_pids: Vec<u32>,
-}
-
-/// The state directory: the flag, else $TROUPE_HOME, else /tmp/troupe-up.
-pub(super) fn state_dir(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| std::env::var_os("TROUPE_HOME").map(PathBuf::from))
-        .unwrap_or_else(|| std::env::temp_dir().join("troupe-up"))
-}
-
-fn state_file(dir: &Path) -> PathBuf {
-    dir.join("cluster.json")
-}
-
-/// Reads the state `up` left in `dir`, if any.
-pub(super) fn read_state(dir: &Path) -> Option<ClusterState> {
-    // A state file someone else wrote could send clients, and their token, anywhere.
-    if let Err(why) = crate::private_fs::check_own_file(&state_file(dir)) {
-        if state_file(dir).exists() {
-            tracing::warn!(%why, "ignoring the cluster state file");
-        }
-        return None;
-    }
-    let text = std::fs::read_to_string(state_file(dir)).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
@@ -72,7 +41,7 @@ fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
     Ok(child.id())
 }
 
-pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
+pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     if options.nodes == 0 {
         bail!("--nodes must be at least 1");
     }
@@ -86,7 +55,7 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
         }
     }
     // Private: its state file and logs steer clients, and its head directory holds the token.
-    crate::private_fs::ensure_private_dir(&options.dir).map_err(anyhow::Error::msg)?;
+    troupe::server::private_fs::ensure_private_dir(&options.dir).map_err(anyhow::Error::msg)?;
     let address_file = options.dir.join("head.address");
     let _ = std::fs::remove_file(&address_file);
     let mut head_args = vec![
@@ -139,7 +108,7 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
             options
                 .dir
                 .join("head")
-                .join(crate::rpc::auth::TOKEN_FILE_NAME)
+                .join(TOKEN_FILE_NAME)
                 .display()
                 .to_string(),
         ];
@@ -165,19 +134,14 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&state)?,
     )
     .with_context(|| format!("writing {}", state_file(&options.dir).display()))?;
-    let token = crate::rpc::Token::read_file(
-        &options
-            .dir
-            .join("head")
-            .join(crate::rpc::auth::TOKEN_FILE_NAME),
-    )?;
+    let token = Token::read_file(&options.dir.join("head").join(TOKEN_FILE_NAME))?;
     wait_for_nodes(&head_address, &token, options.nodes as usize).await?;
     println!("{head_address}");
     eprintln!(
         "troupe cluster up: head {head_address}, {} node(s); state in {}; cluster token in {}; stop it with `troupe down`",
         options.nodes,
         options.dir.display(),
-        options.dir.join("head").join(crate::rpc::auth::TOKEN_FILE_NAME).display()
+        options.dir.join("head").join(TOKEN_FILE_NAME).display()
     );
     if let Some(metrics) = metrics_address {
         eprintln!("metrics on http://{metrics}/metrics");
@@ -185,14 +149,10 @@ pub(super) async fn up(options: UpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_nodes(
-    head_address: &str,
-    token: &crate::rpc::Token,
-    expected: usize,
-) -> anyhow::Result<()> {
+async fn wait_for_nodes(head_address: &str, token: &Token, expected: usize) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(status) = super::status::fetch(head_address, token).await {
+        if let Ok(status) = fetch_status(head_address, token).await {
             if status.nodes.iter().filter(|node| node.alive).count() >= expected {
                 return Ok(());
             }
@@ -204,7 +164,7 @@ async fn wait_for_nodes(
     }
 }
 
-pub(super) async fn down(dir: &Path) -> anyhow::Result<()> {
+pub(crate) async fn down(dir: &Path) -> anyhow::Result<()> {
     let Some(state) = read_state(dir) else {
         bail!(
             "no cluster state in {} (was `troupe up` run with this --dir?)",

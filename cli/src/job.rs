@@ -1,17 +1,19 @@
 //! `troupe job`: submit a job (uploading its working directory), follow its logs, and show, list,
 //! stop or delete jobs, against the head's `Jobs` service.
 
-use crate::jobs::client::exit_code_of;
-use crate::jobs::{status_name, JobClient};
+use super::connect::{checked, head_address};
+use super::format::{print_job, write_out};
 use anyhow::Context;
 use clap::Subcommand;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
-use troupe_proto::{JobInfo, JobSpec};
+use troupe::jobs::client::exit_code_of;
+use troupe::jobs::{status_name, JobClient};
+use troupe::server::rpc::Token;
+use troupe_proto::JobSpec;
 
 #[derive(Debug, Subcommand)]
-pub(super) enum JobCommand {
+pub(crate) enum JobCommand {
     /// Submit a job and print its id; with --wait, print the id to stderr, follow the logs and
     /// exit with the job's exit code.
     Submit {
@@ -66,7 +68,7 @@ pub(super) enum JobCommand {
 
 /// Joins arguments into one shell command line, quoting those that need it; a single argument
 /// is used as it is.
-pub(super) fn command_line(args: &[String]) -> String {
+pub(crate) fn command_line(args: &[String]) -> String {
     if args.len() == 1 {
         return args[0].clone();
     }
@@ -86,93 +88,11 @@ pub(super) fn command_line(args: &[String]) -> String {
         .join(" ")
 }
 
-fn print_info(info: &JobInfo) {
-    println!("submission id: {}", info.submission_id);
-    println!("status:        {}", status_name(info.status()));
-    if let Some(spec) = &info.spec {
-        println!("entrypoint:    {}", spec.entrypoint);
-    }
-    if info.has_exit_code {
-        println!("exit code:     {}", info.exit_code);
-    }
-    if info.signal != 0 {
-        println!("signal:        {}", info.signal);
-    }
-    if !info.node_id.is_empty() {
-        println!("node:          {} (pid {})", info.node_id, info.pid);
-    }
-    println!("log bytes:     {}", info.log_bytes);
-    println!("message:       {}", info.message);
-}
-
-/// One job for `--json` output.
-pub(super) fn to_json(info: &JobInfo) -> serde_json::Value {
-    let spec = info.spec.clone().unwrap_or_default();
-    serde_json::json!({
-        "submission_id": info.submission_id,
-        "status": status_name(info.status()),
-        "entrypoint": spec.entrypoint,
-        "metadata": spec.metadata,
-        "exit_code": info.has_exit_code.then_some(info.exit_code),
-        "signal": info.signal,
-        "message": info.message,
-        "node_id": info.node_id,
-        "submit_time_ms": info.submit_time_ms,
-        "start_time_ms": info.start_time_ms,
-        "end_time_ms": info.end_time_ms,
-        "log_bytes": info.log_bytes,
-    })
-}
-
-/// Jobs as a table: id, status, exit code, node, entrypoint (cut at 60 characters).
-pub(super) fn table(jobs: &[JobInfo]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<28} {:<10} {:>5}  {:<22} ENTRYPOINT",
-        "SUBMISSION ID", "STATUS", "EXIT", "NODE"
-    );
-    for info in jobs {
-        let exit = if info.has_exit_code {
-            info.exit_code.to_string()
-        } else {
-            "-".to_string()
-        };
-        let entrypoint = info
-            .spec
-            .as_ref()
-            .map(|spec| spec.entrypoint.as_str())
-            .unwrap_or("");
-        let short: String = entrypoint.chars().take(60).collect();
-        let node = if info.node_id.is_empty() {
-            "-"
-        } else {
-            &info.node_id
-        };
-        let _ = writeln!(
-            out,
-            "{:<28} {:<10} {:>5}  {:<22} {short}",
-            info.submission_id,
-            status_name(info.status()),
-            exit,
-            node
-        );
-    }
-    out
-}
-
-fn write_out(data: &[u8]) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(data);
-    let _ = stdout.flush();
-}
-
 /// Runs a job command; returns the process's exit code.
-pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow::Result<i32> {
-    let address = super::status::checked(super::status::head_address(address)?)?;
-    let token = crate::rpc::Token::from_env()
-        .with_context(|| format!("connecting to the cluster at {address}"))?;
+pub(crate) async fn run(address: Option<String>, command: JobCommand) -> anyhow::Result<i32> {
+    let address = checked(head_address(address)?)?;
+    let token =
+        Token::from_env().with_context(|| format!("connecting to the cluster at {address}"))?;
     let client = JobClient::connect(&address, &token)
         .await
         .with_context(|| format!("connecting to the head at {address}"))?;
@@ -219,7 +139,7 @@ pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow:
             Ok(exit_code_of(&info))
         }
         JobCommand::Status { id } => {
-            print_info(&client.get(&id).await?);
+            print_job(&client.get(&id).await?);
             Ok(0)
         }
         JobCommand::Logs { id, follow } => {
@@ -245,10 +165,10 @@ pub(super) async fn run(address: Option<String>, command: JobCommand) -> anyhow:
         JobCommand::List { json } => {
             let jobs = client.list().await?;
             if json {
-                let all: Vec<_> = jobs.iter().map(to_json).collect();
+                let all: Vec<_> = jobs.iter().map(troupe::jobs::to_json).collect();
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                print!("{}", table(&jobs));
+                print!("{}", troupe::jobs::table(&jobs));
             }
             Ok(0)
         }

@@ -1,6 +1,6 @@
-//! The scheduling part of `troupe status`: placement groups (state, strategy, where each bundle
-//! went, why one waits), the placement policy, and pending demand (what the cluster would need
-//! to place everything pending: the figure an autoscaler reads).
+//! The scheduling part of the cluster status's tables and JSON form: placement groups (state,
+//! strategy, where each bundle went, why one waits), the placement policy, and pending demand
+//! (what the cluster would need to place everything pending: the figure an autoscaler reads).
 
 use serde_json::{json, Value};
 use std::fmt::Write as _;

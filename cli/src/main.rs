@@ -1,27 +1,29 @@
-//! The `troupe` command line: `head`, `node`, `up`/`down` (a local multi-process cluster),
-//! `status` and `job`.
+//! The `troupe` command: `head`, `node`, `up`/`down` (a local multi-process cluster), `status`,
+//! `job` and `sim`. This file parses the command line and runs the long-lived services (head,
+//! node agent); `connect.rs` finds and reaches a running cluster, `format.rs` prints what the
+//! job commands show, and each other command has a file of its own.
 
+mod connect;
+mod format;
 mod job;
 mod processes;
 mod sim;
 mod status;
-mod status_scheduling;
-
-pub use status::{to_json as status_json, to_table as status_table};
 mod up;
 
-use crate::head::{self, HeadConfig};
-use crate::node::{self, resources, NodeConfig};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use troupe::server::head::{self, HeadConfig};
+use troupe::server::node::{self, resources, NodeConfig};
+use troupe::server::rpc::{Token, TOKEN_FILE_NAME};
 use troupe_proto::NodeResources;
 
 /// Default port of the head's gRPC server.
-pub const DEFAULT_HEAD_PORT: u16 = 7380;
+const DEFAULT_HEAD_PORT: u16 = 7380;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +31,7 @@ pub const DEFAULT_HEAD_PORT: u16 = 7380;
     version,
     about = "A Ray-style actor runtime for RL post-training"
 )]
-pub struct Cli {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -172,15 +174,26 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     Ok((key.to_string(), value.to_string()))
 }
 
+fn main() {
+    let code = match run_command_line() {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
 /// Parses the command line and runs the command; returns the process's exit code.
-pub fn main() -> anyhow::Result<i32> {
+fn run_command_line() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     if let Command::Sim { command } = cli.command {
-        crate::init_logging("warn");
+        troupe::init_logging("warn");
         return sim::run(command);
     }
     let quiet = matches!(cli.command, Command::Job { .. } | Command::Status { .. });
-    crate::init_logging(if quiet { "warn" } else { "info" });
+    troupe::init_logging(if quiet { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -198,7 +211,7 @@ async fn run(command: Command) -> anyhow::Result<i32> {
 async fn run_service(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Job { .. } => bail!("job commands are run by `run`"),
-        Command::Sim { .. } => bail!("sim commands are run by `main`"),
+        Command::Sim { .. } => bail!("sim commands are run by `run_command_line`"),
         Command::Head {
             port,
             host,
@@ -212,7 +225,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
                 .parse()
                 .with_context(|| format!("`{host}:{port}` is not an address to bind"))?;
             // By default where `troupe up` keeps its head: clients find the token there.
-            let data_dir = data_dir.unwrap_or_else(|| up::state_dir(None).join("head"));
+            let data_dir = data_dir.unwrap_or_else(|| connect::state_dir(None).join("head"));
             let data_dir_shown = data_dir.clone();
             let mut config = HeadConfig::local(data_dir);
             config.bind = bind;
@@ -226,9 +239,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             println!("troupe head listening on {}", handle.address);
             println!(
                 "cluster token in {}",
-                data_dir_shown
-                    .join(crate::rpc::auth::TOKEN_FILE_NAME)
-                    .display()
+                data_dir_shown.join(TOKEN_FILE_NAME).display()
             );
             if let Some(metrics) = handle.metrics_address {
                 println!("metrics on http://{metrics}/metrics");
@@ -261,8 +272,8 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             token_file,
         } => {
             let token = match token_file {
-                Some(path) => crate::rpc::Token::read_file(&path)?,
-                None => crate::rpc::Token::from_env()?,
+                Some(path) => Token::read_file(&path)?,
+                None => Token::from_env()?,
             };
             let detected = resources::detect_gpus();
             let gpu_list = if gpus.is_some() || gpu_ids.is_some() {
@@ -325,11 +336,11 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
                 cpus_per_node,
                 port,
                 metrics_port,
-                dir: up::state_dir(dir),
+                dir: connect::state_dir(dir),
             })
             .await
         }
-        Command::Down { dir } => up::down(&up::state_dir(dir)).await,
+        Command::Down { dir } => up::down(&connect::state_dir(dir)).await,
         Command::Status { head, json } => status::show(head, json).await,
     }
 }
