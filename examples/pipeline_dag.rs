@@ -99,10 +99,10 @@ struct VersionSync {
 }
 
 impl WeightSyncEdge for VersionSync {
-    fn from_group(&self) -> &str {
+    fn learning_group(&self) -> &str {
         self.learners.name()
     }
-    fn to_group(&self) -> &str {
+    fn generating_group(&self) -> &str {
         self.generators.name()
     }
     fn connect(&self) -> BoxFuture<troupe::Result<()>> {

@@ -251,11 +251,11 @@ pub struct PolicyWeightSync {
 }
 
 impl WeightSyncEdge for PolicyWeightSync {
-    fn from_group(&self) -> &str {
+    fn learning_group(&self) -> &str {
         self.trainers.name()
     }
 
-    fn to_group(&self) -> &str {
+    fn generating_group(&self) -> &str {
         self.rollouts.name()
     }
 

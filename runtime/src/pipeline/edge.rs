@@ -18,9 +18,9 @@ pub struct SyncOutcome {
 /// Moves weights from one group of the pipeline to another.
 pub trait WeightSyncEdge: Send + Sync + 'static {
     /// The group whose stages learn (the pipeline's learning side).
-    fn from_group(&self) -> &str;
+    fn learning_group(&self) -> &str;
     /// The group that generates with the weights.
-    fn to_group(&self) -> &str;
+    fn generating_group(&self) -> &str;
     /// Joins what the sync needs; called once by `Pipeline::connect` (must be idempotent).
     fn connect(&self) -> BoxFuture<crate::Result<()>>;
     /// Moves the learners' current weights to every generator.

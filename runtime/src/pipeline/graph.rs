@@ -251,11 +251,11 @@ impl PipelineBuilder {
             return Err(PipelineError::Cycle { stages });
         }
         if let Some(edge) = &self.weight_sync {
-            for group in [edge.from_group(), edge.to_group()] {
+            for group in [edge.learning_group(), edge.generating_group()] {
                 if !self.groups.contains_key(group) {
                     return Err(PipelineError::WeightSyncGraph {
-                        from: edge.from_group().to_string(),
-                        to: edge.to_group().to_string(),
+                        from: edge.learning_group().to_string(),
+                        to: edge.generating_group().to_string(),
                         why: format!("no stage runs on group `{group}`"),
                     });
                 }
@@ -347,7 +347,7 @@ impl Pipeline {
             }
         }
         if let Some(edge) = &self.weight_sync {
-            let (from, to) = (edge.from_group(), edge.to_group());
+            let (from, to) = (edge.learning_group(), edge.generating_group());
             let _ = writeln!(
                 out,
                 "  weights_{from} [shape=note, label=\"weights: {from} -> {to}\"];"
@@ -383,8 +383,8 @@ impl Pipeline {
             let _ = writeln!(
                 out,
                 "  %% weight sync: {} -> {}",
-                edge.from_group(),
-                edge.to_group()
+                edge.learning_group(),
+                edge.generating_group()
             );
         }
         out

@@ -236,7 +236,7 @@ impl Pipeline {
             }
             Dispatch::Split => split_ranges(step_rows, members),
             Dispatch::Broadcast => vec![0..step_rows; members],
-            Dispatch::RankZero => vec![0..step_rows],
+            Dispatch::RankZero => std::iter::once(0..step_rows).collect(),
         };
         let reads_source: Vec<String> = stage
             .inputs
@@ -318,8 +318,8 @@ impl Pipeline {
                 edge.connect()
                     .await
                     .map_err(|source| PipelineError::WeightSync {
-                        from: edge.from_group().to_string(),
-                        to: edge.to_group().to_string(),
+                        from: edge.learning_group().to_string(),
+                        to: edge.generating_group().to_string(),
                         source: Box::new(source),
                     })
             })
@@ -340,8 +340,8 @@ impl Pipeline {
         edge.sync()
             .await
             .map_err(|source| PipelineError::WeightSync {
-                from: edge.from_group().to_string(),
-                to: edge.to_group().to_string(),
+                from: edge.learning_group().to_string(),
+                to: edge.generating_group().to_string(),
                 source: Box::new(source),
             })
     }

@@ -71,7 +71,7 @@ impl Pipeline {
         let trainer = self
             .weight_sync
             .as_ref()
-            .map(|edge| edge.from_group().to_string())
+            .map(|edge| edge.learning_group().to_string())
             .ok_or_else(|| PipelineError::Run {
                 stage: "(staleness)".to_string(),
                 why: "bounded staleness needs a weight-sync edge (learning group -> generating group)"

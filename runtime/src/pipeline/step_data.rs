@@ -72,10 +72,11 @@ pub struct StageReceipt {
     pub wiring_hash: u64,
 }
 
-type WiringKey = (u64, u32);
+/// (pipeline, stage) -> (wiring hash, wiring).
+type WiringTable = HashMap<(u64, u32), (u64, Arc<StageWiring>)>;
 
 /// The wiring each (pipeline, stage) has on this process.
-static WIRING: Mutex<Option<HashMap<WiringKey, (u64, Arc<StageWiring>)>>> = Mutex::new(None);
+static WIRING: Mutex<Option<WiringTable>> = Mutex::new(None);
 
 fn output_prefix(pipeline: u64) -> String {
     format!("step/{pipeline:x}/")
@@ -146,7 +147,7 @@ impl StageCall {
             let mut pieces = Vec::with_capacity(holders.len());
             for (rank, from, to) in holders {
                 let key = (producer, rank);
-                if !fetched.contains_key(&key) {
+                if let std::collections::btree_map::Entry::Vacant(slot) = fetched.entry(key) {
                     let owner = input.owners.get(rank).ok_or_else(|| Error::Invalid {
                         what: format!("stage `{}`", wiring.stage_name),
                         why: format!("no address for rank {rank} of its producer"),
@@ -154,7 +155,7 @@ impl StageCall {
                     let name = output_name(self.pipeline, self.meta.step, producer, rank as u32);
                     let bytes = crate::objects::fetch_named(owner, &name).await?;
                     self.bytes_in += bytes.len() as u64;
-                    fetched.insert(key, Batch::decode(bytes)?);
+                    slot.insert(Batch::decode(bytes)?);
                 }
                 let whole = &fetched[&key];
                 let piece = whole

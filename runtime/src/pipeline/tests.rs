@@ -40,10 +40,10 @@ struct CountingEdge {
 }
 
 impl WeightSyncEdge for CountingEdge {
-    fn from_group(&self) -> &str {
+    fn learning_group(&self) -> &str {
         self.from
     }
-    fn to_group(&self) -> &str {
+    fn generating_group(&self) -> &str {
         self.to
     }
     fn connect(&self) -> BoxFuture<crate::Result<()>> {

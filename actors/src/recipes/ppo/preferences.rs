@@ -56,12 +56,11 @@ pub fn wrong_answer(task: &dyn Task, problem: &Problem, rng: &mut impl Rng) -> S
     fallback
 }
 
+/// Chosen and rejected token sequences, pair by pair.
+pub type Pairs = (Vec<Vec<u32>>, Vec<Vec<u32>>);
+
 /// (chosen, rejected) sequences: the worked answer over a made-up wrong one.
-pub fn pairs(
-    task: &dyn Task,
-    problems: &[Problem],
-    rng: &mut impl Rng,
-) -> crate::Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+pub fn pairs(task: &dyn Task, problems: &[Problem], rng: &mut impl Rng) -> crate::Result<Pairs> {
     let mut chosen = Vec::with_capacity(problems.len());
     let mut rejected = Vec::with_capacity(problems.len());
     for problem in problems {
@@ -121,7 +120,7 @@ pub fn on_policy_pairs(
     problems: &[Problem],
     samples: &[Vec<u32>],
     rng: &mut impl Rng,
-) -> crate::Result<(Vec<Vec<u32>>, Vec<Vec<u32>>, usize)> {
+) -> crate::Result<(Pairs, usize)> {
     let mut chosen = Vec::with_capacity(problems.len());
     let mut rejected = Vec::with_capacity(problems.len());
     let mut from_policy = 0;
@@ -138,7 +137,7 @@ pub fn on_policy_pairs(
             rejected.push(sequence(task, problem, &wrong_answer(task, problem, rng))?);
         }
     }
-    Ok((chosen, rejected, from_policy))
+    Ok(((chosen, rejected), from_policy))
 }
 
 /// Where the reward model's problems start in a task's training sequence.
@@ -178,7 +177,8 @@ pub async fn train_reward_model(
             ..SamplingConfig::default()
         };
         let samples = policy.sample_answers(task, &problems, sampling).await?;
-        let (chosen, rejected, from_policy) = on_policy_pairs(task, &problems, &samples, &mut rng)?;
+        let ((chosen, rejected), from_policy) =
+            on_policy_pairs(task, &problems, &samples, &mut rng)?;
         let stats = model.train_pairs(chosen, rejected).await?;
         steps = step;
         let mut row = serde_json::json!({
@@ -245,7 +245,7 @@ mod tests {
         let tokenizer = BuiltinTokenizer::new();
         let wrong_sample = tokenizer.encode("112").unwrap();
         let right_sample = tokenizer.encode("285").unwrap();
-        let (chosen, rejected, from_policy) = on_policy_pairs(
+        let ((chosen, rejected), from_policy) = on_policy_pairs(
             &task,
             &[problem.clone(), problem.clone(), problem.clone()],
             &[wrong_sample.clone(), wrong_sample.clone(), right_sample],
