@@ -41,9 +41,17 @@ use troupe_actors::train::optim::{AdamWConfig, LrSchedule};
 /// Runs GRPO as `config` says and reports what it measured.
 pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
     config.validate()?;
-    let started = Instant::now();
     std::fs::create_dir_all(&config.out)?;
     let cluster = start_cluster(config.cluster.as_deref(), 8.0).await?;
+    let outcome = grpo_on(&cluster, config).await;
+    if config.cluster.is_none() {
+        cluster.shutdown().await;
+    }
+    outcome
+}
+
+async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
+    let started = Instant::now();
     let run = run_id("grpo");
     let task = config.task.build()?;
     let model = small_model(task.as_ref());
@@ -66,7 +74,7 @@ pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
         },
     };
     let policy = PolicyActors::spawn(
-        &cluster,
+        cluster,
         &run,
         trainer_config.clone(),
         config.trainers,
@@ -79,7 +87,7 @@ pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
             .name(format!("{run}/{role}"))
     };
     let source = PromptSource::spawn(
-        &cluster,
+        cluster,
         options(0.25, "prompts"),
         config.task.clone(),
         config.batch,
@@ -87,14 +95,14 @@ pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
     )
     .await?;
     let reference = Reference::spawn(
-        &cluster,
+        cluster,
         options(1.0, "reference"),
         trainer_config.source,
         pad_id,
     )
     .await?;
     let reward = Reward::spawn(
-        &cluster,
+        cluster,
         options(0.5, "reward"),
         config.task.clone(),
         config.rewards.clone(),
@@ -217,7 +225,7 @@ pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
             .await?;
         task.write_tokenizer(&checkpoint, model.max_position_embeddings)?;
         let checkpoint_heldout_accuracy =
-            PolicyActors::check_checkpoint(&cluster, &checkpoint, pad_id, &config.task)
+            PolicyActors::check_checkpoint(cluster, &checkpoint, pad_id, &config.task)
                 .await
                 .map_err(|err| eprintln!("could not check the checkpoint: {err:#}"))
                 .ok();
@@ -236,13 +244,10 @@ pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
         Ok(report)
     }
     .await;
-    policy.kill(&cluster).await;
-    let _ = sources.kill(&cluster).await;
-    let _ = references.kill(&cluster).await;
-    let _ = rewards.kill(&cluster).await;
-    if config.cluster.is_none() {
-        cluster.shutdown().await;
-    }
+    policy.kill(cluster).await;
+    let _ = sources.kill(cluster).await;
+    let _ = references.kill(cluster).await;
+    let _ = rewards.kill(cluster).await;
     outcome
 }
 
@@ -255,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
         RewardSpec::new("exact_match", 1.0),
         RewardSpec::new("digits_only", 0.1),
     ];
-    let config = args.config(AdditionTask::spec(500, args.seed), rewards);
+    let config = args.apply(GrpoConfig::new(AdditionTask::spec(500, args.seed), rewards));
     let report = grpo(&config).await?;
     if let Some(path) = &args.json {
         let written = troupe::report::write_json(path, &serde_json::to_value(&report)?)?;

@@ -12,6 +12,7 @@ mod grpo_arithmetic;
 
 use clap::Parser;
 use grpo_arithmetic::{grpo, Args};
+use troupe_actors::recipes::grpo::GrpoConfig;
 use troupe_actors::roles::reward::RewardSpec;
 use troupe_actors::tasks::countdown::CountdownTask;
 
@@ -23,7 +24,13 @@ async fn main() -> anyhow::Result<()> {
         RewardSpec::new("countdown_correct", 1.0),
         RewardSpec::new("countdown_format", 0.1),
     ];
-    let config = args.config(CountdownTask::spec(500, args.seed), rewards);
+    // Countdown's setting: 16 samples of 16 prompts per step (a larger group has a right answer
+    // more often, so fewer groups teach nothing) for 350 steps.
+    let mut config = GrpoConfig::new(CountdownTask::spec(500, args.seed), rewards);
+    config.group_size = 16;
+    config.batch = 16;
+    config.steps = 350;
+    let config = args.apply(config);
     let report = grpo(&config).await?;
     if let Some(path) = &args.json {
         let written = troupe::report::write_json(path, &serde_json::to_value(&report)?)?;

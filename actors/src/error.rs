@@ -26,9 +26,9 @@ pub enum ModelError {
         source: troupe::collective::CollectiveError,
     },
     /// A call to another actor, or a step's data, failed (boxed: the runtime's error is large).
-    #[error("cluster: {0}")]
-    Cluster(#[source] Box<troupe::Error>),
-    #[error("batch: {0}")]
+    #[error(transparent)]
+    Cluster(Box<troupe::Error>),
+    #[error(transparent)]
     Batch(#[from] troupe::data::BatchError),
 }
 

@@ -2,7 +2,9 @@
 //! `examples/grpo_arithmetic.rs` on an embedded cluster: the task and the reward function are
 //! registered here, in the test binary, and run inside the prompt-source, reward and rollout
 //! actors' worker processes (the same binary). The task: "two digits that sum to N": many
-//! answers are right (`9?` is answered `45`, `36`, `90`, ...), so a verifier judges them.
+//! answers are right (`3:9?` is answered `45`, `36`, `90`, ...), so a verifier judges them.
+//! Each prompt carries a round number (0-9, `3:` above) the answer does not depend on; the
+//! held-out prompts are (round, N) pairs training never shows.
 //!
 //! Run: `cargo test -p troupe-actors --test own_task`
 
@@ -19,16 +21,18 @@ use troupe_actors::tokenizer::{BuiltinTokenizer, TextTokenizer};
 
 // ---- The user's task and reward: everything a new task needs. ----
 
-/// "Write two digits that sum to N" for N in 0..=18.
+/// "Write two digits that sum to N" for N in 0..=18, in rounds 0..=9.
 struct DigitSum {
     seed: u64,
     held_out: Vec<Problem>,
     tokenizer: BuiltinTokenizer,
 }
 
-fn problem(target: u32) -> Problem {
+/// Problem `(round, target)` drawn from `rng`.
+fn draw(rng: &mut impl rand::Rng) -> Problem {
+    let (round, target) = (rng.random_range(0..=9), rng.random_range(0..=18));
     Problem {
-        prompt: format!("{target}?"),
+        prompt: format!("{round}:{target}?"),
         reference: target.to_string(),
     }
 }
@@ -45,9 +49,13 @@ fn sums_to_target(response: &str, problem: &Problem) -> f32 {
 troupe_actors::register_reward!("digit_sum", sums_to_target);
 troupe_actors::register_task!("digit_sum", |spec: &TaskSpec| {
     let mut rng = problem_rng(spec.seed, u64::MAX);
-    let held_out = (0..spec.held_out)
-        .map(|_| problem(rand::Rng::random_range(&mut rng, 0..=18)))
-        .collect();
+    let mut held_out: Vec<Problem> = Vec::new();
+    while held_out.len() < spec.held_out.min(40) {
+        let problem = draw(&mut rng);
+        if !held_out.contains(&problem) {
+            held_out.push(problem);
+        }
+    }
     Ok(Box::new(DigitSum {
         seed: spec.seed,
         held_out,
@@ -63,16 +71,19 @@ impl Task for DigitSum {
         Some(BuiltinTokenizer::BOS)
     }
     fn prompt_tokens(&self) -> usize {
-        4
+        6
     }
     fn answer_tokens(&self) -> usize {
         3
     }
     fn train_problem(&self, index: u64) -> Problem {
-        problem(rand::Rng::random_range(
-            &mut problem_rng(self.seed, index),
-            0..=18,
-        ))
+        let mut rng = problem_rng(self.seed, index);
+        loop {
+            let problem = draw(&mut rng);
+            if !self.held_out.contains(&problem) {
+                return problem;
+            }
+        }
     }
     fn held_out(&self) -> &[Problem] {
         &self.held_out

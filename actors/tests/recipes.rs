@@ -151,6 +151,7 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
     ] {
         anyhow::ensure!(json[key].is_number(), "--json lacks {key}: {json}");
     }
+    anyhow::ensure!(report.rollout_tokens_per_s > 0.0, "{report:?}");
     anyhow::ensure!(
         json["heldout_curve"]
             .as_array()

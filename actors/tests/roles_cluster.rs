@@ -1,6 +1,7 @@
 //! The roles as troupe actors, each in its own worker process on an embedded cluster: one GRPO
-//! iteration end to end (generate, score, reference log-probs, advantages, policy step, weight
-//! sync to the rollout), as the recipes run it.
+//! iteration end to end through the roles' direct methods (generate, score, reference log-probs,
+//! advantages, policy step, weights to the rollout); the recipes' tests run the same roles as
+//! pipeline stages.
 //!
 //! Run: `cargo test -p troupe-actors --test roles_cluster`
 

@@ -136,7 +136,16 @@ impl PolicyActors {
                 async move { rollout.evaluate(task, from, to).await }
             })
             .await?;
-        Ok(counts.iter().sum::<usize>() as f64 / task.held_out as f64)
+        let (correct, judged) = counts.iter().fold((0, 0), |(c, j), (correct, judged)| {
+            (c + correct, j + judged)
+        });
+        if judged == 0 {
+            return Err(RecipeError::Config(format!(
+                "task `{}` has no held-out problems to judge",
+                task.name
+            )));
+        }
+        Ok(correct as f64 / judged as f64)
     }
 
     /// Starts a new training phase on every trainer (fresh AdamW moments, `schedule`, gradient

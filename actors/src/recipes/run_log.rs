@@ -113,7 +113,7 @@ impl RunLog {
         let mut row = serde_json::Map::new();
         row.insert("step".into(), step.into());
         row.insert("made_with_version".into(), report.weight_version.into());
-        for (name, value) in &report.scalars {
+        for (name, value) in report.scalars.iter().chain(&report.counts) {
             row.insert(name.clone(), (*value).into());
         }
         for timing in &report.timings {
@@ -122,11 +122,7 @@ impl RunLog {
                 self.generate_s += timing.seconds;
             }
         }
-        self.tokens += report
-            .scalars
-            .get("response_tokens")
-            .copied()
-            .unwrap_or(0.0);
+        self.tokens += report.counts.get("response_tokens").copied().unwrap_or(0.0);
         self.stage_bytes += report.stage_bytes;
         row.insert("stage_bytes".into(), report.stage_bytes.into());
         if let Some(sync) = &report.weight_sync {

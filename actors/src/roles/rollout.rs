@@ -72,7 +72,7 @@ impl Rollout {
 
     /// Stage `generate`: `prompt` -> `response`, `old_logprob`, sampled with `sampling` (its
     /// seed mixed with the step and this member's rank, so every call draws afresh); step
-    /// scalar `response_tokens` (tokens generated).
+    /// count `response_tokens` (tokens generated, summed over the rollouts).
     pub async fn generate(
         &self,
         mut call: StageCall,
@@ -96,13 +96,16 @@ impl Rollout {
         let mut out = Batch::new(batch.rows())
             .with_ragged_u32(RESPONSE, &made.tokens, width)?
             .with_ragged_f32(OLD_LOGPROB, &made.logprobs, width)?;
-        out.step_meta_mut().set("response_tokens", tokens as f64);
+        let meta = out.step_meta_mut();
+        meta.add_count("response_tokens", tokens as f64);
+        // The version that really made the samples (a sync may land after the step began).
+        meta.set("rollout_version", self.version as f64);
         Ok(call.finish(out)?)
     }
 
-    /// How many of the task's held-out problems `from..to` this rollout answers right,
-    /// greedily: the problems, the answers and the judging all stay on this node.
-    pub fn evaluate(&mut self, task: TaskSpec, from: usize, to: usize) -> Result<usize> {
+    /// How many of the task's held-out problems `from..to` this rollout answers right, greedily,
+    /// and how many it judged: the problems, the answers and the judging stay on this node.
+    pub fn evaluate(&mut self, task: TaskSpec, from: usize, to: usize) -> Result<(usize, usize)> {
         if self
             .evaluated
             .as_ref()
@@ -112,14 +115,14 @@ impl Rollout {
             self.evaluated = Some((task, built));
         }
         let Some((_, task)) = &self.evaluated else {
-            return Ok(0);
+            return Ok((0, 0));
         };
         let problems = task
             .held_out()
             .get(from..to.min(task.held_out().len()))
             .unwrap_or(&[]);
         if problems.is_empty() {
-            return Ok(0);
+            return Ok((0, 0));
         }
         let prompts = problems
             .iter()
@@ -133,7 +136,7 @@ impl Rollout {
                 correct += 1;
             }
         }
-        Ok(correct)
+        Ok((correct, problems.len()))
     }
 
     /// Takes new weights; returns the version now served.

@@ -140,7 +140,7 @@ impl StepStats {
         meta.set("approx_kl", self.policy.approx_kl);
         meta.set("grad_norm", self.grad_norm);
         meta.set("lr", self.lr);
-        meta.set("trained_tokens", self.tokens as f64);
+        meta.add_count("trained_tokens", self.tokens as f64);
         meta.set("trained_version", self.version as f64);
     }
 }

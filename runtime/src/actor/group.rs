@@ -13,6 +13,15 @@ use crate::data::Batch;
 use crate::error::{Error, Result};
 use std::future::Future;
 
+/// A name no other group has, for groups not given one (`named`).
+fn fresh_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "group-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// Actors of one type, by rank.
 #[derive(Clone, Debug)]
 pub struct ActorGroup<H> {
@@ -58,7 +67,7 @@ impl<H: ActorHandle> ActorGroup<H> {
             }
         }
         Ok(ActorGroup {
-            name: "group".to_string(),
+            name: fresh_name(),
             members,
         })
     }
@@ -76,7 +85,7 @@ impl<H: Clone + Send + Sync + 'static> ActorGroup<H> {
     /// A group of existing handles, rank = position.
     pub fn from_handles(members: Vec<H>) -> Self {
         ActorGroup {
-            name: "group".to_string(),
+            name: fresh_name(),
             members,
         }
     }

@@ -61,23 +61,6 @@ pub enum BatchError {
     Decode(String),
 }
 
-/// The rows `0..rows` cut into `parts` contiguous near-equal ranges, in order (the first ones
-/// one row longer when it does not divide; empty ranges when there are more parts than rows).
-/// Every split of rows over ranks uses this, so producers and consumers agree on who holds what.
-pub fn split_ranges(rows: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
-    let parts = parts.max(1);
-    let (base, extra) = (rows / parts, rows % parts);
-    let mut from = 0;
-    (0..parts)
-        .map(|part| {
-            let to = from + base + usize::from(part < extra);
-            let range = from..to;
-            from = to;
-            range
-        })
-        .collect()
-}
-
 /// A columnar table.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Batch {
@@ -210,37 +193,6 @@ impl Batch {
             .collect())
     }
 
-    /// Adds a u32 column from values, one per row (indexes, counts).
-    pub fn with_u32(self, name: &str, values: &[u32]) -> Result<Self, BatchError> {
-        let mut bytes = BytesMut::with_capacity(values.len() * 4);
-        for value in values {
-            bytes.put_u32_le(*value);
-        }
-        self.with_column(name, ColumnType::U32, &[], bytes.freeze())
-    }
-
-    /// A u32 column's values, one per row.
-    pub fn u32_values(&self, name: &str) -> Result<Vec<u32>, BatchError> {
-        let column = self.columns.get(name).ok_or_else(|| BatchError::Column {
-            column: name.to_string(),
-            why: "no such column".to_string(),
-        })?;
-        if column.dtype != ColumnType::U32 || !column.row_shape.is_empty() {
-            return Err(BatchError::Column {
-                column: name.to_string(),
-                why: format!(
-                    "holds {:?} rows of shape {:?}, not one U32 per row",
-                    column.dtype, column.row_shape
-                ),
-            });
-        }
-        Ok(column
-            .data
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
-    }
-
     /// Only the named columns (metadata kept).
     pub fn project(&self, names: &[String]) -> Result<Batch, BatchError> {
         let mut columns = BTreeMap::new();
@@ -260,7 +212,8 @@ impl Batch {
     }
 
     /// Adds `other`'s columns (same number of rows; its columns replace same-named ones) and
-    /// merges its row metadata and its step scalars in (this batch's step and version stay).
+    /// merges its row metadata and its step figures in (this batch's step, version and figures
+    /// stay where both have them).
     pub fn merge(&mut self, other: Batch) -> Result<(), BatchError> {
         if other.rows != self.rows {
             return Err(BatchError::Shape(format!(
@@ -269,7 +222,7 @@ impl Batch {
             )));
         }
         self.columns.extend(other.columns);
-        self.step.absorb(&other.step);
+        self.step.fill_from(&other.step);
         for (mine, theirs) in self.meta.iter_mut().zip(other.meta) {
             mine.extend(theirs);
         }
@@ -340,19 +293,21 @@ impl Batch {
         })
     }
 
-    /// `parts` contiguous near-equal pieces (see [`split_ranges`]), sharing the column bytes.
+    /// `parts` contiguous near-equal pieces (see [`super::split_ranges`]), sharing the column
+    /// bytes.
     pub fn split(&self, parts: usize) -> Result<Vec<Batch>, BatchError> {
         if parts == 0 {
             return Err(BatchError::Shape("split into 0 parts".to_string()));
         }
-        split_ranges(self.rows, parts)
+        super::split_ranges(self.rows, parts)
             .into_iter()
             .map(|range| self.slice(range.start, range.end))
             .collect()
     }
 
     /// Batches with the same columns, one after the other; the first batch's step and version,
-    /// and every batch's scalars (the first holder of a name wins).
+    /// and every batch's figures (the first holder of a name wins: pieces of one batch carry
+    /// copies of its figures, which do not add up).
     pub fn concat(batches: &[Batch]) -> Result<Batch, BatchError> {
         let Some(first) = batches.first() else {
             return Ok(Batch::default());
@@ -403,7 +358,7 @@ impl Batch {
                 .flat_map(|batch| batch.meta.clone())
                 .collect(),
             step: batches.iter().fold(first.step.clone(), |mut step, batch| {
-                step.absorb(&batch.step);
+                step.fill_from(&batch.step);
                 step
             }),
         })

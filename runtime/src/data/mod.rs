@@ -5,6 +5,8 @@
 mod batch;
 mod ragged;
 mod step_meta;
+mod values;
 
-pub use batch::{split_ranges, Batch, BatchError, Column, ColumnType, RowMeta};
+pub use batch::{Batch, BatchError, Column, ColumnType, RowMeta};
 pub use step_meta::StepMeta;
+pub use values::split_ranges;

@@ -222,20 +222,22 @@ impl ObjectRef {
 async fn stream_from(owner: &str, id: &str, capacity: usize) -> Result<Bytes> {
     let mut client = client(owner).await?;
     let context = || format!("fetching object {id} from {owner}");
-    let mut stream = client
-        .fetch_object(ObjectId { id: id.to_string() })
+    let stalled = || Error::Rpc {
+        context: context(),
+        code: tonic::Code::DeadlineExceeded,
+        status_message: "stalled for 60 s".to_string(),
+    };
+    let opening = client.fetch_object(ObjectId { id: id.to_string() });
+    let mut stream = tokio::time::timeout(std::time::Duration::from_secs(60), opening)
         .await
+        .map_err(|_| stalled())?
         .map_err(|status| Error::rpc(context(), status))?
         .into_inner();
     let mut out = BytesMut::with_capacity(capacity);
     loop {
         let chunk = tokio::time::timeout(std::time::Duration::from_secs(60), stream.message())
             .await
-            .map_err(|_| Error::Rpc {
-                context: context(),
-                code: tonic::Code::DeadlineExceeded,
-                status_message: "stalled for 60 s".to_string(),
-            })?
+            .map_err(|_| stalled())?
             .map_err(|status| Error::rpc(context(), status))?;
         let Some(chunk) = chunk else {
             break;
@@ -255,9 +257,17 @@ pub(crate) fn own_address() -> String {
 /// heap, for `fetch_named` by others. Replaces an object of the same name.
 pub(crate) fn hold_named(id: String, bytes: Bytes) -> Result<()> {
     let mut store = STORE.write().map_err(|_| Error::NoCluster)?;
-    store
-        .get_or_insert_with(HashMap::new)
-        .insert(id, Stored::Heap(bytes));
+    let store = store.get_or_insert_with(HashMap::new);
+    let held: usize = store.values().map(Stored::len).sum();
+    if held + bytes.len() > STORE_LIMIT {
+        return Err(Error::Invalid {
+            what: format!("object {id}"),
+            why: format!(
+                "this process already holds {held} bytes of objects (limit {STORE_LIMIT})"
+            ),
+        });
+    }
+    store.insert(id, Stored::Heap(bytes));
     Ok(())
 }
 

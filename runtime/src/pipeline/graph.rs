@@ -40,8 +40,6 @@ pub(crate) struct Stage {
 /// fault, and a failed call keeps its cause (the actor, its node, the method and its error).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    #[error("stage `{stage}` runs on group `{group}`, which was never declared")]
-    UnknownGroup { stage: String, group: String },
     #[error("group `{group}` is declared with {first} and with {second} members")]
     GroupSize {
         group: String,
@@ -81,6 +79,12 @@ pub enum PipelineError {
         group: String,
         #[source]
         source: Box<crate::Error>,
+    },
+    #[error("stage `{stage}`: the step's data")]
+    Data {
+        stage: String,
+        #[source]
+        source: crate::data::BatchError,
     },
     #[error("the step observer failed")]
     Observer {
@@ -198,12 +202,6 @@ impl PipelineBuilder {
             if !names.insert(stage.name.clone()) {
                 return Err(PipelineError::DuplicateStage(stage.name.clone()));
             }
-            if !self.groups.contains_key(&stage.group) {
-                return Err(PipelineError::UnknownGroup {
-                    stage: stage.name.clone(),
-                    group: stage.group.clone(),
-                });
-            }
             nodes.push(graph.add_node(index));
         }
         let mut producer: BTreeMap<&str, (NodeIndex, String)> = BTreeMap::new();
@@ -277,6 +275,7 @@ impl PipelineBuilder {
             },
             connected: tokio::sync::OnceCell::new(),
             wired: std::sync::Mutex::new(BTreeMap::new()),
+            next_step: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 }
@@ -304,6 +303,8 @@ pub struct Pipeline {
     pub(crate) connected: tokio::sync::OnceCell<()>,
     /// The wiring hash each (stage, rank) member last acknowledged.
     pub(crate) wired: std::sync::Mutex<BTreeMap<(usize, usize), u64>>,
+    /// The index `run_step` gives its next step.
+    pub(crate) next_step: std::sync::atomic::AtomicUsize,
 }
 
 impl Pipeline {
@@ -322,9 +323,12 @@ impl Pipeline {
 
     fn id(&self, node: NodeIndex) -> String {
         match self.stages.get(self.graph[node]) {
-            Some(stage) => stage
-                .name
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            Some(stage) => format!(
+                "stage_{}",
+                stage
+                    .name
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            ),
             None => "source".to_string(),
         }
     }
@@ -348,9 +352,10 @@ impl Pipeline {
         }
         if let Some(edge) = &self.weight_sync {
             let (from, to) = (edge.learning_group(), edge.generating_group());
+            let id = from.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
             let _ = writeln!(
                 out,
-                "  weights_{from} [shape=note, label=\"weights: {from} -> {to}\"];"
+                "  weights_{id} [shape=note, label=\"weights: {from} -> {to}\"];"
             );
         }
         out.push_str("}\n");

@@ -2,8 +2,9 @@
 //! mode; an edge runs from a stage to every stage that consumes a column it produces (or from
 //! the source, for the driver's input columns); a weight-sync edge, owned by the pipeline, moves
 //! weights from the learning group to the generating group. The graph is checked when built
-//! (cycles, columns nobody produces, unknown groups: each error names the stages at fault),
-//! exported to DOT and Mermaid, and executed with independent stages running concurrently. The
+//! (cycles, columns nobody produces or two stages produce, a group name with two sizes: each
+//! error names the stages at fault), exported to DOT and Mermaid, and executed with independent
+//! stages running concurrently. The
 //! batches stay on the members that made them and travel between members directly
 //! (`StageCall`); the driver sends calls and reads receipts and step scalars.
 

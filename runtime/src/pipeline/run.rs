@@ -33,10 +33,12 @@ pub struct StepReport {
     pub rows: usize,
     /// Every stage's step scalars (for a group, rank 0's where members disagree).
     pub scalars: BTreeMap<String, f64>,
-    /// Per stage, in the order they finished.
+    /// Every stage's step counts, summed over the members that report them.
+    pub counts: BTreeMap<String, f64>,
+    /// Per stage, in the order they ran.
     pub timings: Vec<StageTiming>,
-    /// Bytes the stages read and kept (the batch data that moved between members; a driver
-    /// that carried the batches would have moved about as much).
+    /// Bytes of batch data the stages used as inputs and kept as outputs: what a driver that
+    /// carried the batches would have received and sent.
     pub stage_bytes: u64,
     /// The weight sync after the step's learning, when the pipeline has one.
     pub weight_sync: Option<SyncOutcome>,
@@ -58,6 +60,7 @@ impl StepState {
     pub(crate) fn new(step: usize, weight_version: u64, input: Batch, keep_steps: u64) -> Self {
         let mut meta = StepMeta::new(step as u64, weight_version);
         meta.scalars = input.step_meta().scalars.clone();
+        meta.counts = input.step_meta().counts.clone();
         let has_columns = input.column_names().next().is_some();
         StepState {
             step,
@@ -83,6 +86,7 @@ impl StepState {
             weight_version: self.meta.weight_version,
             rows: self.rows.unwrap_or(0),
             scalars: scalars.scalars,
+            counts: scalars.counts,
             timings: self.timings,
             stage_bytes: self.stage_bytes,
             weight_sync,
@@ -93,14 +97,18 @@ impl StepState {
 impl Pipeline {
     /// Runs one step on `input` (the driver's source columns, if the graph reads any, and the
     /// step scalars its stages should see), made with weights of `weight_version`. Does not
-    /// sync weights.
+    /// sync weights. Each call is a new step of the pipeline (its index in the report), so
+    /// calls never read each other's outputs.
     pub async fn run_step(
         &self,
         input: Batch,
         weight_version: u64,
     ) -> Result<StepReport, PipelineError> {
         self.check_source(&input)?;
-        let mut state = StepState::new(0, weight_version, input, self.keep_steps);
+        let step = self
+            .next_step
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut state = StepState::new(step, weight_version, input, self.keep_steps);
         let all: Vec<usize> = (0..self.stages.len()).collect();
         self.run_stages(&all, &mut state).await?;
         Ok(state.report(None))
@@ -119,7 +127,8 @@ impl Pipeline {
     }
 
     /// Runs the stages in `subset` (stages outside it count as done: their receipts must be in
-    /// `state`), each as soon as its inputs are ready.
+    /// `state`) in waves: every stage whose inputs are ready runs, together with the others
+    /// ready at that moment.
     pub(crate) async fn run_stages(
         &self,
         subset: &[usize],
@@ -256,7 +265,10 @@ impl Pipeline {
                     batch
                         .project(&reads_source)
                         .and_then(|b| b.slice(range.start, range.end))
-                        .map_err(|err| fail(err.to_string()))?,
+                        .map_err(|source| PipelineError::Data {
+                            stage: stage.name.clone(),
+                            source,
+                        })?,
                 ),
                 _ => None,
             };
@@ -274,14 +286,30 @@ impl Pipeline {
             }));
         }
         let started = Instant::now();
-        let receipts = (stage.run)(calls)
-            .await
-            .map_err(|source| PipelineError::Stage {
-                stage: stage.name.clone(),
-                group: stage.group.clone(),
-                source: Box::new(source),
-            })?;
+        let outcome = (stage.run)(calls).await;
+        let mut receipts = match outcome {
+            Ok(receipts) => receipts,
+            Err(source) => {
+                // A member may have restarted without the wiring: send it again next time.
+                if let Ok(mut wired) = self.wired.lock() {
+                    wired.retain(|(stage_index, _), _| *stage_index != index);
+                }
+                return Err(PipelineError::Stage {
+                    stage: stage.name.clone(),
+                    group: stage.group.clone(),
+                    source: Box::new(source),
+                });
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
+        if stage.dispatch == Dispatch::Broadcast {
+            // Every member did the same work on the same rows: count it once.
+            for receipt in receipts.iter_mut().skip(1) {
+                receipt.meta.counts.clear();
+                receipt.bytes_in = 0;
+                receipt.bytes_out = 0;
+            }
+        }
         if let Ok(mut wired) = self.wired.lock() {
             for (rank, receipt) in receipts.iter().enumerate() {
                 wired.insert((index, rank), receipt.wiring_hash);

@@ -65,7 +65,8 @@ pub struct StageReceipt {
     pub owner: String,
     /// The output's step scalars (a loss, a mean reward).
     pub meta: StepMeta,
-    /// Bytes the member read as inputs and kept as output.
+    /// Bytes of column data the member used as inputs (the rows and columns it read, not
+    /// whole fetched objects) and kept as output.
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// The wiring the member used (the driver stops resending it).
@@ -109,7 +110,10 @@ impl StageCall {
 
     fn wiring(&self) -> Result<Arc<StageWiring>> {
         let key = (self.pipeline, self.stage);
-        let mut table = WIRING.lock().map_err(|_| Error::NoCluster)?;
+        let mut table = WIRING.lock().map_err(|_| Error::Invalid {
+            what: "stage wiring".to_string(),
+            why: "its table was poisoned by a panic".to_string(),
+        })?;
         let table = table.get_or_insert_with(HashMap::new);
         if let Some(wiring) = &self.wiring {
             let wiring = Arc::new(wiring.clone());
@@ -140,6 +144,9 @@ impl StageCall {
                     why: format!("source column `{}` missing from the call", input.column),
                 })?;
                 let column = source.project(std::slice::from_ref(&input.column))?;
+                self.bytes_in += column
+                    .column(&input.column)
+                    .map_or(0, |c| c.data.len() as u64);
                 batch.merge(column)?;
                 continue;
             };
@@ -154,18 +161,21 @@ impl StageCall {
                     })?;
                     let name = output_name(self.pipeline, self.meta.step, producer, rank as u32);
                     let bytes = crate::objects::fetch_named(owner, &name).await?;
-                    self.bytes_in += bytes.len() as u64;
                     slot.insert(Batch::decode(bytes)?);
                 }
                 let whole = &fetched[&key];
                 let piece = whole
                     .project(std::slice::from_ref(&input.column))?
                     .slice(from, to)?;
+                self.bytes_in += piece
+                    .column(&input.column)
+                    .map_or(0, |column| column.data.len() as u64);
                 pieces.push(piece);
             }
             batch.merge(Batch::concat(&pieces)?)?;
         }
-        Ok(batch)
+        // The producers' own figures are theirs to report, not this stage's input.
+        Ok(batch.with_step_meta(self.meta.clone()))
     }
 
     /// For rows `[start, end)` of the step: which producer ranks hold them, and which of their
@@ -211,10 +221,15 @@ impl StageCall {
         let rows = output.rows() as u64;
         let scalars = StepMeta {
             scalars: output.step_meta().scalars.clone(),
+            counts: output.step_meta().counts.clone(),
             ..self.meta.clone()
         };
         let bytes: Bytes = output.encode()?;
-        let bytes_out = bytes.len() as u64;
+        let bytes_out = output
+            .column_names()
+            .filter_map(|name| output.column(name))
+            .map(|column| column.data.len() as u64)
+            .sum();
         let step = self.meta.step;
         let name = output_name(self.pipeline, step, self.stage, self.rank);
         crate::objects::hold_named(name, bytes)?;

@@ -253,14 +253,14 @@ async fn independent_stages_run_together_and_outputs_flow() {
     assert_eq!(names[2], "train");
     let dot = pipeline.to_dot();
     assert!(
-        dot.contains("source -> left")
-            && dot.contains("left -> train")
+        dot.contains("source -> stage_left")
+            && dot.contains("stage_left -> stage_train")
             && dot.contains("weights: trainer -> rollout"),
         "{dot}"
     );
     let mermaid = pipeline.to_mermaid();
     assert!(
-        mermaid.starts_with("flowchart LR") && mermaid.contains("right -->|b| train"),
+        mermaid.starts_with("flowchart LR") && mermaid.contains("stage_right -->|b| stage_train"),
         "{mermaid}"
     );
 }

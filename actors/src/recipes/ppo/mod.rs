@@ -359,7 +359,7 @@ async fn train(
         &config.task,
     )
     .await
-    .map_err(|err| eprintln!("could not check the checkpoint: {err}"))
+    .map_err(|err| eprintln!("could not check the checkpoint: {err:#}"))
     .ok();
     let plot_path = config.out.join("curves.png");
     log.plot(
