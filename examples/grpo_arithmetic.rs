@@ -35,8 +35,7 @@ use troupe_actors::roles::reward::{Reward, RewardSpec};
 use troupe_actors::roles::trainer::{PolicyConfig, TrainerConfig};
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
-use troupe_actors::train::losses::{Aggregation, KlEstimator};
-use troupe_actors::train::optim::{AdamWConfig, LrSchedule};
+use troupe_actors::train::optim::LrSchedule;
 
 /// Runs GRPO as `config` says and reports what it measured.
 pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
@@ -59,20 +58,12 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
 
     // 1. The roles. Trainers and rollouts start from the same fresh model; the trainers join
     //    their all-reduce group.
-    let trainer_config = TrainerConfig {
-        source: ModelSource::fresh(model.clone(), config.task.seed),
+    let trainer_config = TrainerConfig::for_policy(
+        ModelSource::fresh(model.clone(), config.task.seed),
         pad_id,
-        optimizer: AdamWConfig::default(),
-        schedule: LrSchedule::constant(config.lr),
-        max_grad_norm: 1.0,
-        micro_batch: 0,
-        policy: PolicyConfig {
-            clip: config.clip,
-            aggregation: Aggregation::TokenMean,
-            kl_coef: config.kl_coef,
-            kl_estimator: KlEstimator::K3,
-        },
-    };
+        config.lr,
+        PolicyConfig::clipped(config.clip, config.kl_coef),
+    );
     let policy = PolicyActors::spawn(
         cluster,
         &run,

@@ -67,9 +67,6 @@ impl Task for DigitSum {
     fn tokenizer(&self) -> &dyn TextTokenizer {
         &self.tokenizer
     }
-    fn bos_id(&self) -> Option<u32> {
-        Some(BuiltinTokenizer::BOS)
-    }
     fn prompt_tokens(&self) -> usize {
         6
     }

@@ -56,6 +56,34 @@ pub struct TrainerConfig {
     pub policy: PolicyConfig,
 }
 
+impl TrainerConfig {
+    /// A policy trainer from `source`: AdamW with its defaults at the constant rate `lr` (a
+    /// phase sets its own schedule), the global gradient norm clipped at 1, no micro-batches.
+    pub fn for_policy(source: ModelSource, pad_id: u32, lr: f64, policy: PolicyConfig) -> Self {
+        TrainerConfig {
+            source,
+            pad_id,
+            optimizer: AdamWConfig::default(),
+            schedule: LrSchedule::constant(lr),
+            max_grad_norm: 1.0,
+            micro_batch: 0,
+            policy,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// PPO-clip at `clip` with a token-mean loss and a k3 KL penalty weighted `kl_coef`.
+    pub fn clipped(clip: f64, kl_coef: f64) -> Self {
+        PolicyConfig {
+            clip,
+            aggregation: Aggregation::TokenMean,
+            kl_coef,
+            kl_estimator: KlEstimator::K3,
+        }
+    }
+}
+
 /// Advantages: one per response (GRPO, RLOO, ...) or one per response token (GAE with a critic).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Advantages {

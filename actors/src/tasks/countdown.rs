@@ -362,16 +362,8 @@ fn draw(rng: &mut impl Rng, count: usize) -> Countdown {
 }
 
 impl Task for CountdownTask {
-    fn write_tokenizer(&self, dir: &std::path::Path, max_positions: usize) -> Result<()> {
-        crate::tokenizer::write_builtin_tokenizer(dir, max_positions)
-    }
-
     fn tokenizer(&self) -> &dyn TextTokenizer {
         &self.tokenizer
-    }
-
-    fn bos_id(&self) -> Option<u32> {
-        Some(BuiltinTokenizer::BOS)
     }
 
     fn prompt_tokens(&self) -> usize {

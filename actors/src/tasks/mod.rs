@@ -26,8 +26,10 @@ pub struct Problem {
 pub trait Task: Send + Sync {
     /// Encodes prompts and decodes responses.
     fn tokenizer(&self) -> &dyn TextTokenizer;
-    /// The id put before every prompt, if the tokenizer has one.
-    fn bos_id(&self) -> Option<u32>;
+    /// The id put before every prompt (the tokenizer's, by default).
+    fn bos_id(&self) -> Option<u32> {
+        self.tokenizer().bos_id()
+    }
     /// Most tokens of a prompt, the `bos` included.
     fn prompt_tokens(&self) -> usize;
     /// Most new tokens of an answer, the end-of-sequence token included.
@@ -42,10 +44,9 @@ pub trait Task: Send + Sync {
     fn demonstration(&self, problem: &Problem) -> String;
 
     /// Writes the tokenizer's files beside a checkpoint in `dir`, so transformers and inference
-    /// engines load it with the same ids (nothing by default).
+    /// engines load it with the same ids (the tokenizer's `write_files`, by default).
     fn write_tokenizer(&self, dir: &std::path::Path, max_positions: usize) -> Result<()> {
-        let _ = (dir, max_positions);
-        Ok(())
+        self.tokenizer().write_files(dir, max_positions)
     }
 
     /// The prompt's token ids (`bos` first).

@@ -235,6 +235,10 @@ impl TextTokenizer for HfTokenizer {
     fn eos_id(&self) -> Option<u32> {
         self.eos
     }
+
+    fn bos_id(&self) -> Option<u32> {
+        self.bos
+    }
 }
 
 #[cfg(test)]

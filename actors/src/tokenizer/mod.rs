@@ -21,6 +21,15 @@ pub trait TextTokenizer: Send + Sync {
     fn vocab_size(&self) -> usize;
     fn pad_id(&self) -> u32;
     fn eos_id(&self) -> Option<u32>;
+    /// The id put before a prompt, if the tokenizer has one.
+    fn bos_id(&self) -> Option<u32> {
+        None
+    }
+    /// Writes the tokenizer's files into a checkpoint directory (nothing by default).
+    fn write_files(&self, dir: &std::path::Path, max_positions: usize) -> Result<()> {
+        let _ = (dir, max_positions);
+        Ok(())
+    }
 }
 
 /// Characters of the built-in tokenizer after the specials, in id order.
@@ -91,6 +100,16 @@ impl TextTokenizer for BuiltinTokenizer {
 
     fn eos_id(&self) -> Option<u32> {
         Some(Self::EOS)
+    }
+
+    fn bos_id(&self) -> Option<u32> {
+        Some(Self::BOS)
+    }
+
+    /// `tokenizer.json` and `tokenizer_config.json`, so transformers and inference engines
+    /// load the checkpoint with the same ids.
+    fn write_files(&self, dir: &std::path::Path, max_positions: usize) -> Result<()> {
+        write_builtin_tokenizer(dir, max_positions)
     }
 }
 

@@ -21,8 +21,7 @@ use crate::roles::trainer::{PolicyConfig, TrainerConfig};
 use crate::roles::ModelSource;
 use crate::tasks::arithmetic::AdditionTask;
 use crate::tasks::{Problem, Task, TaskSpec};
-use crate::train::losses::{Aggregation, KlEstimator};
-use crate::train::optim::{AdamWConfig, LrSchedule};
+use crate::train::optim::LrSchedule;
 use preferences::{train_reward_model, PreferenceConfig};
 use serde::Serialize;
 use stages::PpoActors;
@@ -180,21 +179,13 @@ async fn run_on(cluster: &Cluster, config: &PpoConfig, started: Instant) -> Resu
     let task = config.task.build()?;
     let model = small_model(task.as_ref());
     let pad_id = task.tokenizer().pad_id();
-    let trainer_config = TrainerConfig {
-        source: ModelSource::fresh(model.clone(), config.task.seed),
+    // The KL penalty is paid in the rewards; the trainer only measures it.
+    let trainer_config = TrainerConfig::for_policy(
+        ModelSource::fresh(model.clone(), config.task.seed),
         pad_id,
-        optimizer: AdamWConfig::default(),
-        schedule: LrSchedule::constant(config.lr),
-        max_grad_norm: 1.0,
-        micro_batch: 0,
-        policy: PolicyConfig {
-            clip: config.clip,
-            aggregation: Aggregation::TokenMean,
-            // The KL penalty is paid in the rewards; the trainer only measures it.
-            kl_coef: 0.0,
-            kl_estimator: KlEstimator::K3,
-        },
-    };
+        config.lr,
+        PolicyConfig::clipped(config.clip, 0.0),
+    );
     let policy = PolicyActors::spawn(
         cluster,
         &run,
