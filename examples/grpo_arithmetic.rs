@@ -53,7 +53,10 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
     let started = Instant::now();
     let run = run_id("grpo");
     let task = config.task.build()?;
-    let model = small_model(task.as_ref());
+    let model = troupe_actors::config::ModelConfig {
+        num_hidden_layers: config.layers,
+        ..small_model(task.as_ref())
+    };
     let pad_id = task.tokenizer().pad_id();
 
     // 1. The roles. Trainers and rollouts start from the same fresh model; the trainers join
@@ -62,7 +65,10 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
         ModelSource::fresh(model.clone(), config.task.seed),
         pad_id,
         config.lr,
-        PolicyConfig::clipped(config.clip, config.kl_coef),
+        PolicyConfig {
+            skip_zero_advantage: config.skip_flat_groups,
+            ..PolicyConfig::clipped(config.clip, config.kl_coef)
+        },
     );
     let policy = PolicyActors::spawn(
         cluster,
@@ -85,9 +91,10 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
         config.group_size,
     )
     .await?;
+    // The reference computes while the trainers and rollouts wait for it: two threads.
     let reference = Reference::spawn(
         cluster,
-        options(1.0, "reference"),
+        options(2.0, "reference"),
         trainer_config.source,
         pad_id,
     )
@@ -181,7 +188,11 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
         .await?;
         reference.load_weights(policy.weights().await?).await?;
         policy
-            .start_phase(LrSchedule::cosine(config.lr, config.steps as u64, 0.05))
+            .start_phase(LrSchedule::cosine(
+                config.lr,
+                config.steps as u64,
+                config.lr_floor,
+            ))
             .await?;
 
         // 4. GRPO: the pipeline runs the steps (within the staleness bound) and syncs weights

@@ -23,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let rewards = vec![
         RewardSpec::new("countdown_correct", 1.0),
         RewardSpec::new("countdown_format", 0.1),
+        RewardSpec::new("countdown_closeness", 0.3),
     ];
     // Countdown's setting: 16 samples of 16 prompts per step (a larger group has a right answer
     // more often, so fewer groups teach nothing) for 350 steps.

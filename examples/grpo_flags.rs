@@ -4,6 +4,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use troupe_actors::recipes::grpo::GrpoConfig;
+use troupe_actors::roles::reward::RewardSpec;
 
 /// GRPO on a task (flags shared by the GRPO examples; unset ones keep the example's setting).
 #[derive(Parser, Debug)]
@@ -18,12 +19,28 @@ pub struct Args {
     /// Prompts per step (arithmetic 32, countdown 16).
     #[arg(long)]
     batch: Option<usize>,
+    /// Decoder layers of the policy (arithmetic 2).
+    #[arg(long)]
+    layers: Option<usize>,
     /// Peak learning rate of GRPO, cosine decay to 5% over the steps (2e-4).
     #[arg(long)]
     lr: Option<f64>,
+    /// The learning rate at the last step, as a share of the peak (0.05; 1 keeps it constant).
+    #[arg(long)]
+    lr_floor: Option<f64>,
+    /// A reward function and its weight, `NAME=WEIGHT`; repeat for several. Replaces the
+    /// example's list (arithmetic: exact_match=1 digits_only=0.1).
+    #[arg(long = "reward", value_parser = parse_reward)]
+    rewards: Vec<RewardSpec>,
+    /// Measure held-out success every this many steps (10).
+    #[arg(long)]
+    eval_every: Option<usize>,
     /// Weight of the KL penalty to the reference policy (0.01).
     #[arg(long)]
     kl_coef: Option<f64>,
+    /// Train only on groups whose samples scored differently (true/false; countdown true).
+    #[arg(long)]
+    skip_flat_groups: Option<bool>,
     /// Let rollouts run up to this many steps ahead of training (0: synchronous).
     #[arg(long)]
     max_staleness: Option<usize>,
@@ -58,6 +75,13 @@ impl Args {
         set(self.batch, &mut config.batch);
         set(self.max_staleness, &mut config.max_staleness);
         set(self.warm_start_max_steps, &mut config.warm_start.max_steps);
+        set(self.eval_every, &mut config.eval_every);
+        set(self.layers, &mut config.layers);
+        config.lr_floor = self.lr_floor.unwrap_or(config.lr_floor);
+        config.skip_flat_groups = self.skip_flat_groups.unwrap_or(config.skip_flat_groups);
+        if !self.rewards.is_empty() {
+            config.rewards = self.rewards.clone();
+        }
         config.lr = self.lr.unwrap_or(config.lr);
         config.kl_coef = self.kl_coef.unwrap_or(config.kl_coef);
         config.warm_start.target_accuracy = self
@@ -67,4 +91,15 @@ impl Args {
         config.out = self.out.clone().unwrap_or(config.out);
         config
     }
+}
+
+/// Reads `NAME=WEIGHT`.
+fn parse_reward(text: &str) -> Result<RewardSpec, String> {
+    let (name, weight) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected NAME=WEIGHT, as exact_match=1.0"))?;
+    let weight: f32 = weight
+        .parse()
+        .map_err(|err| format!("`{text}`: the weight `{weight}` is not a number ({err})"))?;
+    Ok(RewardSpec::new(name.trim(), weight))
 }

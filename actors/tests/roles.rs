@@ -9,10 +9,11 @@ use troupe_actors::roles::reference::Reference;
 use troupe_actors::roles::reward_model::RewardModel;
 use troupe_actors::roles::rollout::Rollout;
 use troupe_actors::roles::trainer::{
-    Advantages, PolicyBatch, PolicyConfig, Trainer, TrainerConfig,
+    Advantages, LossDenominator, PolicyBatch, PolicyConfig, Trainer, TrainerConfig,
 };
 use troupe_actors::roles::{ModelSource, WeightSet};
 use troupe_actors::train::losses::{Aggregation, KlEstimator};
+use troupe_actors::train::optim::Gradients;
 use troupe_actors::train::optim::{global_norm, AdamWConfig, LrSchedule};
 use troupe_actors::ModelConfig;
 
@@ -26,6 +27,16 @@ fn source(seed: u64) -> ModelSource {
     ModelSource::fresh(config(), seed)
 }
 
+fn policy(skip_zero_advantage: bool) -> PolicyConfig {
+    PolicyConfig {
+        clip: 0.2,
+        aggregation: Aggregation::TokenMean,
+        kl_coef: 0.1,
+        kl_estimator: KlEstimator::K3,
+        skip_zero_advantage,
+    }
+}
+
 fn trainer(micro_batch: usize, lr: f64) -> Trainer {
     Trainer::new(TrainerConfig {
         source: source(1),
@@ -34,12 +45,7 @@ fn trainer(micro_batch: usize, lr: f64) -> Trainer {
         schedule: LrSchedule::constant(lr),
         max_grad_norm: 1.0,
         micro_batch,
-        policy: PolicyConfig {
-            clip: 0.2,
-            aggregation: Aggregation::TokenMean,
-            kl_coef: 0.1,
-            kl_estimator: KlEstimator::K3,
-        },
+        policy: policy(false),
     })
     .expect("trainer")
 }
@@ -106,6 +112,93 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         relative < 1e-4,
         "accumulated gradients differ by {relative} of their norm"
     );
+}
+
+/// `a - b` relative to `b`'s norm.
+fn relative_difference(a: &Gradients, b: &Gradients) -> f64 {
+    let mut difference = a.clone();
+    for (name, grad) in b {
+        let delta = (difference[name].clone() - grad).expect("sub");
+        difference.insert(name.clone(), delta);
+    }
+    global_norm(&difference).unwrap() / global_norm(b).unwrap()
+}
+
+fn rows_of(batch: &PolicyBatch, rows: std::ops::Range<usize>) -> PolicyBatch {
+    let Advantages::PerSequence(advantages) = &batch.advantages else {
+        panic!("per-sequence advantages expected");
+    };
+    PolicyBatch {
+        prompts: batch.prompts[rows.clone()].to_vec(),
+        responses: batch.responses[rows.clone()].to_vec(),
+        old_logprobs: batch.old_logprobs[rows.clone()].to_vec(),
+        ref_logprobs: batch
+            .ref_logprobs
+            .as_ref()
+            .map(|r| r[rows.clone()].to_vec()),
+        advantages: Advantages::PerSequence(advantages[rows].to_vec()),
+    }
+}
+
+#[test]
+fn ranks_dividing_by_the_mean_counts_average_to_the_whole_batch_gradient() {
+    // Two data-parallel ranks with unequal shares (3 rows of 9 tokens, 1 row of 1 token): each
+    // divides by the ranks' mean counts, and the mean of their gradients is the whole batch's.
+    let trainer = trainer(0, 1e-3);
+    let batch = policy_batch(&trainer);
+    let (whole, _) = trainer.policy_gradients(&batch).expect("whole");
+    let (first, second) = (rows_of(&batch, 0..3), rows_of(&batch, 3..4));
+    let over = LossDenominator {
+        tokens: (first.tokens() + second.tokens()) as f64 / 2.0,
+        rows: 2.0,
+    };
+    let (mut mean, _) = trainer.policy_gradients_over(&first, over).expect("rank 0");
+    let (other, _) = trainer
+        .policy_gradients_over(&second, over)
+        .expect("rank 1");
+    for (name, grad) in other {
+        let sum = ((mean[&name].clone() + grad).expect("add") * 0.5).expect("half");
+        mean.insert(name, sum);
+    }
+    let relative = relative_difference(&mean, &whole);
+    assert!(relative < 1e-4, "differs by {relative} of the norm");
+    // Dividing by each rank's own counts (the old way) weighs the lone token three times.
+    let (own_first, _) = trainer.policy_gradients(&first).expect("rank 0 alone");
+    assert!(relative_difference(&own_first, &whole) > 1e-2);
+}
+
+#[test]
+fn rows_without_signal_are_skipped_when_asked() {
+    let mut batch = policy_batch(&trainer(0, 1e-3));
+    batch.advantages = Advantages::PerSequence(vec![1.0, 0.0, -0.5, 0.0]);
+    let skipping = |skip: bool| {
+        let mut trainer = trainer(0, 1e-2);
+        trainer.set_policy(policy(skip));
+        block_on(trainer.policy_step(batch.clone())).expect("step")
+    };
+    assert_eq!(skipping(false).tokens, 10);
+    let skipped = skipping(true);
+    assert_eq!(skipped.tokens, 7, "rows 0 and 2: 3 + 4 tokens");
+    // The same step as training on those rows alone.
+    let mut alone = trainer(0, 1e-2);
+    let mut kept = rows_of(&batch, 0..3);
+    for rows in [&mut kept.prompts, &mut kept.responses] {
+        rows.remove(1);
+    }
+    kept.old_logprobs.remove(1);
+    if let Some(reference) = kept.ref_logprobs.as_mut() {
+        reference.remove(1);
+    }
+    kept.advantages = Advantages::PerSequence(vec![1.0, -0.5]);
+    let direct = block_on(alone.policy_step(kept)).expect("kept rows");
+    assert!((direct.loss - skipped.loss).abs() < 1e-6);
+    // A step where no row has signal still steps (every rank must join the average).
+    let mut flat = batch.clone();
+    flat.advantages = Advantages::PerSequence(vec![0.0; 4]);
+    let mut trainer = trainer(0, 1e-2);
+    trainer.set_policy(policy(true));
+    let stats = block_on(trainer.policy_step(flat)).expect("flat step");
+    assert_eq!((stats.tokens, stats.step), (0, 1));
 }
 
 #[test]

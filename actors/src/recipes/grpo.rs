@@ -25,10 +25,17 @@ pub struct GrpoConfig {
     pub group_size: usize,
     /// Prompts per step.
     pub batch: usize,
+    /// Decoder layers of the policy (the recipes' small model otherwise: hidden size 256).
+    pub layers: usize,
     /// Peak learning rate (cosine decay over the steps).
     pub lr: f64,
+    /// The learning rate at the last step, as a share of `lr` (1: constant).
+    pub lr_floor: f64,
     /// Weight of the KL penalty to the reference (k3 estimator).
     pub kl_coef: f64,
+    /// Train only on groups whose samples scored differently (the others have zero
+    /// advantages): the loss is the mean over rows with signal.
+    pub skip_flat_groups: bool,
     /// Rollouts may be made with weights up to this many steps old (0: synchronous).
     pub max_staleness: usize,
     /// Run on the cluster at this address instead of an embedded one.
@@ -54,8 +61,11 @@ impl GrpoConfig {
             steps: 200,
             group_size: 8,
             batch: 32,
+            layers: 2,
             lr: 2e-4,
+            lr_floor: 0.05,
             kl_coef: 0.01,
+            skip_flat_groups: false,
             max_staleness: 0,
             cluster: None,
             temperature: 1.0,
@@ -90,6 +100,15 @@ impl GrpoConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("--lr {} must be positive", self.lr));
+        }
+        if self.layers == 0 {
+            return bad("--layers 0: the policy needs at least one layer".to_string());
+        }
+        if !(0.0..=1.0).contains(&self.lr_floor) {
+            return bad(format!(
+                "--lr-floor {} must be a share of the peak, in [0, 1]",
+                self.lr_floor
+            ));
         }
         if !(self.kl_coef >= 0.0 && self.kl_coef.is_finite()) {
             return bad(format!("--kl-coef {} must be >= 0", self.kl_coef));

@@ -118,6 +118,14 @@ impl RunLog {
         }
         for timing in &report.timings {
             row.insert(format!("{}_s", timing.stage), timing.seconds.into());
+            row.insert(
+                format!("{}_fetch_s", timing.stage),
+                timing.fetch_seconds.into(),
+            );
+            row.insert(
+                format!("{}_member_s", timing.stage),
+                timing.member_seconds.into(),
+            );
             if timing.stage == "generate" {
                 self.generate_s += timing.seconds;
             }

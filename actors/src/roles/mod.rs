@@ -10,6 +10,7 @@ pub mod critic;
 mod data_parallel;
 mod head;
 mod optimizer;
+pub mod policy_batch;
 pub mod prompts;
 pub mod reference;
 pub mod reward;

@@ -26,6 +26,15 @@ impl Updater {
         Ok(collect_gradients(&grads, &self.vars)?.0)
     }
 
+    /// Zero gradients for every parameter (a data-parallel rank with no rows this step still
+    /// takes part in the average).
+    pub fn zero_gradients(&self) -> Result<Gradients> {
+        self.vars
+            .iter()
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().zeros_like()?)))
+            .collect()
+    }
+
     /// Clips and applies `grads`.
     pub fn apply(&mut self, mut grads: Gradients) -> Result<Update> {
         let grad_norm = if self.max_grad_norm > 0.0 {

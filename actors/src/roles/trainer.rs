@@ -3,8 +3,8 @@
 //! supervised fine-tuning for warm starts, AdamW with clipping, accumulation over micro-batches
 //! and a warm-up schedule, checkpoints (model, optimizer, step), and its weights by name.
 
-use super::columns::{ADVANTAGE, OLD_LOGPROB, PROMPT, REF_LOGPROB, RESPONSE};
 use super::optimizer::Updater;
+pub use super::policy_batch::{Advantages, PolicyBatch};
 use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, ResponseBatch, WeightSet};
 use crate::error::{ModelError, Result};
@@ -29,6 +29,11 @@ pub struct PolicyConfig {
     /// Weight of the KL penalty to the reference (0 turns it off).
     pub kl_coef: f64,
     pub kl_estimator: KlEstimator,
+    /// Train only on rows whose advantage is not zero (a group whose samples all scored the
+    /// same teaches nothing): the loss is the mean over the rows with signal, and the step
+    /// costs less as groups are solved or given up on.
+    #[serde(default)]
+    pub skip_zero_advantage: bool,
 }
 
 impl Default for PolicyConfig {
@@ -38,6 +43,7 @@ impl Default for PolicyConfig {
             aggregation: Aggregation::TokenMean,
             kl_coef: 0.0,
             kl_estimator: KlEstimator::K3,
+            skip_zero_advantage: false,
         }
     }
 }
@@ -80,35 +86,9 @@ impl PolicyConfig {
             aggregation: Aggregation::TokenMean,
             kl_coef,
             kl_estimator: KlEstimator::K3,
+            skip_zero_advantage: false,
         }
     }
-}
-
-/// Advantages: one per response (GRPO, RLOO, ...) or one per response token (GAE with a critic).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Advantages {
-    PerSequence(Vec<f32>),
-    PerToken(Vec<Vec<f32>>),
-}
-
-impl Advantages {
-    pub fn rows(&self) -> usize {
-        match self {
-            Advantages::PerSequence(values) => values.len(),
-            Advantages::PerToken(rows) => rows.len(),
-        }
-    }
-}
-
-/// A policy-gradient batch: responses to prompts, the log-probabilities they were sampled with,
-/// the reference's (for the KL penalty), and the advantages.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PolicyBatch {
-    pub prompts: Vec<Vec<u32>>,
-    pub responses: Vec<Vec<u32>>,
-    pub old_logprobs: Vec<Vec<f32>>,
-    pub ref_logprobs: Option<Vec<Vec<f32>>>,
-    pub advantages: Advantages,
 }
 
 /// What one optimisation step did.
@@ -138,27 +118,6 @@ pub struct Trainer {
     version: u64,
 }
 
-impl PolicyBatch {
-    /// Reads a step's columns: `prompt`, `response`, `old_logprob`, `advantage` (one f32 per
-    /// row, or a ragged row per response token) and, when present, `ref_logprob`.
-    pub fn from_columns(batch: &Batch) -> Result<Self> {
-        let advantages = match batch.column(ADVANTAGE).map(|c| c.row_shape.len()) {
-            Some(1) => Advantages::PerToken(batch.ragged_f32(ADVANTAGE)?),
-            _ => Advantages::PerSequence(batch.f32_values(ADVANTAGE)?),
-        };
-        Ok(PolicyBatch {
-            prompts: batch.ragged_u32(PROMPT)?,
-            responses: batch.ragged_u32(RESPONSE)?,
-            old_logprobs: batch.ragged_f32(OLD_LOGPROB)?,
-            ref_logprobs: match batch.column(REF_LOGPROB) {
-                Some(_) => Some(batch.ragged_f32(REF_LOGPROB)?),
-                None => None,
-            },
-            advantages,
-        })
-    }
-}
-
 impl StepStats {
     /// The step's figures as step scalars (`loss`, `kl`, `clip_fraction`, ...).
     pub fn write_to(&self, meta: &mut troupe::data::StepMeta) {
@@ -171,6 +130,14 @@ impl StepStats {
         meta.add_count("trained_tokens", self.tokens as f64);
         meta.set("trained_version", self.version as f64);
     }
+}
+
+/// What a policy loss's sums are divided by: token counts for a token mean, row counts for
+/// the others.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossDenominator {
+    pub tokens: f64,
+    pub rows: f64,
 }
 
 fn scalar(x: &Tensor) -> Result<f64> {
@@ -219,13 +186,13 @@ impl Trainer {
         &self,
         batch: &PolicyBatch,
         rows: std::ops::Range<usize>,
-        total_tokens: usize,
+        over: LossDenominator,
     ) -> Result<(Tensor, PolicyStats, f64, usize)> {
         let pick = |values: &[Vec<u32>]| values[rows.clone()].to_vec();
         let (prompts, responses) = (pick(&batch.prompts), pick(&batch.responses));
         let tokens: usize = responses.iter().map(Vec::len).sum();
-        let token_share = tokens as f64 / total_tokens.max(1) as f64;
-        let row_share = rows.len() as f64 / batch.prompts.len() as f64;
+        let token_share = tokens as f64 / over.tokens.max(1.0);
+        let row_share = rows.len() as f64 / over.rows.max(1.0);
         let shaped = ResponseBatch::new(&prompts, &responses, self.config.pad_id)?;
         let (dtype, device) = (self.model.dtype(), self.model.device().clone());
         let mask = shaped.mask(dtype, &device)?;
@@ -308,14 +275,26 @@ impl Trainer {
     /// Gradients of the policy loss over the whole batch (accumulated over micro-batches,
     /// each weighted by its share of rows), without updating: for data-parallel all-reduce.
     pub fn policy_gradients(&self, batch: &PolicyBatch) -> Result<(Gradients, StepStats)> {
+        let over = LossDenominator {
+            tokens: batch.tokens() as f64,
+            rows: batch.rows() as f64,
+        };
+        self.policy_gradients_over(batch, over)
+    }
+
+    /// Gradients of the policy loss of `batch`, its sums divided by `over` (this batch's own
+    /// counts, or the mean counts of the data-parallel ranks' batches).
+    pub fn policy_gradients_over(
+        &self,
+        batch: &PolicyBatch,
+        over: LossDenominator,
+    ) -> Result<(Gradients, StepStats)> {
         Self::check_policy_batch(batch)?;
-        let rows = batch.prompts.len();
-        let total_tokens: usize = batch.responses.iter().map(Vec::len).sum();
         let mut total = Gradients::new();
         let mut stats = StepStats::default();
-        for range in self.chunks(rows) {
-            let (loss, policy, mean_kl, tokens) = self.policy_loss(batch, range, total_tokens)?;
-            let token_share = tokens as f64 / total_tokens.max(1) as f64;
+        for range in self.chunks(batch.rows()) {
+            let (loss, policy, mean_kl, tokens) = self.policy_loss(batch, range, over)?;
+            let token_share = tokens as f64 / over.tokens.max(1.0);
             accumulate(&mut total, self.updater.gradients(&loss)?)?;
             stats.loss += scalar(&loss)?;
             stats.kl += mean_kl * token_share;
@@ -489,7 +468,26 @@ impl Trainer {
     /// One PPO-clip step on a batch of scored responses (this rank's share of the batch when
     /// data-parallel).
     pub async fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
-        let (grads, stats) = self.policy_gradients(&batch)?;
+        let batch = if self.config.policy.skip_zero_advantage {
+            batch.without_zero_advantages()
+        } else {
+            batch
+        };
+        // The loss is a mean over all ranks' rows: each rank divides its sums by the ranks'
+        // mean counts, so the average of the ranks' gradients is that of the whole step.
+        let mut counts = [batch.tokens() as f64, batch.rows() as f64];
+        if let Some(comm) = &self.data_parallel {
+            super::data_parallel::average_values(comm, &mut counts).await?;
+        }
+        let over = LossDenominator {
+            tokens: counts[0],
+            rows: counts[1],
+        };
+        let (grads, stats) = if batch.rows() == 0 {
+            (self.updater.zero_gradients()?, StepStats::default())
+        } else {
+            self.policy_gradients_over(&batch, over)?
+        };
         self.step_with(grads, stats).await
     }
 

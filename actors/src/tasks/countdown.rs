@@ -259,8 +259,27 @@ pub fn format_reward(response: &str, problem: &Problem) -> f32 {
         .unwrap_or(0.0)
 }
 
+/// Reward: partial credit by how near a well-formed expression over exactly the given numbers
+/// comes to the target: 1 on it, falling linearly to 0 at a distance of the target's size (at
+/// least 10). On a problem no sample solves yet, the group still learns which misses are nearer.
+pub fn closeness_reward(response: &str, problem: &Problem) -> f32 {
+    let Some(countdown) = Countdown::from_reference(&problem.reference) else {
+        return 0.0;
+    };
+    if !uses_each_number_once(response, &countdown.numbers) {
+        return 0.0;
+    }
+    let Some(value) = evaluate(response.trim()) else {
+        return 0.0;
+    };
+    let scale = countdown.target.abs().max(10) as f64;
+    let miss = (value - countdown.target).unsigned_abs() as f64;
+    (1.0 - miss / scale).max(0.0) as f32
+}
+
 crate::register_reward!("countdown_correct", correct_reward);
 crate::register_reward!("countdown_format", format_reward);
+crate::register_reward!("countdown_closeness", closeness_reward);
 
 /// Countdown problems and a held-out set training never draws.
 pub struct CountdownTask {
@@ -439,6 +458,37 @@ mod tests {
         assert_eq!(format_reward("8-5-3", &problem), 1.0);
         assert_eq!(correct_reward("8-5-3", &problem), 0.0);
         assert_eq!(format_reward("8-5", &problem), 0.0);
+        assert_eq!(closeness_reward("8-5", &problem), 0.0, "not every number");
+    }
+
+    #[test]
+    fn closeness_falls_with_the_distance_to_the_target() {
+        let problem = Countdown {
+            numbers: vec![3, 5, 8],
+            target: 23,
+        }
+        .problem();
+        assert_eq!(closeness_reward("3*5+8", &problem), 1.0);
+        // 3*8-5 = 19 misses by 4 of 23; 8-5-3 = 0 misses by the whole target.
+        assert!((closeness_reward("3*8-5", &problem) - (1.0 - 4.0 / 23.0)).abs() < 1e-6);
+        assert_eq!(closeness_reward("8-5-3", &problem), 0.0);
+        assert_eq!(closeness_reward("3*5*8", &problem), 0.0, "120 is far past");
+        assert_eq!(
+            closeness_reward("3*5+9", &problem),
+            0.0,
+            "a number not given"
+        );
+        assert_eq!(closeness_reward("3*5+", &problem), 0.0, "not an expression");
+        let small = Countdown {
+            numbers: vec![1, 1, 2],
+            target: 0,
+        }
+        .problem();
+        assert_eq!(
+            closeness_reward("1-1*2", &small),
+            0.9,
+            "scale is at least 10"
+        );
     }
 
     #[test]

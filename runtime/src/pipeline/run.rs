@@ -17,7 +17,12 @@ use std::time::Instant;
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageTiming {
     pub stage: String,
+    /// From dispatch to the last receipt, on the driver.
     pub seconds: f64,
+    /// The slowest member's time fetching inputs, and from receiving its call to keeping its
+    /// output (`seconds` less this is the calls' travel and dispatch).
+    pub fetch_seconds: f64,
+    pub member_seconds: f64,
     pub rows: usize,
     pub rows_per_s: f64,
 }
@@ -258,6 +263,7 @@ impl Pipeline {
             .lock()
             .map(|wired| wired.clone())
             .unwrap_or_default();
+        let started = Instant::now();
         let mut calls = Vec::with_capacity(ranges.len());
         for (rank, range) in ranges.iter().enumerate() {
             let source = match (&state.source, reads_source.is_empty()) {
@@ -285,7 +291,6 @@ impl Pipeline {
                 source,
             }));
         }
-        let started = Instant::now();
         let outcome = (stage.run)(calls).await;
         let mut receipts = match outcome {
             Ok(receipts) => receipts,
@@ -327,9 +332,12 @@ impl Pipeline {
             }
             None => receipts.first().map(|r| r.rows as usize).unwrap_or(0),
         };
+        let slowest = |of: fn(&StageReceipt) -> f64| receipts.iter().map(of).fold(0.0, f64::max);
         let timing = StageTiming {
             stage: stage.name.clone(),
             seconds,
+            fetch_seconds: slowest(|r| r.fetch_seconds),
+            member_seconds: slowest(|r| r.busy_seconds),
             rows,
             rows_per_s: rows as f64 / seconds.max(1e-9),
         };

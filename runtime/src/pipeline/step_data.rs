@@ -13,6 +13,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// Where one input column comes from.
 #[derive(Debug, Clone, PartialEq, Hash, Serialize, Deserialize)]
@@ -54,6 +55,11 @@ pub struct StageCall {
     pub(crate) source: Option<Batch>,
     #[serde(skip)]
     bytes_in: u64,
+    /// When this member received the call, and how long it spent fetching inputs.
+    #[serde(skip, default = "Instant::now")]
+    received: Instant,
+    #[serde(skip)]
+    fetch_seconds: f64,
 }
 
 /// What a member answers: enough for the driver to wire the next stages and report the step.
@@ -71,6 +77,10 @@ pub struct StageReceipt {
     pub bytes_out: u64,
     /// The wiring the member used (the driver stops resending it).
     pub wiring_hash: u64,
+    /// Seconds the member spent fetching its inputs, and from receiving the call to keeping
+    /// its output (fetching included): what the driver's stage time is made of.
+    pub fetch_seconds: f64,
+    pub busy_seconds: f64,
 }
 
 /// (pipeline, stage) -> (wiring hash, wiring).
@@ -133,6 +143,13 @@ impl StageCall {
     /// The stage's input columns for this member's rows, fetched from the members that made
     /// them (each producer's output once), with the step's metadata.
     pub async fn inputs(&mut self) -> Result<Batch> {
+        let started = Instant::now();
+        let batch = self.fetch_inputs().await;
+        self.fetch_seconds += started.elapsed().as_secs_f64();
+        batch
+    }
+
+    async fn fetch_inputs(&mut self) -> Result<Batch> {
         let wiring = self.wiring()?;
         let (start, end) = (self.rows.0 as usize, self.rows.1 as usize);
         let mut batch = Batch::new(end - start).with_step_meta(self.meta.clone());
@@ -247,6 +264,8 @@ impl StageCall {
             bytes_in: self.bytes_in,
             bytes_out,
             wiring_hash: self.wiring_hash,
+            fetch_seconds: self.fetch_seconds,
+            busy_seconds: self.received.elapsed().as_secs_f64(),
         })
     }
 }
@@ -278,6 +297,8 @@ impl From<CallParts> for StageCall {
             wiring: parts.send_wiring.then(|| (*parts.wiring).clone()),
             source: parts.source,
             bytes_in: 0,
+            received: Instant::now(),
+            fetch_seconds: 0.0,
         }
     }
 }

@@ -251,6 +251,20 @@ async fn independent_stages_run_together_and_outputs_flow() {
     let names: Vec<&str> = step.timings.iter().map(|t| t.stage.as_str()).collect();
     assert_eq!(names.len(), 3);
     assert_eq!(names[2], "train");
+    for timing in &step.timings {
+        // The members' own time (fetching included) is part of the driver's.
+        assert!(
+            0.0 <= timing.fetch_seconds
+                && timing.fetch_seconds <= timing.member_seconds
+                && timing.member_seconds <= timing.seconds,
+            "{timing:?}"
+        );
+    }
+    let train = &step.timings[2];
+    assert!(
+        train.fetch_seconds > 0.0,
+        "train fetched its inputs: {train:?}"
+    );
     let dot = pipeline.to_dot();
     assert!(
         dot.contains("source -> stage_left")
