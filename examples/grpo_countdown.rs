@@ -23,7 +23,6 @@ async fn main() -> anyhow::Result<()> {
     let rewards = vec![
         RewardSpec::new("countdown_correct", 1.0),
         RewardSpec::new("countdown_format", 0.1),
-        RewardSpec::new("countdown_closeness", 0.3),
     ];
     // Countdown's setting: 16 samples of 16 prompts per step (a larger group has a right answer
     // more often, so fewer groups teach nothing) for 350 steps.
@@ -31,6 +30,10 @@ async fn main() -> anyhow::Result<()> {
     config.group_size = 16;
     config.batch = 16;
     config.steps = 350;
+    config.skip_flat_groups = true;
+    // Supervised countdown gains about 7 points per 10 steps near the 15% target: check every 5
+    // so that GRPO starts near it.
+    config.warm_start.eval_every = 5;
     let config = args.apply(config);
     let report = grpo(&config).await?;
     if let Some(path) = &args.json {

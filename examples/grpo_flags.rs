@@ -22,7 +22,7 @@ pub struct Args {
     /// Decoder layers of the policy (arithmetic 2).
     #[arg(long)]
     layers: Option<usize>,
-    /// Peak learning rate of GRPO, cosine decay to 5% over the steps (2e-4).
+    /// Peak learning rate of GRPO, cosine decay to `--lr-floor` over the steps (2e-4).
     #[arg(long)]
     lr: Option<f64>,
     /// The learning rate at the last step, as a share of the peak (0.05; 1 keeps it constant).
@@ -99,6 +99,7 @@ fn parse_reward(text: &str) -> Result<RewardSpec, String> {
         .split_once('=')
         .ok_or_else(|| format!("`{text}`: expected NAME=WEIGHT, as exact_match=1.0"))?;
     let weight: f32 = weight
+        .trim()
         .parse()
         .map_err(|err| format!("`{text}`: the weight `{weight}` is not a number ({err})"))?;
     Ok(RewardSpec::new(name.trim(), weight))

@@ -202,6 +202,99 @@ async fn data_parallel_trainers(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Two data-parallel trainers skipping rows without signal, one left with none: the step is
+/// the token mean over the rows kept on either rank (the loss equals a lone trainer's on those
+/// rows), the empty rank still joins the average, and both ranks end with the same weights.
+async fn data_parallel_policy_step_with_an_empty_rank(cluster: &Cluster) -> anyhow::Result<()> {
+    let tokenizer = BuiltinTokenizer::new();
+    let mut config = ModelConfig::tiny(tokenizer.vocab_size(), 32, 2, 4, 2);
+    config.max_position_embeddings = 64;
+    let trainer_config = TrainerConfig {
+        source: ModelSource::fresh(config, 12),
+        pad_id: BuiltinTokenizer::PAD,
+        optimizer: AdamWConfig::default(),
+        schedule: LrSchedule::constant(1e-2),
+        max_grad_norm: 1.0,
+        micro_batch: 0,
+        policy: PolicyConfig {
+            skip_zero_advantage: true,
+            ..PolicyConfig::clipped(0.2, 0.1)
+        },
+    };
+    let lone = Trainer::new(trainer_config.clone())?;
+    let batch = |prompts: Vec<Vec<u32>>, responses: Vec<Vec<u32>>, advantages: Vec<f32>| {
+        let old = lone.logprobs(prompts.clone(), responses.clone())?;
+        anyhow::Ok(PolicyBatch {
+            prompts,
+            responses,
+            ref_logprobs: Some(old.clone()),
+            old_logprobs: old,
+            advantages: Advantages::PerSequence(advantages),
+        })
+    };
+    let with_signal = batch(
+        vec![vec![4, 5], vec![6], vec![7, 8]],
+        vec![vec![9, 10, 2], vec![11, 2], vec![12, 2]],
+        vec![1.0, 0.0, -0.5],
+    )?;
+    let flat = batch(
+        vec![vec![13], vec![14, 15]],
+        vec![vec![16, 2], vec![17, 18, 19, 2]],
+        vec![0.0, 0.0],
+    )?;
+    let kept = batch(
+        vec![vec![4, 5], vec![7, 8]],
+        vec![vec![9, 10, 2], vec![12, 2]],
+        vec![1.0, -0.5],
+    )?;
+    let (_, expected_stats) = lone.policy_gradients(&kept)?;
+    let mut trainers = Vec::new();
+    for _ in 0..2 {
+        trainers.push(
+            Trainer::spawn(
+                cluster,
+                SpawnOptions::new().num_cpus(0.5),
+                trainer_config.clone(),
+            )
+            .await?,
+        );
+    }
+    let group = format!("dp-policy-{}", std::process::id());
+    let joins = trainers
+        .iter()
+        .enumerate()
+        .map(|(rank, trainer)| trainer.join_data_parallel(group.clone(), rank, 2));
+    for joined in futures::future::join_all(joins).await {
+        joined?;
+    }
+    let (first, second) = futures::future::join(
+        trainers[0].policy_step(with_signal),
+        trainers[1].policy_step(flat),
+    )
+    .await;
+    let (first, second) = (first?, second?);
+    anyhow::ensure!(
+        (first.tokens, second.tokens) == (5, 0),
+        "rank 0 trains its 2 rows with signal (5 tokens), rank 1 none: {} and {}",
+        first.tokens,
+        second.tokens
+    );
+    anyhow::ensure!(
+        (first.loss - expected_stats.loss).abs() < 1e-5 && first.loss == second.loss,
+        "the step's loss is the kept rows' token mean ({}), on both ranks: {} and {}",
+        expected_stats.loss,
+        first.loss,
+        second.loss
+    );
+    let (a, b) = (trainers[0].weights().await?, trainers[1].weights().await?);
+    anyhow::ensure!(
+        a.tensors == b.tensors,
+        "data-parallel ranks hold identical weights after a policy step"
+    );
+    println!("test data_parallel_policy_step_with_an_empty_rank ... ok");
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     troupe::init();
     let Ok(runtime) = tokio::runtime::Runtime::new() else {
@@ -212,7 +305,8 @@ fn main() -> std::process::ExitCode {
         let cluster = Cluster::local().await?;
         let result = tokio::time::timeout(Duration::from_secs(120), async {
             grpo_iteration(&cluster).await?;
-            data_parallel_trainers(&cluster).await
+            data_parallel_trainers(&cluster).await?;
+            data_parallel_policy_step_with_an_empty_rank(&cluster).await
         })
         .await;
         cluster.shutdown().await;
@@ -220,7 +314,7 @@ fn main() -> std::process::ExitCode {
     });
     match outcome {
         Ok(()) => {
-            println!("test grpo_iteration_over_role_actors ... ok\n\n2 passed, 0 failed");
+            println!("test grpo_iteration_over_role_actors ... ok\n\n3 passed, 0 failed");
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {

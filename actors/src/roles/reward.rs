@@ -8,7 +8,7 @@
 use super::columns::{ADVANTAGE, PROBLEM, RESPONSE, REWARD};
 use crate::error::{ModelError, Result};
 use crate::tasks::{Problem, Task, TaskSpec};
-use crate::train::advantages::grpo;
+use crate::train::advantages::{group_has_signal, grpo};
 use serde::{Deserialize, Serialize};
 use troupe::data::Batch;
 use troupe::pipeline::{StageCall, StageReceipt};
@@ -235,7 +235,7 @@ impl Reward {
         let count = groups.len().max(1) as f64;
         let with_signal = rewards
             .chunks(self.group_size)
-            .filter(|group| group.iter().any(|r| (r - group[0]).abs() > 1e-6))
+            .filter(|group| group_has_signal(group))
             .count() as f64;
         let mut out = Batch::new(batch.rows()).with_f32(ADVANTAGE, &[], &advantages)?;
         out.step_meta_mut()

@@ -140,6 +140,25 @@ pub struct LossDenominator {
     pub rows: f64,
 }
 
+impl LossDenominator {
+    /// A mean over ranks may be below 1 (2 rows over 3 ranks): only an empty count is replaced.
+    fn tokens(&self) -> f64 {
+        if self.tokens > 0.0 {
+            self.tokens
+        } else {
+            1.0
+        }
+    }
+
+    fn rows(&self) -> f64 {
+        if self.rows > 0.0 {
+            self.rows
+        } else {
+            1.0
+        }
+    }
+}
+
 fn scalar(x: &Tensor) -> Result<f64> {
     Ok(x.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
@@ -191,8 +210,8 @@ impl Trainer {
         let pick = |values: &[Vec<u32>]| values[rows.clone()].to_vec();
         let (prompts, responses) = (pick(&batch.prompts), pick(&batch.responses));
         let tokens: usize = responses.iter().map(Vec::len).sum();
-        let token_share = tokens as f64 / over.tokens.max(1.0);
-        let row_share = rows.len() as f64 / over.rows.max(1.0);
+        let token_share = tokens as f64 / over.tokens();
+        let row_share = rows.len() as f64 / over.rows();
         let shaped = ResponseBatch::new(&prompts, &responses, self.config.pad_id)?;
         let (dtype, device) = (self.model.dtype(), self.model.device().clone());
         let mask = shaped.mask(dtype, &device)?;
@@ -273,7 +292,10 @@ impl Trainer {
     }
 
     /// Gradients of the policy loss over the whole batch (accumulated over micro-batches,
-    /// each weighted by its share of rows), without updating: for data-parallel all-reduce.
+    /// each weighted by its share of the batch's tokens or rows), without updating. Averaged
+    /// over data-parallel ranks these are the whole step's only when every rank has the same
+    /// counts; `policy_step` divides by the ranks' mean counts instead
+    /// (`policy_gradients_over`), which is exact.
     pub fn policy_gradients(&self, batch: &PolicyBatch) -> Result<(Gradients, StepStats)> {
         let over = LossDenominator {
             tokens: batch.tokens() as f64,
@@ -294,7 +316,7 @@ impl Trainer {
         let mut stats = StepStats::default();
         for range in self.chunks(batch.rows()) {
             let (loss, policy, mean_kl, tokens) = self.policy_loss(batch, range, over)?;
-            let token_share = tokens as f64 / over.tokens.max(1.0);
+            let token_share = tokens as f64 / over.tokens();
             accumulate(&mut total, self.updater.gradients(&loss)?)?;
             stats.loss += scalar(&loss)?;
             stats.kl += mean_kl * token_share;
@@ -466,7 +488,10 @@ impl Trainer {
     }
 
     /// One PPO-clip step on a batch of scored responses (this rank's share of the batch when
-    /// data-parallel).
+    /// data-parallel). With `skip_zero_advantage`, rows whose advantage is zero (every row of
+    /// a group whose samples scored the same) are left out, their KL penalty with them, so the
+    /// step's `kl` is measured over the rows trained on; a step where no rank has a row left
+    /// still updates (AdamW's momentum moves the weights) so that versions advance in step.
     pub async fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
         let batch = if self.config.policy.skip_zero_advantage {
             batch.without_zero_advantages()

@@ -22,6 +22,18 @@ fn mean(values: &[f32]) -> f32 {
     values.iter().sum::<f32>() / values.len() as f32
 }
 
+/// Whether a group's rewards differ (beyond rounding). A group whose rewards are all equal
+/// carries no signal; its f32 mean can miss the common value by an ulp (16 rewards of 0.1 sum
+/// to 1.6000001), and that miss divided by a near-zero std would be a spurious advantage.
+pub fn group_has_signal(rewards: &[f32]) -> bool {
+    let (low, high) = rewards
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(low, high), r| {
+            (low.min(*r), high.max(*r))
+        });
+    high - low > 1e-6 * low.abs().max(high.abs()).max(1.0)
+}
+
 /// Unbiased standard deviation (n - 1), as torch.std.
 fn std_unbiased(values: &[f32]) -> f32 {
     let m = mean(values);
@@ -36,13 +48,16 @@ pub fn grpo(rewards: &[f32], group: usize, scale_by_std: bool, eps: f32) -> Resu
     check_groups(rewards, group)?;
     let mut out = Vec::with_capacity(rewards.len());
     for chunk in rewards.chunks(group) {
+        if !group_has_signal(chunk) {
+            out.extend(std::iter::repeat_n(0.0, chunk.len()));
+            continue;
+        }
         let m = mean(chunk);
         let scale = if scale_by_std {
             std_unbiased(chunk) + eps
         } else {
             1.0
         };
-        // A group whose rewards are all equal carries no signal: zero advantages, not 0/0.
         out.extend(
             chunk
                 .iter()
@@ -191,6 +206,16 @@ mod tests {
             &[0.866025, -0.866025, -0.866025, 0.866025],
         );
         close(&advantages[4..], &[0.0; 4]);
+        // Equal rewards whose f32 mean is off by an ulp still give exactly zero, not
+        // rounding error over a near-zero std.
+        for flat in [0.1_f32, 1.1, 0.3] {
+            let advantages = grpo(&[flat; 16], 16, true, 1e-6).unwrap();
+            assert!(
+                advantages.iter().all(|a| *a == 0.0),
+                "{flat}: {advantages:?}"
+            );
+        }
+        assert!(!group_has_signal(&[0.1; 16]) && group_has_signal(&[0.1, 0.1, 1.1]));
         let dr = grpo(&[1.0, 0.0, 0.0, 1.0], 4, false, 0.0).unwrap();
         close(&dr, &[0.5, -0.5, -0.5, 0.5]);
         assert!(grpo(&[1.0, 2.0, 3.0], 2, true, 0.0).is_err());
