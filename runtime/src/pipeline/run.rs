@@ -20,7 +20,7 @@ pub struct StageTiming {
     /// From dispatch to the last receipt, on the driver.
     pub seconds: f64,
     /// The slowest member's time fetching inputs, and from receiving its call to keeping its
-    /// output (`seconds` less this is the calls' travel and dispatch).
+    /// output (`seconds` less this is the calls' travel and dispatch), to 100 µs, rounded up.
     pub fetch_seconds: f64,
     pub member_seconds: f64,
     pub rows: usize,
@@ -336,8 +336,8 @@ impl Pipeline {
         let timing = StageTiming {
             stage: stage.name.clone(),
             seconds,
-            fetch_seconds: slowest(|r| r.fetch_seconds),
-            member_seconds: slowest(|r| r.busy_seconds),
+            fetch_seconds: slowest(StageReceipt::fetch_seconds),
+            member_seconds: slowest(StageReceipt::busy_seconds),
             rows,
             rows_per_s: rows as f64 / seconds.max(1e-9),
         };

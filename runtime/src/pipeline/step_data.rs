@@ -77,10 +77,31 @@ pub struct StageReceipt {
     pub bytes_out: u64,
     /// The wiring the member used (the driver stops resending it).
     pub wiring_hash: u64,
-    /// Seconds the member spent fetching its inputs, and from receiving the call to keeping
-    /// its output (fetching included): what the driver's stage time is made of.
-    pub fetch_seconds: f64,
-    pub busy_seconds: f64,
+    /// The member's time fetching its inputs, and from receiving the call to keeping its
+    /// output (fetching included), in ticks of 100 µs, rounded up (a small varint on the wire:
+    /// receipts are most of what the driver carries). Read them with `fetch_seconds` and
+    /// `busy_seconds`.
+    pub(crate) fetch_ticks: u32,
+    pub(crate) busy_ticks: u32,
+}
+
+/// The receipts' unit of time.
+const TICK_SECONDS: f64 = 1e-4;
+
+fn ticks(seconds: f64) -> u32 {
+    (seconds / TICK_SECONDS).ceil().min(u32::MAX as f64) as u32
+}
+
+impl StageReceipt {
+    /// Seconds the member spent fetching its inputs (0: it fetched none).
+    pub fn fetch_seconds(&self) -> f64 {
+        f64::from(self.fetch_ticks) * TICK_SECONDS
+    }
+
+    /// Seconds from the member receiving its call to keeping its output.
+    pub fn busy_seconds(&self) -> f64 {
+        f64::from(self.busy_ticks) * TICK_SECONDS
+    }
 }
 
 /// (pipeline, stage) -> (wiring hash, wiring).
@@ -264,8 +285,8 @@ impl StageCall {
             bytes_in: self.bytes_in,
             bytes_out,
             wiring_hash: self.wiring_hash,
-            fetch_seconds: self.fetch_seconds,
-            busy_seconds: self.received.elapsed().as_secs_f64(),
+            fetch_ticks: ticks(self.fetch_seconds),
+            busy_ticks: ticks(self.received.elapsed().as_secs_f64()),
         })
     }
 }

@@ -252,11 +252,11 @@ async fn independent_stages_run_together_and_outputs_flow() {
     assert_eq!(names.len(), 3);
     assert_eq!(names[2], "train");
     for timing in &step.timings {
-        // The members' own time (fetching included) is part of the driver's.
+        // The members' own time (fetching included) is part of the driver's (receipts
+        // round up to 100 µs).
         assert!(
-            0.0 <= timing.fetch_seconds
-                && timing.fetch_seconds <= timing.member_seconds
-                && timing.member_seconds <= timing.seconds,
+            timing.fetch_seconds <= timing.member_seconds
+                && timing.member_seconds <= timing.seconds + 1e-4,
             "{timing:?}"
         );
     }
