@@ -12,7 +12,7 @@ use troupe_actors::roles::reference::Reference;
 use troupe_actors::roles::reward::{Reward, RewardSpec};
 use troupe_actors::roles::rollout::Rollout;
 use troupe_actors::roles::trainer::{
-    Advantages, PolicyBatch, PolicyConfig, Trainer, TrainerConfig,
+    Advantages, PolicyBatch, PolicyConfig, Trainer, TrainerConfig, TrainerHandle,
 };
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
@@ -134,32 +134,34 @@ async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
 
 /// Two trainers joined in a data-parallel group, each stepping on its half of a batch, end up
 /// with identical weights (their gradients were averaged) that moved from the start.
-async fn data_parallel_trainers(cluster: &Cluster) -> anyhow::Result<()> {
-    let tokenizer = BuiltinTokenizer::new();
-    let mut config = ModelConfig::tiny(tokenizer.vocab_size(), 32, 2, 4, 2);
+/// A trainer of a tiny fresh model (seed `seed`) at a constant 1e-2.
+fn tiny_trainer(seed: u64, policy: PolicyConfig) -> TrainerConfig {
+    let mut config = ModelConfig::tiny(BuiltinTokenizer::new().vocab_size(), 32, 2, 4, 2);
     config.max_position_embeddings = 64;
-    let trainer_config = TrainerConfig {
-        source: ModelSource::fresh(config, 11),
+    TrainerConfig {
+        source: ModelSource::fresh(config, seed),
         pad_id: BuiltinTokenizer::PAD,
         optimizer: AdamWConfig::default(),
         schedule: LrSchedule::constant(1e-2),
         max_grad_norm: 1.0,
         micro_batch: 0,
-        policy: PolicyConfig::default(),
-    };
+        policy,
+    }
+}
+
+/// Two trainer actors from `config`, joined to a data-parallel group named after `name`.
+async fn data_parallel_pair(
+    cluster: &Cluster,
+    config: &TrainerConfig,
+    name: &str,
+) -> anyhow::Result<Vec<TrainerHandle>> {
     let mut trainers = Vec::new();
     for _ in 0..2 {
         trainers.push(
-            Trainer::spawn(
-                cluster,
-                SpawnOptions::new().num_cpus(0.5),
-                trainer_config.clone(),
-            )
-            .await?,
+            Trainer::spawn(cluster, SpawnOptions::new().num_cpus(0.5), config.clone()).await?,
         );
     }
-    let before = trainers[0].weights().await?;
-    let group = format!("dp-{}", std::process::id());
+    let group = format!("{name}-{}", std::process::id());
     let joins = trainers
         .iter()
         .enumerate()
@@ -167,6 +169,13 @@ async fn data_parallel_trainers(cluster: &Cluster) -> anyhow::Result<()> {
     for joined in futures::future::join_all(joins).await {
         joined?;
     }
+    Ok(trainers)
+}
+
+async fn data_parallel_trainers(cluster: &Cluster) -> anyhow::Result<()> {
+    let trainer_config = tiny_trainer(11, PolicyConfig::default());
+    let trainers = data_parallel_pair(cluster, &trainer_config, "dp").await?;
+    let before = trainers[0].weights().await?;
     let halves = [
         (
             vec![vec![4_u32, 5], vec![6, 7]],
@@ -206,21 +215,13 @@ async fn data_parallel_trainers(cluster: &Cluster) -> anyhow::Result<()> {
 /// the token mean over the rows kept on either rank (the loss equals a lone trainer's on those
 /// rows), the empty rank still joins the average, and both ranks end with the same weights.
 async fn data_parallel_policy_step_with_an_empty_rank(cluster: &Cluster) -> anyhow::Result<()> {
-    let tokenizer = BuiltinTokenizer::new();
-    let mut config = ModelConfig::tiny(tokenizer.vocab_size(), 32, 2, 4, 2);
-    config.max_position_embeddings = 64;
-    let trainer_config = TrainerConfig {
-        source: ModelSource::fresh(config, 12),
-        pad_id: BuiltinTokenizer::PAD,
-        optimizer: AdamWConfig::default(),
-        schedule: LrSchedule::constant(1e-2),
-        max_grad_norm: 1.0,
-        micro_batch: 0,
-        policy: PolicyConfig {
+    let trainer_config = tiny_trainer(
+        12,
+        PolicyConfig {
             skip_zero_advantage: true,
             ..PolicyConfig::clipped(0.2, 0.1)
         },
-    };
+    );
     let lone = Trainer::new(trainer_config.clone())?;
     let batch = |prompts: Vec<Vec<u32>>, responses: Vec<Vec<u32>>, advantages: Vec<f32>| {
         let old = lone.logprobs(prompts.clone(), responses.clone())?;
@@ -248,25 +249,7 @@ async fn data_parallel_policy_step_with_an_empty_rank(cluster: &Cluster) -> anyh
         vec![1.0, -0.5],
     )?;
     let (_, expected_stats) = lone.policy_gradients(&kept)?;
-    let mut trainers = Vec::new();
-    for _ in 0..2 {
-        trainers.push(
-            Trainer::spawn(
-                cluster,
-                SpawnOptions::new().num_cpus(0.5),
-                trainer_config.clone(),
-            )
-            .await?,
-        );
-    }
-    let group = format!("dp-policy-{}", std::process::id());
-    let joins = trainers
-        .iter()
-        .enumerate()
-        .map(|(rank, trainer)| trainer.join_data_parallel(group.clone(), rank, 2));
-    for joined in futures::future::join_all(joins).await {
-        joined?;
-    }
+    let trainers = data_parallel_pair(cluster, &trainer_config, "dp-policy").await?;
     let (first, second) = futures::future::join(
         trainers[0].policy_step(with_signal),
         trainers[1].policy_step(flat),
