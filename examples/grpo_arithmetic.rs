@@ -67,6 +67,7 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
         config.lr,
         PolicyConfig {
             skip_zero_advantage: config.skip_flat_groups,
+            entropy_coef: config.entropy_coef,
             ..PolicyConfig::clipped(config.clip, config.kl_coef)
         },
     );

@@ -25,11 +25,15 @@ async fn main() -> anyhow::Result<()> {
         RewardSpec::new("countdown_format", 0.1),
     ];
     // Countdown's setting: 16 samples of 16 prompts per step (a larger group has a right answer
-    // more often, so fewer groups teach nothing) for 350 steps.
+    // more often, so fewer groups teach nothing) for 520 steps, a 4-layer policy, and an entropy
+    // bonus: without it the policy's entropy fell from 0.39 to 0.09 nats per token, the share of
+    // groups whose samples scored differently from 0.8 to 0.15, and GRPO stopped learning.
     let mut config = GrpoConfig::new(CountdownTask::spec(500, args.seed), rewards);
     config.group_size = 16;
     config.batch = 16;
-    config.steps = 350;
+    config.steps = 520;
+    config.layers = 4;
+    config.entropy_coef = 0.1;
     config.skip_flat_groups = true;
     // Supervised countdown gains about 7 points per 10 steps near the 15% target: check every 5
     // so that GRPO starts near it.

@@ -10,7 +10,7 @@ use troupe_actors::roles::reward::RewardSpec;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Args {
-    /// GRPO steps after the warm start (arithmetic 200, countdown 350).
+    /// GRPO steps after the warm start (arithmetic 200, countdown 520).
     #[arg(long)]
     steps: Option<usize>,
     /// Samples per prompt, the group GRPO normalises rewards within (arithmetic 8, countdown 16).
@@ -19,7 +19,7 @@ pub struct Args {
     /// Prompts per step (arithmetic 32, countdown 16).
     #[arg(long)]
     batch: Option<usize>,
-    /// Decoder layers of the policy (arithmetic 2).
+    /// Decoder layers of the policy (arithmetic 2, countdown 4).
     #[arg(long)]
     layers: Option<usize>,
     /// Peak learning rate of GRPO, cosine decay to `--lr-floor` over the steps (2e-4).
@@ -38,12 +38,19 @@ pub struct Args {
     /// Weight of the KL penalty to the reference policy (0.01).
     #[arg(long)]
     kl_coef: Option<f64>,
+    /// Weight of the entropy bonus, which keeps sampling diverse (arithmetic 0, countdown 0.1).
+    #[arg(long)]
+    entropy_coef: Option<f64>,
     /// Train only on groups whose samples scored differently (true/false; countdown true).
     #[arg(long)]
     skip_flat_groups: Option<bool>,
     /// Let rollouts run up to this many steps ahead of training (0: synchronous).
     #[arg(long)]
     max_staleness: Option<usize>,
+    /// The task's parameters as a JSON object, replacing the example's (countdown reads
+    /// `{"numbers": 3 | 4, "max_number": 2..=99}`); a parameter the task does not read is refused.
+    #[arg(long, value_parser = parse_task_params)]
+    task_params: Option<serde_json::Value>,
     /// Seeds the model, the problems and the sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -83,7 +90,11 @@ impl Args {
             config.rewards = self.rewards.clone();
         }
         config.lr = self.lr.unwrap_or(config.lr);
+        if let Some(params) = &self.task_params {
+            config.task.params = params.clone();
+        }
         config.kl_coef = self.kl_coef.unwrap_or(config.kl_coef);
+        config.entropy_coef = self.entropy_coef.unwrap_or(config.entropy_coef);
         config.warm_start.target_accuracy = self
             .warm_start_target
             .unwrap_or(config.warm_start.target_accuracy);
@@ -103,4 +114,13 @@ fn parse_reward(text: &str) -> Result<RewardSpec, String> {
         .parse()
         .map_err(|err| format!("`{text}`: the weight `{weight}` is not a number ({err})"))?;
     Ok(RewardSpec::new(name.trim(), weight))
+}
+
+/// Reads a JSON object.
+fn parse_task_params(text: &str) -> Result<serde_json::Value, String> {
+    match serde_json::from_str(text) {
+        Ok(value @ serde_json::Value::Object(_)) => Ok(value),
+        Ok(other) => Err(format!("`{text}`: expected a JSON object, got {other}")),
+        Err(err) => Err(format!("`{text}` is not JSON: {err}")),
+    }
 }

@@ -209,16 +209,39 @@ pub fn sequence_logprobs(model: &Decoder, batch: &PaddedBatch) -> Result<Tensor>
 
 /// As `sequence_logprobs`, from logits already computed.
 pub fn logprobs_of_targets(logits: &Tensor, batch: &PaddedBatch) -> Result<Tensor> {
-    let (b, t) = (batch.batch_size(), batch.width());
+    let log_probs = predicting_log_probs(logits, batch)?;
+    gather_targets(&log_probs, batch)
+}
+
+/// As `sequence_logprobs`, with the entropy of the policy at every column as well (b, t-1),
+/// both differentiable: what an entropy bonus and the entropy diagnostic need.
+pub fn sequence_logprobs_and_entropy(
+    model: &Decoder,
+    batch: &PaddedBatch,
+) -> Result<(Tensor, Tensor)> {
+    let logits = model.forward_batch(batch)?;
+    let log_probs = predicting_log_probs(&logits, batch)?;
+    let entropy = crate::train::losses::token_entropy(&log_probs)?;
+    Ok((gather_targets(&log_probs, batch)?, entropy))
+}
+
+/// Log-probabilities over the vocabulary at every column that predicts a next token
+/// (b, t-1, vocab).
+fn predicting_log_probs(logits: &Tensor, batch: &PaddedBatch) -> Result<Tensor> {
+    let t = batch.width();
     if t < 2 {
         return Err(ModelError::Input(
             "sequences need at least two tokens".to_string(),
         ));
     }
-    let predicting = logits.narrow(1, 0, t - 1)?;
-    let log_probs = log_softmax_last_dim(&predicting)?;
+    log_softmax_last_dim(&logits.narrow(1, 0, t - 1)?)
+}
+
+/// The log-probability of each next token (b, t-1) out of `log_probs` (b, t-1, vocab).
+fn gather_targets(log_probs: &Tensor, batch: &PaddedBatch) -> Result<Tensor> {
+    let (b, t) = (batch.batch_size(), batch.width());
     let targets: Vec<u32> = batch.ids.iter().flat_map(|row| row[1..].to_vec()).collect();
-    let targets = Tensor::from_vec(targets, (b, t - 1, 1), logits.device())?;
+    let targets = Tensor::from_vec(targets, (b, t - 1, 1), log_probs.device())?;
     Ok(log_probs.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?)
 }
 

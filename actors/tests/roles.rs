@@ -34,6 +34,7 @@ fn policy(skip_zero_advantage: bool) -> PolicyConfig {
         kl_coef: 0.1,
         kl_estimator: KlEstimator::K3,
         skip_zero_advantage,
+        entropy_coef: 0.0,
     }
 }
 
@@ -199,6 +200,31 @@ fn rows_without_signal_are_skipped_when_asked() {
     trainer.set_policy(policy(true));
     let stats = block_on(trainer.policy_step(flat)).expect("flat step");
     assert_eq!((stats.tokens, stats.step), (0, 1));
+}
+
+#[test]
+fn an_entropy_bonus_raises_the_policys_entropy() {
+    // With no advantage and no KL the bonus is the whole loss: -coef x mean entropy.
+    let mut batch = policy_batch(&trainer(0, 1e-3));
+    batch.advantages = Advantages::PerSequence(vec![0.0; 4]);
+    batch.ref_logprobs = None;
+    let mut bonused = trainer(2, 1e-2);
+    bonused.set_policy(PolicyConfig {
+        entropy_coef: 0.5,
+        ..policy(false)
+    });
+    let first = block_on(bonused.policy_step(batch.clone())).expect("step");
+    assert!(first.entropy > 0.0, "{first:?}");
+    assert!((first.loss + 0.5 * first.entropy).abs() < 1e-4, "{first:?}");
+    let mut last = first.clone();
+    for _ in 0..5 {
+        last = block_on(bonused.policy_step(batch.clone())).expect("step");
+    }
+    assert!(last.entropy > first.entropy, "{first:?} -> {last:?}");
+    // Without the bonus the same batch leaves the loss at zero; entropy is still reported.
+    let mut plain = trainer(0, 1e-2);
+    let stats = block_on(plain.policy_step(batch)).expect("step");
+    assert!(stats.loss.abs() < 1e-9 && stats.entropy > 0.0, "{stats:?}");
 }
 
 #[test]

@@ -33,6 +33,9 @@ pub struct GrpoConfig {
     pub lr_floor: f64,
     /// Weight of the KL penalty to the reference (k3 estimator).
     pub kl_coef: f64,
+    /// Weight of the entropy bonus (0: none). It keeps the sampled answers diverse, so that
+    /// groups keep scoring differently and GRPO keeps a signal.
+    pub entropy_coef: f64,
     /// Train only on groups whose samples scored differently (the others have zero
     /// advantages): the loss is the mean over rows with signal.
     pub skip_flat_groups: bool,
@@ -65,6 +68,7 @@ impl GrpoConfig {
             lr: 2e-4,
             lr_floor: 0.05,
             kl_coef: 0.01,
+            entropy_coef: 0.0,
             skip_flat_groups: false,
             max_staleness: 0,
             cluster: None,
@@ -101,6 +105,12 @@ impl GrpoConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("--lr {} must be positive", self.lr));
         }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return bad(format!(
+                "--temperature {} must be positive (held-out success is measured greedily)",
+                self.temperature
+            ));
+        }
         if self.layers == 0 {
             return bad("--layers 0: the policy needs at least one layer".to_string());
         }
@@ -112,6 +122,9 @@ impl GrpoConfig {
         }
         if !(self.kl_coef >= 0.0 && self.kl_coef.is_finite()) {
             return bad(format!("--kl-coef {} must be >= 0", self.kl_coef));
+        }
+        if !(self.entropy_coef >= 0.0 && self.entropy_coef.is_finite()) {
+            return bad(format!("--entropy-coef {} must be >= 0", self.entropy_coef));
         }
         if self.eval_every == 0 || self.task.held_out < 200 {
             return bad(format!(

@@ -8,7 +8,7 @@ pub use super::policy_batch::{Advantages, PolicyBatch};
 use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, ResponseBatch, WeightSet};
 use crate::error::{ModelError, Result};
-use crate::generate::sequence_logprobs;
+use crate::generate::{sequence_logprobs, sequence_logprobs_and_entropy};
 use crate::model::Decoder;
 use crate::train::losses::{
     aggregate, cross_entropy, kl, ppo_clip, Aggregation, KlEstimator, PolicyStats,
@@ -34,6 +34,11 @@ pub struct PolicyConfig {
     /// costs less as groups are solved or given up on.
     #[serde(default)]
     pub skip_zero_advantage: bool,
+    /// Weight of an entropy bonus (the token mean of the policy's entropy is subtracted from
+    /// the loss; 0 turns it off). It keeps sampling diverse where groups would otherwise all
+    /// answer alike and stop teaching anything.
+    #[serde(default)]
+    pub entropy_coef: f64,
 }
 
 impl Default for PolicyConfig {
@@ -44,6 +49,7 @@ impl Default for PolicyConfig {
             kl_coef: 0.0,
             kl_estimator: KlEstimator::K3,
             skip_zero_advantage: false,
+            entropy_coef: 0.0,
         }
     }
 }
@@ -87,8 +93,19 @@ impl PolicyConfig {
             kl_coef,
             kl_estimator: KlEstimator::K3,
             skip_zero_advantage: false,
+            entropy_coef: 0.0,
         }
     }
+}
+
+/// One micro-batch's share of the policy loss and its figures.
+struct PolicyLoss {
+    /// Weighted by the micro-batch's share of the step's tokens (or rows).
+    loss: Tensor,
+    policy: PolicyStats,
+    mean_kl: f64,
+    mean_entropy: f64,
+    tokens: usize,
 }
 
 /// What one optimisation step did.
@@ -100,6 +117,9 @@ pub struct StepStats {
     pub policy: PolicyStats,
     /// Mean per-token KL to the reference (estimator of the config).
     pub kl: f64,
+    /// Mean per-token entropy of the policy over the trained responses (nats).
+    #[serde(default)]
+    pub entropy: f64,
     pub grad_norm: f64,
     pub tokens: usize,
     /// The weight version after this step (updates applied since the model was built).
@@ -123,6 +143,7 @@ impl StepStats {
     pub fn write_to(&self, meta: &mut troupe::data::StepMeta) {
         meta.set("loss", self.loss);
         meta.set("kl", self.kl);
+        meta.set("entropy", self.entropy);
         meta.set("clip_fraction", self.policy.clip_fraction);
         meta.set("approx_kl", self.policy.approx_kl);
         meta.set("grad_norm", self.grad_norm);
@@ -206,7 +227,7 @@ impl Trainer {
         batch: &PolicyBatch,
         rows: std::ops::Range<usize>,
         over: LossDenominator,
-    ) -> Result<(Tensor, PolicyStats, f64, usize)> {
+    ) -> Result<PolicyLoss> {
         let pick = |values: &[Vec<u32>]| values[rows.clone()].to_vec();
         let (prompts, responses) = (pick(&batch.prompts), pick(&batch.responses));
         let tokens: usize = responses.iter().map(Vec::len).sum();
@@ -215,7 +236,7 @@ impl Trainer {
         let shaped = ResponseBatch::new(&prompts, &responses, self.config.pad_id)?;
         let (dtype, device) = (self.model.dtype(), self.model.device().clone());
         let mask = shaped.mask(dtype, &device)?;
-        let logp = sequence_logprobs(&self.model, &shaped.padded)?;
+        let (logp, entropy) = sequence_logprobs_and_entropy(&self.model, &shaped.padded)?;
         let old = shaped.scatter(&batch.old_logprobs[rows.clone()], dtype, &device)?;
         let advantages = match &batch.advantages {
             Advantages::PerSequence(values) => {
@@ -250,7 +271,18 @@ impl Trainer {
                 weighted = (weighted + (kl_term * (policy.kl_coef * token_share))?)?;
             }
         }
-        Ok((weighted, stats, mean_kl, tokens))
+        let entropy_term = aggregate(&entropy, &mask, Aggregation::TokenMean)?;
+        let mean_entropy = scalar(&entropy_term)?;
+        if policy.entropy_coef > 0.0 {
+            weighted = (weighted - (entropy_term * (policy.entropy_coef * token_share))?)?;
+        }
+        Ok(PolicyLoss {
+            loss: weighted,
+            policy: stats,
+            mean_kl,
+            mean_entropy,
+            tokens,
+        })
     }
 
     /// Per-token values must match their responses' lengths.
@@ -315,11 +347,18 @@ impl Trainer {
         let mut total = Gradients::new();
         let mut stats = StepStats::default();
         for range in self.chunks(batch.rows()) {
-            let (loss, policy, mean_kl, tokens) = self.policy_loss(batch, range, over)?;
+            let PolicyLoss {
+                loss,
+                policy,
+                mean_kl,
+                mean_entropy,
+                tokens,
+            } = self.policy_loss(batch, range, over)?;
             let token_share = tokens as f64 / over.tokens();
             accumulate(&mut total, self.updater.gradients(&loss)?)?;
             stats.loss += scalar(&loss)?;
             stats.kl += mean_kl * token_share;
+            stats.entropy += mean_entropy * token_share;
             stats.policy.clip_fraction += policy.clip_fraction * token_share;
             stats.policy.approx_kl += policy.approx_kl * token_share;
             stats.tokens += tokens;
@@ -341,6 +380,7 @@ impl Trainer {
             let mut figures = [
                 stats.loss,
                 stats.kl,
+                stats.entropy,
                 stats.policy.clip_fraction,
                 stats.policy.approx_kl,
             ];
@@ -348,6 +388,7 @@ impl Trainer {
             [
                 stats.loss,
                 stats.kl,
+                stats.entropy,
                 stats.policy.clip_fraction,
                 stats.policy.approx_kl,
             ] = figures;

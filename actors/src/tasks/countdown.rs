@@ -13,8 +13,13 @@ use crate::tokenizer::{BuiltinTokenizer, TextTokenizer};
 use rand::Rng;
 use std::collections::HashSet;
 
-/// Numbers are drawn from `1..=MAX_NUMBER`.
-const MAX_NUMBER: u32 = 9;
+/// Numbers are drawn from `1..=max_number`: 9 unless the spec says otherwise.
+const DEFAULT_MAX_NUMBER: u32 = 9;
+/// The largest `max_number` read (numbers of at most two digits).
+const LARGEST_MAX_NUMBER: u32 = 99;
+/// A held-out set may take at most this share of the problems training would draw (above it,
+/// drawing a training problem that is not held out takes many tries, and the split says little).
+const MAX_HELD_OUT_SHARE: f64 = 0.5;
 /// Targets above this are drawn again (keeps them to three digits). Tried at 99: the warm start
 /// got further (20.8% in 50 steps) but GRPO then gained almost nothing in 200 steps.
 const MAX_TARGET: i64 = 999;
@@ -284,6 +289,7 @@ crate::register_reward!("countdown_closeness", closeness_reward);
 /// Countdown problems and a held-out set training never draws.
 pub struct CountdownTask {
     numbers: usize,
+    max_number: u32,
     seed: u64,
     held_out: Vec<Problem>,
     held_out_set: HashSet<(Vec<u32>, i64)>,
@@ -295,11 +301,17 @@ crate::register_task!("countdown", |spec| Ok(Box::new(CountdownTask::from_spec(
 )?)));
 
 impl CountdownTask {
-    /// `numbers` per problem (3 or 4); `held_out` problems set aside, drawn with `seed`.
-    pub fn new(numbers: usize, held_out: usize, seed: u64) -> Result<Self> {
+    /// `numbers` per problem (3 or 4), each from `1..=max_number`; `held_out` problems set
+    /// aside, drawn with `seed`. Refuses a held-out set that would take over half the problems.
+    pub fn new(numbers: usize, max_number: u32, held_out: usize, seed: u64) -> Result<Self> {
         if !(3..=4).contains(&numbers) {
             return Err(ModelError::Input(format!(
                 "countdown with {numbers} numbers: 3 or 4 are supported"
+            )));
+        }
+        if !(2..=LARGEST_MAX_NUMBER).contains(&max_number) {
+            return Err(ModelError::Input(format!(
+                "countdown max_number {max_number}: must be between 2 and {LARGEST_MAX_NUMBER}"
             )));
         }
         if held_out == 0 || held_out > 5_000 {
@@ -310,14 +322,30 @@ impl CountdownTask {
         let mut rng = problem_rng(seed ^ 0xC0DE_C0DE, u64::MAX);
         let mut held_out_set = HashSet::with_capacity(held_out);
         let mut ordered = Vec::with_capacity(held_out);
+        // Each new problem takes fewer than 1/(1 - share) draws while the held-out share of
+        // the problems is under MAX_HELD_OUT_SHARE; past that bound the split is refused.
+        let mut draws_left = 4 * held_out + 1_000;
         while ordered.len() < held_out {
-            let problem = draw(&mut rng, numbers);
+            if draws_left == 0 {
+                return Err(too_many_held_out(held_out, numbers, max_number));
+            }
+            draws_left -= 1;
+            let problem = draw(&mut rng, numbers, max_number);
             if held_out_set.insert(problem.unordered()) {
                 ordered.push(problem.problem());
             }
         }
+        // How much of what training draws is held out, measured on fresh draws.
+        let probes = 2_000;
+        let held = (0..probes)
+            .filter(|_| held_out_set.contains(&draw(&mut rng, numbers, max_number).unordered()))
+            .count();
+        if held as f64 > MAX_HELD_OUT_SHARE * probes as f64 {
+            return Err(too_many_held_out(held_out, numbers, max_number));
+        }
         Ok(CountdownTask {
             numbers,
+            max_number,
             seed,
             held_out: ordered,
             held_out_set,
@@ -325,18 +353,26 @@ impl CountdownTask {
         })
     }
 
-    /// Reads `{"numbers": 3 | 4}` (default 3) and refuses any other parameter by name.
+    /// Digits of the largest number.
+    fn number_digits(&self) -> usize {
+        self.max_number.to_string().len()
+    }
+
+    /// Reads `{"numbers": 3 | 4, "max_number": 2..=99}` (defaults 3 and 9) and refuses any
+    /// other parameter by name.
     pub fn from_spec(spec: &TaskSpec) -> Result<Self> {
         let mut numbers = 3;
+        let mut max_number = DEFAULT_MAX_NUMBER;
         match &spec.params {
             serde_json::Value::Null => {}
             serde_json::Value::Object(map) => {
                 for (key, value) in map {
                     match (key.as_str(), value.as_u64()) {
                         ("numbers", Some(n)) => numbers = n as usize,
+                        ("max_number", Some(n)) => max_number = u32::try_from(n).unwrap_or(0),
                         _ => {
                             return Err(ModelError::Input(format!(
-                                "countdown: unknown or malformed parameter `{key}` = {value} (it reads `numbers`: 3 or 4)"
+                                "countdown: unknown or malformed parameter `{key}` = {value} (it reads `numbers`: 3 or 4, `max_number`: 2 to 99)"
                             )))
                         }
                     }
@@ -348,7 +384,7 @@ impl CountdownTask {
                 )))
             }
         }
-        CountdownTask::new(numbers, spec.held_out, spec.seed)
+        CountdownTask::new(numbers, max_number, spec.held_out, spec.seed)
     }
 
     /// The spec that builds a three-number countdown on any node.
@@ -357,10 +393,18 @@ impl CountdownTask {
     }
 }
 
-fn draw(rng: &mut impl Rng, count: usize) -> Countdown {
+/// The error for a held-out set too large for the problems there are.
+fn too_many_held_out(held_out: usize, numbers: usize, max_number: u32) -> ModelError {
+    ModelError::Input(format!(
+        "a held-out set of {held_out} would take over half the countdown problems with \
+         {numbers} numbers up to {max_number}: ask for fewer or a larger max_number"
+    ))
+}
+
+fn draw(rng: &mut impl Rng, count: usize, max_number: u32) -> Countdown {
     loop {
         let numbers: Vec<u32> = (0..count)
-            .map(|_| rng.random_range(1..=MAX_NUMBER))
+            .map(|_| rng.random_range(1..=max_number))
             .collect();
         let mut order: Vec<usize> = (0..count).collect();
         for i in (1..count).rev() {
@@ -387,18 +431,18 @@ impl Task for CountdownTask {
 
     fn prompt_tokens(&self) -> usize {
         // <bos>, the numbers and their commas, `:`, three target digits, `=`, one spare.
-        2 * self.numbers + 6
+        self.numbers * (self.number_digits() + 1) + 6
     }
 
     fn answer_tokens(&self) -> usize {
         // The numbers and operators, one pair of parentheses, <eos>.
-        2 * self.numbers - 1 + 2 + 1
+        self.numbers * self.number_digits() + (self.numbers - 1) + 2 + 1
     }
 
     fn train_problem(&self, index: u64) -> Problem {
         let mut rng = problem_rng(self.seed, index);
         loop {
-            let problem = draw(&mut rng, self.numbers);
+            let problem = draw(&mut rng, self.numbers, self.max_number);
             if !self.held_out_set.contains(&problem.unordered()) {
                 return problem.problem();
             }
@@ -493,34 +537,56 @@ mod tests {
 
     #[test]
     fn every_problem_has_a_demonstration_that_fits_and_solves_it() {
-        let task = CountdownTask::new(3, 200, 1).unwrap();
-        for index in 0..2_000 {
-            let problem = task.train_problem(index);
-            let demo = task.demonstration(&problem);
-            assert!(task.is_correct(&demo, &problem), "{problem:?}: {demo:?}");
-            assert!(task.prompt_ids(&problem).is_ok(), "{problem:?}");
-            assert!(task.demonstration_ids(&problem).unwrap().len() <= task.answer_tokens());
-            let drawn = Countdown::from_reference(&problem.reference).unwrap();
-            assert!(
-                !task.held_out_set.contains(&drawn.unordered()),
-                "{problem:?}"
-            );
+        for (numbers, max_number) in [(3, DEFAULT_MAX_NUMBER), (3, 20), (4, 9), (4, 99)] {
+            let task = CountdownTask::new(numbers, max_number, 200, 1).unwrap();
+            for index in 0..500 {
+                let problem = task.train_problem(index);
+                let demo = task.demonstration(&problem);
+                assert!(task.is_correct(&demo, &problem), "{problem:?}: {demo:?}");
+                assert!(task.prompt_ids(&problem).is_ok(), "{problem:?}");
+                let answer = task.demonstration_ids(&problem).unwrap();
+                assert!(answer.len() <= task.answer_tokens(), "{problem:?}");
+                let drawn = Countdown::from_reference(&problem.reference).unwrap();
+                assert!(drawn.numbers.iter().all(|n| (1..=max_number).contains(n)));
+                assert!(
+                    !task.held_out_set.contains(&drawn.unordered()),
+                    "{problem:?}"
+                );
+            }
         }
-        let four = CountdownTask::from_spec(&TaskSpec {
-            params: serde_json::json!({"numbers": 4}),
-            ..CountdownTask::spec(50, 2)
-        })
-        .unwrap();
-        let problem = four.train_problem(3);
-        assert!(four.is_correct(&four.demonstration(&problem), &problem));
-        let bad = TaskSpec {
-            params: serde_json::json!({"digits": 2}),
+    }
+
+    #[test]
+    fn parameters_are_read_and_bad_ones_refused_by_name() {
+        let spec = |params| TaskSpec {
+            params,
             ..CountdownTask::spec(50, 2)
         };
-        assert!(CountdownTask::from_spec(&bad)
-            .err()
-            .unwrap()
-            .to_string()
-            .contains("digits"));
+        let four = CountdownTask::from_spec(&spec(serde_json::json!({"numbers": 4}))).unwrap();
+        let problem = four.train_problem(3);
+        assert!(four.is_correct(&four.demonstration(&problem), &problem));
+        let wider = CountdownTask::from_spec(&spec(serde_json::json!({"max_number": 20}))).unwrap();
+        assert_eq!((wider.prompt_tokens(), wider.answer_tokens()), (15, 11));
+        for (params, named) in [
+            (serde_json::json!({"digits": 2}), "digits"),
+            (serde_json::json!({"max_number": 100}), "max_number 100"),
+            (serde_json::json!({"max_number": 1}), "max_number 1"),
+            (serde_json::json!({"max_number": -3}), "max_number"),
+            (serde_json::json!({"numbers": 5}), "5 numbers"),
+        ] {
+            let error = CountdownTask::from_spec(&spec(params)).err().unwrap();
+            assert!(error.to_string().contains(named), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_held_out_set_larger_than_half_the_problems_is_refused() {
+        // Three numbers from 1..=2 make 17 distinct problems: 14 held out would leave training
+        // drawing held-out problems most of the time; 30 cannot be drawn at all.
+        for held_out in [14, 30] {
+            let error = CountdownTask::new(3, 2, held_out, 0).err().unwrap();
+            assert!(error.to_string().contains("over half"), "{error}");
+        }
+        assert!(CountdownTask::new(3, 2, 2, 0).is_ok());
     }
 }

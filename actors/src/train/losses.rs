@@ -117,6 +117,14 @@ pub fn kl(logp: &Tensor, ref_logp: &Tensor, estimator: KlEstimator) -> Result<Te
     })
 }
 
+/// The entropy -sum p log p of each position's distribution, from its log-probabilities over
+/// the vocabulary (..., vocab) -> (...); differentiable (an entropy bonus subtracts its mean).
+pub fn token_entropy(log_probs: &Tensor) -> Result<Tensor> {
+    Ok((log_probs.exp()? * log_probs)?
+        .sum(candle_core::D::Minus1)?
+        .neg()?)
+}
+
 /// Supervised fine-tuning: negative log-likelihood of the target tokens, token mean.
 pub fn cross_entropy(target_logp: &Tensor, mask: &Tensor) -> Result<Tensor> {
     aggregate(&target_logp.neg()?, mask, Aggregation::TokenMean)
@@ -243,5 +251,43 @@ mod tests {
         let rejected = Tensor::new(&[0.0_f64, 0.0], &Device::Cpu).unwrap();
         let expected = ((1.0 + (-2.0_f64).exp()).ln() + 2.0_f64.ln()) / 2.0;
         assert!((scalar(&bradley_terry(&chosen, &rejected).unwrap()) - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn entropy_and_its_gradient_by_hand() {
+        use crate::model::layers::log_softmax_last_dim;
+        let entropy_of = |logits: &[f64]| {
+            let x = Tensor::new(logits, &Device::Cpu).unwrap();
+            scalar(&token_entropy(&log_softmax_last_dim(&x).unwrap()).unwrap())
+        };
+        assert!(
+            (entropy_of(&[0.0; 4]) - 4.0_f64.ln()).abs() < 1e-12,
+            "uniform"
+        );
+        // p = (e/(e+1), 1/(e+1)): H = 0.582203...
+        let p = 1.0_f64.exp() / (1.0 + 1.0_f64.exp());
+        let expected = -(p * p.ln() + (1.0 - p) * (1.0 - p).ln());
+        assert!((entropy_of(&[1.0, 0.0]) - expected).abs() < 1e-12);
+        // The gradient against central differences, for every logit.
+        let logits = [0.3, -1.2, 2.0];
+        let var = candle_core::Var::new(&logits, &Device::Cpu).unwrap();
+        let entropy = token_entropy(&log_softmax_last_dim(var.as_tensor()).unwrap()).unwrap();
+        let grads = entropy.backward().unwrap();
+        let grad = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        for i in 0..logits.len() {
+            let (mut up, mut down) = (logits, logits);
+            up[i] += 1e-6;
+            down[i] -= 1e-6;
+            let numeric = (entropy_of(&up) - entropy_of(&down)) / 2e-6;
+            assert!(
+                (grad[i] - numeric).abs() < 1e-6,
+                "logit {i}: {} vs {numeric}",
+                grad[i]
+            );
+        }
     }
 }

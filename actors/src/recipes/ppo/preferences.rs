@@ -226,7 +226,7 @@ mod tests {
     fn rejected_answers_are_wrong_and_of_the_same_kind() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let addition = AdditionTask::new(10, 0).unwrap();
-        let countdown = CountdownTask::new(3, 10, 0).unwrap();
+        let countdown = CountdownTask::new(3, 9, 10, 0).unwrap();
         for task in [&addition as &dyn Task, &countdown] {
             for index in 0..100 {
                 let problem = task.train_problem(index);
