@@ -90,10 +90,21 @@ fn policy_batch(trainer: &Trainer) -> PolicyBatch {
     }
 }
 
+/// A trainer whose objective includes an entropy bonus (so that its weighting is checked too).
+fn trainer_with_bonus(micro_batch: usize) -> Trainer {
+    let mut trainer = trainer(micro_batch, 1e-3);
+    trainer.set_policy(PolicyConfig {
+        entropy_coef: 0.3,
+        ..policy(false)
+    });
+    trainer
+}
+
 #[test]
 fn micro_batches_accumulate_to_the_full_batch_gradient() {
-    let whole = trainer(0, 1e-3);
-    let split = trainer(1, 1e-3);
+    // One row per micro-batch: rows of 3, 2, 4 and 1 tokens weigh differently.
+    let whole = trainer_with_bonus(0);
+    let split = trainer_with_bonus(1);
     let batch = policy_batch(&whole);
     let (full, full_stats) = whole.policy_gradients(&batch).expect("full");
     let (accumulated, split_stats) = split.policy_gradients(&batch).expect("split");
@@ -102,6 +113,12 @@ fn micro_batches_accumulate_to_the_full_batch_gradient() {
         "{} vs {}",
         full_stats.loss,
         split_stats.loss
+    );
+    assert!(
+        (full_stats.entropy - split_stats.entropy).abs() < 1e-5 && full_stats.entropy > 0.0,
+        "{} vs {}",
+        full_stats.entropy,
+        split_stats.entropy
     );
     let mut difference = full.clone();
     for (name, grad) in &accumulated {
@@ -145,18 +162,21 @@ fn rows_of(batch: &PolicyBatch, rows: std::ops::Range<usize>) -> PolicyBatch {
 fn ranks_dividing_by_the_mean_counts_average_to_the_whole_batch_gradient() {
     // Two data-parallel ranks with unequal shares (3 rows of 9 tokens, 1 row of 1 token): each
     // divides by the ranks' mean counts, and the mean of their gradients is the whole batch's.
-    let trainer = trainer(0, 1e-3);
+    let trainer = trainer_with_bonus(0);
     let batch = policy_batch(&trainer);
-    let (whole, _) = trainer.policy_gradients(&batch).expect("whole");
+    let (whole, whole_stats) = trainer.policy_gradients(&batch).expect("whole");
     let (first, second) = (rows_of(&batch, 0..3), rows_of(&batch, 3..4));
     let over = LossDenominator {
         tokens: (first.tokens() + second.tokens()) as f64 / 2.0,
         rows: 2.0,
     };
-    let (mut mean, _) = trainer.policy_gradients_over(&first, over).expect("rank 0");
-    let (other, _) = trainer
+    let (mut mean, first_stats) = trainer.policy_gradients_over(&first, over).expect("rank 0");
+    let (other, second_stats) = trainer
         .policy_gradients_over(&second, over)
         .expect("rank 1");
+    // The ranks' entropies, averaged as the step averages them, are the whole batch's.
+    let entropy = (first_stats.entropy + second_stats.entropy) / 2.0;
+    assert!((entropy - whole_stats.entropy).abs() < 1e-5, "{entropy}");
     for (name, grad) in other {
         let sum = ((mean[&name].clone() + grad).expect("add") * 0.5).expect("half");
         mean.insert(name, sum);
@@ -200,6 +220,13 @@ fn rows_without_signal_are_skipped_when_asked() {
     trainer.set_policy(policy(true));
     let stats = block_on(trainer.policy_step(flat)).expect("flat step");
     assert_eq!((stats.tokens, stats.step), (0, 1));
+    assert!(
+        stats.nothing_trained,
+        "its entropy measured nothing: not reported"
+    );
+    let mut meta = troupe::data::StepMeta::default();
+    stats.write_to(&mut meta);
+    assert!(meta.get("entropy").is_none() && meta.get("loss").is_some());
 }
 
 #[test]

@@ -107,7 +107,7 @@ impl GrpoConfig {
         }
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(format!(
-                "--temperature {} must be positive (held-out success is measured greedily)",
+                "sampling temperature {} must be positive",
                 self.temperature
             ));
         }
@@ -141,6 +141,8 @@ impl GrpoConfig {
         if self.rewards.is_empty() {
             return bad("at least one reward function is needed".to_string());
         }
+        // The task's parameters are checked here, before any cluster or actor starts.
+        self.task.build()?;
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The trainer role: policy optimisation (PPO-clip with GRPO / Dr.GRPO / RLOO / REINFORCE++
-//! advantages computed by the caller, KL penalty to a reference with the k1 or k3 estimator),
+//! advantages computed by the caller, KL penalty to a reference with the k1 or k3 estimator, an
+//! optional entropy bonus, the policy's entropy measured every step),
 //! supervised fine-tuning for warm starts, AdamW with clipping, accumulation over micro-batches
 //! and a warm-up schedule, checkpoints (model, optimizer, step), and its weights by name.
 
@@ -117,9 +118,13 @@ pub struct StepStats {
     pub policy: PolicyStats,
     /// Mean per-token KL to the reference (estimator of the config).
     pub kl: f64,
-    /// Mean per-token entropy of the policy over the trained responses (nats).
+    /// Mean per-token entropy of the policy over the trained responses (nats); with
+    /// `skip_zero_advantage`, over the rows with signal only.
     #[serde(default)]
     pub entropy: f64,
+    /// No rank had a row to train on (every group was flat): `entropy` measured nothing.
+    #[serde(default)]
+    pub nothing_trained: bool,
     pub grad_norm: f64,
     pub tokens: usize,
     /// The weight version after this step (updates applied since the model was built).
@@ -143,7 +148,9 @@ impl StepStats {
     pub fn write_to(&self, meta: &mut troupe::data::StepMeta) {
         meta.set("loss", self.loss);
         meta.set("kl", self.kl);
-        meta.set("entropy", self.entropy);
+        if !self.nothing_trained {
+            meta.set("entropy", self.entropy);
+        }
         meta.set("clip_fraction", self.policy.clip_fraction);
         meta.set("approx_kl", self.policy.approx_kl);
         meta.set("grad_norm", self.grad_norm);
@@ -221,7 +228,9 @@ impl Trainer {
 
     /// One micro-batch's loss, weighted so that summing over micro-batches gives exactly the
     /// full batch's loss: token means weigh by the chunk's share of tokens, the other
-    /// aggregations by its share of rows. Returns (weighted loss, stats, mean KL, tokens).
+    /// aggregations by its share of rows. The KL penalty and the entropy bonus are token means
+    /// weighed the same way. Computing the entropy costs one pass over the vocabulary's
+    /// log-probabilities (small for the recipes' 25-token vocabulary).
     fn policy_loss(
         &self,
         batch: &PolicyBatch,
@@ -523,15 +532,16 @@ impl Trainer {
         self.config.max_grad_norm = max_grad_norm;
     }
 
-    /// Sets the policy objective (clip, aggregation, KL) for the steps that follow.
+    /// Sets the policy objective (clip, aggregation, KL, entropy bonus) for the steps that follow.
     pub fn set_policy(&mut self, policy: PolicyConfig) {
         self.config.policy = policy;
     }
 
     /// One PPO-clip step on a batch of scored responses (this rank's share of the batch when
     /// data-parallel). With `skip_zero_advantage`, rows whose advantage is zero (every row of
-    /// a group whose samples scored the same) are left out, their KL penalty with them, so the
-    /// step's `kl` is measured over the rows trained on; a step where no rank has a row left
+    /// a group whose samples scored the same) are left out, their KL penalty and entropy bonus
+    /// with them, so the step's `kl` and `entropy` are measured over the rows trained on (the
+    /// bonus keeps diverse the groups that still teach); a step where no rank has a row left
     /// still updates (AdamW's momentum moves the weights) so that versions advance in step.
     pub async fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
         let batch = if self.config.policy.skip_zero_advantage {
@@ -554,7 +564,9 @@ impl Trainer {
         } else {
             self.policy_gradients_over(&batch, over)?
         };
-        self.step_with(grads, stats).await
+        let mut stats = self.step_with(grads, stats).await?;
+        stats.nothing_trained = over.tokens == 0.0;
+        Ok(stats)
     }
 
     /// Stage `train`: one PPO-clip step on this member's rows of the step (`prompt`, `response`,

@@ -5,7 +5,8 @@
 //! expression over the numbers (so every problem has an answer), and the worked answer for the
 //! warm start is the first solution in a fixed search order (numbers as given, then operators
 //! `+ - *`), so the supervised phase teaches one consistent way to find a solution and
-//! reinforcement learning is free to find others.
+//! reinforcement learning is free to find others. Parameters: `numbers` (3 or 4) and
+//! `max_number` (numbers drawn from 1 to it, at most 99).
 
 use super::{problem_rng, Problem, Task, TaskSpec};
 use crate::error::{ModelError, Result};
@@ -302,7 +303,8 @@ crate::register_task!("countdown", |spec| Ok(Box::new(CountdownTask::from_spec(
 
 impl CountdownTask {
     /// `numbers` per problem (3 or 4), each from `1..=max_number`; `held_out` problems set
-    /// aside, drawn with `seed`. Refuses a held-out set that would take over half the problems.
+    /// aside, drawn with `seed`. Refuses a held-out set that would take over half of what
+    /// training draws.
     pub fn new(numbers: usize, max_number: u32, held_out: usize, seed: u64) -> Result<Self> {
         if !(3..=4).contains(&numbers) {
             return Err(ModelError::Input(format!(
@@ -367,9 +369,10 @@ impl CountdownTask {
             serde_json::Value::Null => {}
             serde_json::Value::Object(map) => {
                 for (key, value) in map {
-                    match (key.as_str(), value.as_u64()) {
+                    let small = value.as_u64().and_then(|n| u32::try_from(n).ok());
+                    match (key.as_str(), small) {
                         ("numbers", Some(n)) => numbers = n as usize,
-                        ("max_number", Some(n)) => max_number = u32::try_from(n).unwrap_or(0),
+                        ("max_number", Some(n)) => max_number = n,
                         _ => {
                             return Err(ModelError::Input(format!(
                                 "countdown: unknown or malformed parameter `{key}` = {value} (it reads `numbers`: 3 or 4, `max_number`: 2 to 99)"
@@ -396,8 +399,8 @@ impl CountdownTask {
 /// The error for a held-out set too large for the problems there are.
 fn too_many_held_out(held_out: usize, numbers: usize, max_number: u32) -> ModelError {
     ModelError::Input(format!(
-        "a held-out set of {held_out} would take over half the countdown problems with \
-         {numbers} numbers up to {max_number}: ask for fewer or a larger max_number"
+        "a held-out set of {held_out} would take over half of what training draws from countdown \
+         with {numbers} numbers up to {max_number}: hold out fewer or raise max_number"
     ))
 }
 
@@ -571,7 +574,11 @@ mod tests {
             (serde_json::json!({"digits": 2}), "digits"),
             (serde_json::json!({"max_number": 100}), "max_number 100"),
             (serde_json::json!({"max_number": 1}), "max_number 1"),
-            (serde_json::json!({"max_number": -3}), "max_number"),
+            (serde_json::json!({"max_number": -3}), "`max_number` = -3"),
+            (
+                serde_json::json!({"max_number": 4_294_967_296_u64}),
+                "`max_number` = 4294967296",
+            ),
             (serde_json::json!({"numbers": 5}), "5 numbers"),
         ] {
             let error = CountdownTask::from_spec(&spec(params)).err().unwrap();
