@@ -213,15 +213,25 @@ pub fn logprobs_of_targets(logits: &Tensor, batch: &PaddedBatch) -> Result<Tenso
     gather_targets(&log_probs, batch)
 }
 
-/// As `sequence_logprobs`, with the entropy of the policy at every column as well (b, t-1),
-/// both differentiable: what an entropy bonus and the entropy diagnostic need.
+/// As `sequence_logprobs`, with the entropy of the policy at every column as well (b, t-1).
+/// The entropy is summed over the vocabulary in f32 whatever the model's dtype, and returned
+/// in the model's dtype. With `entropy_gradient` it is differentiable (an entropy bonus needs
+/// that); without, it is computed from detached log-probabilities, so a diagnostic-only entropy
+/// keeps no (b, t-1, vocab) tensors alive until the backward pass.
 pub fn sequence_logprobs_and_entropy(
     model: &Decoder,
     batch: &PaddedBatch,
+    entropy_gradient: bool,
 ) -> Result<(Tensor, Tensor)> {
     let logits = model.forward_batch(batch)?;
     let log_probs = predicting_log_probs(&logits, batch)?;
-    let entropy = crate::train::losses::token_entropy(&log_probs)?;
+    let source = if entropy_gradient {
+        log_probs.clone()
+    } else {
+        log_probs.detach()
+    };
+    let entropy = crate::train::losses::token_entropy(&source.to_dtype(DType::F32)?)?
+        .to_dtype(log_probs.dtype())?;
     Ok((gather_targets(&log_probs, batch)?, entropy))
 }
 

@@ -93,10 +93,12 @@ fn policy_batch(trainer: &Trainer) -> PolicyBatch {
 /// A trainer whose objective includes an entropy bonus (so that its weighting is checked too).
 fn trainer_with_bonus(micro_batch: usize) -> Trainer {
     let mut trainer = trainer(micro_batch, 1e-3);
-    trainer.set_policy(PolicyConfig {
-        entropy_coef: 0.3,
-        ..policy(false)
-    });
+    trainer
+        .set_policy(PolicyConfig {
+            entropy_coef: 0.3,
+            ..policy(false)
+        })
+        .expect("objective");
     trainer
 }
 
@@ -194,7 +196,7 @@ fn rows_without_signal_are_skipped_when_asked() {
     batch.advantages = Advantages::PerSequence(vec![1.0, 0.0, -0.5, 0.0]);
     let skipping = |skip: bool| {
         let mut trainer = trainer(0, 1e-2);
-        trainer.set_policy(policy(skip));
+        trainer.set_policy(policy(skip)).expect("objective");
         block_on(trainer.policy_step(batch.clone())).expect("step")
     };
     assert_eq!(skipping(false).tokens, 10);
@@ -217,7 +219,7 @@ fn rows_without_signal_are_skipped_when_asked() {
     let mut flat = batch.clone();
     flat.advantages = Advantages::PerSequence(vec![0.0; 4]);
     let mut trainer = trainer(0, 1e-2);
-    trainer.set_policy(policy(true));
+    trainer.set_policy(policy(true)).expect("objective");
     let stats = block_on(trainer.policy_step(flat)).expect("flat step");
     assert_eq!((stats.tokens, stats.step), (0, 1));
     assert!(
@@ -230,16 +232,36 @@ fn rows_without_signal_are_skipped_when_asked() {
 }
 
 #[test]
+fn a_trainer_refuses_a_negative_entropy_bonus_and_keeps_its_objective() {
+    let mut trainer = trainer(0, 1e-3);
+    let error = trainer
+        .set_policy(PolicyConfig {
+            entropy_coef: -1.0,
+            ..policy(false)
+        })
+        .unwrap_err();
+    assert!(error.to_string().contains("entropy_coef = -1"), "{error}");
+    // The objective in place is the one before: a step's loss still matches a zero bonus.
+    let mut batch = policy_batch(&trainer);
+    batch.advantages = Advantages::PerSequence(vec![0.0; 4]);
+    batch.ref_logprobs = None;
+    let stats = block_on(trainer.policy_step(batch)).expect("step");
+    assert!(stats.loss.abs() < 1e-6, "{stats:?}");
+}
+
+#[test]
 fn an_entropy_bonus_raises_the_policys_entropy() {
     // With no advantage and no KL the bonus is the whole loss: -coef x mean entropy.
     let mut batch = policy_batch(&trainer(0, 1e-3));
     batch.advantages = Advantages::PerSequence(vec![0.0; 4]);
     batch.ref_logprobs = None;
     let mut bonused = trainer(2, 1e-2);
-    bonused.set_policy(PolicyConfig {
-        entropy_coef: 0.5,
-        ..policy(false)
-    });
+    bonused
+        .set_policy(PolicyConfig {
+            entropy_coef: 0.5,
+            ..policy(false)
+        })
+        .expect("objective");
     let first = block_on(bonused.policy_step(batch.clone())).expect("step");
     assert!(first.entropy > 0.0, "{first:?}");
     assert!((first.loss + 0.5 * first.entropy).abs() < 1e-4, "{first:?}");

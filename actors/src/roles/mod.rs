@@ -11,6 +11,7 @@ mod data_parallel;
 mod head;
 mod optimizer;
 pub mod policy_batch;
+mod policy_objective;
 pub mod prompts;
 pub mod reference;
 pub mod reward;

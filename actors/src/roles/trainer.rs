@@ -6,54 +6,19 @@
 
 use super::optimizer::Updater;
 pub use super::policy_batch::{Advantages, PolicyBatch};
+pub use super::policy_objective::PolicyConfig;
 use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, ResponseBatch, WeightSet};
 use crate::error::{ModelError, Result};
 use crate::generate::{sequence_logprobs, sequence_logprobs_and_entropy};
 use crate::model::Decoder;
-use crate::train::losses::{
-    aggregate, cross_entropy, kl, ppo_clip, Aggregation, KlEstimator, PolicyStats,
-};
+use crate::train::losses::{aggregate, cross_entropy, kl, ppo_clip, Aggregation, PolicyStats};
 use crate::train::optim::{accumulate, AdamW, AdamWConfig, Gradients, LrSchedule};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use troupe::data::Batch;
 use troupe::pipeline::{StageCall, StageReceipt};
-
-/// The policy objective.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PolicyConfig {
-    /// PPO clip range (0.2 is usual).
-    pub clip: f64,
-    pub aggregation: Aggregation,
-    /// Weight of the KL penalty to the reference (0 turns it off).
-    pub kl_coef: f64,
-    pub kl_estimator: KlEstimator,
-    /// Train only on rows whose advantage is not zero (a group whose samples all scored the
-    /// same teaches nothing): the loss is the mean over the rows with signal, and the step
-    /// costs less as groups are solved or given up on.
-    #[serde(default)]
-    pub skip_zero_advantage: bool,
-    /// Weight of an entropy bonus (the token mean of the policy's entropy is subtracted from
-    /// the loss; 0 turns it off). It keeps sampling diverse where groups would otherwise all
-    /// answer alike and stop teaching anything.
-    #[serde(default)]
-    pub entropy_coef: f64,
-}
-
-impl Default for PolicyConfig {
-    fn default() -> Self {
-        PolicyConfig {
-            clip: 0.2,
-            aggregation: Aggregation::TokenMean,
-            kl_coef: 0.0,
-            kl_estimator: KlEstimator::K3,
-            skip_zero_advantage: false,
-            entropy_coef: 0.0,
-        }
-    }
-}
 
 /// Everything a trainer is built from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,20 +46,6 @@ impl TrainerConfig {
             max_grad_norm: 1.0,
             micro_batch: 0,
             policy,
-        }
-    }
-}
-
-impl PolicyConfig {
-    /// PPO-clip at `clip` with a token-mean loss and a k3 KL penalty weighted `kl_coef`.
-    pub fn clipped(clip: f64, kl_coef: f64) -> Self {
-        PolicyConfig {
-            clip,
-            aggregation: Aggregation::TokenMean,
-            kl_coef,
-            kl_estimator: KlEstimator::K3,
-            skip_zero_advantage: false,
-            entropy_coef: 0.0,
         }
     }
 }
@@ -245,7 +196,9 @@ impl Trainer {
         let shaped = ResponseBatch::new(&prompts, &responses, self.config.pad_id)?;
         let (dtype, device) = (self.model.dtype(), self.model.device().clone());
         let mask = shaped.mask(dtype, &device)?;
-        let (logp, entropy) = sequence_logprobs_and_entropy(&self.model, &shaped.padded)?;
+        let policy = &self.config.policy;
+        let (logp, entropy) =
+            sequence_logprobs_and_entropy(&self.model, &shaped.padded, policy.entropy_coef > 0.0)?;
         let old = shaped.scatter(&batch.old_logprobs[rows.clone()], dtype, &device)?;
         let advantages = match &batch.advantages {
             Advantages::PerSequence(values) => {
@@ -256,7 +209,6 @@ impl Trainer {
                 shaped.scatter(&values[rows.clone()], dtype, &device)?
             }
         };
-        let policy = &self.config.policy;
         let (loss, stats) = ppo_clip(
             &logp,
             &old,
@@ -455,6 +407,7 @@ impl Trainer {
 #[troupe::actor]
 impl Trainer {
     pub fn new(config: TrainerConfig) -> Result<Self> {
+        config.policy.validate()?;
         Ok(Trainer::from_model(config.source.build()?, config))
     }
 
@@ -532,9 +485,12 @@ impl Trainer {
         self.config.max_grad_norm = max_grad_norm;
     }
 
-    /// Sets the policy objective (clip, aggregation, KL, entropy bonus) for the steps that follow.
-    pub fn set_policy(&mut self, policy: PolicyConfig) {
+    /// Sets the policy objective (clip, aggregation, KL, entropy bonus) for the steps that
+    /// follow; an objective `PolicyConfig::validate` refuses leaves the current one in place.
+    pub fn set_policy(&mut self, policy: PolicyConfig) -> Result<()> {
+        policy.validate()?;
         self.config.policy = policy;
+        Ok(())
     }
 
     /// One PPO-clip step on a batch of scored responses (this rank's share of the batch when
