@@ -9,7 +9,8 @@
 //! solved); GRPO runs; the run is reported. The batches stay on the actors and move between
 //! them directly: the driver sends calls and reads step figures. The task and its rewards are
 //! configuration: `grpo_countdown.rs` runs this same file on another task. Under `--out`:
-//! metrics.jsonl, sft_metrics.jsonl, curves.png, pipeline.dot and the final checkpoint.
+//! metrics.jsonl, sft_metrics.jsonl, curves.png, pipeline.dot, the warm start (which
+//! `--warm-start-from` starts another run from) and the final checkpoint.
 //!
 //! Run: `cargo run --release -p troupe-actors --example grpo_arithmetic -- --json runs/grpo.json`
 
@@ -27,6 +28,7 @@ use troupe_actors::recipes::grpo::{summary, GrpoConfig, GrpoReport};
 use troupe_actors::recipes::metrics::MetricsLog;
 use troupe_actors::recipes::policy::{run_id, small_model, start_cluster, PolicyActors};
 use troupe_actors::recipes::run_log::{Observer, RunLog};
+use troupe_actors::recipes::saved_warm_start::{self, SavedWarmStart};
 use troupe_actors::recipes::warm_start::warm_start;
 use troupe_actors::roles::columns::*;
 use troupe_actors::roles::prompts::PromptSource;
@@ -40,16 +42,25 @@ use troupe_actors::train::optim::LrSchedule;
 /// Runs GRPO as `config` says and reports what it measured.
 pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
     config.validate()?;
+    // A saved warm start made for another run is refused before anything starts.
+    let saved = match &config.warm_start_from {
+        Some(dir) => Some(saved_warm_start::load(dir, &config.task, config.layers)?),
+        None => None,
+    };
     std::fs::create_dir_all(&config.out)?;
     let cluster = start_cluster(config.cluster.as_deref(), 8.0).await?;
-    let outcome = grpo_on(&cluster, config).await;
+    let outcome = grpo_on(&cluster, config, saved).await;
     if config.cluster.is_none() {
         cluster.shutdown().await;
     }
     outcome
 }
 
-async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
+async fn grpo_on(
+    cluster: &troupe::Cluster,
+    config: &GrpoConfig,
+    saved: Option<SavedWarmStart>,
+) -> anyhow::Result<GrpoReport> {
     let started = Instant::now();
     let run = run_id("grpo");
     let task = config.task.build()?;
@@ -59,10 +70,14 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
     };
     let pad_id = task.tokenizer().pad_id();
 
-    // 1. The roles. Trainers and rollouts start from the same fresh model; the trainers join
-    //    their all-reduce group.
+    // 1. The roles. Trainers and rollouts start from the same model (fresh, or a saved warm
+    //    start); the trainers join their all-reduce group.
+    let initial = match &config.warm_start_from {
+        Some(dir) => ModelSource::Checkpoint { dir: dir.clone() },
+        None => ModelSource::fresh(model.clone(), config.task.seed),
+    };
     let trainer_config = TrainerConfig::for_policy(
-        ModelSource::fresh(model.clone(), config.task.seed),
+        initial,
         pad_id,
         config.lr,
         PolicyConfig {
@@ -120,6 +135,7 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
             seed: config.task.seed,
             ..SamplingConfig::default()
         };
+        let skip_flat_groups = config.skip_flat_groups;
         let pipeline = PipelineBuilder::new()
             .stage(
                 "prompts",
@@ -160,9 +176,22 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
                 "reference",
                 &references,
                 Dispatch::RankZero,
-                &[PROMPT, RESPONSE],
+                // A trainer that skips flat groups reads the reference only where the
+                // advantage is not zero: then the reference waits for the advantages and
+                // scores those rows alone.
+                if config.skip_flat_groups {
+                    &[PROMPT, RESPONSE, ADVANTAGE]
+                } else {
+                    &[PROMPT, RESPONSE]
+                },
                 &[REF_LOGPROB],
-                |reference, call| async move { reference.logprobs(call).await },
+                move |reference, call| async move {
+                    if skip_flat_groups {
+                        reference.logprobs_with_signal(call).await
+                    } else {
+                        reference.logprobs(call).await
+                    }
+                },
             )
             .stage(
                 "train",
@@ -177,23 +206,45 @@ async fn grpo_on(cluster: &troupe::Cluster, config: &GrpoConfig) -> anyhow::Resu
         std::fs::write(config.out.join("pipeline.dot"), pipeline.to_dot())?;
 
         // 3. The warm start: supervised steps on the task's worked answers, its weights reaching the
-        //    rollouts over the pipeline's weight-sync edge; the reference then freezes them.
-        let mut sft_log = MetricsLog::create(&config.out.join("sft_metrics.jsonl"))?;
-        let sft = warm_start(
-            &policy,
-            &pipeline,
-            &config.task,
-            &config.warm_start,
-            &mut sft_log,
-        )
-        .await?;
+        //    rollouts over the pipeline's weight-sync edge, saved so that other runs can start
+        //    from it (or a saved one, measured again); the reference then freezes them.
+        let sft = match (&saved, &config.warm_start_from) {
+            (Some(saved), Some(dir)) => {
+                saved_warm_start::resume(&policy, &config.task, saved, dir).await?
+            }
+            _ => {
+                let mut sft_log = MetricsLog::create(&config.out.join("sft_metrics.jsonl"))?;
+                let sft = warm_start(
+                    &policy,
+                    &pipeline,
+                    &config.task,
+                    &config.warm_start,
+                    &mut sft_log,
+                )
+                .await?;
+                let record = SavedWarmStart {
+                    task: config.task.clone(),
+                    layers: config.layers,
+                    outcome: sft.clone(),
+                };
+                let dir = config.out.join("warm_start");
+                saved_warm_start::save(
+                    &policy,
+                    task.as_ref(),
+                    &record,
+                    &dir,
+                    model.max_position_embeddings,
+                )
+                .await?;
+                sft
+            }
+        };
         reference.load_weights(policy.weights().await?).await?;
         policy
-            .start_phase(LrSchedule::cosine(
-                config.lr,
-                config.steps as u64,
-                config.lr_floor,
-            ))
+            .start_phase(LrSchedule {
+                warmup_steps: config.lr_warmup,
+                ..LrSchedule::cosine(config.lr, config.steps as u64, config.lr_floor)
+            })
             .await?;
 
         // 4. GRPO: the pipeline runs the steps (within the staleness bound) and syncs weights

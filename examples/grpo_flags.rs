@@ -28,6 +28,9 @@ pub struct Args {
     /// The learning rate at the last step, as a share of the peak (0.05; 1 keeps it constant).
     #[arg(long)]
     lr_floor: Option<f64>,
+    /// Steps over which the learning rate rises linearly to `--lr` before the cosine decay (0).
+    #[arg(long)]
+    lr_warmup: Option<u64>,
     /// A reward function and its weight, `NAME=WEIGHT`; repeat for several. Replaces the
     /// example's list (arithmetic: exact_match=1 digits_only=0.1).
     #[arg(long = "reward", value_parser = parse_reward)]
@@ -66,6 +69,9 @@ pub struct Args {
     /// ... or after this many supervised steps (600).
     #[arg(long)]
     warm_start_max_steps: Option<usize>,
+    /// Start from the warm start a run saved (its `<out>/warm_start`) instead of running one.
+    #[arg(long, value_name = "DIR")]
+    warm_start_from: Option<PathBuf>,
     /// Also write the run's figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -85,6 +91,7 @@ impl Args {
         set(self.eval_every, &mut config.eval_every);
         set(self.layers, &mut config.layers);
         config.lr_floor = self.lr_floor.unwrap_or(config.lr_floor);
+        config.lr_warmup = self.lr_warmup.unwrap_or(config.lr_warmup);
         config.skip_flat_groups = self.skip_flat_groups.unwrap_or(config.skip_flat_groups);
         if !self.rewards.is_empty() {
             config.rewards = self.rewards.clone();
@@ -98,6 +105,11 @@ impl Args {
         config.warm_start.target_accuracy = self
             .warm_start_target
             .unwrap_or(config.warm_start.target_accuracy);
+        // Absolute, so that actors started elsewhere (another working directory) find it.
+        config.warm_start_from = self
+            .warm_start_from
+            .as_ref()
+            .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
         config.cluster = self.cluster.clone();
         config.out = self.out.clone().unwrap_or(config.out);
         config

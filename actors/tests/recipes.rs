@@ -2,7 +2,8 @@
 //! own worker process, the pipeline, the data-parallel all-reduce and the weight sync all run
 //! for real. Checks what a run leaves behind (metrics lines, plot, checkpoint that a fresh
 //! rollout actor loads, the JSON figures), that the weight sync gives the rollouts exactly the
-//! trainers' weights, that bounded staleness keeps rollouts within k versions, and that the
+//! trainers' weights, that bounded staleness keeps rollouts within k versions, that a run
+//! starts from another's saved warm start, and that the
 //! driver stays off the data path (it carries under 1% of the bytes the stages move).
 //!
 //! Run: `cargo test -p troupe-actors --test recipes`
@@ -170,6 +171,108 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A run saves its warm start; a second run starts from it (measuring the loaded policy as the
+/// first measured it) with flat groups skipped, so its reference scores only the rows with
+/// signal; a run for another seed is refused, the mismatch named.
+async fn grpo_starts_from_a_saved_warm_start() -> anyhow::Result<()> {
+    let out = scratch("saved-warm-start");
+    let config = GrpoConfig {
+        steps: 2,
+        batch: 4,
+        group_size: 4,
+        eval_every: 2,
+        out: out.join("first"),
+        warm_start: short_warm_start(),
+        ..GrpoConfig::new(
+            AdditionTask::spec(200, 0),
+            vec![
+                RewardSpec::new("exact_match", 1.0),
+                RewardSpec::new("digits_only", 0.1),
+            ],
+        )
+    };
+    let first = grpo_example::grpo(&config).await?;
+    let saved = out.join("first/warm_start");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "warm_start.json",
+    ] {
+        anyhow::ensure!(
+            saved.join(file).exists(),
+            "{file} missing from {}",
+            saved.display()
+        );
+    }
+    let held_out = lines(&saved.join("heldout.jsonl"))?;
+    anyhow::ensure!(held_out.len() == 200, "{} held-out lines", held_out.len());
+    anyhow::ensure!(
+        held_out[0]["prompt"].is_string() && held_out[0]["reference"].is_string(),
+        "{}",
+        held_out[0]
+    );
+    let resumed_config = GrpoConfig {
+        out: out.join("second"),
+        steps: 3,
+        skip_flat_groups: true,
+        warm_start_from: Some(saved.clone()),
+        ..config.clone()
+    };
+    let resumed = grpo_example::grpo(&resumed_config).await?;
+    anyhow::ensure!(
+        resumed.warm_start_from.as_deref() == Some(saved.as_path())
+            && resumed.sft_steps == first.sft_steps
+            && resumed.heldout_accuracy_sft == first.heldout_accuracy_sft,
+        "resumed {resumed:?} from first {first:?}"
+    );
+    anyhow::ensure!(
+        !out.join("second/sft_metrics.jsonl").exists(),
+        "no warm start ran"
+    );
+    // Every row is scored by the reference of the first run; only the rows of groups with
+    // signal by the second's (4 groups of 4 rows per step).
+    let scored = |run: &str| -> anyhow::Result<Vec<(f64, f64)>> {
+        let rows = lines(&out.join(run).join("metrics.jsonl"))?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let signal = row["groups_with_signal"].as_f64().unwrap_or(-1.0);
+                (
+                    row["reference_rows"].as_f64().unwrap_or(-1.0),
+                    signal * 16.0,
+                )
+            })
+            .collect())
+    };
+    let first_rows = scored("first")?;
+    anyhow::ensure!(
+        first_rows.len() == 2 && first_rows.iter().all(|(rows, _)| *rows == 16.0),
+        "{first_rows:?}"
+    );
+    let second_rows = scored("second")?;
+    anyhow::ensure!(
+        second_rows.len() == 3
+            && second_rows
+                .iter()
+                .all(|(rows, with_signal)| (rows - with_signal).abs() < 1e-9),
+        "reference rows against rows with signal: {second_rows:?}"
+    );
+    let other_seed = GrpoConfig {
+        task: AdditionTask::spec(200, 1),
+        out: out.join("third"),
+        ..resumed_config
+    };
+    let refused = grpo_example::grpo(&other_seed).await.unwrap_err();
+    anyhow::ensure!(
+        format!("{refused:#}").contains("seed 0 there, 1 here"),
+        "{refused:#}"
+    );
+    std::fs::remove_dir_all(&out)?;
+    println!("test grpo_starts_from_a_saved_warm_start ... ok");
+    Ok(())
+}
+
 /// A short PPO run: reward model, critic, GAE, per-token advantages, all through the pipeline.
 async fn ppo_run_leaves_its_outputs() -> anyhow::Result<()> {
     let out = scratch("ppo");
@@ -265,21 +368,22 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     };
     let outcome = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(600), async {
+        tokio::time::timeout(Duration::from_secs(900), async {
             let cluster = Cluster::local_builder().cpus(8.0).start().await?;
             let synced = weight_sync_is_exact(&cluster).await;
             cluster.shutdown().await;
             synced?;
             grpo_run_leaves_its_outputs(0).await?;
             grpo_run_leaves_its_outputs(1).await?;
+            grpo_starts_from_a_saved_warm_start().await?;
             ppo_run_leaves_its_outputs().await
         })
         .await
-        .map_err(|_| anyhow::anyhow!("timed out after 600 s"))?
+        .map_err(|_| anyhow::anyhow!("timed out after 900 s"))?
     });
     match outcome {
         Ok(()) => {
-            println!("\n4 passed, 0 failed");
+            println!("\n5 passed, 0 failed");
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {

@@ -31,6 +31,9 @@ pub struct GrpoConfig {
     pub lr: f64,
     /// The learning rate at the last step, as a share of `lr` (1: constant).
     pub lr_floor: f64,
+    /// Steps over which the learning rate rises linearly to `lr` first (0: none). Fresh AdamW
+    /// moments make the first updates about `lr` per parameter whatever the gradient's size.
+    pub lr_warmup: u64,
     /// Weight of the KL penalty to the reference (k3 estimator).
     pub kl_coef: f64,
     /// Weight of the entropy bonus (0: none). It keeps the sampled answers diverse, so that
@@ -52,6 +55,9 @@ pub struct GrpoConfig {
     pub trainers: usize,
     pub rollouts: usize,
     pub warm_start: WarmStartConfig,
+    /// Start from the warm start a run saved here (`<out>/warm_start`) instead of running one;
+    /// it must have been made for the same task and depth.
+    pub warm_start_from: Option<PathBuf>,
 }
 
 impl GrpoConfig {
@@ -67,6 +73,7 @@ impl GrpoConfig {
             layers: 2,
             lr: 2e-4,
             lr_floor: 0.05,
+            lr_warmup: 0,
             kl_coef: 0.01,
             entropy_coef: 0.0,
             skip_flat_groups: false,
@@ -78,6 +85,7 @@ impl GrpoConfig {
             trainers: 2,
             rollouts: 2,
             warm_start: WarmStartConfig::default(),
+            warm_start_from: None,
         }
     }
 
@@ -113,6 +121,12 @@ impl GrpoConfig {
         }
         if self.layers == 0 {
             return bad("--layers 0: the policy needs at least one layer".to_string());
+        }
+        if self.lr_warmup >= self.steps as u64 {
+            return bad(format!(
+                "--lr-warmup {} must be shorter than --steps {}",
+                self.lr_warmup, self.steps
+            ));
         }
         if !(0.0..=1.0).contains(&self.lr_floor) {
             return bad(format!(
@@ -178,6 +192,9 @@ pub struct GrpoReport {
     pub checkpoint: PathBuf,
     /// Held-out success of a rollout actor loaded from the saved checkpoint.
     pub checkpoint_heldout_accuracy: Option<f64>,
+    /// The saved warm start the run started from; then `sft_s` is how long that warm start
+    /// took when it ran, and `wall_s` leaves it out.
+    pub warm_start_from: Option<PathBuf>,
     pub metrics: PathBuf,
     pub plot: PathBuf,
 }
@@ -222,6 +239,7 @@ impl GrpoReport {
             heldout_problems: config.task.held_out,
             checkpoint: PathBuf::new(),
             checkpoint_heldout_accuracy: None,
+            warm_start_from: sft.loaded_from.clone(),
             metrics: log.metrics_path(),
             plot: PathBuf::new(),
         }

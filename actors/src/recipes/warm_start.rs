@@ -42,14 +42,18 @@ impl Default for WarmStartConfig {
 }
 
 /// Where the warm start ended.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WarmStartOutcome {
     pub steps: usize,
     /// The weight version the rollouts hold at the end.
     pub version: u64,
     pub heldout_accuracy: f64,
+    /// How long it took (when loaded: how long it took when it ran).
     pub seconds: f64,
     pub reached_target: bool,
+    /// The saved warm start this run started from (`--warm-start-from`), if any.
+    #[serde(default)]
+    pub loaded_from: Option<std::path::PathBuf>,
 }
 
 /// Prompts and the targets that follow them, for supervised steps.
@@ -160,5 +164,6 @@ pub async fn warm_start(
         heldout_accuracy: accuracy,
         seconds,
         reached_target: reached,
+        loaded_from: None,
     })
 }

@@ -8,6 +8,26 @@ use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use troupe::data::Batch;
 
+/// The rows of `rows` whose `keep` is true, in order.
+pub(crate) fn kept<T>(rows: Vec<T>, keep: &[bool]) -> Vec<T> {
+    rows.into_iter()
+        .zip(keep)
+        .filter_map(|(row, keep)| keep.then_some(row))
+        .collect()
+}
+
+/// The inverse of `kept`: `chosen` back in the rows whose `keep` is true, empty rows elsewhere
+/// (`chosen` must hold one row per true `keep`).
+pub(crate) fn spread<T>(chosen: Vec<Vec<T>>, keep: &[bool]) -> Vec<Vec<T>> {
+    let mut chosen = chosen.into_iter();
+    keep.iter()
+        .map(|keep| match keep {
+            true => chosen.next().unwrap_or_default(),
+            false => Vec::new(),
+        })
+        .collect()
+}
+
 /// Advantages: one per response (GRPO, RLOO, ...) or one per response token (GAE with a critic).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Advantages {
@@ -16,6 +36,25 @@ pub enum Advantages {
 }
 
 impl Advantages {
+    /// The `advantage` column of a step: per token when its rows are ragged, else per response.
+    pub fn from_column(batch: &Batch) -> Result<Self> {
+        Ok(match batch.column(ADVANTAGE).map(|c| c.row_shape.len()) {
+            Some(1) => Advantages::PerToken(batch.ragged_f32(ADVANTAGE)?),
+            _ => Advantages::PerSequence(batch.f32_values(ADVANTAGE)?),
+        })
+    }
+
+    /// For each row, whether its advantage is anywhere not zero (a row that teaches something).
+    pub fn signal_rows(&self) -> Vec<bool> {
+        match self {
+            Advantages::PerSequence(values) => values.iter().map(|v| *v != 0.0).collect(),
+            Advantages::PerToken(rows) => rows
+                .iter()
+                .map(|row| row.iter().any(|v| *v != 0.0))
+                .collect(),
+        }
+    }
+
     pub fn rows(&self) -> usize {
         match self {
             Advantages::PerSequence(values) => values.len(),
@@ -39,10 +78,7 @@ impl PolicyBatch {
     /// Reads a step's columns: `prompt`, `response`, `old_logprob`, `advantage` (one f32 per
     /// row, or a ragged row per response token) and, when present, `ref_logprob`.
     pub fn from_columns(batch: &Batch) -> Result<Self> {
-        let advantages = match batch.column(ADVANTAGE).map(|c| c.row_shape.len()) {
-            Some(1) => Advantages::PerToken(batch.ragged_f32(ADVANTAGE)?),
-            _ => Advantages::PerSequence(batch.f32_values(ADVANTAGE)?),
-        };
+        let advantages = Advantages::from_column(batch)?;
         Ok(PolicyBatch {
             prompts: batch.ragged_u32(PROMPT)?,
             responses: batch.ragged_u32(RESPONSE)?,
@@ -68,19 +104,7 @@ impl PolicyBatch {
     /// the same has zero advantages, and its rows would only dilute a token-mean loss (and
     /// cost a forward and backward pass). Their KL penalty goes with them.
     pub fn without_zero_advantages(self) -> PolicyBatch {
-        let keep: Vec<bool> = match &self.advantages {
-            Advantages::PerSequence(values) => values.iter().map(|v| *v != 0.0).collect(),
-            Advantages::PerToken(rows) => rows
-                .iter()
-                .map(|row| row.iter().any(|v| *v != 0.0))
-                .collect(),
-        };
-        fn kept<T>(rows: Vec<T>, keep: &[bool]) -> Vec<T> {
-            rows.into_iter()
-                .zip(keep)
-                .filter_map(|(row, keep)| keep.then_some(row))
-                .collect()
-        }
+        let keep = self.advantages.signal_rows();
         PolicyBatch {
             prompts: kept(self.prompts, &keep),
             responses: kept(self.responses, &keep),
@@ -97,6 +121,20 @@ impl PolicyBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_with_signal_are_kept_and_spread_back() {
+        let per_token = Advantages::PerToken(vec![vec![0.0, 0.0], vec![0.0, 0.5], vec![]]);
+        assert_eq!(per_token.signal_rows(), vec![false, true, false]);
+        let keep = Advantages::PerSequence(vec![1.0, 0.0, -0.5, 0.0]).signal_rows();
+        assert_eq!(keep, vec![true, false, true, false]);
+        let chosen = kept(vec![vec![1.0], vec![2.0], vec![3.0, 3.5], vec![4.0]], &keep);
+        assert_eq!(chosen, vec![vec![1.0], vec![3.0, 3.5]]);
+        assert_eq!(
+            spread(chosen, &keep),
+            vec![vec![1.0], vec![], vec![3.0, 3.5], vec![]]
+        );
+    }
 
     fn batch(advantages: Advantages) -> PolicyBatch {
         PolicyBatch {
