@@ -61,17 +61,15 @@ fn scratch(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("troupe-recipes-{name}-{}", std::process::id()))
 }
 
-/// A short GRPO run leaves one metrics line per step, a plot, a pipeline graph and a checkpoint
-/// whose reloaded accuracy equals the run's final one.
-async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()> {
-    let out = scratch(&format!("grpo-{max_staleness}"));
-    let config = GrpoConfig {
+/// Four GRPO steps of 4 prompts x 4 samples on addition (200 held out), measured every 2 steps,
+/// after the short warm start, writing to `out`.
+fn tiny_grpo(out: std::path::PathBuf) -> GrpoConfig {
+    GrpoConfig {
         steps: 4,
         batch: 4,
         group_size: 4,
         eval_every: 2,
-        max_staleness,
-        out: out.clone(),
+        out,
         warm_start: short_warm_start(),
         ..GrpoConfig::new(
             AdditionTask::spec(200, 0),
@@ -80,6 +78,16 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
                 RewardSpec::new("digits_only", 0.1),
             ],
         )
+    }
+}
+
+/// A short GRPO run leaves one metrics line per step, a plot, a pipeline graph and a checkpoint
+/// whose reloaded accuracy equals the run's final one.
+async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()> {
+    let out = scratch(&format!("grpo-{max_staleness}"));
+    let config = GrpoConfig {
+        max_staleness,
+        ..tiny_grpo(out.clone())
     };
     let report = grpo_example::grpo(&config).await?;
     anyhow::ensure!(report.steps == 4 && report.sft_steps == 3, "{report:?}");
@@ -178,18 +186,7 @@ async fn grpo_starts_from_a_saved_warm_start() -> anyhow::Result<()> {
     let out = scratch("saved-warm-start");
     let config = GrpoConfig {
         steps: 2,
-        batch: 4,
-        group_size: 4,
-        eval_every: 2,
-        out: out.join("first"),
-        warm_start: short_warm_start(),
-        ..GrpoConfig::new(
-            AdditionTask::spec(200, 0),
-            vec![
-                RewardSpec::new("exact_match", 1.0),
-                RewardSpec::new("digits_only", 0.1),
-            ],
-        )
+        ..tiny_grpo(out.join("first"))
     };
     let first = grpo_example::grpo(&config).await?;
     let saved = out.join("first/warm_start");
