@@ -13,6 +13,7 @@
 //! `--warm-start-from` starts another run from) and the final checkpoint.
 //!
 //! Run: `cargo run --release -p troupe-actors --example grpo_arithmetic -- --json runs/grpo.json`
+//! (add `--rollout-engine vllm` to generate with vLLM engines).
 
 #[path = "grpo_flags.rs"]
 mod grpo_flags;
@@ -23,6 +24,7 @@ use std::time::Instant;
 use troupe::data::Batch;
 use troupe::pipeline::{Dispatch, PipelineBuilder};
 use troupe::{ActorGroup, SpawnOptions};
+use troupe_actors::engines::vllm::python_env;
 use troupe_actors::generate::SamplingConfig;
 use troupe_actors::recipes::grpo::{summary, GrpoConfig, GrpoReport};
 use troupe_actors::recipes::metrics::MetricsLog;
@@ -34,6 +36,7 @@ use troupe_actors::roles::columns::*;
 use troupe_actors::roles::prompts::PromptSource;
 use troupe_actors::roles::reference::Reference;
 use troupe_actors::roles::reward::{Reward, RewardSpec};
+use troupe_actors::roles::rollout::RolloutEngine;
 use troupe_actors::roles::trainer::{PolicyConfig, TrainerConfig};
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
@@ -48,6 +51,20 @@ pub async fn grpo(config: &GrpoConfig) -> anyhow::Result<GrpoReport> {
         None => None,
     };
     std::fs::create_dir_all(&config.out)?;
+    // On the embedded cluster the rollouts run here: find or make vLLM's venv once, before
+    // they start, rather than in each rollout's constructor.
+    let mut config = config.clone();
+    if let (RolloutEngine::Vllm(engine), None) = (&mut config.rollout_engine, &config.cluster) {
+        if engine.python.is_none() {
+            let setup = std::time::Duration::from_secs_f64(engine.setup_timeout_s);
+            engine.python = Some(
+                python_env::find_or_make(None, setup)
+                    .await
+                    .map_err(|why| anyhow::anyhow!("vLLM's Python: {why}"))?,
+            );
+        }
+    }
+    let config = &config;
     let cluster = start_cluster(config.cluster.as_deref(), 8.0).await?;
     let outcome = grpo_on(&cluster, config, saved).await;
     if config.cluster.is_none() {
@@ -83,6 +100,7 @@ async fn grpo_on(
         PolicyConfig {
             skip_zero_advantage: config.skip_flat_groups,
             entropy_coef: config.entropy_coef,
+            tis_cap: config.tis_cap,
             ..PolicyConfig::clipped(config.clip, config.kl_coef)
         },
     );
@@ -92,6 +110,7 @@ async fn grpo_on(
         trainer_config.clone(),
         config.trainers,
         config.rollouts,
+        config.rollout_engine.clone(),
     )
     .await?;
     let options = |cpus: f64, role: &str| {
@@ -291,8 +310,13 @@ async fn grpo_on(
             "reward_mean",
             &[("KL to the reference (k3, per token)", "kl")],
         )?;
+        let engines = policy
+            .rollouts
+            .broadcast(|rollout| async move { rollout.engine_stats().await })
+            .await?;
         let report =
             GrpoReport::from_run(config, &sft, phase, &log, model.num_parameters(), started)
+                .with_engines(&engines.into_iter().flatten().collect::<Vec<_>>())
                 .with_checkpoint(checkpoint, checkpoint_heldout_accuracy, plot);
         println!("{}", summary(&report));
         Ok(report)

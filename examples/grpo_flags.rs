@@ -3,8 +3,10 @@
 
 use clap::Parser;
 use std::path::PathBuf;
+use troupe_actors::engines::vllm::VllmConfig;
 use troupe_actors::recipes::grpo::GrpoConfig;
 use troupe_actors::roles::reward::RewardSpec;
+use troupe_actors::roles::rollout::RolloutEngine;
 
 /// GRPO on a task (flags shared by the GRPO examples; unset ones keep the example's setting).
 #[derive(Parser, Debug)]
@@ -72,9 +74,28 @@ pub struct Args {
     /// Start from the warm start a run saved (its `<out>/warm_start`) instead of running one.
     #[arg(long, value_name = "DIR")]
     warm_start_from: Option<PathBuf>,
+    /// What the rollouts generate with: `candle` (their own decoder) or `vllm` (a vLLM engine
+    /// each, in a child process; its Python venv is made on first use, about 6 GB).
+    #[arg(long, value_enum)]
+    rollout_engine: Option<EngineChoice>,
+    /// The vLLM engine's dtype (`float32`, as the trainers; `bfloat16` is faster and differs
+    /// more from the trainers, which TIS corrects).
+    #[arg(long)]
+    vllm_dtype: Option<String>,
+    /// Truncated importance sampling against the rollout engine with this cap (on at 2 for
+    /// vLLM, off for candle; 0 turns it off).
+    #[arg(long)]
+    tis_cap: Option<f64>,
     /// Also write the run's figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// The rollout engines `--rollout-engine` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum EngineChoice {
+    Candle,
+    Vllm,
 }
 
 impl Args {
@@ -112,6 +133,21 @@ impl Args {
             .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()));
         config.cluster = self.cluster.clone();
         config.out = self.out.clone().unwrap_or(config.out);
+        if let Some(choice) = self.rollout_engine {
+            config = config.with_rollout_engine(match choice {
+                EngineChoice::Candle => RolloutEngine::Candle,
+                EngineChoice::Vllm => RolloutEngine::Vllm(VllmConfig {
+                    dtype: self
+                        .vllm_dtype
+                        .clone()
+                        .unwrap_or_else(|| VllmConfig::default().dtype),
+                    ..VllmConfig::default()
+                }),
+            });
+        }
+        if let Some(cap) = self.tis_cap {
+            config.tis_cap = (cap > 0.0).then_some(cap);
+        }
         config
     }
 }

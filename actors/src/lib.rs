@@ -4,6 +4,7 @@
 //! - `weights`, `config`, `tokenizer`: the Hugging Face layout (safetensors, config.json,
 //!   tokenizer.json) and a built-in tokenizer for synthetic tasks;
 //! - `generate`: batched sampling with a KV cache and per-token log-probabilities;
+//! - `engines`: vLLM as a rollout engine, in a child process the rollout supervises;
 //! - `train`: losses, advantage and KL estimators, AdamW and schedules;
 //! - `roles`: rollout, reference, reward, trainer and critic as troupe actors;
 //! - `tasks`: synthetic problems the recipes learn (three-digit addition), with held-out splits;
@@ -11,6 +12,7 @@
 
 pub mod alloc;
 pub mod config;
+pub mod engines;
 pub mod error;
 pub mod generate;
 pub mod model;

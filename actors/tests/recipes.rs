@@ -22,6 +22,7 @@ use troupe_actors::recipes::ppo::preferences::PreferenceConfig;
 use troupe_actors::recipes::ppo::{self, PpoConfig};
 use troupe_actors::recipes::warm_start::{supervised_parts, WarmStartConfig};
 use troupe_actors::roles::reward::RewardSpec;
+use troupe_actors::roles::rollout::RolloutEngine;
 use troupe_actors::roles::trainer::{PolicyConfig, TrainerConfig};
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
@@ -326,7 +327,7 @@ async fn weight_sync_is_exact(cluster: &Cluster) -> anyhow::Result<()> {
         policy: PolicyConfig::default(),
     };
     let run = format!("sync-test-{}", std::process::id());
-    let actors = PolicyActors::spawn(cluster, &run, config, 2, 2).await?;
+    let actors = PolicyActors::spawn(cluster, &run, config, 2, 2, RolloutEngine::Candle).await?;
     let edge = actors.weight_sync();
     edge.connect().await?;
     let parts = supervised_parts(&task, 0, 8, 2)?;

@@ -7,7 +7,7 @@ use troupe_actors::generate::SamplingConfig;
 use troupe_actors::roles::critic::Critic;
 use troupe_actors::roles::reference::Reference;
 use troupe_actors::roles::reward_model::RewardModel;
-use troupe_actors::roles::rollout::Rollout;
+use troupe_actors::roles::rollout::{Rollout, RolloutEngine};
 use troupe_actors::roles::trainer::{
     Advantages, LossDenominator, PolicyBatch, PolicyConfig, Trainer, TrainerConfig,
 };
@@ -35,6 +35,7 @@ fn policy(skip_zero_advantage: bool) -> PolicyConfig {
         kl_estimator: KlEstimator::K3,
         skip_zero_advantage,
         entropy_coef: 0.0,
+        tis_cap: None,
     }
 }
 
@@ -142,6 +143,47 @@ fn relative_difference(a: &Gradients, b: &Gradients) -> f64 {
         difference.insert(name.clone(), delta);
     }
     global_norm(&difference).unwrap() / global_norm(b).unwrap()
+}
+
+/// `grads` times `factor`.
+fn scaled(grads: &Gradients, factor: f64) -> Gradients {
+    grads
+        .iter()
+        .map(|(name, grad)| (name.clone(), (grad * factor).expect("scale")))
+        .collect()
+}
+
+#[test]
+fn truncated_importance_sampling_weighs_tokens_by_the_capped_ratio() {
+    // No KL or entropy term, so the whole gradient is the policy term's.
+    let objective = |tis_cap| PolicyConfig {
+        kl_coef: 0.0,
+        tis_cap,
+        ..policy(false)
+    };
+    let mut on_policy = trainer(0, 1e-3);
+    on_policy.set_policy(objective(None)).expect("objective");
+    let batch = policy_batch(&on_policy);
+    let (plain, stats) = on_policy.policy_gradients(&batch).expect("gradients");
+    assert_eq!(stats.mismatch.logprob_abs_diff, 0.0);
+    let mut corrected = trainer(0, 1e-3);
+    corrected.set_policy(objective(Some(2.0))).expect("objective");
+    // The engine found every sampled token `shift` nats less likely than the trainer does:
+    // each token's weight is min(e^shift, 2).
+    for (shift, weight, clipped) in [(0.1_f32, 0.1_f64.exp(), 0.0), (1.0, 2.0, 1.0)] {
+        let mut engine = batch.clone();
+        engine.old_logprobs = batch
+            .old_logprobs
+            .iter()
+            .map(|row| row.iter().map(|l| l - shift).collect())
+            .collect();
+        let (grads, stats) = corrected.policy_gradients(&engine).expect("gradients");
+        let gap = relative_difference(&grads, &scaled(&plain, weight));
+        assert!(gap < 1e-4, "shift {shift}: off by {gap} of the norm");
+        assert!((stats.mismatch.logprob_abs_diff - f64::from(shift)).abs() < 1e-5);
+        assert!((stats.mismatch.tis_clipped_share - clipped).abs() < 1e-9);
+        assert!(stats.mismatch.kl > 0.0);
+    }
 }
 
 fn rows_of(batch: &PolicyBatch, rows: std::ops::Range<usize>) -> PolicyBatch {
@@ -330,9 +372,13 @@ fn weights_travel_from_trainer_to_rollout() {
     let mut trainer = trainer(0, 1e-2);
     let batch = policy_batch(&trainer);
     block_on(trainer.policy_step(batch.clone())).expect("step");
-    let mut rollout = Rollout::new(source(99), 0).expect("rollout");
+    let mut rollout =
+        block_on(Rollout::new(source(99), 0, RolloutEngine::Candle)).expect("rollout");
     let weights = trainer.weights().expect("weights");
-    assert_eq!(rollout.load_weights(weights.clone()).expect("load"), 1);
+    assert_eq!(
+        block_on(rollout.load_weights(weights.clone())).expect("load"),
+        1
+    );
     assert_eq!(rollout.weight_version(), 1);
     let reference = Reference::new(source(99), 0).expect("reference");
     let mut reference = reference;
@@ -349,9 +395,7 @@ fn weights_travel_from_trainer_to_rollout() {
         max_new_tokens: 4,
         ..SamplingConfig::default()
     };
-    let generated = rollout
-        .generate_tokens(vec![vec![1, 4]], greedy)
-        .expect("generate");
+    let generated = block_on(rollout.generate_tokens(vec![vec![1, 4]], greedy)).expect("generate");
     assert_eq!(generated.weight_version, 1);
     // A partial set updates only what it names; a bad shape changes nothing.
     let one = WeightSet {
@@ -359,16 +403,15 @@ fn weights_travel_from_trainer_to_rollout() {
         partial: true,
         tensors: vec![weights.tensors[0].clone()],
     };
-    rollout.load_weights(one).expect("partial");
+    block_on(rollout.load_weights(one)).expect("partial");
     let mut wrong = weights.tensors[0].clone();
     wrong.shape = vec![1, wrong.data.len()];
-    let err = rollout
-        .load_weights(WeightSet {
-            version: 3,
-            partial: true,
-            tensors: vec![wrong],
-        })
-        .unwrap_err();
+    let err = block_on(rollout.load_weights(WeightSet {
+        version: 3,
+        partial: true,
+        tensors: vec![wrong],
+    }))
+    .unwrap_err();
     assert!(err.to_string().contains("shape"), "{err}");
     assert_eq!(rollout.weight_version(), 2);
     let missing = WeightSet {
@@ -376,8 +419,7 @@ fn weights_travel_from_trainer_to_rollout() {
         partial: false,
         tensors: vec![weights.tensors[0].clone()],
     };
-    assert!(rollout
-        .load_weights(missing)
+    assert!(block_on(rollout.load_weights(missing))
         .unwrap_err()
         .to_string()
         .contains("missing"));

@@ -10,7 +10,7 @@ use troupe::{Cluster, SpawnOptions};
 use troupe_actors::generate::SamplingConfig;
 use troupe_actors::roles::reference::Reference;
 use troupe_actors::roles::reward::{Reward, RewardSpec};
-use troupe_actors::roles::rollout::Rollout;
+use troupe_actors::roles::rollout::{Rollout, RolloutEngine};
 use troupe_actors::roles::trainer::{
     Advantages, PolicyBatch, PolicyConfig, Trainer, TrainerConfig, TrainerHandle,
 };
@@ -42,7 +42,14 @@ async fn grpo_iteration(cluster: &Cluster) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let rollout = Rollout::spawn(cluster, options(), source.clone(), BuiltinTokenizer::PAD).await?;
+    let rollout = Rollout::spawn(
+        cluster,
+        options(),
+        source.clone(),
+        BuiltinTokenizer::PAD,
+        RolloutEngine::Candle,
+    )
+    .await?;
     let reference = Reference::spawn(cluster, options(), source, BuiltinTokenizer::PAD).await?;
     let reward = Reward::spawn(
         cluster,

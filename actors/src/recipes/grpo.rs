@@ -7,7 +7,9 @@ use super::error::{RecipeError, Result};
 use super::metrics::summary_table;
 use super::run_log::{HeldoutPoint, PhaseFigures, RunLog};
 use super::warm_start::{WarmStartConfig, WarmStartOutcome};
+use crate::engines::vllm::EngineStats;
 use crate::roles::reward::RewardSpec;
+use crate::roles::rollout::RolloutEngine;
 use crate::tasks::TaskSpec;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -58,6 +60,11 @@ pub struct GrpoConfig {
     /// Start from the warm start a run saved here (`<out>/warm_start`) instead of running one;
     /// it must have been made for the same task and depth.
     pub warm_start_from: Option<PathBuf>,
+    /// What the rollouts generate with: their own decoder, or a vLLM engine each.
+    pub rollout_engine: RolloutEngine,
+    /// Truncated importance sampling against the engine, capped here (None: off). `new`
+    /// leaves it None; `with_rollout_engine` turns it on for vLLM.
+    pub tis_cap: Option<f64>,
 }
 
 impl GrpoConfig {
@@ -86,7 +93,20 @@ impl GrpoConfig {
             rollouts: 2,
             warm_start: WarmStartConfig::default(),
             warm_start_from: None,
+            rollout_engine: RolloutEngine::Candle,
+            tis_cap: None,
         }
+    }
+
+    /// Generates with `engine`; an engine that is not the trainer's own code (vLLM) gets TIS
+    /// with a cap of 2 (as verl's default), which `tis_cap` may change afterwards.
+    pub fn with_rollout_engine(mut self, engine: RolloutEngine) -> Self {
+        self.tis_cap = match engine {
+            RolloutEngine::Candle => None,
+            RolloutEngine::Vllm(_) => Some(DEFAULT_TIS_CAP),
+        };
+        self.rollout_engine = engine;
+        self
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -140,6 +160,11 @@ impl GrpoConfig {
         if !(self.entropy_coef >= 0.0 && self.entropy_coef.is_finite()) {
             return bad(format!("--entropy-coef {} must be >= 0", self.entropy_coef));
         }
+        if let Some(cap) = self.tis_cap {
+            if !(cap >= 1.0 && cap.is_finite()) {
+                return bad(format!("--tis-cap {cap} must be at least 1 (or 0 for off)"));
+            }
+        }
         if self.eval_every == 0 || self.task.held_out < 200 {
             return bad(format!(
                 "held-out evaluation needs eval_every >= 1 and at least 200 problems ({} given)",
@@ -161,6 +186,9 @@ impl GrpoConfig {
     }
 }
 
+/// The TIS cap for engines other than the trainer's own code.
+pub const DEFAULT_TIS_CAP: f64 = 2.0;
+
 /// What a run measured; `--json` writes it.
 #[derive(Debug, Clone, Serialize)]
 pub struct GrpoReport {
@@ -177,6 +205,21 @@ pub struct GrpoReport {
     pub grpo_s: f64,
     pub step_s_mean: f64,
     pub weight_sync_ms_mean: f64,
+    /// `candle` or `vllm`.
+    pub rollout_engine: String,
+    /// The engines' start, spawn to ready, mean over the rollouts (None for candle).
+    pub engine_start_s: Option<f64>,
+    /// Engine restarts over the run, summed over the rollouts.
+    pub engine_restarts: u32,
+    /// Loading new weights into the rollouts: for vLLM the engine's update (write, reload,
+    /// probe check) per step; for candle the whole weight sync.
+    pub weight_update_ms_mean: f64,
+    /// Token means, over the steps, of |log pi_trainer - log pi_engine| of the sampled tokens,
+    /// of KL(engine || trainer) (k3), and of the share of tokens TIS clipped.
+    pub logprob_abs_diff_mean: f64,
+    pub engine_trainer_kl_mean: f64,
+    pub tis_clipped_share: f64,
+    pub tis_cap: Option<f64>,
     pub rollout_tokens_per_s: f64,
     /// Bytes the driver sent and received per step, everything included.
     pub driver_bytes_per_step: f64,
@@ -226,6 +269,16 @@ impl GrpoReport {
             grpo_s: phase.seconds,
             step_s_mean: phase.seconds / phase.steps.max(1) as f64,
             weight_sync_ms_mean: phase.weight_sync_ms_mean,
+            rollout_engine: config.rollout_engine.name().to_string(),
+            engine_start_s: None,
+            engine_restarts: 0,
+            weight_update_ms_mean: log
+                .mean("engine_weight_update_ms")
+                .unwrap_or(phase.weight_sync_ms_mean),
+            logprob_abs_diff_mean: log.mean("logprob_abs_diff").unwrap_or(0.0),
+            engine_trainer_kl_mean: log.mean("engine_trainer_kl").unwrap_or(0.0),
+            tis_clipped_share: log.mean("tis_clipped_share").unwrap_or(0.0),
+            tis_cap: config.tis_cap,
             rollout_tokens_per_s: phase.rollout_tokens_per_s,
             driver_bytes_per_step: phase.driver_bytes_per_step,
             stage_bytes_per_step: phase.stage_bytes_per_step,
@@ -243,6 +296,16 @@ impl GrpoReport {
             metrics: log.metrics_path(),
             plot: PathBuf::new(),
         }
+    }
+
+    /// What the rollouts' engines reported at the end of the run.
+    pub fn with_engines(mut self, engines: &[EngineStats]) -> Self {
+        if !engines.is_empty() {
+            let starts: Vec<f64> = engines.iter().map(|stats| stats.start_s).collect();
+            self.engine_start_s = Some(crate::recipes::run_log::mean(&starts));
+            self.engine_restarts = engines.iter().map(|stats| stats.restarts).sum();
+        }
+        self
     }
 
     /// The saved checkpoint, its reloaded held-out success, and the plot.
@@ -304,8 +367,35 @@ pub fn summary(report: &GrpoReport) -> String {
                 format!("{:.3}", report.step_s_mean),
             ),
             (
+                "rollout engine (start, restarts)",
+                match report.engine_start_s {
+                    Some(start) => format!(
+                        "{} ({start:.1} s, {} restarts)",
+                        report.rollout_engine, report.engine_restarts
+                    ),
+                    None => report.rollout_engine.clone(),
+                },
+            ),
+            (
                 "rollout tokens/s",
                 format!("{:.0}", report.rollout_tokens_per_s),
+            ),
+            (
+                "weight update into the rollouts, mean",
+                format!("{:.1} ms", report.weight_update_ms_mean),
+            ),
+            (
+                "engine vs trainer: |dlogp|, KL, TIS-clipped",
+                format!(
+                    "{:.2e} / {:.2e} / {:.2}%{}",
+                    report.logprob_abs_diff_mean,
+                    report.engine_trainer_kl_mean,
+                    report.tis_clipped_share * 100.0,
+                    report
+                        .tis_cap
+                        .map(|cap| format!(" (cap {cap})"))
+                        .unwrap_or_else(|| " (TIS off)".to_string())
+                ),
             ),
             (
                 "weight sync, mean",

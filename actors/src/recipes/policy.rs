@@ -5,7 +5,7 @@
 //! the checkpoint a run leaves.
 
 use super::error::{RecipeError, Result};
-use crate::roles::rollout::{Rollout, RolloutHandle};
+use crate::roles::rollout::{Rollout, RolloutEngine, RolloutHandle};
 use crate::roles::trainer::{Trainer, TrainerConfig, TrainerHandle};
 use crate::roles::ModelSource;
 use crate::tasks::TaskSpec;
@@ -41,13 +41,15 @@ pub struct PolicyActors {
 
 impl PolicyActors {
     /// Spawns `trainers` data-parallel trainers (a gang, one CPU each; their all-reduce group
-    /// joined) and `rollouts` rollout actors built from the same model.
+    /// joined) and `rollouts` rollout actors built from the same model, generating with
+    /// `engine` (each vLLM rollout starts its engine before it answers).
     pub async fn spawn(
         cluster: &Cluster,
         run: &str,
         trainer_config: TrainerConfig,
         trainers: usize,
         rollouts: usize,
+        engine: RolloutEngine,
     ) -> Result<Self> {
         if trainers == 0 || rollouts == 0 {
             return Err(RecipeError::Config(format!(
@@ -79,13 +81,14 @@ impl PolicyActors {
             rollouts,
             SpawnOptions::new().num_cpus(1.0),
             |rank, _, options| {
-                let source = source.clone();
+                let (source, engine) = (source.clone(), engine.clone());
                 async move {
                     Rollout::spawn(
                         cluster,
                         options.name(format!("{run}/rollout-{rank}")),
                         source,
                         pad_id,
+                        engine,
                     )
                     .await
                 }
@@ -232,6 +235,7 @@ impl PolicyActors {
                 dir: dir.to_path_buf(),
             },
             pad_id,
+            RolloutEngine::Candle,
         )
         .await?;
         let group = ActorGroup::from_handles(vec![rollout.clone()]);

@@ -173,6 +173,12 @@ impl RunLog {
         )
     }
 
+    /// The mean of a recorded figure over the steps that recorded it (None if none did).
+    pub fn mean(&self, key: &str) -> Option<f64> {
+        let values: Vec<f64> = self.series(key).into_iter().map(|(_, v)| v).collect();
+        (!values.is_empty()).then(|| mean(&values))
+    }
+
     /// The last recorded value of a figure.
     pub fn last(&self, key: &str) -> Option<f64> {
         self.series(key).last().map(|(_, value)| *value)

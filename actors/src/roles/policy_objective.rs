@@ -25,6 +25,11 @@ pub struct PolicyConfig {
     /// answer alike and stop teaching anything.
     #[serde(default)]
     pub entropy_coef: f64,
+    /// Truncated importance sampling against the rollout engine: each token's term is weighed
+    /// by min(pi_trainer / pi_engine, cap), with the PPO ratio taken against the trainer's own
+    /// log-probabilities. For engines that are not the trainer's code (vLLM); None turns it off.
+    #[serde(default)]
+    pub tis_cap: Option<f64>,
 }
 
 impl Default for PolicyConfig {
@@ -36,6 +41,7 @@ impl Default for PolicyConfig {
             kl_estimator: KlEstimator::K3,
             skip_zero_advantage: false,
             entropy_coef: 0.0,
+            tis_cap: None,
         }
     }
 }
@@ -50,12 +56,13 @@ impl PolicyConfig {
             kl_estimator: KlEstimator::K3,
             skip_zero_advantage: false,
             entropy_coef: 0.0,
+            tis_cap: None,
         }
     }
 
     /// Refuses an objective the loss cannot use: a clip range that is not positive and finite,
     /// a negative or non-finite KL or entropy weight, a `SumOverConstant` divisor that is not
-    /// positive. Each error names the field and its value.
+    /// positive, a TIS cap below 1 or not finite. Each error names the field and its value.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, value: f64, rule: &str| {
             Err(ModelError::Config(format!(
@@ -70,6 +77,11 @@ impl PolicyConfig {
         }
         if !(self.entropy_coef >= 0.0 && self.entropy_coef.is_finite()) {
             return bad("entropy_coef", self.entropy_coef, ">= 0 and finite");
+        }
+        if let Some(cap) = self.tis_cap {
+            if !(cap >= 1.0 && cap.is_finite()) {
+                return bad("tis_cap", cap, ">= 1 and finite");
+            }
         }
         if let Aggregation::SumOverConstant(divisor) = self.aggregation {
             if !(divisor > 0.0 && divisor.is_finite()) {
@@ -130,6 +142,13 @@ mod tests {
                 ..Default::default()
             },
             "aggregation's constant = 0",
+        );
+        refused(
+            PolicyConfig {
+                tis_cap: Some(0.5),
+                ..Default::default()
+            },
+            "tis_cap = 0.5",
         );
     }
 }

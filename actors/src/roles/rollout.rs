@@ -1,16 +1,38 @@
 //! The rollout role: generates responses for batches of prompts with the current policy (the
 //! pipeline's `generate` stage), measures held-out success of a task on its own node, and takes
-//! new weights (all of them, or a shard at a time) stamped with a version.
+//! new weights (all of them, or a shard at a time) stamped with a version. It generates with its
+//! own candle decoder or with a vLLM engine it supervises (`RolloutEngine`); with vLLM the
+//! decoder stays as the copy the weight sync writes into and the engine is checked against.
 
 use super::columns::{OLD_LOGPROB, PROMPT, RESPONSE};
 use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, WeightSet};
+use crate::engines::vllm::{EngineStats, VllmConfig, VllmEngine};
 use crate::error::Result;
 use crate::generate::{generate, Generation, SamplingConfig};
 use crate::model::Decoder;
 use crate::tasks::{Task, TaskSpec};
 use troupe::data::Batch;
 use troupe::pipeline::{StageCall, StageReceipt};
+
+/// What generates the rollout's samples.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub enum RolloutEngine {
+    /// The rollout's own candle decoder, in the actor's process.
+    #[default]
+    Candle,
+    /// A vLLM engine in a child process of the actor.
+    Vllm(VllmConfig),
+}
+
+impl RolloutEngine {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RolloutEngine::Candle => "candle",
+            RolloutEngine::Vllm(_) => "vllm",
+        }
+    }
+}
 
 /// A generation engine holding one copy of the policy.
 pub struct Rollout {
@@ -20,6 +42,8 @@ pub struct Rollout {
     weight_sync: Option<WeightSync>,
     /// The task of the last evaluation, kept so each one does not rebuild it.
     evaluated: Option<(TaskSpec, Box<dyn Task>)>,
+    /// The vLLM engine generating in place of `model`, when there is one.
+    engine: Option<VllmEngine>,
 }
 
 /// Greedy decoding for answers of at most `max_new_tokens` tokens, stopping at `eos`.
@@ -40,14 +64,37 @@ impl Rollout {
             version: 0,
             weight_sync: None,
             evaluated: None,
+            engine: None,
         }
     }
 
-    /// Applies weights; partial sets update only the parameters they name.
-    pub fn apply_weights(&mut self, weights: &WeightSet) -> Result<u64> {
+    /// Applies weights; partial sets update only the parameters they name. An engine is given
+    /// the result once the set is applied.
+    pub async fn apply_weights(&mut self, weights: &WeightSet) -> Result<u64> {
         weights.apply_to(&self.model)?;
         self.version = weights.version;
+        self.weights_changed().await?;
         Ok(self.version)
+    }
+
+    /// Hands the decoder's weights (as they now are) to the engine, if there is one.
+    async fn weights_changed(&mut self) -> Result<()> {
+        if let Some(engine) = self.engine.as_mut() {
+            engine.load_weights(&self.model, self.version).await?;
+        }
+        Ok(())
+    }
+
+    /// Samples with the engine, or the decoder.
+    async fn sample(
+        &mut self,
+        prompts: &[Vec<u32>],
+        sampling: &SamplingConfig,
+    ) -> Result<Generation> {
+        match self.engine.as_mut() {
+            Some(engine) => engine.generate(prompts, sampling).await,
+            None => generate(&self.model, prompts, self.pad_id, sampling, self.version),
+        }
     }
 
     pub fn model(&self) -> &Decoder {
@@ -57,24 +104,67 @@ impl Rollout {
 
 #[troupe::actor]
 impl Rollout {
-    pub fn new(source: ModelSource, pad_id: u32) -> Result<Self> {
-        Ok(Rollout::from_model(source.build()?, pad_id))
+    /// A rollout of `source`'s policy generating with `engine` (started here: for vLLM this
+    /// returns once the engine is ready).
+    pub async fn new(source: ModelSource, pad_id: u32, engine: RolloutEngine) -> Result<Self> {
+        let mut rollout = Rollout::from_model(source.build()?, pad_id);
+        if let RolloutEngine::Vllm(config) = engine {
+            rollout.engine = Some(VllmEngine::start(&rollout.model, 0, 0, config).await?);
+        }
+        Ok(rollout)
     }
 
     /// Responses, their per-token log-probabilities, and the weight version used.
-    pub fn generate_tokens(
-        &self,
+    pub async fn generate_tokens(
+        &mut self,
         prompts: Vec<Vec<u32>>,
         sampling: SamplingConfig,
     ) -> Result<Generation> {
-        generate(&self.model, &prompts, self.pad_id, &sampling, self.version)
+        self.sample(&prompts, &sampling).await
+    }
+
+    /// Which engine generates (`candle` or `vllm`).
+    pub fn engine_name(&self) -> String {
+        match self.engine {
+            Some(_) => "vllm".to_string(),
+            None => "candle".to_string(),
+        }
+    }
+
+    /// The engine's start time, restarts, last weight update and probe check (None with the
+    /// candle decoder).
+    pub fn engine_stats(&self) -> Option<EngineStats> {
+        self.engine.as_ref().map(VllmEngine::stats)
+    }
+
+    /// Asks the engine (if any) whether it answers; starts it again if it does not. Returns
+    /// the weight version served.
+    pub async fn engine_health(&mut self) -> Result<u64> {
+        match self.engine.as_mut() {
+            Some(engine) => engine.health().await,
+            None => Ok(self.version),
+        }
+    }
+
+    /// The engine's log p(tokens[j] | tokens[..j]) for j >= 1 (the decoder's without one).
+    pub async fn sequence_logprobs(&mut self, tokens: Vec<u32>) -> Result<Vec<f32>> {
+        match self.engine.as_mut() {
+            Some(engine) => engine.prompt_logprobs(&tokens).await,
+            None => {
+                let batch = crate::model::PaddedBatch::left_padded(&[tokens], self.pad_id)?;
+                Ok(crate::generate::sequence_logprobs(&self.model, &batch)?
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?)
+            }
+        }
     }
 
     /// Stage `generate`: `prompt` -> `response`, `old_logprob`, sampled with `sampling` (its
     /// seed mixed with the step and this member's rank, so every call draws afresh); step
     /// count `response_tokens` (tokens generated, summed over the rollouts).
     pub async fn generate(
-        &self,
+        &mut self,
         mut call: StageCall,
         sampling: SamplingConfig,
     ) -> Result<StageReceipt> {
@@ -85,13 +175,7 @@ impl Rollout {
             .wrapping_mul(1_000_003)
             .wrapping_add(call.step() * 64 + call.rank() as u64);
         let width = sampling.max_new_tokens;
-        let made = generate(
-            &self.model,
-            &batch.ragged_u32(PROMPT)?,
-            self.pad_id,
-            &sampling,
-            self.version,
-        )?;
+        let made = self.sample(&batch.ragged_u32(PROMPT)?, &sampling).await?;
         let tokens: usize = made.tokens.iter().map(Vec::len).sum();
         let mut out = Batch::new(batch.rows())
             .with_ragged_u32(RESPONSE, &made.tokens, width)?
@@ -100,12 +184,22 @@ impl Rollout {
         meta.add_count("response_tokens", tokens as f64);
         // The version that really made the samples (a sync may land after the step began).
         meta.set("rollout_version", self.version as f64);
+        if let Some(stats) = self.engine_stats() {
+            meta.set("engine_weight_update_ms", stats.weight_update_ms);
+            meta.set("engine_probe_abs_diff", stats.probe_abs_diff);
+            meta.set("engine_restarts", f64::from(stats.restarts));
+        }
         Ok(call.finish(out)?)
     }
 
     /// How many of the task's held-out problems `from..to` this rollout answers right, greedily,
     /// and how many it judged: the problems, the answers and the judging stay on this node.
-    pub fn evaluate(&mut self, task: TaskSpec, from: usize, to: usize) -> Result<(usize, usize)> {
+    pub async fn evaluate(
+        &mut self,
+        task: TaskSpec,
+        from: usize,
+        to: usize,
+    ) -> Result<(usize, usize)> {
         if self
             .evaluated
             .as_ref()
@@ -117,31 +211,32 @@ impl Rollout {
         let Some((_, task)) = &self.evaluated else {
             return Ok((0, 0));
         };
-        let problems = task
-            .held_out()
-            .get(from..to.min(task.held_out().len()))
-            .unwrap_or(&[]);
-        if problems.is_empty() {
+        let end = to.min(task.held_out().len());
+        let range = from.min(end)..end;
+        if range.is_empty() {
             return Ok((0, 0));
         }
-        let prompts = problems
+        let prompts = task.held_out()[range.clone()]
             .iter()
             .map(|problem| task.prompt_ids(problem))
             .collect::<Result<Vec<_>>>()?;
         let sampling = greedy(task.answer_tokens(), task.tokenizer().eos_id());
-        let made = generate(&self.model, &prompts, self.pad_id, &sampling, self.version)?;
+        let made = self.sample(&prompts, &sampling).await?;
+        let Some((_, task)) = &self.evaluated else {
+            return Ok((0, 0));
+        };
         let mut correct = 0;
-        for (problem, tokens) in problems.iter().zip(&made.tokens) {
+        for (problem, tokens) in task.held_out()[range.clone()].iter().zip(&made.tokens) {
             if task.is_correct(&task.tokenizer().decode(tokens)?, problem) {
                 correct += 1;
             }
         }
-        Ok((correct, problems.len()))
+        Ok((correct, range.len()))
     }
 
     /// Takes new weights; returns the version now served.
-    pub fn load_weights(&mut self, weights: WeightSet) -> Result<u64> {
-        self.apply_weights(&weights)
+    pub async fn load_weights(&mut self, weights: WeightSet) -> Result<u64> {
+        self.apply_weights(&weights).await
     }
 
     pub fn weight_version(&self) -> u64 {
@@ -183,6 +278,7 @@ impl Rollout {
         })?;
         sync.receive(&self.model).await?;
         self.version = version;
+        self.weights_changed().await?;
         Ok(version)
     }
 }

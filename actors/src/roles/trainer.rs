@@ -12,6 +12,7 @@ use super::{ModelSource, ResponseBatch, WeightSet};
 use crate::error::{ModelError, Result};
 use crate::generate::{sequence_logprobs, sequence_logprobs_and_entropy};
 use crate::model::Decoder;
+use crate::train::engine_mismatch::{engine_mismatch, EngineMismatch};
 use crate::train::losses::{aggregate, cross_entropy, kl, ppo_clip, Aggregation, PolicyStats};
 use crate::train::optim::{accumulate, AdamW, AdamWConfig, Gradients, LrSchedule};
 use candle_core::{DType, Tensor};
@@ -57,6 +58,7 @@ struct PolicyLoss {
     policy: PolicyStats,
     mean_kl: f64,
     mean_entropy: f64,
+    mismatch: EngineMismatch,
     tokens: usize,
 }
 
@@ -76,6 +78,10 @@ pub struct StepStats {
     /// No rank had a row to train on (every group was flat): `entropy` measured nothing.
     #[serde(default)]
     pub nothing_trained: bool,
+    /// The rollout engine's log-probabilities of the sampled tokens against the trainer's
+    /// before the update (with synchronous rollouts, the same weights), and the TIS clipping.
+    #[serde(default)]
+    pub mismatch: EngineMismatch,
     pub grad_norm: f64,
     pub tokens: usize,
     /// The weight version after this step (updates applied since the model was built).
@@ -103,6 +109,11 @@ impl StepStats {
             meta.set("entropy", self.entropy);
         }
         meta.set("clip_fraction", self.policy.clip_fraction);
+        if !self.nothing_trained {
+            meta.set("logprob_abs_diff", self.mismatch.logprob_abs_diff);
+            meta.set("engine_trainer_kl", self.mismatch.kl);
+            meta.set("tis_clipped_share", self.mismatch.tis_clipped_share);
+        }
         meta.set("approx_kl", self.policy.approx_kl);
         meta.set("grad_norm", self.grad_norm);
         meta.set("lr", self.lr);
@@ -199,7 +210,16 @@ impl Trainer {
         let policy = &self.config.policy;
         let (logp, entropy) =
             sequence_logprobs_and_entropy(&self.model, &shaped.padded, policy.entropy_coef > 0.0)?;
-        let old = shaped.scatter(&batch.old_logprobs[rows.clone()], dtype, &device)?;
+        let engine = shaped.scatter(&batch.old_logprobs[rows.clone()], dtype, &device)?;
+        // With TIS the PPO ratio is taken against the trainer's own log-probabilities and the
+        // engine's enter only through the truncated weights.
+        let current = logp.detach();
+        let (mismatch, tis_weights) = engine_mismatch(&current, &engine, &mask, policy.tis_cap)?;
+        let old = if tis_weights.is_some() {
+            current
+        } else {
+            engine
+        };
         let advantages = match &batch.advantages {
             Advantages::PerSequence(values) => {
                 shaped.per_sequence(&values[rows.clone()], dtype, &device)?
@@ -216,6 +236,7 @@ impl Trainer {
             &mask,
             policy.clip,
             policy.aggregation,
+            tis_weights.as_ref(),
         )?;
         let policy_share = match policy.aggregation {
             Aggregation::TokenMean => token_share,
@@ -242,6 +263,7 @@ impl Trainer {
             policy: stats,
             mean_kl,
             mean_entropy,
+            mismatch,
             tokens,
         })
     }
@@ -313,6 +335,7 @@ impl Trainer {
                 policy,
                 mean_kl,
                 mean_entropy,
+                mismatch,
                 tokens,
             } = self.policy_loss(batch, range, over)?;
             let token_share = tokens as f64 / over.tokens();
@@ -322,6 +345,9 @@ impl Trainer {
             stats.entropy += mean_entropy * token_share;
             stats.policy.clip_fraction += policy.clip_fraction * token_share;
             stats.policy.approx_kl += policy.approx_kl * token_share;
+            stats.mismatch.logprob_abs_diff += mismatch.logprob_abs_diff * token_share;
+            stats.mismatch.kl += mismatch.kl * token_share;
+            stats.mismatch.tis_clipped_share += mismatch.tis_clipped_share * token_share;
             stats.tokens += tokens;
         }
         stats.policy.loss = stats.loss;

@@ -57,7 +57,8 @@ pub struct PolicyStats {
     pub approx_kl: f64,
 }
 
-/// PPO-clip: -min(r A, clip(r, 1-eps, 1+eps) A) per token, r = exp(logp - old_logp).
+/// PPO-clip: -min(r A, clip(r, 1-eps, 1+eps) A) per token, r = exp(logp - old_logp), each
+/// token's term multiplied by its `token_weights` when given (truncated importance sampling).
 /// `advantages` is (b, t) (broadcast a per-sequence advantage over its tokens first).
 pub fn ppo_clip(
     logp: &Tensor,
@@ -66,11 +67,15 @@ pub fn ppo_clip(
     mask: &Tensor,
     clip: f64,
     how: Aggregation,
+    token_weights: Option<&Tensor>,
 ) -> Result<(Tensor, PolicyStats)> {
     let ratio = (logp - old_logp)?.exp()?;
     let unclipped = (&ratio * advantages)?;
     let clipped = (ratio.clamp(1.0 - clip, 1.0 + clip)? * advantages)?;
-    let per_token = unclipped.minimum(&clipped)?.neg()?;
+    let mut per_token = unclipped.minimum(&clipped)?.neg()?;
+    if let Some(weights) = token_weights {
+        per_token = (per_token * weights)?;
+    }
     let loss = aggregate(&per_token, mask, how)?;
     let tokens = mask
         .sum_all()?
@@ -201,8 +206,16 @@ mod tests {
         let old = t(&[0.0, 0.0, 0.0], (1, 3));
         let advantages = t(&[1.0, 1.0, -2.0], (1, 3));
         let mask = t(&[1.0, 1.0, 1.0], (1, 3));
-        let (loss, stats) =
-            ppo_clip(&logp, &old, &advantages, &mask, 0.2, Aggregation::TokenMean).unwrap();
+        let (loss, stats) = ppo_clip(
+            &logp,
+            &old,
+            &advantages,
+            &mask,
+            0.2,
+            Aggregation::TokenMean,
+            None,
+        )
+        .unwrap();
         let expected = (-1.2 - (-0.5_f64).exp() + 2.0) / 3.0;
         assert!(
             (scalar(&loss) - expected).abs() < 1e-9,

@@ -192,6 +192,7 @@ async fn run_on(cluster: &Cluster, config: &PpoConfig, started: Instant) -> Resu
         trainer_config,
         config.trainers,
         config.rollouts,
+        crate::roles::rollout::RolloutEngine::Candle,
     )
     .await?;
     let options = |cpus: f64, role: &str| {
