@@ -167,7 +167,9 @@ fn truncated_importance_sampling_weighs_tokens_by_the_capped_ratio() {
     let (plain, stats) = on_policy.policy_gradients(&batch).expect("gradients");
     assert_eq!(stats.mismatch.logprob_abs_diff, 0.0);
     let mut corrected = trainer(0, 1e-3);
-    corrected.set_policy(objective(Some(2.0))).expect("objective");
+    corrected
+        .set_policy(objective(Some(2.0)))
+        .expect("objective");
     // The engine found every sampled token `shift` nats less likely than the trainer does:
     // each token's weight is min(e^shift, 2).
     for (shift, weight, clipped) in [(0.1_f32, 0.1_f64.exp(), 0.0), (1.0, 2.0, 1.0)] {

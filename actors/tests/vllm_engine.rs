@@ -2,8 +2,9 @@
 //! with log-probabilities that match the trainer's decoder on the same weights, a weight update
 //! after which the engine answers exactly as the decoder with the new weights does (tied
 //! embeddings included), an engine killed with SIGKILL and started again by the role, no engine
-//! left behind when the actor is killed, and a model directory vLLM cannot load refused with
-//! vLLM's reason. The venv with vLLM is `TROUPE_VLLM_PYTHON` (the test command makes it) or made
+//! left behind when the actor is killed, weights of another shape refused by name before they
+//! reach the engine (vLLM's in-place reload would half-load them), and a model directory vLLM
+//! cannot load refused with vLLM's reason. The venv with vLLM is `TROUPE_VLLM_PYTHON` (the test command makes it) or made
 //! here; if it cannot be made, this fails and says why.
 //!
 //! Run: `cargo test -p troupe-actors --test vllm_engine`
@@ -175,6 +176,29 @@ async fn rollout_with_vllm(cluster: &Cluster) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn weights_of_another_shape_are_refused_by_name() -> anyhow::Result<()> {
+    let model = ModelSource::fresh(model_config(), 5).build()?;
+    let mut engine = VllmEngine::start(&model, 0, 0, VllmConfig::default()).await?;
+    let mut wider = model_config();
+    wider.intermediate_size *= 2;
+    let other = ModelSource::fresh(wider, 6).build()?;
+    let outcome = engine.load_weights(&other, 1).await;
+    let Err(error) = outcome else {
+        bail!("the engine took weights of another shape");
+    };
+    let message = error.to_string();
+    println!("refused: {}", message.lines().next().unwrap_or_default());
+    ensure!(message.contains("vLLM engine of actor"), "{message}");
+    ensure!(
+        message.contains("mlp.up_proj.weight"),
+        "the tensor is not named: {message}"
+    );
+    // The engine is still there and still serves the weights it had.
+    ensure!(engine.probe_difference(&model).await? < f64::from(TOLERANCE));
+    engine.stop().await;
+    Ok(())
+}
+
 async fn a_model_vllm_cannot_load_is_refused_with_its_reason() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("troupe-vllm-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -207,6 +231,7 @@ fn main() -> std::process::ExitCode {
         let cluster = Cluster::local().await?;
         let result = tokio::time::timeout(Duration::from_secs(600), async {
             rollout_with_vllm(&cluster).await?;
+            weights_of_another_shape_are_refused_by_name().await?;
             a_model_vllm_cannot_load_is_refused_with_its_reason().await
         })
         .await;
@@ -215,7 +240,7 @@ fn main() -> std::process::ExitCode {
     });
     match outcome {
         Ok(()) => {
-            println!("test vllm_engine_through_the_rollout_role ... ok\n\n2 passed, 0 failed");
+            println!("test vllm_engine_through_the_rollout_role ... ok\n\n3 passed, 0 failed");
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {

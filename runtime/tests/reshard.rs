@@ -1,7 +1,9 @@
 //! Resharding between real worker processes over the TCP communicator: for each layout pair the
 //! recipes use, source actors send their pieces and every destination actor ends with buffers
 //! bit-identical to what its layout should hold (compared by checksum), and the collectives
-//! (all-reduce, all-gather, reduce-scatter, broadcast) give the same answers on every rank.
+//! (all-reduce, all-gather, reduce-scatter, broadcast) give the same answers on every rank. Each
+//! runs twice: over the sockets only (as between machines), and with every message through
+//! shared memory (the workers share this machine), which the senders' counts confirm.
 //!
 //! Run: `cargo test -p troupe --test reshard`
 
@@ -22,6 +24,29 @@ pub struct Job {
     pub dst: LayoutSpec,
     pub params: Vec<(String, Vec<u64>)>,
     pub bucket_bytes: u64,
+    /// Every message through shared memory (else sockets only).
+    pub shared_memory: bool,
+}
+
+/// Joins `group` over the sockets only, or with every message through shared memory.
+async fn join(
+    group: &str,
+    rank: usize,
+    world: usize,
+    shared_memory: bool,
+) -> anyhow::Result<TcpCommunicator> {
+    let cluster = Cluster::current()?;
+    let mut comm = TcpCommunicator::rendezvous_with(
+        &cluster,
+        group,
+        rank,
+        world,
+        Duration::from_secs(30),
+        shared_memory,
+    )
+    .await?;
+    comm.shared_memory_min_bytes = 0;
+    Ok(comm)
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -40,8 +65,8 @@ impl ReshardPeer {
     }
 
     /// Joins the group, moves its part, and returns (checksum received, checksum expected)
-    /// when it is a destination.
-    pub async fn run(&self, job: Job) -> anyhow::Result<Option<(u64, u64)>> {
+    /// when it is a destination, and how many messages it sent through shared memory.
+    pub async fn run(&self, job: Job) -> anyhow::Result<(Option<(u64, u64)>, u64)> {
         let (src, dst) = (job.src.layout(), job.dst.layout());
         let params: Vec<ParamSpec> = job
             .params
@@ -49,15 +74,7 @@ impl ReshardPeer {
             .map(|(name, shape)| ParamSpec::new(name, shape, 4))
             .collect();
         let world = src.ranks() + dst.ranks();
-        let cluster = Cluster::current()?;
-        let comm = TcpCommunicator::rendezvous(
-            &cluster,
-            &job.group,
-            job.rank,
-            world,
-            Duration::from_secs(30),
-        )
-        .await?;
+        let comm = join(&job.group, job.rank, world, job.shared_memory).await?;
         let plan = PlanCache::new().get(&params, &src, &dst, job.bucket_bytes)?;
         let whole = synthetic_whole(&params);
         let ranks = RankMap {
@@ -67,13 +84,16 @@ impl ReshardPeer {
         if job.rank < src.ranks() {
             let buffer = buffer_from_whole(&src, &params, job.rank, &whole)?;
             execute(&plan, &comm, ranks, Some(&buffer), None).await?;
-            Ok(None)
+            Ok((None, comm.shared_memory_messages()))
         } else {
             let rank = job.rank - src.ranks();
             let mut buffer = vec![0_u8; plan.dst_bytes[rank] as usize];
             execute(&plan, &comm, ranks, None, Some(&mut buffer)).await?;
             let expected = buffer_from_whole(&dst, &params, rank, &whole)?;
-            Ok(Some((fnv(&buffer), fnv(&expected))))
+            Ok((
+                Some((fnv(&buffer), fnv(&expected))),
+                comm.shared_memory_messages(),
+            ))
         }
     }
 
@@ -83,11 +103,9 @@ impl ReshardPeer {
         group: String,
         rank: usize,
         world: usize,
+        shared_memory: bool,
     ) -> anyhow::Result<(Vec<f32>, Vec<u8>, Vec<f32>, Vec<u8>)> {
-        let cluster = Cluster::current()?;
-        let comm =
-            TcpCommunicator::rendezvous(&cluster, &group, rank, world, Duration::from_secs(30))
-                .await?;
+        let comm = join(&group, rank, world, shared_memory).await?;
         let mut values: Vec<f32> = (0..10).map(|i| (i * (rank + 1)) as f32).collect();
         comm.all_reduce_sum(&mut values).await?;
         let gathered = comm
@@ -98,6 +116,12 @@ impl ReshardPeer {
         let root = world - 1;
         let message = (rank == root).then(|| Bytes::from_static(b"from the root"));
         let broadcast = comm.broadcast(root, message).await?;
+        anyhow::ensure!(
+            shared_memory == (comm.shared_memory_messages() > 0),
+            "{} messages through shared memory with it {}",
+            comm.shared_memory_messages(),
+            if shared_memory { "on" } else { "off" }
+        );
         Ok((values, gathered, scattered, broadcast.to_vec()))
     }
 }
@@ -133,9 +157,10 @@ async fn reshard_pair(
     name: &str,
     src: LayoutSpec,
     dst: LayoutSpec,
+    shared_memory: bool,
 ) -> anyhow::Result<()> {
     let world = src.layout().ranks() + dst.layout().ranks();
-    let group = format!("{name}-{}", std::process::id());
+    let group = format!("{name}-{shared_memory}-{}", std::process::id());
     let mut peers = Vec::new();
     for _ in 0..world {
         peers.push(ReshardPeer::spawn(cluster, SpawnOptions::new().num_cpus(0.1)).await?);
@@ -148,12 +173,16 @@ async fn reshard_pair(
             dst: dst.clone(),
             params: small_llama(),
             bucket_bytes: 2048,
+            shared_memory,
         })
     });
     let results = futures::future::join_all(jobs).await;
     let mut destinations = 0;
+    let mut through_shared_memory = 0;
     for (rank, result) in results.into_iter().enumerate() {
-        if let Some((got, want)) = result? {
+        let (checksums, shared) = result?;
+        through_shared_memory += shared;
+        if let Some((got, want)) = checksums {
             anyhow::ensure!(
                 got == want,
                 "{name}: rank {rank} checksum {got:x}, expected {want:x}"
@@ -164,6 +193,10 @@ async fn reshard_pair(
     anyhow::ensure!(
         destinations == dst.layout().ranks(),
         "{name}: {destinations} destinations reported"
+    );
+    anyhow::ensure!(
+        shared_memory == (through_shared_memory > 0),
+        "{name}: {through_shared_memory} messages through shared memory with it {shared_memory}"
     );
     for peer in &peers {
         cluster.kill(peer).await?;
@@ -194,21 +227,34 @@ async fn all(cluster: &Cluster) -> anyhow::Result<()> {
             LayoutSpec::TensorParallel { tp: 4, replicas: 1 },
         ),
     ];
-    for (name, src, dst) in pairs {
-        reshard_pair(cluster, name, src, dst).await?;
-        println!("test reshard_{name} ... ok");
+    for shared_memory in [false, true] {
+        let over = if shared_memory {
+            "shared_memory"
+        } else {
+            "tcp"
+        };
+        for (name, src, dst) in pairs.clone() {
+            reshard_pair(cluster, name, src, dst, shared_memory).await?;
+            println!("test reshard_{name}_over_{over} ... ok");
+        }
+        collectives(cluster, shared_memory).await?;
+        println!("test collectives_over_{over} ... ok");
     }
+    Ok(())
+}
+
+async fn collectives(cluster: &Cluster, shared_memory: bool) -> anyhow::Result<()> {
     let world = 3;
     let mut peers = Vec::new();
     for _ in 0..world {
         peers.push(ReshardPeer::spawn(cluster, SpawnOptions::new().num_cpus(0.1)).await?);
     }
-    let group = format!("collectives-{}", std::process::id());
+    let group = format!("collectives-{shared_memory}-{}", std::process::id());
     let results = futures::future::join_all(
         peers
             .iter()
             .enumerate()
-            .map(|(rank, peer)| peer.collectives(group.clone(), rank, world)),
+            .map(|(rank, peer)| peer.collectives(group.clone(), rank, world, shared_memory)),
     )
     .await;
     let expected_sum: Vec<f32> = (0..10).map(|i| (i * (1 + 2 + 3)) as f32).collect();
@@ -229,7 +275,9 @@ async fn all(cluster: &Cluster) -> anyhow::Result<()> {
             "rank {rank}: broadcast gave {broadcast:?}"
         );
     }
-    println!("test collectives_over_tcp ... ok");
+    for peer in &peers {
+        cluster.kill(peer).await?;
+    }
     Ok(())
 }
 
@@ -247,7 +295,7 @@ fn main() -> std::process::ExitCode {
     });
     match outcome {
         Ok(()) => {
-            println!("\n5 passed, 0 failed");
+            println!("\n10 passed, 0 failed");
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {

@@ -267,6 +267,17 @@ fn plan_load(
     Ok(plan)
 }
 
+/// Every tensor's name and shape in the checkpoint at `dir`, from the file headers alone.
+pub fn tensor_shapes(dir: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
+    let mut shapes = BTreeMap::new();
+    for (_, mapped) in open_files(dir)? {
+        for (name, view) in mapped.tensors() {
+            shapes.insert(name, view.shape().to_vec());
+        }
+    }
+    Ok(shapes)
+}
+
 /// The checkpoint's safetensors files, each memory-mapped (headers parsed, nothing read yet):
 /// `model.safetensors`, else the shards of the index, every tensor of which must be in the file
 /// it names.

@@ -4,7 +4,7 @@
 
 mod load;
 
-pub use load::{load_pretrained, load_pretrained_with, read_tensors, LoadOptions};
+pub use load::{load_pretrained, load_pretrained_with, read_tensors, tensor_shapes, LoadOptions};
 
 use crate::error::{ModelError, Result};
 use crate::model::Decoder;

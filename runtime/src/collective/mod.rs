@@ -1,11 +1,13 @@
 //! Collective communication between the ranks of a group: point-to-point send and recv, and
 //! all-reduce, all-gather, reduce-scatter and broadcast built on them with ring algorithms.
-//! Backends: `tcp` (everywhere; groups rendezvous through the head's key-value store) and, with
-//! the `cuda` feature, `nccl`.
+//! Backends: `tcp` (everywhere; groups rendezvous through the head's key-value store; large
+//! messages between ranks on one machine go through shared memory, `same_node`) and, with the
+//! `cuda` feature, `nccl`.
 
 #[cfg(feature = "cuda")]
 pub mod nccl;
 mod ring;
+mod same_node;
 pub mod tcp;
 
 pub use tcp::TcpCommunicator;

@@ -1,12 +1,19 @@
 //! The TCP backend: one connection per ordered pair of ranks, length-prefixed frames; messages
 //! made of many parts go out with vectored writes and come in straight into their destination
-//! slices, so resharding copies each byte only into and out of the kernel. Ranks find each other through the head's key-value store: each
-//! publishes `collective/GROUP/RANK` = its listening address, then connects to every peer.
+//! slices, so resharding copies each byte only into and out of the kernel. Between ranks on the
+//! same machine, large messages go through shared memory instead (`same_node`): the frame then
+//! carries only where the bytes are, and the connection's other direction carries the receiver's
+//! acknowledgements. Ranks find each other through the head's key-value store: each publishes
+//! `collective/GROUP/RANK` = its listening address, whether it takes shared memory, and its node
+//! identity, then connects to every peer.
 
+use super::same_node::{self, InFlight, SHM_FRAME};
 use super::{CollectiveError, Communicator};
 use crate::cluster::Cluster;
 use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -18,7 +25,7 @@ const MAX_FRAME: u64 = 16 << 30;
 /// Slices handed to one vectored write.
 const IO_SLICES: usize = 512;
 
-/// A group's members connected over TCP.
+/// A group's members connected over TCP (and shared memory between members on one machine).
 pub struct TcpCommunicator {
     rank: usize,
     world: usize,
@@ -26,18 +33,65 @@ pub struct TcpCommunicator {
     incoming: HashMap<usize, Mutex<OwnedReadHalf>>,
     /// Longest a `recv` waits for its message.
     pub recv_timeout: Duration,
+    /// Messages of at least this many bytes to those peers go through shared memory.
+    pub shared_memory_min_bytes: usize,
+    /// Where this rank acknowledges shared-memory messages, per sending peer.
+    acknowledgements: HashMap<usize, Mutex<OwnedWriteHalf>>,
+    /// Segments sent through shared memory and not yet acknowledged, per receiving peer.
+    in_flight: HashMap<usize, Arc<InFlight>>,
+    shared_memory_sent: AtomicU64,
+}
+
+/// What a rank publishes at rendezvous.
+struct Published {
+    address: String,
+    shared_memory: bool,
+    node: String,
+}
+
+impl Published {
+    fn encode(&self) -> String {
+        let mode = if self.shared_memory { "shm" } else { "tcp" };
+        format!("{} {mode} {}", self.address, self.node)
+    }
+
+    fn decode(text: &str) -> Self {
+        let mut fields = text.split_whitespace();
+        let address = fields.next().unwrap_or_default().to_string();
+        let shared_memory = fields.next() == Some("shm");
+        let node = fields.next().unwrap_or_default().to_string();
+        Published {
+            address,
+            shared_memory,
+            node,
+        }
+    }
 }
 
 impl TcpCommunicator {
     /// Joins group `group` as `rank` of `world`: publishes this rank's address through the
     /// cluster's key-value store, waits (up to `timeout`) for every peer's, and connects.
-    /// Group names must be unique per group instance.
+    /// Large messages to peers on the same machine go through shared memory. Group names must
+    /// be unique per group instance.
     pub async fn rendezvous(
         cluster: &Cluster,
         group: &str,
         rank: usize,
         world: usize,
         timeout: Duration,
+    ) -> Result<Self, CollectiveError> {
+        Self::rendezvous_with(cluster, group, rank, world, timeout, true).await
+    }
+
+    /// As `rendezvous`; `shared_memory` false keeps every message on the sockets (as between
+    /// machines), whatever the peers' placement.
+    pub async fn rendezvous_with(
+        cluster: &Cluster,
+        group: &str,
+        rank: usize,
+        world: usize,
+        timeout: Duration,
+        shared_memory: bool,
     ) -> Result<Self, CollectiveError> {
         if rank >= world {
             return Err(CollectiveError::BadRank { rank, world });
@@ -55,16 +109,24 @@ impl TcpCommunicator {
                 .map_err(|err| fail(err.to_string()))?
                 .port()
         );
+        let node = same_node::node_identity();
+        let mine = Published {
+            address,
+            shared_memory,
+            node: node.clone(),
+        };
         cluster
             .kv_put(
                 &format!("collective/{group}/{rank}"),
-                Bytes::from(address),
+                Bytes::from(mine.encode()),
                 true,
             )
             .await
             .map_err(|err| fail(err.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut outgoing = HashMap::new();
+        let mut in_flight = HashMap::new();
+        let mut same_node_peers = HashSet::new();
         for peer in (0..world).filter(|peer| *peer != rank) {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let value = cluster
@@ -72,7 +134,12 @@ impl TcpCommunicator {
                 .await
                 .map_err(|err| fail(err.to_string()))?
                 .ok_or_else(|| fail(format!("rank {peer} did not join within {timeout:?}")))?;
-            let peer_address = String::from_utf8_lossy(&value).to_string();
+            let published = Published::decode(&String::from_utf8_lossy(&value));
+            let peer_address = published.address;
+            let same_node = !node.is_empty() && published.node == node;
+            if same_node {
+                same_node_peers.insert(peer);
+            }
             let stream = tokio::time::timeout(
                 remaining.max(Duration::from_millis(1)),
                 connect(&peer_address),
@@ -91,14 +158,20 @@ impl TcpCommunicator {
             stream
                 .set_nodelay(true)
                 .map_err(|err| fail(err.to_string()))?;
-            let (_, mut writer) = stream.into_split();
+            let (reader, mut writer) = stream.into_split();
             writer
                 .write_all(&(rank as u64).to_le_bytes())
                 .await
                 .map_err(|err| fail(err.to_string()))?;
             outgoing.insert(peer, Mutex::new(writer));
+            if same_node && shared_memory && published.shared_memory {
+                let sent = Arc::new(InFlight::default());
+                same_node::read_acknowledgements(reader, sent.clone());
+                in_flight.insert(peer, sent);
+            }
         }
         let mut incoming = HashMap::new();
+        let mut acknowledgements = HashMap::new();
         while incoming.len() < world - 1 {
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             let (mut stream, _) = tokio::time::timeout(remaining, listener.accept())
@@ -123,8 +196,12 @@ impl TcpCommunicator {
             if peer >= world || peer == rank || incoming.contains_key(&peer) {
                 return Err(fail(format!("a connection claimed rank {peer}")));
             }
-            let (reader, _) = stream.into_split();
+            let (reader, writer) = stream.into_split();
             incoming.insert(peer, Mutex::new(reader));
+            // A peer here may send through shared memory: keep the way back to acknowledge.
+            if same_node_peers.contains(&peer) {
+                acknowledgements.insert(peer, Mutex::new(writer));
+            }
         }
         Ok(TcpCommunicator {
             rank,
@@ -132,7 +209,56 @@ impl TcpCommunicator {
             outgoing,
             incoming,
             recv_timeout: Duration::from_secs(600),
+            shared_memory_min_bytes: same_node::DEFAULT_MIN_BYTES,
+            acknowledgements,
+            in_flight,
+            shared_memory_sent: AtomicU64::new(0),
         })
+    }
+
+    /// Messages this rank has sent through shared memory.
+    pub fn shared_memory_messages(&self) -> u64 {
+        self.shared_memory_sent.load(Ordering::Relaxed)
+    }
+
+    /// Whether messages to `peer` go through shared memory (from `shared_memory_min_bytes`).
+    pub fn uses_shared_memory_with(&self, peer: usize) -> bool {
+        self.in_flight.contains_key(&peer)
+    }
+
+    /// Maps the segment a shared-memory frame from `peer` names (its location follows the
+    /// header on `reader`).
+    async fn open_shared(
+        &self,
+        reader: &mut OwnedReadHalf,
+        peer: usize,
+        length: u64,
+    ) -> Result<(Bytes, u64), String> {
+        if !self.acknowledgements.contains_key(&peer) {
+            return Err("sent a shared-memory frame from another machine".to_string());
+        }
+        let mut size = [0_u8; 4];
+        reader
+            .read_exact(&mut size)
+            .await
+            .map_err(|err| format!("connection lost mid-frame: {err}"))?;
+        let size = u32::from_le_bytes(size) as usize;
+        if size > 4096 {
+            return Err(format!("announced a {size}-byte shared-memory location"));
+        }
+        let mut body = vec![0_u8; size];
+        reader
+            .read_exact(&mut body)
+            .await
+            .map_err(|err| format!("connection lost mid-frame: {err}"))?;
+        same_node::open(&body, length)
+    }
+
+    async fn acknowledge(&self, peer: usize, generation: u64) -> Result<(), String> {
+        match self.acknowledgements.get(&peer) {
+            Some(writer) => same_node::acknowledge(writer, generation).await,
+            None => Err("no way back to acknowledge a shared-memory frame".to_string()),
+        }
     }
 }
 
@@ -169,17 +295,19 @@ async fn connect(address: &str) -> std::io::Result<TcpStream> {
     socket.connect(address).await
 }
 
-async fn read_header(reader: &mut OwnedReadHalf) -> Result<u64, String> {
+/// A frame's length, and whether its body is a shared-memory location rather than the bytes.
+async fn read_header(reader: &mut OwnedReadHalf) -> Result<(u64, bool), String> {
     let mut header = [0_u8; 8];
     reader
         .read_exact(&mut header)
         .await
         .map_err(|err| format!("connection lost: {err}"))?;
-    let length = u64::from_le_bytes(header);
+    let raw = u64::from_le_bytes(header);
+    let length = raw & !SHM_FRAME;
     if length > MAX_FRAME {
         return Err(format!("announced a {length}-byte frame"));
     }
-    Ok(length)
+    Ok((length, raw & SHM_FRAME != 0))
 }
 
 /// Reads one frame body of `length` bytes into `targets`: large targets straight from the
@@ -295,6 +423,25 @@ impl Communicator for TcpCommunicator {
             why: format!("send: {err}"),
         };
         let total: usize = parts.iter().map(|part| part.len()).sum();
+        let shared = self
+            .in_flight
+            .get(&peer)
+            .filter(|_| total >= self.shared_memory_min_bytes);
+        if let Some(in_flight) = shared {
+            match same_node::stage(parts, in_flight) {
+                Ok(location) => {
+                    let header = (total as u64 | SHM_FRAME).to_le_bytes();
+                    let size = (location.len() as u32).to_le_bytes();
+                    write_parts(&mut writer, &[&header, &size, &location])
+                        .await
+                        .map_err(failed)?;
+                    self.shared_memory_sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Out of shared memory (or file descriptors): the socket still works.
+                Err(err) => tracing::debug!(%err, peer, "shared memory refused; sending over TCP"),
+            }
+        }
         writer
             .write_all(&(total as u64).to_le_bytes())
             .await
@@ -309,7 +456,18 @@ impl Communicator for TcpCommunicator {
         })?;
         let mut reader = reader.lock().await;
         let read = async {
-            let length = read_header(&mut reader).await? as usize;
+            let (length, shared) = read_header(&mut reader).await?;
+            if shared {
+                // Copied out, so that the segment is unpinned when acknowledged and goes back to
+                // the sender's pool: a segment still pinned would be dropped, and the next
+                // message would pay for fresh shared pages, which cost more than this copy.
+                let (bytes, generation) = self.open_shared(&mut reader, peer, length).await?;
+                let owned = Bytes::copy_from_slice(&bytes);
+                drop(bytes);
+                self.acknowledge(peer, generation).await?;
+                return Ok(owned);
+            }
+            let length = length as usize;
             // Read into spare capacity: no zeroing pass over the frame.
             let mut body = BytesMut::with_capacity(length);
             while body.len() < length {
@@ -345,11 +503,20 @@ impl Communicator for TcpCommunicator {
         let mut reader = reader.lock().await;
         let expected: usize = targets.iter().map(|target| target.len()).sum();
         let read = async {
-            let length = read_header(&mut reader).await? as usize;
+            let (length, shared) = read_header(&mut reader).await?;
+            let length = length as usize;
             if length != expected {
                 return Err(format!(
                     "sent {length} bytes where {expected} were expected"
                 ));
+            }
+            if shared {
+                let (bytes, generation) =
+                    self.open_shared(&mut reader, peer, length as u64).await?;
+                super::scatter_into(peer, &bytes, targets).map_err(|err| err.to_string())?;
+                // Unpinned before the acknowledgement, so the sender can reuse the segment.
+                drop(bytes);
+                return self.acknowledge(peer, generation).await;
             }
             read_scattered(&mut reader, targets, length).await
         };

@@ -9,7 +9,7 @@
 //!   gRPC in 4 MiB chunks.
 
 mod inline_bytes;
-mod shm;
+pub(crate) mod shm;
 
 use crate::data::Batch;
 use crate::error::{Error, Result};

@@ -209,19 +209,26 @@ impl Segment {
             .is_ok()
     }
 
-    /// Writes `bytes` as object `generation` (the segment must be locked) and unlocks it.
-    fn fill(&self, generation: u64, bytes: &[u8]) {
+    /// Writes `parts` back to back as object `generation` (the segment must be locked) and
+    /// unlocks it.
+    fn fill(&self, generation: u64, parts: &[&[u8]]) {
         let header = self.mapping.header();
         header.generation.store(generation, Ordering::Release);
-        // SAFETY: the lock bit keeps every reader out, and `bytes` fits the capacity.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.mapping.address.add(HEADER_BYTES),
-                bytes.len(),
-            );
+        let mut at = HEADER_BYTES;
+        for part in parts {
+            // SAFETY: the lock bit keeps every reader out, and the parts fit the capacity.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    part.as_ptr(),
+                    self.mapping.address.add(at),
+                    part.len(),
+                );
+            }
+            at += part.len();
         }
-        header.len.store(bytes.len() as u64, Ordering::Relaxed);
+        header
+            .len
+            .store((at - HEADER_BYTES) as u64, Ordering::Relaxed);
         header.pins.fetch_sub(LOCKED, Ordering::Release);
     }
 
@@ -280,6 +287,12 @@ fn pool_limit() -> usize {
 /// Copies `bytes` into a segment (a free one that fits, else a new one) and returns it with the
 /// object's generation.
 pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
+    store_parts(&[bytes])
+}
+
+/// As `store`, for an object made of `parts` back to back.
+pub(crate) fn store_parts(parts: &[&[u8]]) -> std::io::Result<(Arc<Segment>, u64)> {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
     let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
     let reused = POOL.lock().ok().and_then(|mut pool| {
         let pool = pool.as_mut()?;
@@ -287,7 +300,7 @@ pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
         let mut candidates: Vec<usize> = (0..pool.free.len())
             .filter(|&i| {
                 let capacity = pool.free[i].capacity;
-                capacity >= bytes.len() && capacity <= bytes.len().max(1 << 20) * 2
+                capacity >= len && capacity <= len.max(1 << 20) * 2
             })
             .collect();
         candidates.sort_by_key(|&i| pool.free[i].capacity);
@@ -298,7 +311,7 @@ pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
         Some(segment) => segment,
         None => {
             raise_open_file_limit();
-            let capacity = bytes.len().next_multiple_of(CAPACITY_STEP);
+            let capacity = len.next_multiple_of(CAPACITY_STEP);
             let segment = Arc::new(Segment::create(capacity)?);
             if !segment.try_lock() {
                 return Err(std::io::Error::other("a fresh segment was already pinned"));
@@ -306,7 +319,7 @@ pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
             segment
         }
     };
-    segment.fill(generation, bytes);
+    segment.fill(generation, parts);
     Ok((segment, generation))
 }
 
@@ -355,38 +368,115 @@ fn raise_open_file_limit() {
 /// Maps an object another process on this machine holds; `None` when it is not reachable that
 /// way (another machine, the owner gone, the object released), so the caller streams it instead.
 pub(crate) fn map_remote(location: &ShmLocation) -> Option<Bytes> {
+    map_remote_with(location, false)
+}
+
+/// As `map_remote`; with `populate` the whole mapping's page tables are set up at once (a reader
+/// that will read every byte saves a page fault per page).
+pub(crate) fn map_remote_with(location: &ShmLocation, populate: bool) -> Option<Bytes> {
+    map_remote_or_why(location, populate).ok()
+}
+
+/// As `map_remote_with`, saying why the object could not be mapped.
+pub(crate) fn map_remote_or_why(
+    location: &ShmLocation,
+    populate: bool,
+) -> Result<Bytes, &'static str> {
     if location.boot_id != boot_id() || location.boot_id.is_empty() {
-        return None;
+        return Err("it is on another machine");
     }
     let text = format!("/proc/{}/fd/{}", location.pid, location.fd);
     // Look before opening: a stale location (owner gone, pid or fd reused) may name any file,
     // even a terminal whose open would block; only the expected memory file is opened.
-    let before = std::fs::metadata(&text).ok()?;
+    let before = std::fs::metadata(&text).map_err(|_| "its owner's descriptor is gone")?;
     if !before.is_file() || before.ino() != location.inode || before.dev() != location.device {
-        return None;
+        return Err("its owner's descriptor now names another file");
     }
-    let path = CString::new(text).ok()?;
+    let len = usize::try_from(location.len).map_err(|_| "too large")?;
+    if let Some(mapping) = remote_mappings::cached(location, HEADER_BYTES + len) {
+        return pinned_view(mapping, location.generation, len)
+            .ok_or("the segment holds another object now");
+    }
+    let path = CString::new(text).map_err(|_| "an impossible path")?;
     let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     // SAFETY: opens a path; the descriptor is checked and closed below.
     let fd = unsafe { libc::open(path.as_ptr(), flags) };
     if fd < 0 {
-        return None;
+        return Err("its owner's descriptor cannot be opened");
     }
     let mapped = (|| {
-        let (device, inode, size) = file_identity(fd).ok()?;
-        let len = usize::try_from(location.len).ok()?;
+        let (device, inode, size) = file_identity(fd).map_err(|_| "fstat failed")?;
         if inode != location.inode || device != location.device || size < HEADER_BYTES + len {
-            return None;
+            return Err("the file is not the segment named");
         }
-        let mapping = Mapping::map(fd, size, false).ok()?;
+        let mapping = Mapping::map(fd, size, populate).map_err(|_| "mmap failed")?;
         if mapping.header().key.load(Ordering::Relaxed) != location.key {
-            return None;
+            return Err("the segment's key differs");
         }
-        pinned_view(Arc::new(mapping), location.generation, len)
+        let mapping = Arc::new(mapping);
+        remote_mappings::keep(location, mapping.clone());
+        pinned_view(mapping, location.generation, len).ok_or("the segment holds another object now")
     })();
     // SAFETY: closes the descriptor opened above; the mapping keeps the memory.
     unsafe { libc::close(fd) };
     mapped
+}
+
+/// Other processes' segments this process has mapped, kept mapped for the next object in the
+/// same segment (owners reuse their segments from a pool): a mapping costs more to set up and
+/// tear down than a large copy out of it. Bounded in bytes; the oldest go first (their memory
+/// lives on while a view still holds it).
+mod remote_mappings {
+    use super::{Mapping, Ordering, ShmLocation};
+    use std::sync::{Arc, Mutex};
+
+    struct Kept {
+        device: u64,
+        inode: u64,
+        key: u64,
+        mapping: Arc<Mapping>,
+    }
+
+    static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
+
+    fn limit() -> usize {
+        super::pool_limit()
+    }
+
+    /// The kept mapping of the segment `location` names, if it is at least `size` bytes.
+    pub(super) fn cached(location: &ShmLocation, size: usize) -> Option<Arc<Mapping>> {
+        let kept = KEPT.lock().ok()?;
+        kept.iter()
+            .find(|kept| {
+                kept.device == location.device
+                    && kept.inode == location.inode
+                    && kept.key == location.key
+                    && kept.mapping.size >= size
+                    && kept.mapping.header().key.load(Ordering::Relaxed) == location.key
+            })
+            .map(|kept| kept.mapping.clone())
+    }
+
+    pub(super) fn keep(location: &ShmLocation, mapping: Arc<Mapping>) {
+        let Ok(mut kept) = KEPT.lock() else {
+            return;
+        };
+        kept.retain(|old| !(old.device == location.device && old.inode == location.inode));
+        if mapping.size > limit() {
+            return;
+        }
+        while kept.iter().map(|k| k.mapping.size).sum::<usize>() + mapping.size > limit()
+            && !kept.is_empty()
+        {
+            kept.remove(0);
+        }
+        kept.push(Kept {
+            device: location.device,
+            inode: location.inode,
+            key: location.key,
+            mapping,
+        });
+    }
 }
 
 /// The device, inode and size of an open file.
@@ -400,7 +490,7 @@ fn file_identity(fd: i32) -> std::io::Result<(u64, u64, usize)> {
 }
 
 /// This boot of this machine: processes that share it can share memory files.
-fn boot_id() -> &'static str {
+pub(crate) fn boot_id() -> &'static str {
     static BOOT_ID: OnceLock<String> = OnceLock::new();
     BOOT_ID.get_or_init(|| {
         std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -531,7 +621,7 @@ mod tests {
         );
         assert!(map_remote(&location).is_none(), "pinned while locked");
         let replacement = pattern(12 << 20, 6);
-        segment.fill(generation + 1000, &replacement);
+        segment.fill(generation + 1000, &[&replacement]);
         assert!(map_remote(&location).is_none(), "the old generation maps");
         let renewed = map_remote(&segment.location(generation + 1000, replacement.len()))
             .expect("the new generation maps");

@@ -7,7 +7,7 @@
 use crate::error::{ModelError, Result};
 use crate::model::Decoder;
 use candle_core::Tensor;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 const EMBEDDING: &str = "model.embed_tokens.weight";
@@ -39,6 +39,44 @@ fn engine_tensors(model: &Decoder) -> Result<HashMap<String, Tensor>> {
     Ok(tensors)
 }
 
+/// The names and shapes of what `write_weights` writes for `model`.
+pub fn engine_shapes(model: &Decoder) -> Result<BTreeMap<String, Vec<usize>>> {
+    Ok(engine_tensors(model)?
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.dims().to_vec()))
+        .collect())
+}
+
+/// Where `offered` (weights for the engine) differs from `held` (what the engine holds): the
+/// first few differences in words, or None when names and shapes all match.
+pub fn shape_mismatch(
+    held: &BTreeMap<String, Vec<usize>>,
+    offered: &BTreeMap<String, Vec<usize>>,
+) -> Option<String> {
+    let mut differences = Vec::new();
+    for (name, shape) in offered {
+        match held.get(name) {
+            None => differences.push(format!("`{name}` is not one of the engine's weights")),
+            Some(held) if held != shape => {
+                differences.push(format!("`{name}` is {shape:?}, the engine's is {held:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in held.keys().filter(|name| !offered.contains_key(*name)) {
+        differences.push(format!("`{name}` is missing"));
+    }
+    if differences.is_empty() {
+        return None;
+    }
+    let count = differences.len();
+    differences.truncate(3);
+    Some(format!(
+        "{count} weight(s) do not match the engine's: {}",
+        differences.join("; ")
+    ))
+}
+
 /// Writes the whole checkpoint (config and weights) into `dir`.
 pub fn write_checkpoint(model: &Decoder, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
@@ -67,6 +105,24 @@ pub fn write_weights(model: &Decoder, dir: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mismatched_names_and_shapes_are_named() {
+        let held: BTreeMap<String, Vec<usize>> =
+            [("a".to_string(), vec![2, 3]), ("b".to_string(), vec![4])].into();
+        assert_eq!(shape_mismatch(&held, &held), None);
+        let offered: BTreeMap<String, Vec<usize>> =
+            [("a".to_string(), vec![3, 2]), ("c".to_string(), vec![4])].into();
+        let why = shape_mismatch(&held, &offered).unwrap();
+        for part in [
+            "3 weight(s)",
+            "`a` is [3, 2], the engine's is [2, 3]",
+            "`c` is not",
+            "`b` is missing",
+        ] {
+            assert!(why.contains(part), "`{part}` missing: {why}");
+        }
+    }
 
     #[test]
     fn a_tied_model_is_written_untied_and_loads_back_the_same() {

@@ -98,6 +98,9 @@ pub struct VllmEngine {
     weights_dir: PathBuf,
     max_model_len: usize,
     seed: u64,
+    /// The names and shapes of the engine's weights, when known: an update must match them
+    /// (vLLM's in-place reload does not check, and a mismatch half-loads).
+    shapes: Option<std::collections::BTreeMap<String, Vec<usize>>>,
     host: Option<HostProcess>,
     stats: EngineStats,
 }
@@ -119,7 +122,7 @@ impl VllmEngine {
     ) -> Result<Self> {
         let weights_dir = export::checkpoint_dir(&format!("{:x}", rand::random::<u64>()));
         export::write_checkpoint(model, &weights_dir)?;
-        Self::start_on(
+        let mut engine = Self::start_on(
             weights_dir.clone(),
             weights_dir,
             model.config().max_position_embeddings,
@@ -127,7 +130,9 @@ impl VllmEngine {
             seed,
             config,
         )
-        .await
+        .await?;
+        engine.shapes = Some(export::engine_shapes(model)?);
+        Ok(engine)
     }
 
     /// Starts an engine on a Hugging Face checkpoint directory as it is (version 0): vLLM reads
@@ -178,6 +183,7 @@ impl VllmEngine {
             weights_dir,
             max_model_len,
             seed,
+            shapes: None,
             host: None,
             stats: EngineStats {
                 version,
@@ -370,6 +376,14 @@ impl VllmEngine {
     /// the engine's log-probabilities of a probe sequence must match `model`'s.
     pub async fn load_weights(&mut self, model: &Decoder, version: u64) -> Result<EngineStats> {
         let started = Instant::now();
+        if let Some(held) = &self.shapes {
+            if let Some(why) = export::shape_mismatch(held, &export::engine_shapes(model)?) {
+                return Err(engine_error(
+                    &self.actor,
+                    format!("refusing version {version}: {why}"),
+                ));
+            }
+        }
         if self.weights_dir.join("config.json").is_file() {
             export::write_weights(model, &self.weights_dir)?;
         } else {
@@ -491,6 +505,63 @@ fn engine_error(actor: &str, cause: impl Into<String>) -> ModelError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in for Python: a shell script (it ignores the host script and settings).
+    fn fake_python(name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("troupe-fake-{name}-{}", std::process::id()));
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn config_with(python: PathBuf, start_timeout_s: f64) -> VllmConfig {
+        VllmConfig {
+            python: Some(python),
+            start_timeout_s,
+            ..VllmConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_python_is_an_error_naming_its_exit_and_output() {
+        let python = fake_python("broken", "echo 'No module named vllm' >&2; exit 1");
+        let dir = std::env::temp_dir();
+        let error = VllmEngine::start_serving(&dir, 64, 0, config_with(python.clone(), 30.0))
+            .await
+            .err()
+            .expect("a Python that exits cannot start an engine")
+            .to_string();
+        let _ = std::fs::remove_file(&python);
+        for part in [
+            "vLLM engine of actor",
+            "exit code 1",
+            "No module named vllm",
+        ] {
+            assert!(error.contains(part), "`{part}` missing: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_never_gets_ready_times_out_and_is_killed() {
+        let python = fake_python("stuck", "echo 'loading forever' >&2; exec sleep 600");
+        let dir = std::env::temp_dir();
+        let started = Instant::now();
+        let error = VllmEngine::start_serving(&dir, 64, 0, config_with(python.clone(), 2.0))
+            .await
+            .err()
+            .expect("an engine that never answers cannot start")
+            .to_string();
+        let _ = std::fs::remove_file(&python);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        for part in ["no answer within 2 s", "start", "loading forever"] {
+            assert!(error.contains(part), "`{part}` missing: {error}");
+        }
+    }
 
     #[test]
     fn the_probe_stays_in_the_vocabulary() {

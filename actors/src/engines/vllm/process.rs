@@ -48,6 +48,8 @@ pub struct HostProcess {
     stdin: ChildStdin,
     answers: Lines<BufReader<ChildStdout>>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// The task copying stderr; done once the process has closed it.
+    log_forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HostProcess {
@@ -87,12 +89,14 @@ impl HostProcess {
             )));
         };
         let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
-        tokio::spawn(forward_log(stderr, child.id().unwrap_or(0), tail.clone()));
+        let log_forwarder =
+            tokio::spawn(forward_log(stderr, child.id().unwrap_or(0), tail.clone()));
         let mut host = HostProcess {
             child,
             stdin,
             answers: BufReader::new(stdout).lines(),
             tail,
+            log_forwarder: Some(log_forwarder),
         };
         let ready = host.answer("start", timeout).await?;
         if ready.get("ready").and_then(Value::as_bool) != Some(true) {
@@ -157,6 +161,10 @@ impl HostProcess {
                 "its pipes closed but it did not exit; killed".to_string()
             }
         };
+        // Its last words are what explains the exit: let the forwarder read them.
+        if let Some(forwarder) = self.log_forwarder.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), forwarder).await;
+        }
         HostFailure::Died {
             status,
             tail: self.tail(),
