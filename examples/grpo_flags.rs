@@ -136,13 +136,9 @@ impl Args {
         if let Some(choice) = self.rollout_engine {
             config = config.with_rollout_engine(match choice {
                 EngineChoice::Candle => RolloutEngine::Candle,
-                EngineChoice::Vllm => RolloutEngine::Vllm(VllmConfig {
-                    dtype: self
-                        .vllm_dtype
-                        .clone()
-                        .unwrap_or_else(|| VllmConfig::default().dtype),
-                    ..VllmConfig::default()
-                }),
+                EngineChoice::Vllm => RolloutEngine::Vllm(VllmConfig::with_dtype(
+                    self.vllm_dtype.as_deref().unwrap_or("float32"),
+                )),
             });
         }
         if let Some(cap) = self.tis_cap {

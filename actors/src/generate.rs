@@ -36,7 +36,8 @@ impl Default for SamplingConfig {
 }
 
 impl SamplingConfig {
-    fn validate(&self) -> Result<()> {
+    /// Refuses a negative or non-finite temperature, a top-p outside (0, 1], a top-k of 0.
+    pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(ModelError::Input(format!(
                 "temperature {} must be >= 0",

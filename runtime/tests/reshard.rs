@@ -2,8 +2,9 @@
 //! recipes use, source actors send their pieces and every destination actor ends with buffers
 //! bit-identical to what its layout should hold (compared by checksum), and the collectives
 //! (all-reduce, all-gather, reduce-scatter, broadcast) give the same answers on every rank. Each
-//! runs twice: over the sockets only (as between machines), and with every message through
-//! shared memory (the workers share this machine), which the senders' counts confirm.
+//! runs three times: over the sockets only (as between machines), with every message read
+//! directly from the sender's memory, and with every message through shared segments (the
+//! workers share this machine); the senders' counts confirm which way the messages went.
 //!
 //! Run: `cargo test -p troupe --test reshard`
 
@@ -24,17 +25,19 @@ pub struct Job {
     pub dst: LayoutSpec,
     pub params: Vec<(String, Vec<u64>)>,
     pub bucket_bytes: u64,
-    /// Every message through shared memory (else sockets only).
-    pub shared_memory: bool,
+    pub way: Way,
 }
 
-/// Joins `group` over the sockets only, or with every message through shared memory.
-async fn join(
-    group: &str,
-    rank: usize,
-    world: usize,
-    shared_memory: bool,
-) -> anyhow::Result<TcpCommunicator> {
+/// How the messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Way {
+    Sockets,
+    DirectReads,
+    SharedSegments,
+}
+
+/// Joins `group` so that every message goes `way`.
+async fn join(group: &str, rank: usize, world: usize, way: Way) -> anyhow::Result<TcpCommunicator> {
     let cluster = Cluster::current()?;
     let mut comm = TcpCommunicator::rendezvous_with(
         &cluster,
@@ -42,11 +45,20 @@ async fn join(
         rank,
         world,
         Duration::from_secs(30),
-        shared_memory,
+        way != Way::Sockets,
     )
     .await?;
     comm.shared_memory_min_bytes = 0;
+    if way == Way::DirectReads {
+        comm.enable_direct_reads();
+    }
     Ok(comm)
+}
+
+/// How many of a rank's sends went through shared segments, and how many were read directly.
+fn went(comm: &TcpCommunicator) -> (u64, u64) {
+    let direct = comm.direct_read_messages();
+    (comm.shared_memory_messages() - direct, direct)
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -65,8 +77,9 @@ impl ReshardPeer {
     }
 
     /// Joins the group, moves its part, and returns (checksum received, checksum expected)
-    /// when it is a destination, and how many messages it sent through shared memory.
-    pub async fn run(&self, job: Job) -> anyhow::Result<(Option<(u64, u64)>, u64)> {
+    /// when it is a destination, and how many messages it sent through shared segments and by
+    /// direct reads.
+    pub async fn run(&self, job: Job) -> anyhow::Result<(Option<(u64, u64)>, (u64, u64))> {
         let (src, dst) = (job.src.layout(), job.dst.layout());
         let params: Vec<ParamSpec> = job
             .params
@@ -74,7 +87,7 @@ impl ReshardPeer {
             .map(|(name, shape)| ParamSpec::new(name, shape, 4))
             .collect();
         let world = src.ranks() + dst.ranks();
-        let comm = join(&job.group, job.rank, world, job.shared_memory).await?;
+        let comm = join(&job.group, job.rank, world, job.way).await?;
         let plan = PlanCache::new().get(&params, &src, &dst, job.bucket_bytes)?;
         let whole = synthetic_whole(&params);
         let ranks = RankMap {
@@ -84,16 +97,13 @@ impl ReshardPeer {
         if job.rank < src.ranks() {
             let buffer = buffer_from_whole(&src, &params, job.rank, &whole)?;
             execute(&plan, &comm, ranks, Some(&buffer), None).await?;
-            Ok((None, comm.shared_memory_messages()))
+            Ok((None, went(&comm)))
         } else {
             let rank = job.rank - src.ranks();
             let mut buffer = vec![0_u8; plan.dst_bytes[rank] as usize];
             execute(&plan, &comm, ranks, None, Some(&mut buffer)).await?;
             let expected = buffer_from_whole(&dst, &params, rank, &whole)?;
-            Ok((
-                Some((fnv(&buffer), fnv(&expected))),
-                comm.shared_memory_messages(),
-            ))
+            Ok((Some((fnv(&buffer), fnv(&expected))), went(&comm)))
         }
     }
 
@@ -103,9 +113,9 @@ impl ReshardPeer {
         group: String,
         rank: usize,
         world: usize,
-        shared_memory: bool,
+        way: Way,
     ) -> anyhow::Result<(Vec<f32>, Vec<u8>, Vec<f32>, Vec<u8>)> {
-        let comm = join(&group, rank, world, shared_memory).await?;
+        let comm = join(&group, rank, world, way).await?;
         let mut values: Vec<f32> = (0..10).map(|i| (i * (rank + 1)) as f32).collect();
         comm.all_reduce_sum(&mut values).await?;
         let gathered = comm
@@ -116,14 +126,23 @@ impl ReshardPeer {
         let root = world - 1;
         let message = (rank == root).then(|| Bytes::from_static(b"from the root"));
         let broadcast = comm.broadcast(root, message).await?;
-        anyhow::ensure!(
-            shared_memory == (comm.shared_memory_messages() > 0),
-            "{} messages through shared memory with it {}",
-            comm.shared_memory_messages(),
-            if shared_memory { "on" } else { "off" }
-        );
+        check_way(way, went(&comm))?;
         Ok((values, gathered, scattered, broadcast.to_vec()))
     }
+}
+
+/// The counts (shared segments, direct reads) of some sends are what `way` should give.
+fn check_way(way: Way, (segments, direct): (u64, u64)) -> anyhow::Result<()> {
+    let right = match way {
+        Way::Sockets => segments == 0 && direct == 0,
+        Way::DirectReads => segments == 0 && direct > 0,
+        Way::SharedSegments => segments > 0 && direct == 0,
+    };
+    anyhow::ensure!(
+        right,
+        "{way:?}: {segments} messages through shared segments, {direct} read directly"
+    );
+    Ok(())
 }
 
 fn small_llama() -> Vec<(String, Vec<u64>)> {
@@ -157,10 +176,10 @@ async fn reshard_pair(
     name: &str,
     src: LayoutSpec,
     dst: LayoutSpec,
-    shared_memory: bool,
+    way: Way,
 ) -> anyhow::Result<()> {
     let world = src.layout().ranks() + dst.layout().ranks();
-    let group = format!("{name}-{shared_memory}-{}", std::process::id());
+    let group = format!("{name}-{way:?}-{}", std::process::id());
     let mut peers = Vec::new();
     for _ in 0..world {
         peers.push(ReshardPeer::spawn(cluster, SpawnOptions::new().num_cpus(0.1)).await?);
@@ -173,15 +192,16 @@ async fn reshard_pair(
             dst: dst.clone(),
             params: small_llama(),
             bucket_bytes: 2048,
-            shared_memory,
+            way,
         })
     });
     let results = futures::future::join_all(jobs).await;
     let mut destinations = 0;
-    let mut through_shared_memory = 0;
+    let (mut segments, mut direct) = (0, 0);
     for (rank, result) in results.into_iter().enumerate() {
-        let (checksums, shared) = result?;
-        through_shared_memory += shared;
+        let (checksums, (by_segment, by_direct)) = result?;
+        segments += by_segment;
+        direct += by_direct;
         if let Some((got, want)) = checksums {
             anyhow::ensure!(
                 got == want,
@@ -194,10 +214,7 @@ async fn reshard_pair(
         destinations == dst.layout().ranks(),
         "{name}: {destinations} destinations reported"
     );
-    anyhow::ensure!(
-        shared_memory == (through_shared_memory > 0),
-        "{name}: {through_shared_memory} messages through shared memory with it {shared_memory}"
-    );
+    check_way(way, (segments, direct))?;
     for peer in &peers {
         cluster.kill(peer).await?;
     }
@@ -227,34 +244,29 @@ async fn all(cluster: &Cluster) -> anyhow::Result<()> {
             LayoutSpec::TensorParallel { tp: 4, replicas: 1 },
         ),
     ];
-    for shared_memory in [false, true] {
-        let over = if shared_memory {
-            "shared_memory"
-        } else {
-            "tcp"
-        };
+    for way in [Way::Sockets, Way::DirectReads, Way::SharedSegments] {
         for (name, src, dst) in pairs.clone() {
-            reshard_pair(cluster, name, src, dst, shared_memory).await?;
-            println!("test reshard_{name}_over_{over} ... ok");
+            reshard_pair(cluster, name, src, dst, way).await?;
+            println!("test reshard_{name}_{way:?} ... ok");
         }
-        collectives(cluster, shared_memory).await?;
-        println!("test collectives_over_{over} ... ok");
+        collectives(cluster, way).await?;
+        println!("test collectives_{way:?} ... ok");
     }
     Ok(())
 }
 
-async fn collectives(cluster: &Cluster, shared_memory: bool) -> anyhow::Result<()> {
+async fn collectives(cluster: &Cluster, way: Way) -> anyhow::Result<()> {
     let world = 3;
     let mut peers = Vec::new();
     for _ in 0..world {
         peers.push(ReshardPeer::spawn(cluster, SpawnOptions::new().num_cpus(0.1)).await?);
     }
-    let group = format!("collectives-{shared_memory}-{}", std::process::id());
+    let group = format!("collectives-{way:?}-{}", std::process::id());
     let results = futures::future::join_all(
         peers
             .iter()
             .enumerate()
-            .map(|(rank, peer)| peer.collectives(group.clone(), rank, world, shared_memory)),
+            .map(|(rank, peer)| peer.collectives(group.clone(), rank, world, way)),
     )
     .await;
     let expected_sum: Vec<f32> = (0..10).map(|i| (i * (1 + 2 + 3)) as f32).collect();
@@ -295,7 +307,7 @@ fn main() -> std::process::ExitCode {
     });
     match outcome {
         Ok(()) => {
-            println!("\n10 passed, 0 failed");
+            println!("\n15 passed, 0 failed");
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {

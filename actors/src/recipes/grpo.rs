@@ -164,6 +164,23 @@ impl GrpoConfig {
             if !(cap >= 1.0 && cap.is_finite()) {
                 return bad(format!("--tis-cap {cap} must be at least 1 (or 0 for off)"));
             }
+            // TIS takes the PPO ratio against the trainer's own log-probabilities, which are the
+            // behaviour policy's only with synchronous rollouts, and compares them with the
+            // engine's, which are of the tempered distribution.
+            if self.max_staleness > 0 {
+                return bad(format!(
+                    "--tis-cap {cap} needs synchronous rollouts: --max-staleness {} would leave \
+                     stale samples without a trust region (give --tis-cap 0 to run stale)",
+                    self.max_staleness
+                ));
+            }
+            if self.temperature != 1.0 {
+                return bad(format!(
+                    "--tis-cap {cap} compares the engine's log-probabilities at temperature {} \
+                     with the trainer's at 1 (give --tis-cap 0)",
+                    self.temperature
+                ));
+            }
         }
         if self.eval_every == 0 || self.task.held_out < 200 {
             return bad(format!(

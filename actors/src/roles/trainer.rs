@@ -370,6 +370,9 @@ impl Trainer {
                 stats.entropy,
                 stats.policy.clip_fraction,
                 stats.policy.approx_kl,
+                stats.mismatch.logprob_abs_diff,
+                stats.mismatch.kl,
+                stats.mismatch.tis_clipped_share,
             ];
             super::data_parallel::average_values(comm, &mut figures).await?;
             [
@@ -378,6 +381,9 @@ impl Trainer {
                 stats.entropy,
                 stats.policy.clip_fraction,
                 stats.policy.approx_kl,
+                stats.mismatch.logprob_abs_diff,
+                stats.mismatch.kl,
+                stats.mismatch.tis_clipped_share,
             ] = figures;
             stats.policy.loss = stats.loss;
         }

@@ -4,6 +4,8 @@
 //! messages between ranks on one machine go through shared memory, `same_node`) and, with the
 //! `cuda` feature, `nccl`.
 
+mod direct_read;
+mod frames;
 #[cfg(feature = "cuda")]
 pub mod nccl;
 mod ring;

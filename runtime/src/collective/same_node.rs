@@ -1,9 +1,11 @@
-//! Messages between ranks on the same machine through shared memory instead of the socket: the
-//! sender copies the message into a shared-memory segment of the object store (pooled, so its
-//! pages are already in memory) and sends only the segment's location over TCP; the receiver maps
-//! the segment and copies out of it (or keeps the mapping as the message), then acknowledges on
-//! the same connection's other direction, and the sender returns the segment to the pool. One
-//! copy on each side, no kernel socket buffers, and sends never wait for the receiver.
+//! Messages between ranks on the same machine without the socket carrying their bytes, and the
+//! acknowledgements that flow back on each connection's other direction. Two ways: the receiver
+//! reads the sender's memory directly (`direct_read`: one copy; the sender waits for the
+//! acknowledgement), or, where the system forbids that, the sender copies the message into a
+//! shared-memory segment of the object store (pooled, so its pages are already in memory) and
+//! sends only the segment's location; the receiver maps the segment, copies out and
+//! acknowledges, and the sender returns the segment to the pool (a copy on each side; sends
+//! never wait).
 
 use crate::objects::shm::{self, Segment, ShmLocation};
 use bytes::Bytes;
@@ -12,8 +14,12 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-/// Set in a frame's length header when the body is a segment's location, not the bytes.
-pub(super) const SHM_FRAME: u64 = 1 << 63;
+/// An acknowledgement of a direct read (the rest is the message's id), not of a segment.
+pub(super) const DIRECT_ACK: u64 = 1 << 62;
+/// With `DIRECT_ACK`: the receiver could not read directly; the bytes must come another way.
+pub(super) const DIRECT_REFUSED: u64 = 1 << 61;
+/// Direct-read ids stay below the flags.
+pub(super) const DIRECT_ID_MASK: u64 = DIRECT_REFUSED - 1;
 /// Messages from this size on go through shared memory by default (smaller ones cost less over
 /// the socket than a segment's bookkeeping).
 pub(super) const DEFAULT_MIN_BYTES: usize = 256 << 10;
@@ -33,10 +39,12 @@ pub(super) fn node_identity() -> String {
     format!("{boot}/{}/{}", namespace("pid"), namespace("mnt"))
 }
 
-/// Segments sent to one peer and not yet acknowledged, by generation.
+/// Segments sent to one peer and not yet acknowledged, by generation; and the sends waiting for
+/// their direct reads, by id (true: read; false: refused).
 #[derive(Default)]
 pub(super) struct InFlight {
     segments: Mutex<HashMap<u64, Arc<Segment>>>,
+    waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<bool>>>,
 }
 
 impl InFlight {
@@ -59,10 +67,39 @@ impl InFlight {
         }
     }
 
-    /// Releases every segment still out (the peer has gone).
+    /// Releases every segment still out and fails every waiting send (the peer has gone).
     fn release_all(&self) {
         let segments: Vec<_> = self.lock().drain().map(|(_, segment)| segment).collect();
         segments.into_iter().for_each(shm::release);
+        self.waiters().clear();
+    }
+
+    fn waiters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::oneshot::Sender<bool>>> {
+        match self.waiting.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Registers a send waiting for the direct read of message `id`.
+    pub(super) fn wait_for(&self, id: u64) -> tokio::sync::oneshot::Receiver<bool> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.waiters().insert(id, done);
+        wait
+    }
+
+    /// The send of message `id` gave up waiting.
+    pub(super) fn forget(&self, id: u64) {
+        self.waiters().remove(&id);
+    }
+
+    fn direct_read_done(&self, value: u64) {
+        let waiter = self.waiters().remove(&(value & DIRECT_ID_MASK));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(value & DIRECT_REFUSED == 0);
+        }
     }
 
     #[cfg(test)]
@@ -79,7 +116,12 @@ pub(super) fn read_acknowledgements(mut reader: OwnedReadHalf, in_flight: Arc<In
     tokio::spawn(async move {
         let mut generation = [0_u8; 8];
         while reader.read_exact(&mut generation).await.is_ok() {
-            in_flight.acknowledge(u64::from_le_bytes(generation));
+            let value = u64::from_le_bytes(generation);
+            if value & DIRECT_ACK != 0 {
+                in_flight.direct_read_done(value);
+            } else {
+                in_flight.acknowledge(value);
+            }
         }
         in_flight.release_all();
     });
@@ -116,17 +158,18 @@ pub(super) fn open(body: &[u8], len: u64) -> Result<(Bytes, u64), String> {
     Ok((bytes, location.generation))
 }
 
-/// Tells the sender its segment `generation` may be reused.
+/// Tells the sender its segment `generation` may be reused, or (with `DIRECT_ACK`) that its
+/// direct read is done or refused.
 pub(super) async fn acknowledge(
     writer: &tokio::sync::Mutex<OwnedWriteHalf>,
-    generation: u64,
+    value: u64,
 ) -> Result<(), String> {
     writer
         .lock()
         .await
-        .write_all(&generation.to_le_bytes())
+        .write_all(&value.to_le_bytes())
         .await
-        .map_err(|err| format!("acknowledging a shared-memory message: {err}"))
+        .map_err(|err| format!("acknowledging a same-machine message: {err}"))
 }
 
 #[cfg(test)]

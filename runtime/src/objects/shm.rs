@@ -434,7 +434,18 @@ mod remote_mappings {
         device: u64,
         inode: u64,
         key: u64,
+        /// Where the owner holds it: once that no longer names the segment, the owner has let
+        /// it go and no location can name it again, so the mapping only keeps memory alive.
+        owner_fd: String,
         mapping: Arc<Mapping>,
+    }
+
+    impl Kept {
+        fn owner_still_holds(&self) -> bool {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&self.owner_fd)
+                .is_ok_and(|meta| meta.ino() == self.inode && meta.dev() == self.device)
+        }
     }
 
     static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
@@ -461,7 +472,10 @@ mod remote_mappings {
         let Ok(mut kept) = KEPT.lock() else {
             return;
         };
-        kept.retain(|old| !(old.device == location.device && old.inode == location.inode));
+        kept.retain(|old| {
+            !(old.device == location.device && old.inode == location.inode)
+                && old.owner_still_holds()
+        });
         if mapping.size > limit() {
             return;
         }
@@ -474,6 +488,7 @@ mod remote_mappings {
             device: location.device,
             inode: location.inode,
             key: location.key,
+            owner_fd: format!("/proc/{}/fd/{}", location.pid, location.fd),
             mapping,
         });
     }

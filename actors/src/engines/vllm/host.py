@@ -20,19 +20,25 @@ Every answer has "ok": true, or "ok": false with "error". The first line is the 
 
 import json
 import os
+import shutil
 import sys
 import threading
 import time
 import traceback
 
 
-def exit_with_parent():
+def exit_with_parent(leftovers):
     """Ends this process when the actor that started it is gone (re-parented), whatever
-    killed the actor."""
+    killed the actor, removing the files the actor would have removed."""
     parent = os.getppid()
     while True:
         time.sleep(1.0)
         if os.getppid() != parent:
+            for path in leftovers:
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                elif os.path.isfile(path):
+                    os.remove(path)
             os._exit(0)
 
 
@@ -44,8 +50,10 @@ def main():
         answers.write(json.dumps(value) + "\n")
         answers.flush()
 
-    threading.Thread(target=exit_with_parent, daemon=True).start()
     settings = json.loads(sys.argv[1])
+    threading.Thread(
+        target=exit_with_parent, args=(settings.get("leftovers", []),), daemon=True
+    ).start()
     started = time.time()
     try:
         import vllm
@@ -99,6 +107,8 @@ def main():
                     seed=seed,
                     logprobs=0,
                     detokenize=False,
+                    # Stop only where asked: the model's EOS is one of stop_token_ids or not.
+                    ignore_eos=True,
                 )
             )
         prompts = [TokensPrompt(prompt_token_ids=p) for p in request["prompts"]]

@@ -43,10 +43,29 @@ pub struct VllmConfig {
     /// Skip CUDA graphs and compilation: a much faster start.
     pub enforce_eager: bool,
     /// The largest difference allowed between the engine's and the trainer's log-probabilities
-    /// of the probe after a weight update, nats.
+    /// of the probe after a weight update, nats (`with_dtype` sets it for the dtype).
     pub probe_tolerance: f64,
     /// Restarts allowed over the engine's life before an error is final.
     pub max_restarts: u32,
+}
+
+impl VllmConfig {
+    /// The engine in `dtype` (as vLLM names it), with a probe tolerance to match: rounding of
+    /// float32 against the trainer's float32 stays far below 2e-3 nats; a 16-bit engine differs
+    /// from a float32 trainer by more, so its probe only catches gross errors (a stale head is
+    /// off by 0.16-2 nats). The 16-bit tolerance has not been tried on a GPU.
+    pub fn with_dtype(dtype: &str) -> Self {
+        let probe_tolerance = if dtype == "float32" || dtype == "float" {
+            2e-3
+        } else {
+            0.1
+        };
+        VllmConfig {
+            dtype: dtype.to_string(),
+            probe_tolerance,
+            ..VllmConfig::default()
+        }
+    }
 }
 
 impl Default for VllmConfig {
@@ -203,6 +222,8 @@ impl VllmEngine {
             "seed": self.seed,
             "enforce_eager": self.config.enforce_eager,
             "gpu_memory_utilization": self.config.gpu_memory_utilization,
+            // Removed by the host if the actor dies without removing them itself.
+            "leftovers": [self.weights_dir, self.script],
         });
         let env = vec![
             // The engine core in the host process itself: one process to supervise and kill.
@@ -307,6 +328,7 @@ impl VllmEngine {
         prompts: &[Vec<u32>],
         sampling: &SamplingConfig,
     ) -> Result<Generation> {
+        sampling.validate()?;
         if prompts.is_empty() {
             return Ok(Generation {
                 tokens: Vec::new(),
@@ -341,6 +363,7 @@ impl VllmEngine {
         let stopped: Vec<bool> = answer_field(&answer, "stopped", &self.actor)?;
         if tokens.len() != prompts.len()
             || logprobs.len() != prompts.len()
+            || stopped.len() != prompts.len()
             || tokens
                 .iter()
                 .zip(&logprobs)
@@ -398,10 +421,27 @@ impl VllmEngine {
         // A restart from here on starts from the weights just loaded.
         self.model_dir = self.weights_dir.clone();
         self.stats.version = version;
-        let difference = self.probe_difference(model).await?;
+        let mut difference = self.probe_difference(model).await?;
+        if difference > self.config.probe_tolerance
+            && self.stats.restarts < self.config.max_restarts
+        {
+            // The engine took the file but does not serve it: start it again on the file (a
+            // fresh load) rather than keep a wrong engine in service.
+            tracing::warn!(actor = %self.actor, difference, "probe failed after a reload; restarting the engine");
+            if let Some(host) = self.host.take() {
+                host.stop().await;
+            }
+            self.stats.restarts += 1;
+            self.launch().await?;
+            difference = self.probe_difference(model).await?;
+        }
         self.stats.probe_abs_diff = difference;
         self.stats.weight_update_ms = started.elapsed().as_secs_f64() * 1e3;
         if difference > self.config.probe_tolerance {
+            // Never serve weights that failed the check.
+            if let Some(host) = self.host.take() {
+                host.stop().await;
+            }
             return Err(engine_error(
                 &self.actor,
                 format!(

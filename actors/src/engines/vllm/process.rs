@@ -1,7 +1,7 @@
 //! The engine host as a child process: started with its settings, answered one JSON line per
 //! request with a deadline on every wait, its stderr forwarded to the actor's log with the last
-//! lines kept for error messages, and killed (never orphaned) when dropped or when its parent
-//! dies.
+//! lines kept for error messages, and killed when dropped (the host also exits by itself when
+//! its parent is gone, so a SIGKILLed actor leaves no engine behind).
 
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -71,15 +71,8 @@ impl HostProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe; between fork and exec it only asks the kernel to
-        // kill the child when the thread that forked it dies.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // No PR_SET_PDEATHSIG: it fires when the forking *thread* exits, and a runtime's
+        // threads come and go. The host watches its parent itself (`exit_with_parent`).
         let mut child = command.spawn().map_err(HostFailure::Spawn)?;
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
