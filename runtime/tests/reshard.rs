@@ -4,7 +4,8 @@
 //! (all-reduce, all-gather, reduce-scatter, broadcast) give the same answers on every rank. Each
 //! runs three times: over the sockets only (as between machines), with every message read
 //! directly from the sender's memory, and with every message through shared segments (the
-//! workers share this machine); the senders' counts confirm which way the messages went.
+//! workers share this machine); the resharding also runs from sources kept in shared buffers,
+//! read in place. The senders' counts confirm which way the messages went.
 //!
 //! Run: `cargo test -p troupe --test reshard`
 
@@ -12,8 +13,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use troupe::collective::{Communicator, TcpCommunicator};
+use troupe::objects::SharedBuffer;
 use troupe::reshard::local::{buffer_from_whole, synthetic_whole};
-use troupe::reshard::{execute, LayoutSpec, ParamSpec, PlanCache, RankMap};
+use troupe::reshard::{execute, execute_from_shared, LayoutSpec, ParamSpec, PlanCache, RankMap};
 use troupe::{Cluster, SpawnOptions};
 
 /// What a peer is asked to do.
@@ -34,6 +36,8 @@ pub enum Way {
     Sockets,
     DirectReads,
     SharedSegments,
+    /// The sources' buffers in shared memory, read in place.
+    SharedBuffers,
 }
 
 /// Joins `group` so that every message goes `way`.
@@ -55,10 +59,11 @@ async fn join(group: &str, rank: usize, world: usize, way: Way) -> anyhow::Resul
     Ok(comm)
 }
 
-/// How many of a rank's sends went through shared segments, and how many were read directly.
+/// How many of a rank's sends went through shared segments, and how many were read in place
+/// (directly from its memory, or from its shared buffer).
 fn went(comm: &TcpCommunicator) -> (u64, u64) {
-    let direct = comm.direct_read_messages();
-    (comm.shared_memory_messages() - direct, direct)
+    let in_place = comm.direct_read_messages() + comm.shared_buffer_messages();
+    (comm.shared_memory_messages() - in_place, in_place)
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
@@ -96,7 +101,13 @@ impl ReshardPeer {
         };
         if job.rank < src.ranks() {
             let buffer = buffer_from_whole(&src, &params, job.rank, &whole)?;
-            execute(&plan, &comm, ranks, Some(&buffer), None).await?;
+            if job.way == Way::SharedBuffers {
+                let mut shared = SharedBuffer::new(buffer.len())?;
+                shared.rewrite(|bytes| bytes.copy_from_slice(&buffer))?;
+                execute_from_shared(&plan, &comm, ranks, Some(&shared), None).await?;
+            } else {
+                execute(&plan, &comm, ranks, Some(&buffer), None).await?;
+            }
             Ok((None, went(&comm)))
         } else {
             let rank = job.rank - src.ranks();
@@ -135,7 +146,7 @@ impl ReshardPeer {
 fn check_way(way: Way, (segments, direct): (u64, u64)) -> anyhow::Result<()> {
     let right = match way {
         Way::Sockets => segments == 0 && direct == 0,
-        Way::DirectReads => segments == 0 && direct > 0,
+        Way::DirectReads | Way::SharedBuffers => segments == 0 && direct > 0,
         Way::SharedSegments => segments > 0 && direct == 0,
     };
     anyhow::ensure!(
@@ -244,13 +255,21 @@ async fn all(cluster: &Cluster) -> anyhow::Result<()> {
             LayoutSpec::TensorParallel { tp: 4, replicas: 1 },
         ),
     ];
-    for way in [Way::Sockets, Way::DirectReads, Way::SharedSegments] {
+    for way in [
+        Way::Sockets,
+        Way::DirectReads,
+        Way::SharedSegments,
+        Way::SharedBuffers,
+    ] {
         for (name, src, dst) in pairs.clone() {
             reshard_pair(cluster, name, src, dst, way).await?;
             println!("test reshard_{name}_{way:?} ... ok");
         }
-        collectives(cluster, way).await?;
-        println!("test collectives_{way:?} ... ok");
+        // Collectives send no shared buffers: that way is resharding's alone.
+        if way != Way::SharedBuffers {
+            collectives(cluster, way).await?;
+            println!("test collectives_{way:?} ... ok");
+        }
     }
     Ok(())
 }
@@ -307,7 +326,7 @@ fn main() -> std::process::ExitCode {
     });
     match outcome {
         Ok(()) => {
-            println!("\n15 passed, 0 failed");
+            println!("\n19 passed, 0 failed");
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {

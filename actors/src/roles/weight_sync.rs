@@ -1,13 +1,17 @@
 //! Moving policy weights from trainer actors to rollout actors with the runtime's resharding
 //! planner: trainers (sources) and rollouts (destinations) form one communicator group, each
 //! holding the whole model (replicated layouts); the plan spreads the bytes over the source
-//! replicas, so with two trainers each sends half of every rollout's weights, over TCP on CPU.
+//! replicas, so with two trainers each sends half of every rollout's weights. A trainer flattens
+//! its weights into a buffer in shared memory, kept across steps, so a rollout on the same
+//! machine copies them straight out of it (one copy); rollouts elsewhere get them over TCP.
 
 use crate::error::{ModelError, Result};
 use crate::model::Decoder;
 use troupe::collective::TcpCommunicator;
+use troupe::objects::SharedBuffer;
 use troupe::reshard::{
-    execute, plan, Layout, Moved, ParamSpec, Plan, RankMap, DEFAULT_BUCKET_BYTES,
+    execute, execute_from_shared, plan, Layout, Moved, ParamSpec, Plan, RankMap,
+    DEFAULT_BUCKET_BYTES,
 };
 
 /// Which side of the sync an actor is on, with its index among that side's actors.
@@ -23,6 +27,8 @@ pub struct WeightSync {
     plan: Plan,
     side: SyncSide,
     ranks: RankMap,
+    /// A source's weights in shared memory, rewritten every send.
+    staged: tokio::sync::Mutex<Option<SharedBuffer>>,
 }
 
 fn sync_error(what: &str, err: impl std::fmt::Display) -> ModelError {
@@ -43,19 +49,42 @@ fn param_specs(model: &Decoder) -> Vec<ParamSpec> {
 
 /// Every parameter's f32 values back to back, in name order: a replica's buffer.
 pub fn flatten(model: &Decoder) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+    let mut out = vec![0_u8; flat_bytes(model)];
+    flatten_into(model, &mut out)?;
+    Ok(out)
+}
+
+/// The bytes `flatten` gives for `model`.
+pub fn flat_bytes(model: &Decoder) -> usize {
+    model
+        .named_vars()
+        .iter()
+        .map(|(_, var)| var.elem_count() * 4)
+        .sum()
+}
+
+/// `flatten`, into `out` (exactly `flat_bytes` long).
+pub fn flatten_into(model: &Decoder, out: &mut [u8]) -> Result<()> {
+    if out.len() != flat_bytes(model) {
+        return Err(ModelError::Input(format!(
+            "a {}-byte buffer for {} bytes of weights",
+            out.len(),
+            flat_bytes(model)
+        )));
+    }
+    let mut at = 0;
     for (_, var) in model.named_vars() {
         let values = var
             .as_tensor()
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        out.reserve(values.len() * 4);
-        values
-            .iter()
-            .for_each(|value| out.extend_from_slice(&value.to_le_bytes()));
+        for value in values {
+            out[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            at += 4;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Loads a replica's buffer (as `flatten` lays it out) into `model`.
@@ -129,6 +158,7 @@ impl WeightSync {
                 src_base: 0,
                 dst_base: sources,
             },
+            staged: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -139,10 +169,38 @@ impl WeightSync {
                 "weight sync: a destination cannot send".to_string(),
             ));
         }
-        let buffer = flatten(model)?;
-        execute(&self.plan, &self.comm, self.ranks, Some(&buffer), None)
-            .await
-            .map_err(|err| sync_error("sending", err))
+        let mut staged = self.staged.lock().await;
+        let len = flat_bytes(model);
+        let mut flattened = Ok(());
+        let rewritten = match staged.as_mut().filter(|buffer| buffer.len() == len) {
+            Some(buffer) => buffer
+                .rewrite(|bytes| flattened = flatten_into(model, bytes))
+                .is_ok(),
+            None => false,
+        };
+        if !rewritten {
+            *staged = SharedBuffer::new(len).ok();
+            if let Some(buffer) = staged.as_mut() {
+                if buffer
+                    .rewrite(|bytes| flattened = flatten_into(model, bytes))
+                    .is_err()
+                {
+                    *staged = None;
+                }
+            }
+        }
+        flattened?;
+        let moved = match staged.as_ref() {
+            Some(buffer) => {
+                execute_from_shared(&self.plan, &self.comm, self.ranks, Some(buffer), None).await
+            }
+            // No shared memory here: plain bytes.
+            None => {
+                let buffer = flatten(model)?;
+                execute(&self.plan, &self.comm, self.ranks, Some(&buffer), None).await
+            }
+        };
+        moved.map_err(|err| sync_error("sending", err))
     }
 
     /// Receives the whole model from the sources and loads it.

@@ -21,6 +21,8 @@ pub(super) enum FrameKind {
     Bytes,
     Segment,
     Direct,
+    /// Where ranges of the sender's shared buffer are, to read in place.
+    SharedRanges,
 }
 
 /// The header of a frame of `length` bytes of `kind`.
@@ -29,6 +31,7 @@ pub(super) fn header(length: u64, kind: FrameKind) -> [u8; 8] {
         FrameKind::Bytes => 0,
         FrameKind::Segment => SEGMENT_FRAME,
         FrameKind::Direct => DIRECT_FRAME,
+        FrameKind::SharedRanges => SEGMENT_FRAME | DIRECT_FRAME,
     };
     (length | flag).to_le_bytes()
 }
@@ -49,7 +52,7 @@ pub(super) async fn read_header(reader: &mut OwnedReadHalf) -> Result<(u64, Fram
         (false, false) => FrameKind::Bytes,
         (true, false) => FrameKind::Segment,
         (false, true) => FrameKind::Direct,
-        (true, true) => return Err("announced a frame of two kinds".to_string()),
+        (true, true) => FrameKind::SharedRanges,
     };
     Ok((length, kind))
 }

@@ -56,6 +56,22 @@ pub trait Communicator: Send + Sync {
         self.send(peer, message)
     }
 
+    /// Sends the bytes of `shared` at `ranges` (offset, length), back to back, as one message,
+    /// and returns once `peer` has them (so `shared` may be rewritten after). Backends that can
+    /// let a peer on the same machine read them in place do so (TCP: one copy, from `shared`
+    /// into the receiver's buffer); the others send the bytes.
+    fn send_shared(
+        &self,
+        peer: usize,
+        shared: &crate::objects::SharedBuffer,
+        ranges: &[(usize, usize)],
+    ) -> impl Future<Output = Result<(), CollectiveError>> + Send {
+        async move {
+            let parts = shared_slices(shared, ranges)?;
+            self.send_parts(peer, &parts).await
+        }
+    }
+
     /// Receives the next message from `peer` straight into `targets`, filled in order; their
     /// lengths must add up to the message's.
     fn recv_into(
@@ -114,6 +130,26 @@ pub trait Communicator: Send + Sync {
     {
         ring::broadcast(self, root, message)
     }
+}
+
+/// The slices of `shared` at `ranges`, each checked against its length.
+pub(crate) fn shared_slices<'a>(
+    shared: &'a crate::objects::SharedBuffer,
+    ranges: &[(usize, usize)],
+) -> Result<Vec<&'a [u8]>, CollectiveError> {
+    let bytes = shared.as_slice();
+    ranges
+        .iter()
+        .map(|(from, len)| {
+            bytes.get(*from..from + len).ok_or_else(|| {
+                CollectiveError::Invalid(format!(
+                    "bytes {from}..{} are past a {}-byte shared buffer",
+                    from + len,
+                    bytes.len()
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Copies `message` into `targets` in order, checking that the lengths match.

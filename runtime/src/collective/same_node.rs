@@ -172,6 +172,90 @@ pub(super) async fn acknowledge(
         .map_err(|err| format!("acknowledging a same-machine message: {err}"))
 }
 
+/// The body of a frame that names ranges of the sender's shared buffer: the buffer's location,
+/// then the (offset, length) ranges, in message order.
+pub(super) fn describe_shared(location: &ShmLocation, ranges: &[(usize, usize)]) -> Vec<u8> {
+    let location = serde_json::to_vec(location).unwrap_or_default();
+    let mut body = Vec::with_capacity(8 + location.len() + ranges.len() * 16);
+    body.extend_from_slice(&(location.len() as u32).to_le_bytes());
+    body.extend_from_slice(&location);
+    body.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+    for (from, len) in ranges {
+        body.extend_from_slice(&(*from as u64).to_le_bytes());
+        body.extend_from_slice(&(*len as u64).to_le_bytes());
+    }
+    body
+}
+
+/// Reads what `describe_shared` wrote.
+pub(super) fn read_shared_description(
+    body: &[u8],
+) -> Result<(ShmLocation, Vec<(usize, usize)>), String> {
+    let cut = || "a shared-buffer description cut short".to_string();
+    let u32_at = |at: usize| -> Result<usize, String> {
+        let bytes = body.get(at..at + 4).ok_or_else(cut)?;
+        Ok(u32::from_le_bytes(bytes.try_into().map_err(|_| cut())?) as usize)
+    };
+    let u64_at = |at: usize| -> Result<usize, String> {
+        let bytes = body.get(at..at + 8).ok_or_else(cut)?;
+        usize::try_from(u64::from_le_bytes(bytes.try_into().map_err(|_| cut())?))
+            .map_err(|_| "a range past this machine's address space".to_string())
+    };
+    let location_len = u32_at(0)?;
+    let location: ShmLocation =
+        serde_json::from_slice(body.get(4..4 + location_len).ok_or_else(cut)?)
+            .map_err(|err| format!("an unreadable shared-buffer location: {err}"))?;
+    let count = u32_at(4 + location_len)?;
+    let start = 8 + location_len;
+    if body.len() != start + count * 16 {
+        return Err(format!(
+            "a shared-buffer description of {} bytes for {count} ranges",
+            body.len()
+        ));
+    }
+    let ranges = (0..count)
+        .map(|i| Ok((u64_at(start + i * 16)?, u64_at(start + i * 16 + 8)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((location, ranges))
+}
+
+/// Copies `ranges` of `source`, back to back, into `targets` (filled in order); every range is
+/// checked against `source` and the totals must match.
+pub(super) fn gather_into(
+    source: &[u8],
+    ranges: &[(usize, usize)],
+    targets: &mut [&mut [u8]],
+) -> Result<(), String> {
+    let wanted: usize = targets.iter().map(|t| t.len()).sum();
+    let offered: usize = ranges.iter().map(|(_, len)| len).sum();
+    if wanted != offered {
+        return Err(format!("sent {offered} bytes where {wanted} were expected"));
+    }
+    let mut ranges = ranges.iter().copied();
+    let (mut from, mut left) = (0, 0);
+    for target in targets.iter_mut() {
+        let mut at = 0;
+        while at < target.len() {
+            while left == 0 {
+                (from, left) = ranges.next().ok_or("the ranges ran out early")?;
+                if from.checked_add(left).is_none_or(|end| end > source.len()) {
+                    return Err(format!(
+                        "bytes {from}..{} are past the {}-byte shared buffer",
+                        from.saturating_add(left),
+                        source.len()
+                    ));
+                }
+            }
+            let n = (target.len() - at).min(left);
+            target[at..at + n].copy_from_slice(&source[from..from + n]);
+            at += n;
+            from += n;
+            left -= n;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +274,31 @@ mod tests {
         in_flight.acknowledge(generation);
         assert_eq!(in_flight.outstanding(), 0);
         assert!(!node_identity().is_empty());
+    }
+
+    #[test]
+    fn shared_ranges_describe_and_gather_across_uneven_targets() {
+        let source: Vec<u8> = (0..100).collect();
+        let ranges = [(10, 5), (50, 20), (0, 3)];
+        let location = ShmLocation {
+            boot_id: "b".to_string(),
+            pid: 1,
+            fd: 2,
+            device: 3,
+            inode: 4,
+            key: 5,
+            generation: 6,
+            len: 100,
+        };
+        let (back, read) = read_shared_description(&describe_shared(&location, &ranges)).unwrap();
+        assert_eq!((back, read), (location, ranges.to_vec()));
+        let (mut a, mut b) = (vec![0_u8; 7], vec![0_u8; 21]);
+        gather_into(&source, &ranges, &mut [&mut a, &mut b]).unwrap();
+        let expected: Vec<u8> = (10..15).chain(50..70).chain(0..3).collect();
+        assert_eq!([a, b].concat(), expected);
+        let mut short = vec![0_u8; 4];
+        assert!(gather_into(&source, &[(98, 4)], &mut [&mut short])
+            .unwrap_err()
+            .contains("past"));
     }
 }

@@ -9,7 +9,10 @@
 //!   gRPC in 4 MiB chunks.
 
 mod inline_bytes;
+mod shared_buffer;
 pub(crate) mod shm;
+
+pub use shared_buffer::{SharedBuffer, SharedBufferError};
 
 use crate::data::Batch;
 use crate::error::{Error, Result};

@@ -232,6 +232,52 @@ impl Segment {
         header.pins.fetch_sub(LOCKED, Ordering::Release);
     }
 
+    /// Where the data area starts: the owner writes there, up to `capacity` bytes, only while
+    /// it holds the lock bit (`allocate` or `relock` gave it).
+    pub(crate) fn data_pointer(&self) -> *mut u8 {
+        // SAFETY: the mapping is at least HEADER_BYTES long.
+        unsafe { self.mapping.address.add(HEADER_BYTES) }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The data area, read-only, for the owner (`len` must fit the capacity).
+    pub(crate) fn data(&self, len: usize) -> &[u8] {
+        assert!(
+            len <= self.capacity,
+            "{len} bytes past a {}-byte segment",
+            self.capacity
+        );
+        self.mapping.data(len)
+    }
+
+    /// Publishes the locked segment's `len` bytes as a new object and unlocks it; returns the
+    /// object's generation.
+    pub(crate) fn publish(&self, len: usize) -> u64 {
+        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        let header = self.mapping.header();
+        header.generation.store(generation, Ordering::Release);
+        header.len.store(len as u64, Ordering::Relaxed);
+        header.pins.fetch_sub(LOCKED, Ordering::Release);
+        generation
+    }
+
+    /// Takes the segment back for rewriting: no new reader may pin the published object, and
+    /// the lock is taken once no reader pins it. False if a reader still does.
+    pub(crate) fn relock(&self) -> bool {
+        let header = self.mapping.header();
+        let generation = header.generation.load(Ordering::SeqCst);
+        self.retire();
+        if self.try_lock() {
+            return true;
+        }
+        // Still read: the published object stays published.
+        header.generation.store(generation, Ordering::SeqCst);
+        false
+    }
+
     /// A pinned view of object `generation` in this segment, if it still holds it.
     pub(crate) fn view(&self, generation: u64, len: usize) -> Option<Bytes> {
         pinned_view(self.mapping.clone(), generation, len)
@@ -294,9 +340,16 @@ pub(crate) fn store(bytes: &[u8]) -> std::io::Result<(Arc<Segment>, u64)> {
 pub(crate) fn store_parts(parts: &[&[u8]]) -> std::io::Result<(Arc<Segment>, u64)> {
     let len: usize = parts.iter().map(|part| part.len()).sum();
     let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let segment = allocate(len)?;
+    segment.fill(generation, parts);
+    Ok((segment, generation))
+}
+
+/// A locked segment of at least `len` bytes (a free one that fits, else a new one), for the
+/// owner to write and then `publish`.
+pub(crate) fn allocate(len: usize) -> std::io::Result<Arc<Segment>> {
     let reused = POOL.lock().ok().and_then(|mut pool| {
         let pool = pool.as_mut()?;
-        // The smallest free segment that fits and is at most twice too big, and that nobody pins.
         let mut candidates: Vec<usize> = (0..pool.free.len())
             .filter(|&i| {
                 let capacity = pool.free[i].capacity;
@@ -307,20 +360,17 @@ pub(crate) fn store_parts(parts: &[&[u8]]) -> std::io::Result<(Arc<Segment>, u64
         let chosen = candidates.into_iter().find(|&i| pool.free[i].try_lock())?;
         Some(pool.free.remove(chosen))
     });
-    let segment = match reused {
-        Some(segment) => segment,
+    match reused {
+        Some(segment) => Ok(segment),
         None => {
             raise_open_file_limit();
-            let capacity = len.next_multiple_of(CAPACITY_STEP);
-            let segment = Arc::new(Segment::create(capacity)?);
+            let segment = Arc::new(Segment::create(len.next_multiple_of(CAPACITY_STEP))?);
             if !segment.try_lock() {
                 return Err(std::io::Error::other("a fresh segment was already pinned"));
             }
-            segment
+            Ok(segment)
         }
-    };
-    segment.fill(generation, parts);
-    Ok((segment, generation))
+    }
 }
 
 /// The object left `segment`: no new reader may pin it. An unpinned segment is kept for reuse

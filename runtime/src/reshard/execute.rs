@@ -36,6 +36,14 @@ pub struct Moved {
     pub buckets_received: usize,
 }
 
+/// A source rank's buffer: plain bytes, or a buffer in shared memory that destinations on the
+/// same machine read in place.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    Shared(&'a crate::objects::SharedBuffer),
+}
+
 /// Executes this rank's part of `plan`. `source` is this rank's buffer if it is a source;
 /// `destination` its buffer (of `plan.dst_bytes[rank]` bytes) if it is a destination.
 pub async fn execute<C: Communicator>(
@@ -43,6 +51,29 @@ pub async fn execute<C: Communicator>(
     comm: &C,
     ranks: RankMap,
     source: Option<&[u8]>,
+    destination: Option<&mut [u8]>,
+) -> Result<Moved, ReshardError> {
+    execute_from(plan, comm, ranks, source.map(Source::Bytes), destination).await
+}
+
+/// As `execute`, with the source buffer in shared memory: a destination on the same machine
+/// copies its pieces straight out of it (one copy in all), others receive them as messages. It
+/// returns once every destination has its pieces, so the buffer may be rewritten after.
+pub async fn execute_from_shared<C: Communicator>(
+    plan: &Plan,
+    comm: &C,
+    ranks: RankMap,
+    source: Option<&crate::objects::SharedBuffer>,
+    destination: Option<&mut [u8]>,
+) -> Result<Moved, ReshardError> {
+    execute_from(plan, comm, ranks, source.map(Source::Shared), destination).await
+}
+
+async fn execute_from<C: Communicator>(
+    plan: &Plan,
+    comm: &C,
+    ranks: RankMap,
+    source: Option<Source<'_>>,
     destination: Option<&mut [u8]>,
 ) -> Result<Moved, ReshardError> {
     let me = comm.rank();
@@ -86,12 +117,21 @@ pub async fn execute<C: Communicator>(
                 let started = std::time::Instant::now();
                 let all = segments(plan, bucket);
                 for (from, to) in frames(bucket.bytes as usize) {
-                    let parts = source_slices(buffer, &pieces(&all, from, to, false))?;
-                    comm.send_parts(ranks.dst_base + dst, &parts)
-                        .await
-                        .map_err(|err| {
-                            ReshardError::Buffer(format!("sending to destination {dst}: {err}"))
-                        })?;
+                    let ranges = pieces(&all, from, to, false);
+                    let sent = match buffer {
+                        Source::Bytes(bytes) => {
+                            let parts = source_slices(bytes, &ranges)?;
+                            comm.send_parts(ranks.dst_base + dst, &parts).await
+                        }
+                        Source::Shared(shared) => {
+                            source_slices(shared.as_slice(), &ranges)?;
+                            comm.send_shared(ranks.dst_base + dst, shared, &ranges)
+                                .await
+                        }
+                    };
+                    sent.map_err(|err| {
+                        ReshardError::Buffer(format!("sending to destination {dst}: {err}"))
+                    })?;
                 }
                 tracing::debug!(
                     bytes = bucket.bytes,

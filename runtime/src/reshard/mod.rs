@@ -12,7 +12,7 @@ pub mod layout;
 pub mod local;
 pub mod plan;
 
-pub use execute::{execute, Moved, RankMap};
+pub use execute::{execute, execute_from_shared, Moved, RankMap};
 pub use layout::{megatron_rule, Layout, LayoutSpec, ParamSpec, Placement};
 pub use plan::{plan, Bucket, Plan, PlanCache, Transfer, DEFAULT_BUCKET_BYTES};
 

@@ -1,15 +1,16 @@
 //! The TCP backend: one connection per ordered pair of ranks, length-prefixed frames; messages
 //! made of many parts go out with vectored writes and come in straight into their destination
 //! slices, so resharding copies each byte only into and out of the kernel. Between ranks on the
-//! same machine, large messages go through shared memory instead (`same_node`): the frame then
-//! carries only where the bytes are, and the connection's other direction carries the receiver's
-//! acknowledgements. Ranks find each other through the head's key-value store: each publishes
+//! same machine, large messages skip the socket (`same_machine`, `same_node`): the frame then
+//! carries only where the bytes are (a shared segment, a shared buffer, or the sender's own
+//! memory), and the connection's other direction carries the receiver's acknowledgements. Ranks find each other through the head's key-value store: each publishes
 //! `collective/GROUP/RANK` = its listening address, whether it takes shared memory, and its node
 //! identity, then connects to every peer.
 
-use super::direct_read::{self, Described, ReadFailure};
-use super::frames::{header, read_header, read_scattered, read_small_body, write_parts, FrameKind};
-use super::same_node::{self, InFlight, DIRECT_ACK, DIRECT_ID_MASK, DIRECT_REFUSED};
+mod same_machine;
+
+use super::frames::{header, read_header, read_scattered, write_parts, FrameKind};
+use super::same_node::{self, InFlight};
 use super::{CollectiveError, Communicator};
 use crate::cluster::Cluster;
 use bytes::{Bytes, BytesMut};
@@ -39,9 +40,12 @@ pub struct TcpCommunicator {
     /// Whether receivers may read this rank's memory directly (off by default, and off again
     /// after one refused).
     direct_reads: AtomicBool,
+    /// Whether peers on this machine read shared buffers in place (off after one refused).
+    shared_reads: AtomicBool,
     next_direct_id: AtomicU64,
     shared_memory_sent: AtomicU64,
     direct_sent: AtomicU64,
+    shared_read_sent: AtomicU64,
 }
 
 /// What a rank publishes at rendezvous.
@@ -215,16 +219,25 @@ impl TcpCommunicator {
             acknowledgements,
             in_flight,
             direct_reads: AtomicBool::new(false),
+            shared_reads: AtomicBool::new(true),
             next_direct_id: AtomicU64::new(1),
             shared_memory_sent: AtomicU64::new(0),
             direct_sent: AtomicU64::new(0),
+            shared_read_sent: AtomicU64::new(0),
         })
     }
 
     /// Messages this rank has sent to peers on its machine without the socket carrying their
     /// bytes (read directly, or through a shared segment).
     pub fn shared_memory_messages(&self) -> u64 {
-        self.shared_memory_sent.load(Ordering::Relaxed) + self.direct_sent.load(Ordering::Relaxed)
+        self.shared_memory_sent.load(Ordering::Relaxed)
+            + self.direct_sent.load(Ordering::Relaxed)
+            + self.shared_read_sent.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the messages receivers read in place from this rank's shared buffers.
+    pub fn shared_buffer_messages(&self) -> u64 {
+        self.shared_read_sent.load(Ordering::Relaxed)
     }
 
     /// Of those, the messages receivers read straight from this rank's memory.
@@ -245,112 +258,6 @@ impl TcpCommunicator {
     /// Whether messages to `peer` go through shared memory (from `shared_memory_min_bytes`).
     pub fn uses_shared_memory_with(&self, peer: usize) -> bool {
         self.in_flight.contains_key(&peer)
-    }
-
-    /// Maps the segment a shared-memory frame from `peer` names (its location follows the
-    /// header on `reader`).
-    async fn open_shared(
-        &self,
-        reader: &mut OwnedReadHalf,
-        peer: usize,
-        length: u64,
-    ) -> Result<(Bytes, u64), String> {
-        if !self.acknowledgements.contains_key(&peer) {
-            return Err("sent a shared-memory frame from another machine".to_string());
-        }
-        let body = read_small_body(reader, 4096).await?;
-        same_node::open(&body, length)
-    }
-
-    async fn acknowledge(&self, peer: usize, value: u64) -> Result<(), String> {
-        match self.acknowledgements.get(&peer) {
-            Some(writer) => same_node::acknowledge(writer, value).await,
-            None => Err("no way back to acknowledge a same-machine frame".to_string()),
-        }
-    }
-
-    /// Reads a direct-read frame's message from the sender's memory into `targets` and
-    /// acknowledges it; false when the read was refused (the bytes then follow in another
-    /// frame).
-    async fn take_direct(
-        &self,
-        reader: &mut OwnedReadHalf,
-        peer: usize,
-        length: u64,
-        targets: &mut [&mut [u8]],
-    ) -> Result<bool, String> {
-        if !self.acknowledgements.contains_key(&peer) {
-            return Err("sent a direct-read frame from another machine".to_string());
-        }
-        let body = read_small_body(reader, direct_read::MAX_DESCRIPTION_BYTES).await?;
-        let described = Described::decode(&body)?;
-        if described.total() != length {
-            return Err(format!(
-                "a {length}-byte frame describes {} bytes",
-                described.total()
-            ));
-        }
-        let id = described.id & DIRECT_ID_MASK;
-        match direct_read::read_into(&described, targets) {
-            Ok(()) => {
-                self.acknowledge(peer, DIRECT_ACK | id).await?;
-                Ok(true)
-            }
-            Err(failure) => {
-                match failure {
-                    ReadFailure::Refused(err) => {
-                        tracing::info!(%err, peer, "reading a peer's memory is not allowed here; using shared segments")
-                    }
-                    ReadFailure::Failed(why) => tracing::warn!(%why, peer, "a direct read failed"),
-                }
-                self.acknowledge(peer, DIRECT_ACK | DIRECT_REFUSED | id)
-                    .await?;
-                Ok(false)
-            }
-        }
-    }
-
-    /// Offers `parts` to `peer` to read directly and waits for its answer: Ok(true) read,
-    /// Ok(false) refused (send the bytes another way).
-    async fn offer_direct(
-        &self,
-        writer: &mut OwnedWriteHalf,
-        peer: usize,
-        in_flight: &InFlight,
-        parts: &[&[u8]],
-        total: usize,
-    ) -> Result<bool, CollectiveError> {
-        let failed = |why: String| CollectiveError::Peer { peer, why };
-        let id = self.next_direct_id.fetch_add(1, Ordering::Relaxed) & DIRECT_ID_MASK;
-        let answer = in_flight.wait_for(id);
-        let body = Described::of(parts, id).encode();
-        let size = (body.len() as u32).to_le_bytes();
-        let head = header(total as u64, FrameKind::Direct);
-        if let Err(err) = write_parts(writer, &[&head, &size, &body]).await {
-            in_flight.forget(id);
-            return Err(failed(format!("send: {err}")));
-        }
-        // The parts must stay untouched until the peer has read them: wait, with a deadline.
-        match tokio::time::timeout(self.recv_timeout, answer).await {
-            Ok(Ok(true)) => {
-                self.direct_sent.fetch_add(1, Ordering::Relaxed);
-                Ok(true)
-            }
-            Ok(Ok(false)) => {
-                self.direct_reads.store(false, Ordering::Relaxed);
-                Ok(false)
-            }
-            Ok(Err(_)) => Err(failed(
-                "the connection closed before the peer took a message".to_string(),
-            )),
-            Err(_) => {
-                in_flight.forget(id);
-                Err(failed(format!(
-                    "the peer did not take a message within {:?}",
-                    self.recv_timeout
-                )))
-            }
-        }
     }
 }
 
@@ -444,6 +351,36 @@ impl Communicator for TcpCommunicator {
         write_parts(&mut writer, parts).await.map_err(failed)
     }
 
+    async fn send_shared(
+        &self,
+        peer: usize,
+        shared: &crate::objects::SharedBuffer,
+        ranges: &[(usize, usize)],
+    ) -> Result<(), CollectiveError> {
+        let total: usize = ranges.iter().map(|(_, len)| len).sum();
+        let in_place = self
+            .in_flight
+            .get(&peer)
+            .filter(|_| total >= self.shared_memory_min_bytes)
+            .filter(|_| self.shared_reads.load(Ordering::Relaxed));
+        if let Some(in_flight) = in_place {
+            super::shared_slices(shared, ranges)?;
+            let writer = self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
+                rank: peer,
+                world: self.world,
+            })?;
+            let mut writer = writer.lock().await;
+            if self
+                .offer_shared(&mut writer, peer, in_flight, shared, ranges, total)
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        let parts = super::shared_slices(shared, ranges)?;
+        self.send_parts(peer, &parts).await
+    }
+
     async fn recv(&self, peer: usize) -> Result<Bytes, CollectiveError> {
         let reader = self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
             rank: peer,
@@ -453,14 +390,21 @@ impl Communicator for TcpCommunicator {
         let read = async {
             let (length, kind) = loop {
                 let (length, kind) = read_header(&mut reader).await?;
-                if kind != FrameKind::Direct {
-                    break (length, kind);
-                }
-                let mut message = vec![0_u8; length as usize];
-                if self
-                    .take_direct(&mut reader, peer, length, &mut [&mut message[..]])
-                    .await?
-                {
+                let taken = match kind {
+                    FrameKind::Bytes | FrameKind::Segment => break (length, kind),
+                    FrameKind::Direct | FrameKind::SharedRanges => {
+                        let mut message = vec![0_u8; length as usize];
+                        let read = if kind == FrameKind::Direct {
+                            self.take_direct(&mut reader, peer, length, &mut [&mut message[..]])
+                                .await?
+                        } else {
+                            self.take_shared(&mut reader, peer, length, &mut [&mut message[..]])
+                                .await?
+                        };
+                        read.then_some(message)
+                    }
+                };
+                if let Some(message) = taken {
                     return Ok(Bytes::from(message));
                 }
                 // Refused: the bytes come in the next frame.
@@ -538,6 +482,15 @@ impl Communicator for TcpCommunicator {
                         drop(bytes);
                         self.acknowledge(peer, generation).await?;
                         return copied.map_err(|err| err.to_string());
+                    }
+                    FrameKind::SharedRanges => {
+                        if self
+                            .take_shared(&mut reader, peer, length as u64, targets)
+                            .await?
+                        {
+                            return Ok(());
+                        }
+                        // Refused: the bytes come in the next frame.
                     }
                     FrameKind::Bytes => return read_scattered(&mut reader, targets, length).await,
                 }
