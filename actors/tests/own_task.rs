@@ -145,23 +145,9 @@ async fn user_task_trains() -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        println!("0 passed, 1 failed");
-        return std::process::ExitCode::FAILURE;
-    };
-    let outcome = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(300), user_task_trains())
-            .await
-            .map_err(|_| anyhow::anyhow!("timed out after 300 s"))?
-    });
-    match outcome {
-        Ok(()) => {
-            println!("\n1 passed, 0 failed");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(err) => {
-            println!("test user_task_trains ... FAILED: {err:#}\n\n0 passed, 1 failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    troupe::testing::run_tests(1, Duration::from_secs(300), async {
+        user_task_trains().await?;
+        println!("test user_task_trains ... ok");
+        anyhow::Ok(())
+    })
 }

@@ -361,32 +361,14 @@ async fn weight_sync_is_exact(cluster: &Cluster) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        println!("0 passed, 1 failed");
-        return std::process::ExitCode::FAILURE;
-    };
-    let outcome = runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(900), async {
-            let cluster = Cluster::local_builder().cpus(8.0).start().await?;
-            let synced = weight_sync_is_exact(&cluster).await;
-            cluster.shutdown().await;
-            synced?;
-            grpo_run_leaves_its_outputs(0).await?;
-            grpo_run_leaves_its_outputs(1).await?;
-            grpo_starts_from_a_saved_warm_start().await?;
-            ppo_run_leaves_its_outputs().await
+    troupe::testing::run_tests(5, Duration::from_secs(900), async {
+        troupe::testing::with_local_cluster(Some(8.0), |cluster| async move {
+            weight_sync_is_exact(&cluster).await
         })
-        .await
-        .map_err(|_| anyhow::anyhow!("timed out after 900 s"))?
-    });
-    match outcome {
-        Ok(()) => {
-            println!("\n5 passed, 0 failed");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(err) => {
-            println!("FAILED: {err:#}\n");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        .await?;
+        grpo_run_leaves_its_outputs(0).await?;
+        grpo_run_leaves_its_outputs(1).await?;
+        grpo_starts_from_a_saved_warm_start().await?;
+        ppo_run_leaves_its_outputs().await
+    })
 }

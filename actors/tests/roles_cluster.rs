@@ -287,31 +287,12 @@ async fn data_parallel_policy_step_with_an_empty_rank(cluster: &Cluster) -> anyh
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        println!("0 passed, 1 failed");
-        return std::process::ExitCode::FAILURE;
-    };
-    let outcome = runtime.block_on(async {
-        let cluster = Cluster::local().await?;
-        let result = tokio::time::timeout(Duration::from_secs(120), async {
-            grpo_iteration(&cluster).await?;
-            data_parallel_trainers(&cluster).await?;
-            data_parallel_policy_step_with_an_empty_rank(&cluster).await
-        })
-        .await;
-        cluster.shutdown().await;
-        result.map_err(|_| anyhow::anyhow!("timed out after 120 s"))?
+    let tests = troupe::testing::with_local_cluster(None, |cluster| async move {
+        grpo_iteration(&cluster).await?;
+        data_parallel_trainers(&cluster).await?;
+        data_parallel_policy_step_with_an_empty_rank(&cluster).await?;
+        println!("test grpo_iteration_over_role_actors ... ok");
+        anyhow::Ok(())
     });
-    match outcome {
-        Ok(()) => {
-            println!("test grpo_iteration_over_role_actors ... ok\n\n3 passed, 0 failed");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(err) => {
-            println!(
-                "test grpo_iteration_over_role_actors ... FAILED: {err:#}\n\n0 passed, 1 failed"
-            );
-            std::process::ExitCode::FAILURE
-        }
-    }
+    troupe::testing::run_tests(3, Duration::from_secs(120), tests)
 }

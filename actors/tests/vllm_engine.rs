@@ -223,29 +223,12 @@ async fn a_model_vllm_cannot_load_is_refused_with_its_reason() -> anyhow::Result
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        println!("0 passed, 1 failed");
-        return std::process::ExitCode::FAILURE;
-    };
-    let outcome = runtime.block_on(async {
-        let cluster = Cluster::local().await?;
-        let result = tokio::time::timeout(Duration::from_secs(600), async {
-            rollout_with_vllm(&cluster).await?;
-            weights_of_another_shape_are_refused_by_name().await?;
-            a_model_vllm_cannot_load_is_refused_with_its_reason().await
-        })
-        .await;
-        cluster.shutdown().await;
-        result.map_err(|_| anyhow::anyhow!("timed out after 600 s"))?
+    let tests = troupe::testing::with_local_cluster(None, |cluster| async move {
+        rollout_with_vllm(&cluster).await?;
+        weights_of_another_shape_are_refused_by_name().await?;
+        a_model_vllm_cannot_load_is_refused_with_its_reason().await?;
+        println!("test vllm_engine_through_the_rollout_role ... ok");
+        anyhow::Ok(())
     });
-    match outcome {
-        Ok(()) => {
-            println!("test vllm_engine_through_the_rollout_role ... ok\n\n3 passed, 0 failed");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(err) => {
-            println!("test vllm_engine_through_the_rollout_role ... FAILED: {err:#}\n\n0 passed, 1 failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    troupe::testing::run_tests(3, Duration::from_secs(600), tests)
 }

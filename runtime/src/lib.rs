@@ -102,6 +102,9 @@ pub fn init_logging(default: &str) {
 }
 
 #[doc(hidden)]
+pub mod testing;
+
+#[doc(hidden)]
 pub mod __private {
     //! Items the `#[troupe::actor]` expansion refers to. Not a public API.
     pub use crate::actor::blocking::{run_blocking, MethodTiming};

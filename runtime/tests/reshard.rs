@@ -314,24 +314,7 @@ async fn collectives(cluster: &Cluster, way: Way) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        println!("0 passed, 1 failed");
-        return std::process::ExitCode::FAILURE;
-    };
-    let outcome = runtime.block_on(async {
-        let cluster = Cluster::local().await?;
-        let result = tokio::time::timeout(Duration::from_secs(180), all(&cluster)).await;
-        cluster.shutdown().await;
-        result.map_err(|_| anyhow::anyhow!("timed out after 180 s"))?
-    });
-    match outcome {
-        Ok(()) => {
-            println!("\n19 passed, 0 failed");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(err) => {
-            println!("FAILED: {err:#}\n\n0 passed, 1 failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let tests =
+        troupe::testing::with_local_cluster(None, |cluster| async move { all(&cluster).await });
+    troupe::testing::run_tests(19, Duration::from_secs(180), tests)
 }

@@ -12,6 +12,20 @@ use std::sync::atomic::Ordering;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 impl TcpCommunicator {
+    /// The body of a `kind` frame from `peer` that says where its message is (only a peer on
+    /// this machine, which this rank can acknowledge, may send one).
+    async fn description(
+        &self,
+        reader: &mut OwnedReadHalf,
+        peer: usize,
+        kind: &str,
+    ) -> Result<Vec<u8>, String> {
+        if !self.acknowledgements.contains_key(&peer) {
+            return Err(format!("sent a {kind} frame from another machine"));
+        }
+        read_small_body(reader, direct_read::MAX_DESCRIPTION_BYTES).await
+    }
+
     /// Maps the segment a shared-memory frame from `peer` names (its location follows the
     /// header on `reader`).
     pub(super) async fn open_shared(
@@ -44,10 +58,7 @@ impl TcpCommunicator {
         length: u64,
         targets: &mut [&mut [u8]],
     ) -> Result<bool, String> {
-        if !self.acknowledgements.contains_key(&peer) {
-            return Err("sent a direct-read frame from another machine".to_string());
-        }
-        let body = read_small_body(reader, direct_read::MAX_DESCRIPTION_BYTES).await?;
+        let body = self.description(reader, peer, "direct-read").await?;
         let described = Described::decode(&body)?;
         if described.total() != length {
             return Err(format!(
@@ -85,22 +96,54 @@ impl TcpCommunicator {
         parts: &[&[u8]],
         total: usize,
     ) -> Result<bool, CollectiveError> {
-        let failed = |why: String| CollectiveError::Peer { peer, why };
+        let describe = |id| Described::of(parts, id).encode();
+        let (sent, enabled) = (&self.direct_sent, &self.direct_reads);
+        self.offer_in_place(
+            writer,
+            peer,
+            in_flight,
+            FrameKind::Direct,
+            total,
+            describe,
+            sent,
+            enabled,
+        )
+        .await
+    }
+
+    /// Sends a frame of `kind` saying where a `total`-byte message is (`describe` writes it
+    /// for the message's id), then waits for the peer's answer, with a deadline: the bytes must
+    /// stay untouched until it has read them. Counts the message in `sent` when read; turns
+    /// `enabled` off when refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn offer_in_place(
+        &self,
+        writer: &mut OwnedWriteHalf,
+        peer: usize,
+        in_flight: &InFlight,
+        kind: FrameKind,
+        total: usize,
+        describe: impl FnOnce(u64) -> Vec<u8>,
+        sent: &std::sync::atomic::AtomicU64,
+        enabled: &std::sync::atomic::AtomicBool,
+    ) -> Result<bool, CollectiveError> {
         let id = self.next_direct_id.fetch_add(1, Ordering::Relaxed) & DIRECT_ID_MASK;
         let answer = in_flight.wait_for(id);
-        let body = Described::of(parts, id).encode();
+        let body = describe(id);
         let size = (body.len() as u32).to_le_bytes();
-        let head = header(total as u64, FrameKind::Direct);
+        let head = header(total as u64, kind);
         if let Err(err) = write_parts(writer, &[&head, &size, &body]).await {
             in_flight.forget(id);
-            return Err(failed(format!("send: {err}")));
+            return Err(CollectiveError::Peer {
+                peer,
+                why: format!("send: {err}"),
+            });
         }
-        // The parts must stay untouched until the peer has read them: wait, with a deadline.
         let read = self.await_reader(peer, in_flight, id, answer).await?;
         if read {
-            self.direct_sent.fetch_add(1, Ordering::Relaxed);
+            sent.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.direct_reads.store(false, Ordering::Relaxed);
+            enabled.store(false, Ordering::Relaxed);
         }
         Ok(read)
     }
@@ -140,26 +183,17 @@ impl TcpCommunicator {
         ranges: &[(usize, usize)],
         total: usize,
     ) -> Result<bool, CollectiveError> {
-        let id = self.next_direct_id.fetch_add(1, Ordering::Relaxed) & DIRECT_ID_MASK;
-        let answer = in_flight.wait_for(id);
-        let mut body = same_node::describe_shared(&shared.location(), ranges);
-        body.extend_from_slice(&id.to_le_bytes());
-        let size = (body.len() as u32).to_le_bytes();
-        let head = header(total as u64, FrameKind::SharedRanges);
-        if let Err(err) = write_parts(writer, &[&head, &size, &body]).await {
-            in_flight.forget(id);
-            return Err(CollectiveError::Peer {
-                peer,
-                why: format!("send: {err}"),
-            });
-        }
-        let read = self.await_reader(peer, in_flight, id, answer).await?;
-        if read {
-            self.shared_read_sent.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.shared_reads.store(false, Ordering::Relaxed);
-        }
-        Ok(read)
+        let describe = |id: u64| {
+            let mut body = same_node::describe_shared(&shared.location(), ranges);
+            body.extend_from_slice(&id.to_le_bytes());
+            body
+        };
+        let (sent, enabled) = (&self.shared_read_sent, &self.shared_reads);
+        let kind = FrameKind::SharedRanges;
+        self.offer_in_place(
+            writer, peer, in_flight, kind, total, describe, sent, enabled,
+        )
+        .await
     }
 
     /// Reads a shared-ranges frame's message from the sender's shared buffer into `targets` and
@@ -172,10 +206,7 @@ impl TcpCommunicator {
         length: u64,
         targets: &mut [&mut [u8]],
     ) -> Result<bool, String> {
-        if !self.acknowledgements.contains_key(&peer) {
-            return Err("sent a shared-buffer frame from another machine".to_string());
-        }
-        let mut body = read_small_body(reader, direct_read::MAX_DESCRIPTION_BYTES).await?;
+        let mut body = self.description(reader, peer, "shared-buffer").await?;
         let id_at = body
             .len()
             .checked_sub(8)
