@@ -108,7 +108,22 @@ impl Mover {
         }
         let mut done = [1.0_f32];
         comm.all_reduce_sum(&mut done).await?;
-        Ok(started.elapsed().as_secs_f64())
+        let seconds = started.elapsed().as_secs_f64();
+        // The figure is only what it says if the messages went that way.
+        if rank < 2 {
+            let (same_machine, in_place) =
+                (comm.shared_memory_messages(), comm.shared_buffer_messages());
+            let right = match way {
+                0 => same_machine == 0,
+                1 => same_machine > 0 && in_place == 0,
+                _ => in_place > 0 && in_place == same_machine,
+            };
+            anyhow::ensure!(
+                right,
+                "way {way}: {same_machine} same-machine messages, {in_place} read in place"
+            );
+        }
+        Ok(seconds)
     }
 }
 

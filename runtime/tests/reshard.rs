@@ -5,7 +5,9 @@
 //! runs three times: over the sockets only (as between machines), with every message read
 //! directly from the sender's memory, and with every message through shared segments (the
 //! workers share this machine); the resharding also runs from sources kept in shared buffers,
-//! read in place. The senders' counts confirm which way the messages went.
+//! read in place, and from shared buffers whose destinations refuse to read in place (each
+//! message offered, refused, and sent again another way). The senders' counts confirm which way
+//! the messages went.
 //!
 //! Run: `cargo test -p troupe --test reshard`
 
@@ -38,6 +40,9 @@ pub enum Way {
     SharedSegments,
     /// The sources' buffers in shared memory, read in place.
     SharedBuffers,
+    /// The same, with every destination refusing to read in place: every message is offered,
+    /// refused, and sent again through a shared segment.
+    SharedBuffersRefused,
 }
 
 /// Joins `group` so that every message goes `way`.
@@ -55,6 +60,9 @@ async fn join(group: &str, rank: usize, world: usize, way: Way) -> anyhow::Resul
     comm.shared_memory_min_bytes = 0;
     if way == Way::DirectReads {
         comm.enable_direct_reads();
+    }
+    if way == Way::SharedBuffersRefused {
+        comm.refuse_in_place_reads();
     }
     Ok(comm)
 }
@@ -101,7 +109,7 @@ impl ReshardPeer {
         };
         if job.rank < src.ranks() {
             let buffer = buffer_from_whole(&src, &params, job.rank, &whole)?;
-            if job.way == Way::SharedBuffers {
+            if matches!(job.way, Way::SharedBuffers | Way::SharedBuffersRefused) {
                 let mut shared = SharedBuffer::new(buffer.len())?;
                 shared.rewrite(|bytes| bytes.copy_from_slice(&buffer))?;
                 execute_from_shared(&plan, &comm, ranks, Some(&shared), None).await?;
@@ -147,7 +155,7 @@ fn check_way(way: Way, (segments, direct): (u64, u64)) -> anyhow::Result<()> {
     let right = match way {
         Way::Sockets => segments == 0 && direct == 0,
         Way::DirectReads | Way::SharedBuffers => segments == 0 && direct > 0,
-        Way::SharedSegments => segments > 0 && direct == 0,
+        Way::SharedSegments | Way::SharedBuffersRefused => segments > 0 && direct == 0,
     };
     anyhow::ensure!(
         right,
@@ -260,13 +268,14 @@ async fn all(cluster: &Cluster) -> anyhow::Result<()> {
         Way::DirectReads,
         Way::SharedSegments,
         Way::SharedBuffers,
+        Way::SharedBuffersRefused,
     ] {
         for (name, src, dst) in pairs.clone() {
             reshard_pair(cluster, name, src, dst, way).await?;
             println!("test reshard_{name}_{way:?} ... ok");
         }
         // Collectives send no shared buffers: that way is resharding's alone.
-        if way != Way::SharedBuffers {
+        if !matches!(way, Way::SharedBuffers | Way::SharedBuffersRefused) {
             collectives(cluster, way).await?;
             println!("test collectives_{way:?} ... ok");
         }
@@ -316,5 +325,5 @@ fn main() -> std::process::ExitCode {
     troupe::init();
     let tests =
         troupe::testing::with_local_cluster(None, |cluster| async move { all(&cluster).await });
-    troupe::testing::run_tests(19, Duration::from_secs(180), tests)
+    troupe::testing::run_tests(23, Duration::from_secs(240), tests)
 }

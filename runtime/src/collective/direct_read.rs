@@ -2,8 +2,9 @@
 //! (`process_vm_readv`) while the sender waits for its acknowledgement, so a message crosses
 //! with one copy and no shared segment. The sender describes its message as the addresses and
 //! lengths of its parts; the receiver pairs them with its own targets and reads in batches of
-//! up to 1,024 pieces per system call. Kernels or containers that forbid it (EPERM, ENOSYS) make
-//! the receiver refuse; the sender then sends the bytes another way.
+//! up to 1,024 pieces per system call. Whatever fails (kernels or containers that forbid it with
+//! EPERM or ENOSYS, a description that does not fit), the receiver refuses and the sender sends
+//! the bytes another way.
 
 /// A message's parts in the sender's address space.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,25 +81,15 @@ impl Described {
     }
 }
 
-/// Why a direct read failed: refused by the system (use another way) or a real fault.
-#[derive(Debug)]
-pub(super) enum ReadFailure {
-    Refused(std::io::Error),
-    Failed(String),
-}
-
 /// Reads the described parts of the sender's memory into `targets`, in order (their lengths
 /// must add up to the description's total).
-pub(super) fn read_into(
-    described: &Described,
-    targets: &mut [&mut [u8]],
-) -> Result<(), ReadFailure> {
+pub(super) fn read_into(described: &Described, targets: &mut [&mut [u8]]) -> Result<(), String> {
     let wanted: usize = targets.iter().map(|t| t.len()).sum();
     if wanted as u64 != described.total() {
-        return Err(ReadFailure::Failed(format!(
+        return Err(format!(
             "described {} bytes where {wanted} were expected",
             described.total()
-        )));
+        ));
     }
     // Pair remote parts with local targets into pieces of equal length on both sides.
     let mut local: Vec<libc::iovec> = Vec::with_capacity(BATCH);
@@ -107,16 +98,17 @@ pub(super) fn read_into(
     let mut parts = described.parts.iter().copied();
     let (mut address, mut left) = parts.next().unwrap_or((0, 0));
     for target in targets.iter_mut() {
+        // One pointer per target, offsets from it: the iovecs already batched stay valid.
+        let (base, len) = (target.as_mut_ptr(), target.len());
         let mut at = 0;
-        while at < target.len() {
+        while at < len {
             while left == 0 {
-                (address, left) = parts
-                    .next()
-                    .ok_or_else(|| ReadFailure::Failed("the parts ran out early".to_string()))?;
+                (address, left) = parts.next().ok_or("the parts ran out early")?;
             }
-            let n = (target.len() - at).min(left as usize);
+            let n = (len - at).min(left as usize);
             local.push(libc::iovec {
-                iov_base: target[at..].as_mut_ptr().cast(),
+                // SAFETY: `at + n <= len`: within this target.
+                iov_base: unsafe { base.add(at) }.cast(),
                 iov_len: n,
             });
             remote.push(libc::iovec {
@@ -146,7 +138,7 @@ fn read_batch(
     local: &[libc::iovec],
     remote: &[libc::iovec],
     expected: usize,
-) -> Result<(), ReadFailure> {
+) -> Result<(), String> {
     // SAFETY: every local iovec points into a target slice this function's caller borrows
     // mutably; the remote ones name the sender's memory, which the kernel checks.
     let read = unsafe {
@@ -161,17 +153,12 @@ fn read_batch(
     };
     if read < 0 {
         let err = std::io::Error::last_os_error();
-        return Err(match err.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::ENOSYS) | Some(libc::EACCES) => {
-                ReadFailure::Refused(err)
-            }
-            _ => ReadFailure::Failed(format!("reading the sender's memory: {err}")),
-        });
+        return Err(format!("reading the sender's memory (pid {pid}): {err}"));
     }
     if read as usize != expected {
-        return Err(ReadFailure::Failed(format!(
+        return Err(format!(
             "read {read} of {expected} bytes of the sender's memory"
-        )));
+        ));
     }
     Ok(())
 }
@@ -195,9 +182,8 @@ mod tests {
         let joined: Vec<u8> = [x, y, z].concat();
         assert_eq!(joined, [a, b].concat());
         let mut short = vec![0_u8; 10];
-        assert!(matches!(
-            read_into(&described, &mut [&mut short]),
-            Err(ReadFailure::Failed(_))
-        ));
+        assert!(read_into(&described, &mut [&mut short])
+            .unwrap_err()
+            .contains("expected"));
     }
 }

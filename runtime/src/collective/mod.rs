@@ -46,7 +46,10 @@ pub trait Communicator: Send + Sync {
     fn recv(&self, peer: usize) -> impl Future<Output = Result<Bytes, CollectiveError>> + Send;
 
     /// Sends one message made of `parts` back to back. Backends that can write them without
-    /// first gathering them into one buffer do so (TCP writes them with vectored I/O).
+    /// first gathering them into one buffer do so (TCP writes them with vectored I/O). A large
+    /// send may wait until the peer receives it (a full socket buffer; with TCP's direct reads
+    /// on, any same-machine send), so a caller must not make two ranks send large messages to
+    /// each other before either receives: send and receive side by side, as the collectives do.
     fn send_parts(
         &self,
         peer: usize,

@@ -39,12 +39,17 @@ pub(super) fn node_identity() -> String {
     format!("{boot}/{}/{}", namespace("pid"), namespace("mnt"))
 }
 
-/// Segments sent to one peer and not yet acknowledged, by generation; and the sends waiting for
-/// their direct reads, by id (true: read; false: refused).
+/// What a rank has out with one peer on its machine: segments sent and not yet acknowledged,
+/// by generation; sends waiting for the peer to read in place, by id (true: read; false:
+/// refused); whether the peer refused reading in place (then the bytes go another way to it
+/// from now on); and whether the connection is gone.
 #[derive(Default)]
 pub(super) struct InFlight {
     segments: Mutex<HashMap<u64, Arc<Segment>>>,
     waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<bool>>>,
+    pub refused_direct: std::sync::atomic::AtomicBool,
+    pub refused_shared: std::sync::atomic::AtomicBool,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl InFlight {
@@ -67,8 +72,10 @@ impl InFlight {
         }
     }
 
-    /// Releases every segment still out and fails every waiting send (the peer has gone).
+    /// Releases every segment still out and fails every waiting send, now and later (the peer
+    /// has gone).
     fn release_all(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
         let segments: Vec<_> = self.lock().drain().map(|(_, segment)| segment).collect();
         segments.into_iter().for_each(shm::release);
         self.waiters().clear();
@@ -86,7 +93,11 @@ impl InFlight {
     /// Registers a send waiting for the direct read of message `id`.
     pub(super) fn wait_for(&self, id: u64) -> tokio::sync::oneshot::Receiver<bool> {
         let (done, wait) = tokio::sync::oneshot::channel();
-        self.waiters().insert(id, done);
+        let mut waiters = self.waiters();
+        // Once the connection is gone, the sender is dropped here and the wait ends at once.
+        if !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            waiters.insert(id, done);
+        }
         wait
     }
 
@@ -138,24 +149,27 @@ pub(super) fn stage(parts: &[&[u8]], in_flight: &InFlight) -> std::io::Result<Ve
     Ok(body)
 }
 
-/// Maps the segment a frame body names: the message's bytes, zero-copy, with the generation to
-/// acknowledge once they are no longer needed.
-pub(super) fn open(body: &[u8], len: u64) -> Result<(Bytes, u64), String> {
-    let location: ShmLocation = serde_json::from_slice(body)
-        .map_err(|err| format!("an unreadable shared-memory location: {err}"))?;
+/// The segment location a frame body names.
+pub(super) fn read_location(body: &[u8]) -> Result<ShmLocation, String> {
+    serde_json::from_slice(body)
+        .map_err(|err| format!("an unreadable shared-memory location: {err}"))
+}
+
+/// Maps the segment at `location`: the message's bytes, zero-copy (acknowledge its generation
+/// once they are no longer needed).
+pub(super) fn open(location: &ShmLocation, len: u64) -> Result<Bytes, String> {
     if location.len != len {
         return Err(format!(
             "a shared-memory frame of {len} bytes names a segment of {}",
             location.len
         ));
     }
-    let bytes = shm::map_remote_or_why(&location, true).map_err(|why| {
+    shm::map_remote_or_why(location, true).map_err(|why| {
         format!(
             "the sender's shared-memory segment (pid {}, fd {}) could not be mapped: {why}",
             location.pid, location.fd
         )
-    })?;
-    Ok((bytes, location.generation))
+    })
 }
 
 /// Tells the sender its segment `generation` may be reused, or (with `DIRECT_ACK`) that its
@@ -266,10 +280,11 @@ mod tests {
         let (a, b) = (vec![1_u8; 5000], vec![2_u8; 3000]);
         let body = stage(&[&a, &b], &in_flight).unwrap();
         assert_eq!(in_flight.outstanding(), 1);
-        let (bytes, generation) = open(&body, 8000).unwrap();
+        let location = read_location(&body).unwrap();
+        let (bytes, generation) = (open(&location, 8000).unwrap(), location.generation);
         assert_eq!(&bytes[..5000], &a[..]);
         assert_eq!(&bytes[5000..], &b[..]);
-        assert!(open(&body, 7999).unwrap_err().contains("8000"));
+        assert!(open(&location, 7999).unwrap_err().contains("8000"));
         drop(bytes);
         in_flight.acknowledge(generation);
         assert_eq!(in_flight.outstanding(), 0);

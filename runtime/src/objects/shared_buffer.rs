@@ -56,10 +56,16 @@ impl SharedBuffer {
 
     /// Rewrites the buffer with `write` (given all `len` bytes, as they were), then publishes it
     /// again; readers that mapped it see the new bytes under a new generation. Refused while a
-    /// reader still reads it (sends from it return only once their readers are done).
+    /// reader still reads it (sends from it return only once their readers are done; a reader
+    /// that comes late and pins it briefly is waited for, up to 50 ms).
     pub fn rewrite(&mut self, write: impl FnOnce(&mut [u8])) -> Result<(), SharedBufferError> {
-        if !self.segment.relock() {
-            return Err(SharedBufferError::StillRead);
+        let mut tries = 0;
+        while !self.segment.relock() {
+            tries += 1;
+            if tries == 50 {
+                return Err(SharedBufferError::StillRead);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         write(self.locked_bytes());
         self.generation = self.segment.publish(self.len);

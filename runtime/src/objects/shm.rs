@@ -473,9 +473,11 @@ pub(crate) fn map_remote_or_why(
 }
 
 /// Other processes' segments this process has mapped, kept mapped for the next object in the
-/// same segment (owners reuse their segments from a pool): a mapping costs more to set up and
-/// tear down than a large copy out of it. Bounded in bytes; the oldest go first (their memory
-/// lives on while a view still holds it).
+/// same segment (owners reuse their segments from a pool, and a shared buffer stays the same
+/// segment): a mapping costs more to set up and tear down than a large copy out of it. A kept
+/// mapping whose owner no longer holds the segment can never be named again and only keeps
+/// memory alive: those are dropped whenever another is kept. Live ones cost address space only,
+/// so they are kept up to a count, not a size.
 mod remote_mappings {
     use super::{Mapping, Ordering, ShmLocation};
     use std::sync::{Arc, Mutex};
@@ -500,9 +502,8 @@ mod remote_mappings {
 
     static KEPT: Mutex<Vec<Kept>> = Mutex::new(Vec::new());
 
-    fn limit() -> usize {
-        super::pool_limit()
-    }
+    /// Live mappings kept at most (the oldest go first).
+    const MOST: usize = 4096;
 
     /// The kept mapping of the segment `location` names, if it is at least `size` bytes.
     pub(super) fn cached(location: &ShmLocation, size: usize) -> Option<Arc<Mapping>> {
@@ -526,12 +527,7 @@ mod remote_mappings {
             !(old.device == location.device && old.inode == location.inode)
                 && old.owner_still_holds()
         });
-        if mapping.size > limit() {
-            return;
-        }
-        while kept.iter().map(|k| k.mapping.size).sum::<usize>() + mapping.size > limit()
-            && !kept.is_empty()
-        {
+        if kept.len() >= MOST {
             kept.remove(0);
         }
         kept.push(Kept {

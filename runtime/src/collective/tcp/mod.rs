@@ -37,12 +37,14 @@ pub struct TcpCommunicator {
     acknowledgements: HashMap<usize, Mutex<OwnedWriteHalf>>,
     /// Segments sent through shared memory and not yet acknowledged, per receiving peer.
     in_flight: HashMap<usize, Arc<InFlight>>,
-    /// Whether receivers may read this rank's memory directly (off by default, and off again
-    /// after one refused).
+    /// Whether receivers may read this rank's memory directly (off by default; a peer that
+    /// refuses is not offered again).
     direct_reads: AtomicBool,
-    /// Whether peers on this machine read shared buffers in place (off after one refused).
-    shared_reads: AtomicBool,
     next_direct_id: AtomicU64,
+    /// Peers whose connection fell out of step (a send stopped waiting for their answer).
+    broken: std::sync::Mutex<HashSet<usize>>,
+    /// This rank refuses every offer to read in place (the bytes then come another way).
+    refuse_in_place: AtomicBool,
     shared_memory_sent: AtomicU64,
     direct_sent: AtomicU64,
     shared_read_sent: AtomicU64,
@@ -219,7 +221,8 @@ impl TcpCommunicator {
             acknowledgements,
             in_flight,
             direct_reads: AtomicBool::new(false),
-            shared_reads: AtomicBool::new(true),
+            broken: std::sync::Mutex::new(HashSet::new()),
+            refuse_in_place: AtomicBool::new(false),
             next_direct_id: AtomicU64::new(1),
             shared_memory_sent: AtomicU64::new(0),
             direct_sent: AtomicU64::new(0),
@@ -245,6 +248,13 @@ impl TcpCommunicator {
         self.direct_sent.load(Ordering::Relaxed)
     }
 
+    /// Refuses every offer to read a message in place (from a peer's memory or shared buffer):
+    /// the peers then send the bytes another way. For tests of that way, and for machines where
+    /// reading in place misbehaves.
+    pub fn refuse_in_place_reads(&self) {
+        self.refuse_in_place.store(true, Ordering::Relaxed);
+    }
+
     /// Offers peers on this machine to read large messages straight from this rank's memory
     /// (one copy; each send then waits for the peer to take it) instead of shared segments (two
     /// copies; sends do not wait). Off by default: on this project's 2-core machine segments
@@ -258,6 +268,56 @@ impl TcpCommunicator {
     /// Whether messages to `peer` go through shared memory (from `shared_memory_min_bytes`).
     pub fn uses_shared_memory_with(&self, peer: usize) -> bool {
         self.in_flight.contains_key(&peer)
+    }
+}
+
+impl TcpCommunicator {
+    /// Sends one message to `peer` through `writer` (its connection, locked by the caller): read
+    /// directly by a peer on this machine when offered and taken, else through a shared
+    /// segment, else as bytes on the socket.
+    async fn send_parts_locked(
+        &self,
+        writer: &mut OwnedWriteHalf,
+        peer: usize,
+        parts: &[&[u8]],
+    ) -> Result<(), CollectiveError> {
+        let failed = |err: std::io::Error| CollectiveError::Peer {
+            peer,
+            why: format!("send: {err}"),
+        };
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        let same_machine = self
+            .in_flight
+            .get(&peer)
+            .filter(|_| total >= self.shared_memory_min_bytes);
+        if let Some(in_flight) = same_machine {
+            if self.direct_reads.load(Ordering::Relaxed)
+                && !in_flight.refused_direct.load(Ordering::Relaxed)
+                && self
+                    .offer_direct(writer, peer, in_flight, parts, total)
+                    .await?
+            {
+                return Ok(());
+            }
+            match same_node::stage(parts, in_flight) {
+                Ok(location) => {
+                    let head = header(total as u64, FrameKind::Segment);
+                    let size = (location.len() as u32).to_le_bytes();
+                    write_parts(writer, &[&head, &size, &location])
+                        .await
+                        .map_err(failed)?;
+                    self.shared_memory_sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // Out of shared memory (or file descriptors): the socket still works.
+                Err(err) => tracing::debug!(%err, peer, "shared memory refused; sending over TCP"),
+            }
+        }
+        writer
+            .write_all(&header(total as u64, FrameKind::Bytes))
+            .await
+            .map_err(failed)?;
+        write_parts(writer, parts).await.map_err(failed)
     }
 }
 
@@ -313,42 +373,8 @@ impl Communicator for TcpCommunicator {
             world: self.world,
         })?;
         let mut writer = writer.lock().await;
-        let failed = |err: std::io::Error| CollectiveError::Peer {
-            peer,
-            why: format!("send: {err}"),
-        };
-        let total: usize = parts.iter().map(|part| part.len()).sum();
-        let same_machine = self
-            .in_flight
-            .get(&peer)
-            .filter(|_| total >= self.shared_memory_min_bytes);
-        if let Some(in_flight) = same_machine {
-            if self.direct_reads.load(Ordering::Relaxed)
-                && self
-                    .offer_direct(&mut writer, peer, in_flight, parts, total)
-                    .await?
-            {
-                return Ok(());
-            }
-            match same_node::stage(parts, in_flight) {
-                Ok(location) => {
-                    let head = header(total as u64, FrameKind::Segment);
-                    let size = (location.len() as u32).to_le_bytes();
-                    write_parts(&mut writer, &[&head, &size, &location])
-                        .await
-                        .map_err(failed)?;
-                    self.shared_memory_sent.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
-                // Out of shared memory (or file descriptors): the socket still works.
-                Err(err) => tracing::debug!(%err, peer, "shared memory refused; sending over TCP"),
-            }
-        }
-        writer
-            .write_all(&header(total as u64, FrameKind::Bytes))
-            .await
-            .map_err(failed)?;
-        write_parts(&mut writer, parts).await.map_err(failed)
+        self.check_usable(peer)?;
+        self.send_parts_locked(&mut writer, peer, parts).await
     }
 
     async fn send_shared(
@@ -357,19 +383,20 @@ impl Communicator for TcpCommunicator {
         shared: &crate::objects::SharedBuffer,
         ranges: &[(usize, usize)],
     ) -> Result<(), CollectiveError> {
-        let total: usize = ranges.iter().map(|(_, len)| len).sum();
+        let parts = super::shared_slices(shared, ranges)?;
+        let total: usize = parts.iter().map(|part| part.len()).sum();
+        let writer = self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
+            rank: peer,
+            world: self.world,
+        })?;
+        let mut writer = writer.lock().await;
+        self.check_usable(peer)?;
         let in_place = self
             .in_flight
             .get(&peer)
             .filter(|_| total >= self.shared_memory_min_bytes)
-            .filter(|_| self.shared_reads.load(Ordering::Relaxed));
+            .filter(|in_flight| !in_flight.refused_shared.load(Ordering::Relaxed));
         if let Some(in_flight) = in_place {
-            super::shared_slices(shared, ranges)?;
-            let writer = self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
-                rank: peer,
-                world: self.world,
-            })?;
-            let mut writer = writer.lock().await;
             if self
                 .offer_shared(&mut writer, peer, in_flight, shared, ranges, total)
                 .await?
@@ -377,8 +404,8 @@ impl Communicator for TcpCommunicator {
                 return Ok(());
             }
         }
-        let parts = super::shared_slices(shared, ranges)?;
-        self.send_parts(peer, &parts).await
+        // Refused (the bytes must come next, under the same lock) or not on this machine.
+        self.send_parts_locked(&mut writer, peer, &parts).await
     }
 
     async fn recv(&self, peer: usize) -> Result<Bytes, CollectiveError> {
@@ -394,14 +421,9 @@ impl Communicator for TcpCommunicator {
                     FrameKind::Bytes | FrameKind::Segment => break (length, kind),
                     FrameKind::Direct | FrameKind::SharedRanges => {
                         let mut message = vec![0_u8; length as usize];
-                        let read = if kind == FrameKind::Direct {
-                            self.take_direct(&mut reader, peer, length, &mut [&mut message[..]])
-                                .await?
-                        } else {
-                            self.take_shared(&mut reader, peer, length, &mut [&mut message[..]])
-                                .await?
-                        };
-                        read.then_some(message)
+                        self.take_in_place(&mut reader, peer, kind, length, &mut [&mut message])
+                            .await?
+                            .then_some(message)
                     }
                 };
                 if let Some(message) = taken {
@@ -457,16 +479,12 @@ impl Communicator for TcpCommunicator {
         let read = async {
             loop {
                 let (length, kind) = read_header(&mut reader).await?;
-                let length = length as usize;
-                if length != expected {
-                    return Err(format!(
-                        "sent {length} bytes where {expected} were expected"
-                    ));
-                }
                 match kind {
-                    FrameKind::Direct => {
+                    // A length that does not fit the targets makes the taking fail: refused,
+                    // and the bytes that follow fail the check below. The stream stays in step.
+                    FrameKind::Direct | FrameKind::SharedRanges => {
                         if self
-                            .take_direct(&mut reader, peer, length as u64, targets)
+                            .take_in_place(&mut reader, peer, kind, length, targets)
                             .await?
                         {
                             return Ok(());
@@ -475,7 +493,7 @@ impl Communicator for TcpCommunicator {
                     }
                     FrameKind::Segment => {
                         let (bytes, generation) =
-                            self.open_shared(&mut reader, peer, length as u64).await?;
+                            self.open_shared(&mut reader, peer, length).await?;
                         let copied = super::scatter_into(peer, &bytes, targets);
                         // Unpinned before the acknowledgement, so the sender can reuse it; and
                         // acknowledged even when the copy failed, so it is not kept forever.
@@ -483,16 +501,15 @@ impl Communicator for TcpCommunicator {
                         self.acknowledge(peer, generation).await?;
                         return copied.map_err(|err| err.to_string());
                     }
-                    FrameKind::SharedRanges => {
-                        if self
-                            .take_shared(&mut reader, peer, length as u64, targets)
-                            .await?
-                        {
-                            return Ok(());
+                    FrameKind::Bytes => {
+                        let length = length as usize;
+                        if length != expected {
+                            return Err(format!(
+                                "sent {length} bytes where {expected} were expected"
+                            ));
                         }
-                        // Refused: the bytes come in the next frame.
+                        return read_scattered(&mut reader, targets, length).await;
                     }
-                    FrameKind::Bytes => return read_scattered(&mut reader, targets, length).await,
                 }
             }
         };

@@ -1,44 +1,94 @@
 //! The TCP communicator's same-machine side: taking a message read in place (directly from the
 //! sender's memory, or from its shared buffer) or through a shared segment, offering one, and
 //! the acknowledgements both sides wait on.
+//!
+//! A frame that offers a message in place carries the message's id first. Whatever goes wrong
+//! on the receiving side after the id is read (a description it cannot parse, a buffer it
+//! cannot map, a copy that fails), the receiver refuses by id and the sender sends the bytes in
+//! the very next frame, so the stream never falls out of step. A sender that stops waiting (a
+//! deadline, or its future dropped) can no longer tell what the receiver will do next, so the
+//! connection to that peer is marked broken and every later send to it fails at once.
 
-use super::super::direct_read::{self, Described, ReadFailure};
+use super::super::direct_read::{self, Described};
 use super::super::frames::{header, read_small_body, write_parts, FrameKind};
 use super::super::same_node::{self, InFlight, DIRECT_ACK, DIRECT_ID_MASK, DIRECT_REFUSED};
 use super::super::CollectiveError;
 use super::TcpCommunicator;
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+/// Marks a peer's connection broken unless disarmed: held while a send waits for its answer.
+struct BreakUnlessAnswered<'a> {
+    communicator: &'a TcpCommunicator,
+    peer: usize,
+    armed: bool,
+}
+
+impl Drop for BreakUnlessAnswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.communicator.mark_broken(self.peer);
+        }
+    }
+}
+
 impl TcpCommunicator {
+    /// Fails if an earlier send to `peer` gave up waiting for an answer.
+    pub(super) fn check_usable(&self, peer: usize) -> Result<(), CollectiveError> {
+        let broken = match self.broken.lock() {
+            Ok(broken) => broken.contains(&peer),
+            Err(poisoned) => poisoned.into_inner().contains(&peer),
+        };
+        if broken {
+            return Err(CollectiveError::Peer {
+                peer,
+                why: "an earlier send stopped waiting for this peer's answer, so the connection \
+                      is out of step; the group must be formed again"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn mark_broken(&self, peer: usize) {
+        match self.broken.lock() {
+            Ok(mut broken) => broken.insert(peer),
+            Err(poisoned) => poisoned.into_inner().insert(peer),
+        };
+    }
+
     /// The body of a `kind` frame from `peer` that says where its message is (only a peer on
     /// this machine, which this rank can acknowledge, may send one).
     async fn description(
         &self,
         reader: &mut OwnedReadHalf,
         peer: usize,
-        kind: &str,
+        limit: usize,
     ) -> Result<Vec<u8>, String> {
         if !self.acknowledgements.contains_key(&peer) {
-            return Err(format!("sent a {kind} frame from another machine"));
+            return Err("sent a same-machine frame from another machine".to_string());
         }
-        read_small_body(reader, direct_read::MAX_DESCRIPTION_BYTES).await
+        read_small_body(reader, limit).await
     }
 
-    /// Maps the segment a shared-memory frame from `peer` names (its location follows the
-    /// header on `reader`).
+    /// Maps the segment a segment frame from `peer` names (its location follows the header on
+    /// `reader`). When it cannot, the segment is still acknowledged, so the sender lets it go.
     pub(super) async fn open_shared(
         &self,
         reader: &mut OwnedReadHalf,
         peer: usize,
         length: u64,
     ) -> Result<(Bytes, u64), String> {
-        if !self.acknowledgements.contains_key(&peer) {
-            return Err("sent a shared-memory frame from another machine".to_string());
+        let body = self.description(reader, peer, 4096).await?;
+        let location = same_node::read_location(&body)?;
+        match same_node::open(&location, length) {
+            Ok(bytes) => Ok((bytes, location.generation)),
+            Err(why) => {
+                self.acknowledge(peer, location.generation).await?;
+                Err(why)
+            }
         }
-        let body = read_small_body(reader, 4096).await?;
-        same_node::open(&body, length)
     }
 
     pub(super) async fn acknowledge(&self, peer: usize, value: u64) -> Result<(), String> {
@@ -48,37 +98,42 @@ impl TcpCommunicator {
         }
     }
 
-    /// Reads a direct-read frame's message from the sender's memory into `targets` and
-    /// acknowledges it; false when the read was refused (the bytes then follow in another
-    /// frame).
-    pub(super) async fn take_direct(
+    /// Takes a message `peer` offered in place (a `Direct` or `SharedRanges` frame of `length`
+    /// bytes) into `targets` and acknowledges it: true when taken, false when refused (the
+    /// bytes then come in the next frame).
+    pub(super) async fn take_in_place(
         &self,
         reader: &mut OwnedReadHalf,
         peer: usize,
+        kind: FrameKind,
         length: u64,
         targets: &mut [&mut [u8]],
     ) -> Result<bool, String> {
-        let body = self.description(reader, peer, "direct-read").await?;
-        let described = Described::decode(&body)?;
-        if described.total() != length {
-            return Err(format!(
-                "a {length}-byte frame describes {} bytes",
-                described.total()
-            ));
-        }
-        let id = described.id & DIRECT_ID_MASK;
-        match direct_read::read_into(&described, targets) {
+        let body = self
+            .description(reader, peer, direct_read::MAX_DESCRIPTION_BYTES)
+            .await?;
+        let Some((id, rest)) = body.split_first_chunk::<8>() else {
+            return Err("a same-machine frame without its message id".to_string());
+        };
+        let id = u64::from_le_bytes(*id) & DIRECT_ID_MASK;
+        let taken = if self.refuse_in_place.load(Ordering::Relaxed) {
+            Err("this rank refuses to read in place".to_string())
+        } else if kind == FrameKind::Direct {
+            take_direct(rest, length, targets)
+        } else {
+            take_shared(rest, length, targets)
+        };
+        match taken {
             Ok(()) => {
                 self.acknowledge(peer, DIRECT_ACK | id).await?;
                 Ok(true)
             }
-            Err(failure) => {
-                match failure {
-                    ReadFailure::Refused(err) => {
-                        tracing::info!(%err, peer, "reading a peer's memory is not allowed here; using shared segments")
-                    }
-                    ReadFailure::Failed(why) => tracing::warn!(%why, peer, "a direct read failed"),
-                }
+            Err(why) => {
+                tracing::info!(
+                    why,
+                    peer,
+                    "could not take a message in place; asking for the bytes"
+                );
                 self.acknowledge(peer, DIRECT_ACK | DIRECT_REFUSED | id)
                     .await?;
                 Ok(false)
@@ -97,79 +152,12 @@ impl TcpCommunicator {
         total: usize,
     ) -> Result<bool, CollectiveError> {
         let describe = |id| Described::of(parts, id).encode();
-        let (sent, enabled) = (&self.direct_sent, &self.direct_reads);
+        let kind = FrameKind::Direct;
+        let (sent, refused) = (&self.direct_sent, &in_flight.refused_direct);
         self.offer_in_place(
-            writer,
-            peer,
-            in_flight,
-            FrameKind::Direct,
-            total,
-            describe,
-            sent,
-            enabled,
+            writer, peer, in_flight, kind, total, describe, sent, refused,
         )
         .await
-    }
-
-    /// Sends a frame of `kind` saying where a `total`-byte message is (`describe` writes it
-    /// for the message's id), then waits for the peer's answer, with a deadline: the bytes must
-    /// stay untouched until it has read them. Counts the message in `sent` when read; turns
-    /// `enabled` off when refused.
-    #[allow(clippy::too_many_arguments)]
-    async fn offer_in_place(
-        &self,
-        writer: &mut OwnedWriteHalf,
-        peer: usize,
-        in_flight: &InFlight,
-        kind: FrameKind,
-        total: usize,
-        describe: impl FnOnce(u64) -> Vec<u8>,
-        sent: &std::sync::atomic::AtomicU64,
-        enabled: &std::sync::atomic::AtomicBool,
-    ) -> Result<bool, CollectiveError> {
-        let id = self.next_direct_id.fetch_add(1, Ordering::Relaxed) & DIRECT_ID_MASK;
-        let answer = in_flight.wait_for(id);
-        let body = describe(id);
-        let size = (body.len() as u32).to_le_bytes();
-        let head = header(total as u64, kind);
-        if let Err(err) = write_parts(writer, &[&head, &size, &body]).await {
-            in_flight.forget(id);
-            return Err(CollectiveError::Peer {
-                peer,
-                why: format!("send: {err}"),
-            });
-        }
-        let read = self.await_reader(peer, in_flight, id, answer).await?;
-        if read {
-            sent.fetch_add(1, Ordering::Relaxed);
-        } else {
-            enabled.store(false, Ordering::Relaxed);
-        }
-        Ok(read)
-    }
-
-    /// Waits (up to `recv_timeout`) for `peer` to say whether it read message `id` in place.
-    async fn await_reader(
-        &self,
-        peer: usize,
-        in_flight: &InFlight,
-        id: u64,
-        answer: tokio::sync::oneshot::Receiver<bool>,
-    ) -> Result<bool, CollectiveError> {
-        let failed = |why: String| CollectiveError::Peer { peer, why };
-        match tokio::time::timeout(self.recv_timeout, answer).await {
-            Ok(Ok(read)) => Ok(read),
-            Ok(Err(_)) => Err(failed(
-                "the connection closed before the peer took a message".to_string(),
-            )),
-            Err(_) => {
-                in_flight.forget(id);
-                Err(failed(format!(
-                    "the peer did not take a message within {:?}",
-                    self.recv_timeout
-                )))
-            }
-        }
     }
 
     /// Offers `ranges` of `shared` to `peer` to read in place and waits for its answer: Ok(true)
@@ -183,58 +171,94 @@ impl TcpCommunicator {
         ranges: &[(usize, usize)],
         total: usize,
     ) -> Result<bool, CollectiveError> {
-        let describe = |id: u64| {
-            let mut body = same_node::describe_shared(&shared.location(), ranges);
-            body.extend_from_slice(&id.to_le_bytes());
-            body
-        };
-        let (sent, enabled) = (&self.shared_read_sent, &self.shared_reads);
+        let describe = |_| same_node::describe_shared(&shared.location(), ranges);
         let kind = FrameKind::SharedRanges;
+        let (sent, refused) = (&self.shared_read_sent, &in_flight.refused_shared);
         self.offer_in_place(
-            writer, peer, in_flight, kind, total, describe, sent, enabled,
+            writer, peer, in_flight, kind, total, describe, sent, refused,
         )
         .await
     }
 
-    /// Reads a shared-ranges frame's message from the sender's shared buffer into `targets` and
-    /// acknowledges it; false when the buffer could not be mapped (the bytes then follow in
-    /// another frame).
-    pub(super) async fn take_shared(
+    /// Sends a frame of `kind` saying where a `total`-byte message is (its id, then what
+    /// `describe` writes for that id), then waits for the peer's answer with a deadline: the
+    /// bytes must stay untouched until it has read them. Counts the message in `sent` when read;
+    /// sets `refused` (for this peer, from now on) when not. If the wait ends without an answer,
+    /// the connection to the peer is marked broken.
+    #[allow(clippy::too_many_arguments)]
+    async fn offer_in_place(
         &self,
-        reader: &mut OwnedReadHalf,
+        writer: &mut OwnedWriteHalf,
         peer: usize,
-        length: u64,
-        targets: &mut [&mut [u8]],
-    ) -> Result<bool, String> {
-        let mut body = self.description(reader, peer, "shared-buffer").await?;
-        let id_at = body
-            .len()
-            .checked_sub(8)
-            .ok_or("a shared-buffer frame without its id")?;
-        let id =
-            u64::from_le_bytes(body[id_at..].try_into().map_err(|_| "an id")?) & DIRECT_ID_MASK;
-        body.truncate(id_at);
-        let (location, ranges) = same_node::read_shared_description(&body)?;
-        let total: usize = ranges.iter().map(|(_, len)| len).sum();
-        if total as u64 != length {
-            return Err(format!("a {length}-byte frame names {total} bytes"));
+        in_flight: &InFlight,
+        kind: FrameKind,
+        total: usize,
+        describe: impl FnOnce(u64) -> Vec<u8>,
+        sent: &AtomicU64,
+        refused: &AtomicBool,
+    ) -> Result<bool, CollectiveError> {
+        let failed = |why: String| CollectiveError::Peer { peer, why };
+        let id = self.next_direct_id.fetch_add(1, Ordering::Relaxed) & DIRECT_ID_MASK;
+        let answer = in_flight.wait_for(id);
+        let mut body = id.to_le_bytes().to_vec();
+        body.extend_from_slice(&describe(id));
+        let size = (body.len() as u32).to_le_bytes();
+        let head = header(total as u64, kind);
+        let mut guard = BreakUnlessAnswered {
+            communicator: self,
+            peer,
+            armed: true,
+        };
+        if let Err(err) = write_parts(writer, &[&head, &size, &body]).await {
+            in_flight.forget(id);
+            return Err(failed(format!("send: {err}")));
         }
-        let copied = match crate::objects::shm::map_remote_or_why(&location, true) {
-            Ok(view) => Some(same_node::gather_into(&view, &ranges, targets)),
-            Err(why) => {
-                tracing::info!(
-                    why,
-                    peer,
-                    "a peer's shared buffer cannot be mapped here; asking for the bytes"
-                );
-                None
+        let read = match tokio::time::timeout(self.recv_timeout, answer).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(_)) => {
+                return Err(failed(
+                    "the connection closed before the peer took a message".to_string(),
+                ))
+            }
+            Err(_) => {
+                in_flight.forget(id);
+                return Err(failed(format!(
+                    "the peer did not take a message within {:?}",
+                    self.recv_timeout
+                )));
             }
         };
-        let refused = if copied.is_some() { 0 } else { DIRECT_REFUSED };
-        self.acknowledge(peer, DIRECT_ACK | refused | id).await?;
-        match copied {
-            Some(result) => result.map(|()| true),
-            None => Ok(false),
+        guard.armed = false;
+        if read {
+            sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            refused.store(true, Ordering::Relaxed);
         }
+        Ok(read)
     }
+}
+
+/// Reads the sender's memory a direct-read description names into `targets`.
+fn take_direct(body: &[u8], length: u64, targets: &mut [&mut [u8]]) -> Result<(), String> {
+    let described = Described::decode(body)?;
+    if described.total() != length {
+        return Err(format!(
+            "a {length}-byte frame describes {} bytes",
+            described.total()
+        ));
+    }
+    direct_read::read_into(&described, targets)
+}
+
+/// Copies the ranges of the sender's shared buffer a description names into `targets`.
+fn take_shared(body: &[u8], length: u64, targets: &mut [&mut [u8]]) -> Result<(), String> {
+    let (location, ranges) = same_node::read_shared_description(body)?;
+    let total: usize = ranges.iter().map(|(_, len)| len).sum();
+    if total as u64 != length {
+        return Err(format!("a {length}-byte frame names {total} bytes"));
+    }
+    // Not populated: a receiver may need a small part of a large buffer.
+    let view = crate::objects::shm::map_remote_or_why(&location, false)
+        .map_err(|why| format!("the sender's shared buffer could not be mapped: {why}"))?;
+    same_node::gather_into(&view, &ranges, targets)
 }
