@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 const EMBEDDING: &str = "model.embed_tokens.weight";
-const OUTPUT_HEAD: &str = "lm_head.weight";
+pub(super) const OUTPUT_HEAD: &str = "lm_head.weight";
 const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// Where an engine's checkpoint lives: shared memory when the machine has it, so weights move

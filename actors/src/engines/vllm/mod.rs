@@ -400,7 +400,13 @@ impl VllmEngine {
     pub async fn load_weights(&mut self, model: &Decoder, version: u64) -> Result<EngineStats> {
         let started = Instant::now();
         if let Some(held) = &self.shapes {
-            if let Some(why) = export::shape_mismatch(held, &export::engine_shapes(model)?) {
+            let mut offered = export::engine_shapes(model)?;
+            // An engine started on a tied checkpoint holds no output head of its own: the
+            // untied copy is written anyway, and a restart from it unties the engine.
+            if !held.contains_key(export::OUTPUT_HEAD) {
+                offered.remove(export::OUTPUT_HEAD);
+            }
+            if let Some(why) = export::shape_mismatch(held, &offered) {
                 return Err(engine_error(
                     &self.actor,
                     format!("refusing version {version}: {why}"),

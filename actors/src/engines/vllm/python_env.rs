@@ -56,17 +56,29 @@ async fn make_venv(setup_timeout: Duration) -> Result<PathBuf, String> {
         .arg("--no-deps")
         .arg("vllm")
         .arg(&requirements)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // Its own process group, so that a timeout stops pip too, not only bash.
+        .process_group(0)
         .kill_on_drop(true);
-    let output = tokio::time::timeout(setup_timeout, command.output()).await;
+    let child = command
+        .spawn()
+        .map_err(|err| format!("running bash to make the vLLM venv: {err}"))?;
+    let group = child.id();
+    let output = tokio::time::timeout(setup_timeout, child.wait_with_output()).await;
     let _ = std::fs::remove_dir_all(&scratch);
     let output = match output {
         Ok(Ok(output)) => output,
         Ok(Err(err)) => return Err(format!("running bash to make the vLLM venv: {err}")),
         Err(_) => {
+            if let Some(group) = group {
+                // SAFETY: signals the process group this function started.
+                unsafe { libc::killpg(group as libc::pid_t, libc::SIGKILL) };
+            }
             return Err(format!(
-                "making the vLLM venv took over {:.0} s",
+                "making the vLLM venv took over {:.0} s (stopped)",
                 setup_timeout.as_secs_f64()
-            ))
+            ));
         }
     };
     if !output.status.success() {
