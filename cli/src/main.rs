@@ -62,6 +62,9 @@ enum Command {
         /// Placement policy: fragmentation (default), fgd, best-fit, gpu-packing or random.
         #[arg(long, default_value = "fragmentation")]
         policy: String,
+        /// Dead actors kept for status and lookups; the oldest beyond this are forgotten.
+        #[arg(long, default_value_t = 1000)]
+        dead_actor_history: usize,
     },
     /// Run a node agent that starts workers for the head.
     Node {
@@ -220,6 +223,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             address_file,
             node_timeout_ms,
             policy,
+            dead_actor_history,
         } => {
             let bind: SocketAddr = format!("{host}:{port}")
                 .parse()
@@ -231,6 +235,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             config.bind = bind;
             config.node_timeout = Duration::from_millis(node_timeout_ms.max(500));
             config.policy = policy;
+            config.dead_actor_history = dead_actor_history;
             config.metrics_bind = match metrics_port {
                 Some(port) => Some(format!("{host}:{port}").parse()?),
                 None => None,

@@ -38,6 +38,9 @@ pub struct HeadConfig {
     pub node_timeout: Duration,
     /// The placement policy (`scheduler::POLICY_NAMES`); the default is fragmentation-aware.
     pub policy: String,
+    /// Dead actors kept for `troupe status` and lookups; beyond this many, the oldest are
+    /// forgotten, so a long run's head does not grow without bound.
+    pub dead_actor_history: usize,
 }
 
 impl HeadConfig {
@@ -50,6 +53,7 @@ impl HeadConfig {
             heartbeat_interval: Duration::from_millis(500),
             node_timeout: Duration::from_secs(5),
             policy: crate::scheduler::POLICY_NAMES[0].to_string(),
+            dead_actor_history: state::DEFAULT_DEAD_ACTOR_HISTORY,
         }
     }
 }
@@ -132,6 +136,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
     let job_logs = jobs::LogFiles::open(config.data_dir.join("job-logs"))
         .map_err(|err| Error::io("creating the job log directory", err))?;
     let mut state = HeadState::default();
+    state.dead_actor_history = Some(config.dead_actor_history);
     let policy = crate::scheduler::by_name(&config.policy, 0).ok_or_else(|| Error::Invalid {
         what: "policy".to_string(),
         why: format!(

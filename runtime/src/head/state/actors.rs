@@ -4,6 +4,7 @@
 
 use super::{request_of, short_id, ActorRecord, ActorState, Failure, HeadState, Order, Pending};
 use crate::scheduler::PlacementError;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tonic::Status;
 use troupe_proto::{ActorInfo, ActorSpec, CreateActorRequest};
@@ -179,6 +180,42 @@ impl HeadState {
         }
         orders.extend(self.schedule(Instant::now()));
         orders
+    }
+
+    /// Forgets the dead actors beyond the configured history, those created first going first.
+    /// Only actors whose resources are released and that no preemption still waits for are
+    /// forgotten. Cheap while the head holds fewer actors than the history.
+    pub fn prune_dead_actors(&mut self) {
+        let keep = self
+            .dead_actor_history
+            .unwrap_or(super::DEFAULT_DEAD_ACTOR_HISTORY);
+        if self.actors.len() <= keep {
+            return;
+        }
+        let awaited: HashSet<&str> = self
+            .deferred_starts
+            .iter()
+            .flat_map(|start| start.victims.iter().map(|(actor, _)| actor.as_str()))
+            .collect();
+        let mut dead: Vec<(u64, String)> = self
+            .actors
+            .iter()
+            .filter(|(id, actor)| {
+                actor.info.state() == ActorState::Dead
+                    && actor.allocation.is_none()
+                    && !awaited.contains(id.as_str())
+            })
+            .map(|(id, actor)| (actor.seq, id.clone()))
+            .collect();
+        if dead.len() <= keep {
+            return;
+        }
+        dead.sort_unstable();
+        let forget = dead.len() - keep;
+        for (_, id) in dead.into_iter().take(forget) {
+            self.actors.remove(&id);
+        }
+        tracing::debug!(forgotten = forget, kept = keep, "dead actors pruned");
     }
 
     /// Stops an actor for good (or lets it restart, if `allow_restart`).

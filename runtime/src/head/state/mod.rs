@@ -143,8 +143,13 @@ pub(crate) struct HeadState {
     pub pending_jobs: VecDeque<String>,
     /// Jobs changed (or deleted) since the head last wrote them to disk.
     pub dirty_jobs: BTreeSet<String>,
+    /// Dead actors kept at most (`DEFAULT_DEAD_ACTOR_HISTORY` when None).
+    pub dead_actor_history: Option<usize>,
     next_node: u64,
 }
+
+/// Dead actors a head keeps unless configured otherwise.
+pub const DEFAULT_DEAD_ACTOR_HISTORY: usize = 1000;
 
 fn short_id(prefix: &str) -> String {
     let uuid = uuid::Uuid::new_v4().simple().to_string();

@@ -66,6 +66,7 @@ impl HeadState {
             }
         }
         orders.extend(self.place_jobs(now));
+        self.prune_dead_actors();
         orders
     }
 

@@ -300,3 +300,41 @@ fn a_gang_is_placed_all_together_or_not_at_all() {
     let (_, orders) = register(&mut state, "127.0.0.1:2", "h2", node_resources(4), now);
     assert_eq!(started(&orders).len(), 3);
 }
+
+#[test]
+fn dead_actors_beyond_the_history_are_forgotten_oldest_first() {
+    let mut state = HeadState {
+        dead_actor_history: Some(2),
+        ..HeadState::default()
+    };
+    state.open_session("driver");
+    let now = Instant::now();
+    // A node with one CPU: the first actor holds it, the others wait and are killed without
+    // ever holding resources.
+    let one_cpu = NodeResources {
+        cpu_milli: 1000,
+        ..node_resources(0)
+    };
+    register(&mut state, "127.0.0.1:1", "h", one_cpu, now);
+    let (alive, _) = state
+        .create_actor(spec(0, 0, "driver"), now)
+        .expect("alive");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (waiting, _) = state
+            .create_actor(spec(0, 0, "driver"), now)
+            .expect("created");
+        ids.push(waiting.id);
+    }
+    for id in &ids {
+        state.kill_actor(id, false, "test").expect("killed");
+    }
+    state.schedule(now);
+    for forgotten in &ids[..3] {
+        assert!(!state.actors.contains_key(forgotten), "{forgotten} kept");
+    }
+    for kept in &ids[3..] {
+        assert_eq!(state.actors[kept].info.state(), ActorState::Dead);
+    }
+    assert_ne!(state.actors[&alive.id].info.state(), ActorState::Dead);
+}
