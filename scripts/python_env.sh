@@ -19,9 +19,10 @@ if [ $# -ne 2 ] || [ ! -f "$2" ]; then
 fi
 name="$1"
 requirements="$2"
-key="$( { cat "$requirements"; echo "$no_deps"; } | sha256sum | cut -c1-12)"
-if [ -z "$no_deps" ]; then
-  # Keys made before --no-deps existed hash the file alone; keep them valid.
+if [ -n "$no_deps" ]; then
+  key="$( { cat "$requirements"; echo "$no_deps"; } | sha256sum | cut -c1-12)"
+else
+  # As before --no-deps existed: the file alone, so existing venvs keep their keys.
   key="$(sha256sum "$requirements" | cut -c1-12)"
 fi
 cache="${TROUPE_CACHE_DIR:-$HOME/.cache/troupe}"

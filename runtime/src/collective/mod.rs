@@ -135,24 +135,14 @@ pub trait Communicator: Send + Sync {
     }
 }
 
-/// The slices of `shared` at `ranges`, each checked against its length.
+/// The slices of `shared` at `ranges`, each checked against its length (as a resharding
+/// source's are).
 pub(crate) fn shared_slices<'a>(
     shared: &'a crate::objects::SharedBuffer,
     ranges: &[(usize, usize)],
 ) -> Result<Vec<&'a [u8]>, CollectiveError> {
-    let bytes = shared.as_slice();
-    ranges
-        .iter()
-        .map(|(from, len)| {
-            bytes.get(*from..from + len).ok_or_else(|| {
-                CollectiveError::Invalid(format!(
-                    "bytes {from}..{} are past a {}-byte shared buffer",
-                    from + len,
-                    bytes.len()
-                ))
-            })
-        })
-        .collect()
+    crate::reshard::local::source_slices(shared.as_slice(), ranges)
+        .map_err(|err| CollectiveError::Invalid(format!("shared buffer: {err}")))
 }
 
 /// Copies `message` into `targets` in order, checking that the lengths match.

@@ -123,8 +123,8 @@ async fn execute_from<C: Communicator>(
                             let parts = source_slices(bytes, &ranges)?;
                             comm.send_parts(ranks.dst_base + dst, &parts).await
                         }
+                        // Checked against the buffer by `send_shared`.
                         Source::Shared(shared) => {
-                            source_slices(shared.as_slice(), &ranges)?;
                             comm.send_shared(ranks.dst_base + dst, shared, &ranges)
                                 .await
                         }

@@ -324,18 +324,24 @@ impl TcpCommunicator {
 /// Socket buffers large enough that a frame crosses in few system calls.
 const SOCKET_BUFFER_BYTES: u32 = 8 << 20;
 
-fn bind_listener(host: &str) -> std::io::Result<TcpListener> {
-    let address: std::net::SocketAddr = format!("{host}:0")
-        .parse()
-        .map_err(|err| std::io::Error::other(format!("`{host}` is not an IP address: {err}")))?;
+/// A socket for `address`'s family, with buffers of `SOCKET_BUFFER_BYTES`.
+fn socket_for(address: std::net::SocketAddr) -> std::io::Result<TcpSocket> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    // Accepted connections inherit these.
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    Ok(socket)
+}
+
+fn bind_listener(host: &str) -> std::io::Result<TcpListener> {
+    let address: std::net::SocketAddr = format!("{host}:0")
+        .parse()
+        .map_err(|err| std::io::Error::other(format!("`{host}` is not an IP address: {err}")))?;
+    // Accepted connections inherit the buffer sizes.
+    let socket = socket_for(address)?;
     socket.bind(address)?;
     socket.listen(1024)
 }
@@ -344,14 +350,7 @@ async fn connect(address: &str) -> std::io::Result<TcpStream> {
     let address: std::net::SocketAddr = address
         .parse()
         .map_err(|err| std::io::Error::other(format!("`{address}` is not an address: {err}")))?;
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.connect(address).await
+    socket_for(address)?.connect(address).await
 }
 
 impl Communicator for TcpCommunicator {
