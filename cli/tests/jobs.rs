@@ -244,8 +244,8 @@ async fn jobs_survive_a_head_restart(world: &World) -> anyhow::Result<()> {
     )
     .await?;
     anyhow::ensure!(after.has_exit_code && after.exit_code == 0, "{after:?}");
-    // The node registers again under a new id and claims the entrypoint it still runs; its
-    // output keeps arriving.
+    // The node keeps its id (the head restored its record) and claims the entrypoint it still
+    // runs; its output keeps arriving.
     let (claimed, log) = wait_for(
         world,
         &ticking,
@@ -253,7 +253,7 @@ async fn jobs_survive_a_head_restart(world: &World) -> anyhow::Result<()> {
         "claimed by the node",
         |info, log| {
             info.status() == JobStatus::Running
-                && info.node_id != before.node_id
+                && info.node_id == before.node_id
                 && log.matches("tick").count() > 60
         },
     )

@@ -167,14 +167,26 @@ impl Fixture {
 
     /// Kills the head with SIGKILL and starts it again on the same port and data directory.
     pub fn restart_head(&self) -> anyhow::Result<()> {
+        self.kill_head()?;
+        self.start_head_again()
+    }
+
+    /// Kills the head with SIGKILL (node agents, workers and drivers keep running).
+    pub fn kill_head(&self) -> anyhow::Result<()> {
+        let mut head = self.head.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        head.kill()?;
+        head.wait()?;
+        Ok(())
+    }
+
+    /// Starts the head again on its port and data directory; returns once it serves.
+    pub fn start_head_again(&self) -> anyhow::Result<()> {
         let port = self
             .head_address
             .rsplit_once(':')
             .map(|(_, port)| port.to_string())
             .unwrap_or_default();
         let mut head = self.head.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        head.kill()?;
-        head.wait()?;
         let (fresh, _) = start_head(&self.dir, &port)?;
         *head = fresh;
         Ok(())

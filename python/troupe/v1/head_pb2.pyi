@@ -86,7 +86,7 @@ class WorkerExitedRequest(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., log_tail: _Optional[str] = ..., start_error: _Optional[str] = ...) -> None: ...
 
 class CreateActorRequest(_message.Message):
-    __slots__ = ("type_name", "constructor_args", "name", "resources", "max_restarts", "max_concurrency", "detached", "owner_session", "binary_hash", "worker_args", "env", "gang", "gang_size", "job_id", "priority", "preemptible", "placement_group_id", "bundle_index")
+    __slots__ = ("type_name", "constructor_args", "name", "resources", "max_restarts", "max_concurrency", "detached", "owner_session", "binary_hash", "worker_args", "env", "gang", "gang_size", "job_id", "priority", "preemptible", "placement_group_id", "bundle_index", "spawn_id")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class CreateActorRequest(_message.Message):
     PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SPAWN_ID_FIELD_NUMBER: _ClassVar[int]
     type_name: str
     constructor_args: bytes
     name: str
@@ -130,7 +131,8 @@ class CreateActorRequest(_message.Message):
     preemptible: bool
     placement_group_id: str
     bundle_index: int
-    def __init__(self, type_name: _Optional[str] = ..., constructor_args: _Optional[bytes] = ..., name: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., max_restarts: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., binary_hash: _Optional[str] = ..., worker_args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., job_id: _Optional[str] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., placement_group_id: _Optional[str] = ..., bundle_index: _Optional[int] = ...) -> None: ...
+    spawn_id: str
+    def __init__(self, type_name: _Optional[str] = ..., constructor_args: _Optional[bytes] = ..., name: _Optional[str] = ..., resources: _Optional[_Union[_common_pb2.ResourceRequest, _Mapping]] = ..., max_restarts: _Optional[int] = ..., max_concurrency: _Optional[int] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., binary_hash: _Optional[str] = ..., worker_args: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., gang: _Optional[str] = ..., gang_size: _Optional[int] = ..., job_id: _Optional[str] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., placement_group_id: _Optional[str] = ..., bundle_index: _Optional[int] = ..., spawn_id: _Optional[str] = ...) -> None: ...
 
 class GetActorRequest(_message.Message):
     __slots__ = ("id", "name", "wait_ready", "wait_past_incarnation", "incarnation", "timeout_ms")

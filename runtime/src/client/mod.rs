@@ -133,8 +133,15 @@ impl Client {
         }))
     }
 
-    /// Opens the driver session: while this client lives, its non-detached actors live.
-    pub(crate) async fn open_session(&self) -> Result<()> {
+    /// Opens the driver session: while this client lives, its non-detached actors live. When the
+    /// head goes away (it restarted), the session is opened again as soon as the head answers.
+    pub(crate) async fn open_session(self: &Arc<Self>) -> Result<()> {
+        let events = self.start_session_stream().await?;
+        tokio::spawn(keep_session(Arc::downgrade(self), events));
+        Ok(())
+    }
+
+    async fn start_session_stream(&self) -> Result<tonic::Streaming<troupe_proto::SessionEvent>> {
         let (pings, outgoing) = mpsc::channel(4);
         pings
             .send(SessionPing {
@@ -148,17 +155,18 @@ impl Client {
             .await
             .map_err(|status| Error::rpc("opening the driver session", status))?
             .into_inner();
-        // Drain events so the stream stays healthy; it ends when the head goes away.
-        tokio::spawn(async move {
-            let mut events = events;
-            while let Ok(Some(event)) = events.message().await {
-                tracing::debug!(message = event.message, "session event");
-            }
-        });
         if let Ok(mut keepalive) = self.session_keepalive.lock() {
             *keepalive = Some(pings);
         }
-        Ok(())
+        Ok(events)
+    }
+
+    /// Whether the session should stay open (it was opened and not closed on purpose).
+    fn session_wanted(&self) -> bool {
+        self.session_keepalive
+            .lock()
+            .map(|keepalive| keepalive.is_some())
+            .unwrap_or(false)
     }
 
     /// Ends the driver session: the head stops this session's non-detached actors.
@@ -166,5 +174,47 @@ impl Client {
         if let Ok(mut keepalive) = self.session_keepalive.lock() {
             keepalive.take();
         }
+    }
+}
+
+/// Drains the session's events; when the stream ends while the session is still wanted (the
+/// head went away), opens it again, backing off from 100 ms to 2 s, until the client is dropped
+/// or closes the session.
+async fn keep_session(
+    client: std::sync::Weak<Client>,
+    mut events: tonic::Streaming<troupe_proto::SessionEvent>,
+) {
+    loop {
+        while let Ok(Some(event)) = events.message().await {
+            tracing::debug!(message = event.message, "session event");
+        }
+        let mut pause = Duration::from_millis(100);
+        let mut warned = false;
+        events = loop {
+            let Some(live) = client.upgrade() else {
+                return;
+            };
+            if !live.session_wanted() {
+                return;
+            }
+            if !warned {
+                tracing::warn!(
+                    head = live.head_address,
+                    "the session with the head ended (it went away): opening it again"
+                );
+                warned = true;
+            }
+            match live.start_session_stream().await {
+                Ok(events) => {
+                    tracing::info!(head = live.head_address, "session with the head open again");
+                    break events;
+                }
+                Err(_) => {
+                    drop(live);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
     }
 }

@@ -147,13 +147,22 @@ impl Cluster {
                 .map(|(id, _)| id.clone())
                 .unwrap_or_default(),
             bundle_index: options.placement_group.as_ref().and_then(|(_, b)| *b),
+            spawn_id: uuid::Uuid::new_v4().simple().to_string(),
         };
-        let mut actors = self.client.actors.clone();
-        let info = actors
-            .create_actor(request)
-            .await
-            .map_err(|status| Error::rpc(format!("spawning an actor of type {type_name}"), status))?
-            .into_inner();
+        // A head that restarts answers again within the patience; the spawn waits for it.
+        let info = crate::rpc::while_head_unavailable(
+            "spawning an actor",
+            crate::rpc::HEAD_OUTAGE_PATIENCE,
+            crate::rpc::Resend::Idempotent,
+            || {
+                let mut actors = self.client.actors.clone();
+                let request = request.clone();
+                async move { actors.create_actor(request).await }
+            },
+        )
+        .await
+        .map_err(|status| Error::rpc(format!("spawning an actor of type {type_name}"), status))?
+        .into_inner();
         Ok(ActorRef::new(&info.id, type_name, self.client.clone()))
     }
 
@@ -260,15 +269,27 @@ impl Cluster {
 
     /// Stores `value` under `key` in the head's key-value store (for rendezvous).
     pub async fn kv_put(&self, key: &str, value: Bytes, overwrite: bool) -> Result<()> {
-        let mut cluster = self.client.cluster.clone();
-        cluster
-            .kv_put(troupe_proto::KvPutRequest {
-                key: key.to_string(),
-                value,
-                overwrite,
-            })
-            .await
-            .map_err(|status| Error::rpc(format!("storing key `{key}`"), status))?;
+        let resend = if overwrite {
+            crate::rpc::Resend::Idempotent
+        } else {
+            crate::rpc::Resend::IfNotSent
+        };
+        crate::rpc::while_head_unavailable(
+            "storing a key",
+            crate::rpc::HEAD_OUTAGE_PATIENCE,
+            resend,
+            || {
+                let mut cluster = self.client.cluster.clone();
+                let request = troupe_proto::KvPutRequest {
+                    key: key.to_string(),
+                    value: value.clone(),
+                    overwrite,
+                };
+                async move { cluster.kv_put(request).await }
+            },
+        )
+        .await
+        .map_err(|status| Error::rpc(format!("storing key `{key}`"), status))?;
         Ok(())
     }
 

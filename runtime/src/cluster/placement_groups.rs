@@ -130,12 +130,19 @@ impl Cluster {
             owner_session: self.client.session_id.clone(),
             detached: spec.detached,
         };
-        let mut cluster = self.client.cluster.clone();
-        let info = cluster
-            .create_placement_group(request)
-            .await
-            .map_err(|status| Error::rpc("creating a placement group", status))?
-            .into_inner();
+        let info = crate::rpc::while_head_unavailable(
+            "creating a placement group",
+            crate::rpc::HEAD_OUTAGE_PATIENCE,
+            crate::rpc::Resend::IfNotSent,
+            || {
+                let mut cluster = self.client.cluster.clone();
+                let request = request.clone();
+                async move { cluster.create_placement_group(request).await }
+            },
+        )
+        .await
+        .map_err(|status| Error::rpc("creating a placement group", status))?
+        .into_inner();
         let placed = info.state() == PlacementGroupState::PlacementGroupCreated;
         Ok(PlacementGroup {
             id: info.id.clone(),

@@ -1,7 +1,8 @@
 //! The head: the control plane. One tonic server with the `Nodes`, `Actors`, `Cluster` and `Jobs`
-//! services, all behind the cluster token; it owns the scheduler and the cluster's state (job
-//! records persisted under its data directory), watches node heartbeats, sends start and stop
-//! orders to node agents, stores uploaded executables and packages, and serves Prometheus metrics.
+//! services, all behind the cluster token; it owns the scheduler and the cluster's state (kept
+//! in redb under its data directory, written before callers are answered, and restored when a
+//! head starts on the same directory), watches node heartbeats, sends start and stop orders to
+//! node agents, stores uploaded executables and packages, and serves Prometheus metrics.
 
 mod binaries;
 mod jobs;
@@ -9,6 +10,7 @@ pub(crate) use binaries::is_sha256_hex;
 pub(crate) mod metrics;
 mod service;
 mod state;
+mod store;
 
 use crate::error::{Error, Result};
 use crate::rpc::{AuthChannel, Token};
@@ -66,7 +68,8 @@ pub(crate) struct Head {
     binaries: BinaryStore,
     /// Working-directory packages of jobs.
     packages: BinaryStore,
-    job_store: jobs::JobWriter,
+    /// Commits every change of the state to `data_dir/state.redb`.
+    state_writer: store::StateWriter,
     job_logs: jobs::LogFiles,
     /// Bumped whenever a job's log grows or a job ends, for log tails.
     logs_changed: watch::Sender<u64>,
@@ -103,10 +106,12 @@ impl HeadHandle {
         }
     }
 
-    /// Waits (at most 10 s) until every job record changed so far is on disk: call it before the
-    /// process exits.
+    /// Waits (at most 10 s) until every change so far is on disk: call it before the process
+    /// exits.
     pub async fn flush(&self) {
-        self.head.job_store.durable().await;
+        if let Err(why) = self.head.state_writer.durable().await {
+            tracing::warn!(%why, "the head's state is not all on disk");
+        }
     }
 }
 
@@ -132,7 +137,8 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         jobs::MAX_PACKAGE_BYTES,
         Some(jobs::check_package),
     )?;
-    let job_store = jobs::JobStore::open(&config.data_dir.join("jobs.redb"))?;
+    let state_store = store::StateStore::open(&config.data_dir)?;
+    let snapshot = state_store.load()?;
     let job_logs = jobs::LogFiles::open(config.data_dir.join("job-logs"))
         .map_err(|err| Error::io("creating the job log directory", err))?;
     let mut state = HeadState::default();
@@ -146,12 +152,15 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         ),
     })?;
     state.scheduler = crate::scheduler::Scheduler::with_policy(policy);
-    let restored = job_store.load()?;
-    if !restored.is_empty() {
-        tracing::info!(jobs = restored.len(), "restored job records");
+    state.scheduler.track_holder_changes();
+    let restored = state.restore(snapshot, session_grace(&config), Instant::now())?;
+    if restored != state::Restored::default() {
+        tracing::info!(
+            ?restored,
+            "restored the cluster's state from a previous head"
+        );
     }
-    state.restore_jobs(restored, Instant::now());
-    let job_store = job_store.into_writer()?;
+    let state_writer = store::StateWriter::start(state_store)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|err| Error::io(format!("binding the head to {}", config.bind), err))?;
@@ -165,7 +174,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         config: config.clone(),
         binaries,
         packages,
-        job_store,
+        state_writer,
         job_logs,
         logs_changed: watch::channel(0).0,
         token: token.clone(),
@@ -199,12 +208,9 @@ impl Head {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let outcome = change(&mut state);
-            if !state.dirty_jobs.is_empty() {
-                // Queued under the lock, so records reach the disk in the order they changed.
-                let dirty = std::mem::take(&mut state.dirty_jobs);
-                self.job_store
-                    .send(jobs::changes(&dirty, &state.jobs, |job| &job.info));
-            }
+            // Queued under the lock, so records reach the disk in the order they changed.
+            let changes = state.take_changes(Instant::now());
+            self.state_writer.send(changes);
             outcome
         };
         self.changed.send_modify(|version| *version += 1);
@@ -212,6 +218,23 @@ impl Head {
             self.carry_out(order);
         }
         result
+    }
+
+    /// Refuses new work once the head can no longer write its state.
+    fn writable(&self) -> Result<(), tonic::Status> {
+        match self.state_writer.failure() {
+            None => Ok(()),
+            Some(why) => Err(unwritable(&why)),
+        }
+    }
+
+    /// Waits until every change so far is on disk: call it before answering a caller whose
+    /// request changed the state.
+    async fn durable(&self) -> Result<(), tonic::Status> {
+        self.state_writer
+            .durable()
+            .await
+            .map_err(|why| unwritable(&why))
     }
 
     /// Runs `look` under the state lock with write access, without waking waiters (for views
@@ -347,6 +370,18 @@ impl Head {
     }
 }
 
+fn unwritable(why: &str) -> tonic::Status {
+    tonic::Status::unavailable(format!(
+        "the head cannot write its state ({why}), so it takes no new work: free the disk or fix \
+         --data-dir, then restart the head (what it acknowledged before is on disk)"
+    ))
+}
+
+/// How long owner sessions of live actors may take to reconnect after a head restart.
+fn session_grace(config: &HeadConfig) -> Duration {
+    (config.node_timeout * 3).max(Duration::from_secs(10))
+}
+
 /// Words for how a worker ended.
 fn describe_exit(report: &WorkerExitedRequest) -> String {
     let mut reason = if !report.start_error.is_empty() {
@@ -377,6 +412,7 @@ async fn watch_nodes(head: Arc<Head>) {
             let now = Instant::now();
             state.backoff_expired(now)
                 || state.deferred_due(now)
+                || state.sessions_expired(now)
                 || state.unclaimed_jobs_expired(now, claim_patience)
                 || state
                     .nodes
@@ -387,6 +423,7 @@ async fn watch_nodes(head: Arc<Head>) {
             head.update(|state| {
                 let now = Instant::now();
                 let mut orders = state.fail_unclaimed_jobs(now, claim_patience);
+                orders.extend(state.expire_sessions(now));
                 orders.extend(state.release_deferred(now, true));
                 orders.extend(state.check_nodes(now, timeout));
                 ((), orders)

@@ -15,6 +15,77 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// How long connecting to any troupe process may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a call to the head waits for a head that is down (restarting on the same data
+/// directory) before it fails.
+pub const HEAD_OUTAGE_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Whether a request may be sent again when its answer was lost (the connection broke while it
+/// was in flight, so the head may or may not have acted on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resend {
+    /// Only when it surely never reached the head (could not connect).
+    IfNotSent,
+    /// Also when its answer was lost: the request is idempotent (a read, a keyed write, a spawn
+    /// with its spawn id).
+    Idempotent,
+}
+
+/// Whether `status` says the request surely did not reach the head, or at least that the
+/// connection failed around it.
+fn head_unreachable(status: &tonic::Status, resend: Resend) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        tonic::Code::Unknown => {
+            resend == Resend::Idempotent && status.message().contains("transport error")
+        }
+        _ => false,
+    }
+}
+
+/// Runs `call` again while the head cannot be reached (it is down or restarting), backing off
+/// from 100 ms to 1 s, for at most `patience`; any other answer is returned as it is. When the
+/// patience runs out, the status says how long it waited and why.
+pub async fn while_head_unavailable<T, F, Fut>(
+    what: &str,
+    patience: Duration,
+    resend: Resend,
+    mut call: F,
+) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        let status = match tokio::time::timeout(patience, call()).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(status)) if !head_unreachable(&status, resend) => return Err(status),
+            Ok(Err(status)) => status,
+            Err(_) => tonic::Status::unavailable("no answer"),
+        };
+        let waited = started.elapsed();
+        if waited + pause > patience {
+            return Err(tonic::Status::unavailable(format!(
+                "{what}: the head did not answer for {:.0} s (last: {})",
+                waited.as_secs_f64(),
+                status.message()
+            )));
+        }
+        if !logged {
+            tracing::warn!(
+                what,
+                why = status.message(),
+                "the head is unavailable; waiting for it"
+            );
+            logged = true;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
 /// Accepts `host:port` or `http://host:port` and returns the URI form.
 pub fn normalize_address(address: &str) -> Result<String, String> {
     let trimmed = address.trim();

@@ -9,7 +9,7 @@ use super::{PlacementError, Scheduler, SearchRules};
 use std::collections::BTreeSet;
 
 /// Who holds a placement, and how much they matter.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Claim {
     /// Higher runs first and may preempt lower.
     pub priority: i32,
@@ -41,7 +41,7 @@ pub(super) struct Stuck {
 }
 
 /// One tracked holder.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Holder {
     pub claim: Claim,
     pub strategy: Strategy,
@@ -158,6 +158,7 @@ impl Scheduler {
                 record.allocations[*index] = Some(allocation.clone());
             }
         }
+        self.holder_changed(holder);
         self.index_holder(holder);
         Ok(placed)
     }
@@ -171,6 +172,7 @@ impl Scheduler {
             .allocations
             .get_mut(bundle)?
             .take()?;
+        self.holder_changed(holder);
         self.release(&allocation);
         let still_there = self.holders.get(holder).is_some_and(|record| {
             record
@@ -207,6 +209,7 @@ impl Scheduler {
         let Some(record) = self.holders.remove(holder) else {
             return Vec::new();
         };
+        self.holder_changed(holder);
         let allocations: Vec<Allocation> = record.allocations.into_iter().flatten().collect();
         for allocation in &allocations {
             self.release(allocation);
@@ -237,7 +240,45 @@ impl Scheduler {
     /// Registers an already placed holder and its nodes.
     pub(crate) fn track(&mut self, holder: &str, record: Holder) {
         self.holders.insert(holder.to_string(), record);
+        self.holder_changed(holder);
         self.index_holder(holder);
+    }
+
+    /// One holder's record, for the head's durable copy.
+    pub(crate) fn holder(&self, holder: &str) -> Option<&Holder> {
+        self.holders.get(holder)
+    }
+
+    /// From now on, remembers which holders change (`take_changed_holders`).
+    pub(crate) fn track_holder_changes(&mut self) {
+        self.changed_holders.get_or_insert_with(BTreeSet::new);
+    }
+
+    /// The holders changed since the last call (empty unless `track_holder_changes` was called).
+    pub(crate) fn take_changed_holders(&mut self) -> BTreeSet<String> {
+        match self.changed_holders.as_mut() {
+            Some(changed) => std::mem::take(changed),
+            None => BTreeSet::new(),
+        }
+    }
+
+    pub(super) fn holder_changed(&mut self, holder: &str) {
+        if let Some(changed) = self.changed_holders.as_mut() {
+            changed.insert(holder.to_string());
+        }
+    }
+
+    /// Takes back a holder read from the head's records after a restart: its allocations on
+    /// nodes the scheduler knows are reserved again exactly as they were; those on other nodes
+    /// count as lost bundles (placed again like those of a dead node).
+    pub(crate) fn restore_holder(&mut self, holder: &str, mut record: Holder) {
+        for allocation in record.allocations.iter_mut() {
+            match allocation {
+                Some(kept) if self.index_of.contains_key(&kept.node_id) => self.reapply(kept),
+                _ => *allocation = None,
+            }
+        }
+        self.track(holder, record);
     }
 
     /// Lists `holder` on every node it has a bundle on (and, if preemptible, among the node's

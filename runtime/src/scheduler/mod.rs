@@ -30,7 +30,7 @@ pub use resources::{
 };
 pub use strategy::Strategy;
 
-use groups::Holder;
+pub(crate) use groups::Holder;
 use policy::{BestFit, GpuPacking, NodeView, RandomPolicy};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -121,6 +121,9 @@ pub struct Scheduler {
     classes: HashMap<ClassKey, BTreeSet<usize>>,
     policy: Box<dyn PlacementPolicy>,
     holders: BTreeMap<String, Holder>,
+    /// Holders changed since the last `take_changed_holders` (None: not tracked, as in the
+    /// simulator; the head tracks them to keep its records on disk).
+    changed_holders: Option<BTreeSet<String>>,
     /// Milli-GPU allocated and offered over all nodes, kept up to date on every change.
     gpu_used_milli: u64,
     gpu_total_milli: u64,
@@ -159,6 +162,7 @@ impl Scheduler {
             classes: HashMap::new(),
             policy,
             holders: BTreeMap::new(),
+            changed_holders: None,
             gpu_used_milli: 0,
             gpu_total_milli: 0,
         }
@@ -236,6 +240,7 @@ impl Scheduler {
         self.gpu_used_milli -= slot.usage.gpu_milli.iter().sum::<u64>();
         let mut affected = Vec::new();
         for holder_id in slot.holders {
+            self.holder_changed(&holder_id);
             if let Some(holder) = self.holders.get_mut(&holder_id) {
                 for allocation in holder.allocations.iter_mut() {
                     if allocation.as_ref().is_some_and(|a| a.node_id == node_id) {

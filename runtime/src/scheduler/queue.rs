@@ -52,6 +52,12 @@ impl<T: Clone + Eq + std::hash::Hash> PendingQueue<T> {
         self.insert(item, priority, seq);
     }
 
+    /// Makes the next arrival sequence at least `next` (after items were queued again with the
+    /// sequences they had before a restart).
+    pub fn advance_seq(&mut self, next: u64) {
+        self.next_seq = self.next_seq.max(next);
+    }
+
     fn insert(&mut self, item: T, priority: i32, seq: u64) {
         let key = (Reverse(priority), seq);
         self.order.insert(key, item.clone());

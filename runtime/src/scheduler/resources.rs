@@ -22,7 +22,7 @@ pub struct NodeCapacity {
 
 /// What an actor asks for. `gpu_milli` below 1000 is a share of one device; 1000 or more must be
 /// a whole number of devices.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Request {
     pub cpu_milli: u64,
     pub memory_bytes: u64,
@@ -36,7 +36,7 @@ pub struct Request {
 }
 
 /// Pins a request to one node: strictly, or as a preference that falls back to any node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeAffinity {
     pub node_id: String,
     pub soft: bool,
@@ -59,14 +59,14 @@ impl Request {
 }
 
 /// A share of one GPU device.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GpuShare {
     pub index: u32,
     pub milli: u64,
 }
 
 /// What was reserved for one actor on one node.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Allocation {
     pub node_id: String,
     pub cpu_milli: u64,

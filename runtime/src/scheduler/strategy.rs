@@ -3,7 +3,7 @@
 //! preemption planning (`preemption.rs`) and pending demand (`demand.rs`).
 
 /// How a group's bundles spread over nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Strategy {
     /// As few nodes as possible (best effort).
     #[default]

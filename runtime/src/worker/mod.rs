@@ -107,15 +107,23 @@ async fn run() -> Result<(), WorkerError> {
     let client = Client::connect(&head_address, token, session, binary_hash, Vec::new()).await?;
     client.open_session().await?;
     crate::client::set_current(&client);
-    let mut actors: ActorsClient<_> = client.actors.clone();
-    let spec = actors
-        .get_actor_spec(GetActorSpecRequest {
-            actor_id: actor_id.clone(),
-            incarnation,
-        })
-        .await
-        .map_err(head_refused("asking the head what to run"))?
-        .into_inner();
+    let actors: ActorsClient<_> = client.actors.clone();
+    let spec = crate::rpc::while_head_unavailable(
+        "asking the head what to run",
+        crate::rpc::HEAD_OUTAGE_PATIENCE,
+        crate::rpc::Resend::Idempotent,
+        || {
+            let mut actors = actors.clone();
+            let request = GetActorSpecRequest {
+                actor_id: actor_id.clone(),
+                incarnation,
+            };
+            async move { actors.get_actor_spec(request).await }
+        },
+    )
+    .await
+    .map_err(head_refused("asking the head what to run"))?
+    .into_inner();
 
     let constructed = construct(&spec).await;
     let actor = match constructed {
@@ -127,7 +135,7 @@ async fn run() -> Result<(), WorkerError> {
                 constructor_error: why.clone(),
                 ..WorkerReadyRequest::default()
             };
-            let _ = actors.worker_ready(report).await;
+            let _ = report_ready(&actors, report).await;
             return Err(WorkerError::Construct {
                 type_name: spec.type_name.clone(),
                 why,
@@ -147,20 +155,42 @@ async fn run() -> Result<(), WorkerError> {
         listener,
         client.token.clone(),
     ));
-    actors
-        .worker_ready(WorkerReadyRequest {
+    report_ready(
+        &actors,
+        WorkerReadyRequest {
             actor_id: actor_id.clone(),
             incarnation,
             worker_address: address.clone(),
             pid: std::process::id(),
             constructor_error: String::new(),
-        })
-        .await
-        .map_err(head_refused("reporting ready to the head"))?;
+        },
+    )
+    .await
+    .map_err(head_refused("reporting ready to the head"))?;
     tracing::info!(actor = actor_id, %address, "worker serving");
     tokio::spawn(report_calls(client.clone(), actor_id, context));
     serving.await?;
     Ok(())
+}
+
+/// Tells the head the worker is ready (or could not construct its actor), waiting for a head
+/// that is restarting.
+async fn report_ready(
+    actors: &ActorsClient<crate::rpc::AuthChannel>,
+    report: WorkerReadyRequest,
+) -> Result<(), tonic::Status> {
+    crate::rpc::while_head_unavailable(
+        "reporting ready to the head",
+        crate::rpc::HEAD_OUTAGE_PATIENCE,
+        crate::rpc::Resend::Idempotent,
+        || {
+            let mut actors = actors.clone();
+            let report = report.clone();
+            async move { actors.worker_ready(report).await }
+        },
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn construct(

@@ -1,12 +1,11 @@
 //! The head's side of jobs: the `Jobs` gRPC service (submit, inspect, stop, delete, logs, package
 //! upload), what node agents report about jobs (log appends, exits), carrying out the start and
-//! stop orders for entrypoints, and where job records (`store`) and logs (`logs`) are kept.
+//! stop orders for entrypoints, and where job logs (`logs`) are kept (their records are part of
+//! the head's state, `head/store`).
 
 mod logs;
-mod store;
 
 pub(crate) use logs::LogFiles;
-pub(crate) use store::{changes, JobStore, JobWriter};
 
 use super::state::{JobExit, Order};
 use super::Head;
@@ -173,7 +172,13 @@ impl Head {
         let id = request.submission_id.clone();
         // The record of the placement is on disk before the entrypoint can run: a head that
         // crashes now does not place the job a second time after its restart.
-        self.job_store.durable().await;
+        if let Err(status) = self.durable().await {
+            tracing::error!(
+                job = id,
+                why = status.message(),
+                "starting a job whose placement is not on disk"
+            );
+        }
         let outcome = match self.agent(&node_address) {
             Ok(mut agent) => {
                 match tokio::time::timeout(Duration::from_secs(300), agent.start_job(request)).await
@@ -243,6 +248,7 @@ impl Jobs for JobsService {
         &self,
         request: Request<SubmitJobRequest>,
     ) -> Result<Response<SubmitJobReply>, Status> {
+        self.0.writable()?;
         let request = request.into_inner();
         let spec = request.spec.ok_or_else(|| invalid("spec", "missing"))?;
         check_spec(&spec)?;
@@ -271,7 +277,7 @@ impl Jobs for JobsService {
             tracing::info!(job = id, "job submitted");
         }
         // Acknowledged only once on disk: a head that crashes after answering still has it.
-        self.0.job_store.durable().await;
+        self.0.durable().await?;
         Ok(Response::new(SubmitJobReply {
             submission_id: id,
             already_existed,
@@ -313,6 +319,7 @@ impl Jobs for JobsService {
                 Err(status) => (Err(status), Vec::<Order>::new()),
             }
         })?;
+        self.0.durable().await?;
         self.0.logs_changed.send_modify(|version| *version += 1);
         Ok(Response::new(StopJobReply { stopped }))
     }
@@ -321,6 +328,7 @@ impl Jobs for JobsService {
         let id = request.into_inner().submission_id;
         check_submission_id(&id)?;
         self.0.update(|state| (state.delete_job(&id), Vec::new()))?;
+        self.0.durable().await?;
         self.0.job_logs.remove(&id);
         Ok(Response::new(Empty {}))
     }

@@ -20,6 +20,7 @@ impl Actors for HeadService {
         &self,
         request: Request<CreateActorRequest>,
     ) -> Result<Response<ActorInfo>, Status> {
+        self.0.writable()?;
         let request = request.into_inner();
         check_create(&request)?;
         if !request.binary_hash.starts_with("local-") && !self.0.binaries.has(&request.binary_hash)
@@ -38,6 +39,7 @@ impl Actors for HeadService {
                 Ok((info, orders)) => (Ok(info), orders),
                 Err(status) => (Err(status), Vec::new()),
             })?;
+        self.0.durable().await?;
         Ok(Response::new(info))
     }
 
@@ -96,6 +98,7 @@ impl Actors for HeadService {
                 Err(status) => (Err(status), Vec::new()),
             }
         })?;
+        self.0.durable().await?;
         Ok(Response::new(Empty {}))
     }
 
@@ -149,6 +152,7 @@ impl Actors for HeadService {
                 Err(status) => (Err(status), Vec::new()),
             }
         })?;
+        self.0.durable().await?;
         Ok(Response::new(Empty {}))
     }
 

@@ -89,6 +89,7 @@ impl Cluster for HeadService {
         &self,
         request: Request<CreatePlacementGroupRequest>,
     ) -> Result<Response<PlacementGroupInfo>, Status> {
+        self.0.writable()?;
         let request = request.into_inner();
         check_text("name", &request.name, 256)?;
         for (index, bundle) in request.bundles.iter().enumerate() {
@@ -100,6 +101,7 @@ impl Cluster for HeadService {
                 Ok((info, orders)) => (Ok(info), orders),
                 Err(status) => (Err(status), Vec::new()),
             })?;
+        self.0.durable().await?;
         Ok(Response::new(info))
     }
 
@@ -126,10 +128,12 @@ impl Cluster for HeadService {
                 Err(status) => (Err(status), Vec::new()),
             },
         )?;
+        self.0.durable().await?;
         Ok(Response::new(Empty {}))
     }
 
     async fn kv_put(&self, request: Request<KvPutRequest>) -> Result<Response<Empty>, Status> {
+        self.0.writable()?;
         let request = request.into_inner();
         check_text("key", &request.key, 256)?;
         if request.key.is_empty() {
@@ -157,6 +161,7 @@ impl Cluster for HeadService {
             };
             (outcome, Vec::<Order>::new())
         })?;
+        self.0.durable().await?;
         Ok(Response::new(Empty {}))
     }
 

@@ -19,6 +19,7 @@ impl Nodes for HeadService {
         &self,
         request: Request<RegisterNodeRequest>,
     ) -> Result<Response<RegisterNodeReply>, Status> {
+        self.0.writable()?;
         let request = request.into_inner();
         crate::rpc::normalize_address(&request.address).map_err(|why| invalid("address", why))?;
         check_text("hostname", &request.hostname, 256)?;
@@ -39,6 +40,7 @@ impl Nodes for HeadService {
                 Instant::now(),
             )
         });
+        self.0.durable().await?;
         tracing::info!(node = node_id, address = request.address, "node registered");
         Ok(Response::new(RegisterNodeReply {
             node_id,

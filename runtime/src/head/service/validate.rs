@@ -47,6 +47,7 @@ fn check_custom(
 pub(super) fn check_create(request: &CreateActorRequest) -> Result<(), Status> {
     check_id("type_name", &request.type_name)?;
     check_text("name", &request.name, 256)?;
+    check_text("spawn_id", &request.spawn_id, 128)?;
     if request.max_restarts < -1 {
         return Err(invalid(
             "max_restarts",

@@ -25,8 +25,21 @@ fn backoff(failed_starts: u32) -> Option<Duration> {
 }
 
 impl HeadState {
+    /// Shortly after a restart, an owner session the head has not heard from yet may be one
+    /// that is reconnecting: it is taken, and must open its stream within the grace period.
+    pub(super) fn adopt_session_after_restart(&mut self, session_id: &str, now: Instant) {
+        let Some(until) = self.session_grace_until.filter(|until| *until > now) else {
+            return;
+        };
+        if !session_id.is_empty() && self.sessions.insert(session_id.to_string()) {
+            self.reconnecting_sessions
+                .insert(session_id.to_string(), until);
+        }
+    }
+
     /// A session stream opened.
     pub fn open_session(&mut self, session_id: &str) {
+        self.reconnecting_sessions.remove(session_id);
         self.sessions.insert(session_id.to_string());
     }
 
@@ -36,6 +49,15 @@ impl HeadState {
         spec: CreateActorRequest,
         now: Instant,
     ) -> Result<(ActorInfo, Vec<Order>), Status> {
+        if let Some(existing) = self
+            .spawns
+            .get(&spec.spawn_id)
+            .and_then(|id| self.actors.get(id))
+        {
+            // The same spawn sent again (its answer was lost): the actor it created.
+            return Ok((existing.info.clone(), Vec::new()));
+        }
+        self.adopt_session_after_restart(&spec.owner_session, now);
         if !spec.detached && !self.sessions.contains(&spec.owner_session) {
             return Err(Status::failed_precondition(format!(
                 "owner session `{}` is not open (its driver or owning worker is gone); only a detached actor can outlive its owner",
@@ -82,6 +104,9 @@ impl HeadState {
         let seq = self.pending.push(Pending::Actor(id.clone()), spec.priority);
         if !spec.name.is_empty() {
             self.names.insert(spec.name.clone(), id.clone());
+        }
+        if !spec.spawn_id.is_empty() {
+            self.spawns.insert(spec.spawn_id.clone(), id.clone());
         }
         self.actors.insert(
             id.clone(),
@@ -213,7 +238,9 @@ impl HeadState {
         dead.sort_unstable();
         let forget = dead.len() - keep;
         for (_, id) in dead.into_iter().take(forget) {
-            self.actors.remove(&id);
+            if let Some(actor) = self.actors.remove(&id) {
+                self.spawns.remove(&actor.spec.spawn_id);
+            }
         }
         tracing::debug!(forgotten = forget, kept = keep, "dead actors pruned");
     }

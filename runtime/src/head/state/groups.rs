@@ -193,6 +193,7 @@ impl HeadState {
         spec: CreatePlacementGroupRequest,
         now: Instant,
     ) -> Result<(PlacementGroupInfo, Vec<Order>), Status> {
+        self.adopt_session_after_restart(&spec.owner_session, now);
         if !spec.detached && !self.sessions.contains(&spec.owner_session) {
             return Err(Status::failed_precondition(format!(
                 "owner session `{}` is not open; only a detached placement group can outlive its owner",

@@ -6,6 +6,7 @@
 
 mod actors;
 mod demand;
+mod durable;
 mod groups;
 mod histogram;
 mod job_recovery;
@@ -13,8 +14,11 @@ mod jobs;
 mod nodes;
 mod placement;
 mod preemption;
+mod tracked;
 
+pub(crate) use durable::Restored;
 pub(crate) use jobs::JobExit;
+use tracked::Tracked;
 
 use crate::scheduler::{Allocation, GpuDevice, NodeCapacity, PendingQueue, Request, Scheduler};
 use histogram::Histogram;
@@ -56,6 +60,9 @@ pub(crate) struct NodeRecord {
     pub resources: NodeResources,
     pub alive: bool,
     pub last_heartbeat: Instant,
+    /// Restored from disk after a head restart, and not heard from since: its first heartbeat
+    /// settles which of its workers still run.
+    pub awaiting_first_heartbeat: bool,
 }
 
 pub(crate) struct ActorRecord {
@@ -119,24 +126,32 @@ pub(crate) struct Counters {
 
 #[derive(Default)]
 pub(crate) struct HeadState {
-    pub nodes: BTreeMap<String, NodeRecord>,
+    pub nodes: Tracked<BTreeMap<String, NodeRecord>>,
     pub scheduler: Scheduler,
-    pub actors: HashMap<String, ActorRecord>,
+    pub actors: Tracked<HashMap<String, ActorRecord>>,
     pub names: HashMap<String, String>,
     /// Actors and placement groups waiting for resources, by priority then age.
     pub pending: PendingQueue<Pending>,
     /// Placement groups by id (removed ones stay, as REMOVED).
-    pub groups: BTreeMap<String, groups::GroupRecord>,
+    pub groups: Tracked<BTreeMap<String, groups::GroupRecord>>,
     /// Groups placed so far (a scheduling pass runs again when one was placed during it).
     pub groups_placed: u64,
     /// The scheduler's clock starts here.
     pub epoch: Option<Instant>,
     /// Starts of preempting actors waiting for their victims' workers to exit.
     pub deferred_starts: Vec<preemption::DeferredStart>,
-    /// Driver (and worker) sessions whose stream is open.
+    /// Driver (and worker) sessions whose stream is open (or, after a restart, that may still
+    /// reconnect).
     pub sessions: HashSet<String>,
+    /// Sessions restored from disk that have not reconnected yet, with their deadline.
+    pub reconnecting_sessions: HashMap<String, Instant>,
+    /// Until then (after a restart), work from an owner session the head has not heard of yet
+    /// is taken, and the session is given until then to open its stream.
+    pub session_grace_until: Option<Instant>,
+    /// Spawns by their caller-chosen id, so a request sent again gets the same actor.
+    pub spawns: HashMap<String, String>,
     /// The rendezvous key-value store.
-    pub kv: HashMap<String, bytes::Bytes>,
+    pub kv: Tracked<HashMap<String, bytes::Bytes>>,
     pub counters: Counters,
     /// Jobs by submission id, and those waiting for a node, oldest first.
     pub jobs: BTreeMap<String, jobs::JobRecord>,
@@ -145,6 +160,8 @@ pub(crate) struct HeadState {
     pub dirty_jobs: BTreeSet<String>,
     /// Dead actors kept at most (`DEFAULT_DEAD_ACTOR_HISTORY` when None).
     pub dead_actor_history: Option<usize>,
+    /// What the disk has for each record (so unchanged records are not written again).
+    written: durable::WrittenRecords,
     next_node: u64,
 }
 
@@ -185,6 +202,8 @@ fn request_of(spec: &CreateActorRequest) -> Request {
     groups::request_of_resources(spec.resources.clone().unwrap_or_default())
 }
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod job_tests;
 #[cfg(test)]

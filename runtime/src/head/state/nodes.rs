@@ -20,8 +20,18 @@ impl HeadState {
         running_jobs: &std::collections::HashMap<String, u32>,
         now: Instant,
     ) -> (String, Vec<Order>) {
+        // An agent that registers without an id at the address of a live node is that node
+        // again: its earlier registration's answer was lost, or it restarted. Either way it
+        // keeps the id, so registering twice never leaves a ghost node behind.
+        let same_address = self
+            .nodes
+            .values()
+            .find(|node| node.alive && node.address == address)
+            .map(|node| node.id.clone());
         let id = if !node_id.is_empty() && self.nodes.contains_key(node_id) {
             node_id.to_string()
+        } else if let Some(existing) = same_address.filter(|_| node_id.is_empty()) {
+            existing
         } else {
             self.next_node += 1;
             format!("node-{}-{}", self.next_node, &short_id("n")[2..8])
@@ -45,6 +55,7 @@ impl HeadState {
                 resources,
                 alive: true,
                 last_heartbeat: now,
+                awaiting_first_heartbeat: false,
             },
         );
         orders.extend(self.claim_jobs(&id, address, running_jobs, now));
@@ -61,13 +72,15 @@ impl HeadState {
         running: &[String],
         now: Instant,
     ) -> (bool, Vec<Order>) {
-        let Some(node) = self.nodes.get_mut(node_id) else {
+        let Some(node) = self.nodes.get_mut_untracked(node_id) else {
             return (true, Vec::new());
         };
         if !node.alive {
             return (true, Vec::new());
         }
         node.last_heartbeat = now;
+        // The first word from a node since the head restarted: what it does not list is gone.
+        let first_since_restore = std::mem::take(&mut node.awaiting_first_heartbeat);
         let address = node.address.clone();
         let mut orders = Vec::new();
         let mut listed = Vec::new();
@@ -102,11 +115,16 @@ impl HeadState {
             .actors
             .values()
             .filter(|actor| {
+                let settled = if first_since_restore {
+                    matches!(actor.info.state(), ActorState::Alive | ActorState::Starting)
+                } else {
+                    actor.info.state() == ActorState::Alive
+                        && actor
+                            .alive_since
+                            .is_some_and(|since| now.duration_since(since) > HEARTBEAT_GRACE)
+                };
                 actor.info.node_id == node_id
-                    && actor.info.state() == ActorState::Alive
-                    && actor
-                        .alive_since
-                        .is_some_and(|since| now.duration_since(since) > HEARTBEAT_GRACE)
+                    && settled
                     && !listed
                         .iter()
                         .any(|(id, inc)| *id == actor.info.id && *inc == actor.info.incarnation)
@@ -114,7 +132,11 @@ impl HeadState {
             .map(|actor| (actor.info.id.clone(), actor.info.incarnation))
             .collect();
         for (actor_id, incarnation) in vanished {
-            let failure = Failure::exited(format!("its worker is gone from node {node_id}"));
+            let failure = Failure::exited(if first_since_restore {
+                format!("its worker was gone from node {node_id} when the head restarted")
+            } else {
+                format!("its worker is gone from node {node_id}")
+            });
             orders.extend(self.worker_failed(&actor_id, incarnation, failure));
         }
         (false, orders)
