@@ -7,7 +7,9 @@
 //! reference beside them, -> train, and the trainers' weights resharded to the rollouts after
 //! every step); a short supervised warm start runs (until 15% of 500 held-out problems are
 //! solved); GRPO runs; the run is reported. The batches stay on the actors and move between
-//! them directly: the driver sends calls and reads step figures. The task and its rewards are
+//! them directly: the driver sends calls and reads step figures. A step that fails because an
+//! actor died is run again once the actor is back and brought up to date (`recipes/recovery.rs`;
+//! `--inject-fault trainer-1@5` shows it). The task and its rewards are
 //! configuration: `grpo_countdown.rs` runs this same file on another task. Under `--out`:
 //! metrics.jsonl, sft_metrics.jsonl, curves.png, pipeline.dot, the warm start (which
 //! `--warm-start-from` starts another run from) and the final checkpoint.
@@ -23,12 +25,16 @@ pub use grpo_flags::Args;
 use std::time::Instant;
 use troupe::data::Batch;
 use troupe::pipeline::{Dispatch, PipelineBuilder};
-use troupe::{ActorGroup, SpawnOptions};
+use troupe::{ActorGroup, ActorHandle, SpawnOptions};
 use troupe_actors::engines::vllm::python_env;
 use troupe_actors::generate::SamplingConfig;
+use troupe_actors::recipes::faults::{check_roles, GuardedObserver};
 use troupe_actors::recipes::grpo::{summary, GrpoConfig, GrpoReport};
 use troupe_actors::recipes::metrics::MetricsLog;
-use troupe_actors::recipes::policy::{run_id, small_model, start_cluster, PolicyActors};
+use troupe_actors::recipes::policy::{
+    run_id, small_model, start_cluster, PolicyActors, ROLE_MAX_RESTARTS,
+};
+use troupe_actors::recipes::recovery::{Checkpoints, Recovery};
 use troupe_actors::recipes::run_log::{Observer, RunLog};
 use troupe_actors::recipes::saved_warm_start::{self, SavedWarmStart};
 use troupe_actors::recipes::warm_start::warm_start;
@@ -116,6 +122,7 @@ async fn grpo_on(
     let options = |cpus: f64, role: &str| {
         SpawnOptions::new()
             .num_cpus(cpus)
+            .max_restarts(ROLE_MAX_RESTARTS)
             .name(format!("{run}/{role}"))
     };
     let source = PromptSource::spawn(
@@ -142,6 +149,11 @@ async fn grpo_on(
         config.group_size,
     )
     .await?;
+    let watched = vec![
+        ("prompts".to_string(), source.actor_ref().clone()),
+        ("reference".to_string(), reference.actor_ref().clone()),
+        ("reward".to_string(), reward.actor_ref().clone()),
+    ];
     let sources = ActorGroup::from_handles(vec![source]).named("source");
     let references = ActorGroup::from_handles(vec![reference.clone()]).named("reference");
     let rewards = ActorGroup::from_handles(vec![reward]).named("reward");
@@ -258,7 +270,8 @@ async fn grpo_on(
                 sft
             }
         };
-        reference.load_weights(policy.weights().await?).await?;
+        let frozen = policy.weights().await?;
+        reference.load_weights(frozen.clone()).await?;
         policy
             .start_phase(LrSchedule {
                 warmup_steps: config.lr_warmup,
@@ -275,21 +288,54 @@ async fn grpo_on(
             started,
             sft.heldout_accuracy,
         )?;
-        let mut observer = Observer {
-            log: &mut log,
-            policy: &policy,
-            task: &config.task,
-            message_keys: &["reward_mean", "kl"],
-        };
-        pipeline
-            .run_observed(
-                config.steps,
-                config.max_staleness,
-                sft.version,
-                |_| Batch::new(0),
-                &mut observer,
-            )
-            .await?;
+        // A step that fails because an actor died is run again once the actor is back and
+        // brought up to date: a peer's or the latest checkpoint's state for a trainer, the
+        // current weights for a rollout, the frozen ones for the reference.
+        let mut recovery = Recovery::new(cluster, &policy, watched, sft.version)
+            .await?
+            .with_reference(reference.clone(), frozen)
+            .with_checkpoints(Checkpoints {
+                dir: config.out.join("recovery"),
+                every: config.checkpoint_every,
+            })
+            .started_at(started);
+        check_roles(&config.faults, &recovery)?;
+        let mut fired = vec![false; config.faults.len()];
+        let (mut first_step, mut version) = (0, sft.version);
+        loop {
+            let mut observer = GuardedObserver {
+                inner: Observer {
+                    log: &mut log,
+                    policy: &policy,
+                    task: &config.task,
+                    message_keys: &["reward_mean", "kl"],
+                },
+                recovery: &mut recovery,
+                cluster,
+                faults: &config.faults,
+                fired: &mut fired,
+                last_end: Instant::now(),
+            };
+            let outcome = pipeline
+                .run_observed_from(
+                    first_step,
+                    config.steps,
+                    config.max_staleness,
+                    version,
+                    |_| Batch::new(0),
+                    &mut observer,
+                )
+                .await;
+            let Err(failure) = outcome else { break };
+            let failed_step = log.steps_recorded();
+            let resume = recovery
+                .recover(&pipeline, failed_step, failure.into())
+                .await?;
+            if let Some(event) = recovery.events.last() {
+                log.recovered(event)?;
+            }
+            (first_step, version) = (resume.step, resume.version);
+        }
         let phase = log.finish();
 
         // 5. Report: the checkpoint (reloaded into a fresh rollout and measured), a plot, figures.
@@ -317,7 +363,8 @@ async fn grpo_on(
         let report =
             GrpoReport::from_run(config, &sft, phase, &log, model.num_parameters(), started)
                 .with_engines(&engines.into_iter().flatten().collect::<Vec<_>>())
-                .with_checkpoint(checkpoint, checkpoint_heldout_accuracy, plot);
+                .with_checkpoint(checkpoint, checkpoint_heldout_accuracy, plot)
+                .with_recoveries(&recovery.events);
         println!("{}", summary(&report));
         Ok(report)
     }

@@ -4,6 +4,7 @@
 use clap::Parser;
 use std::path::PathBuf;
 use troupe_actors::engines::vllm::VllmConfig;
+use troupe_actors::recipes::faults::Fault;
 use troupe_actors::recipes::grpo::GrpoConfig;
 use troupe_actors::roles::reward::RewardSpec;
 use troupe_actors::roles::rollout::RolloutEngine;
@@ -86,9 +87,28 @@ pub struct Args {
     /// vLLM, off for candle; 0 turns it off).
     #[arg(long)]
     tis_cap: Option<f64>,
+    /// Write the trainers' whole state every this many steps (20; 0: never): a run whose
+    /// trainers all restart goes back to the latest one (one restarted trainer takes a peer's).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Kill actors while given steps run, to see the run survive: `ROLE@STEP[,...]` with ROLE
+    /// one of trainer-N, rollout-N, reference, reward, prompts (say `trainer-1@5,rollout-0@9`).
+    #[arg(long, value_parser = parse_faults)]
+    inject_fault: Option<FaultList>,
     /// Also write the run's figures as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// The faults of one `--inject-fault` (one flag value, a list).
+#[derive(Clone, Debug)]
+struct FaultList(Vec<Fault>);
+
+/// Reads `ROLE@STEP[,...]`.
+fn parse_faults(text: &str) -> Result<FaultList, String> {
+    troupe_actors::recipes::faults::parse_faults(text)
+        .map(FaultList)
+        .map_err(|err| err.to_string())
 }
 
 /// The rollout engines `--rollout-engine` names.
@@ -143,6 +163,10 @@ impl Args {
         }
         if let Some(cap) = self.tis_cap {
             config.tis_cap = (cap > 0.0).then_some(cap);
+        }
+        set(self.checkpoint_every, &mut config.checkpoint_every);
+        if let Some(faults) = &self.inject_fault {
+            config.faults = faults.0.clone();
         }
         config
     }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, clippy, the runtime's `cuda` feature
 # (must compile without CUDA), unit tests, the multi-process integration tests, the check that
-# the committed Python stubs match proto/, and the Python client's tests against a real head and
+# the committed Python stubs match proto/, the short chaos run (scripts/chaos.sh --short), and the
+# Python client's tests against a real head and
 # node agent, the parity of the decoder with Hugging Face transformers, and a real vLLM engine
 # driven through the rollout role. Installs what it
 # needs (a Python venv with numpy and the client's pinned test dependencies in .venv; torch and
@@ -38,6 +39,8 @@ echo "== cargo check -p troupe --features cuda (with clippy, and the gpu_check e
 cargo clippy -p troupe --features cuda --lib --example gpu_check -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== chaos (short): GRPO on a head and 3 node agents while a rollout, a trainer, a node agent and the head are killed"
+bash scripts/chaos.sh --short
 echo "== Python stubs up to date"
 PYTHON=.venv/bin/python bash python/scripts/check_stubs.sh
 echo "== pytest python/tests (real head and node agent from target/debug/troupe)"

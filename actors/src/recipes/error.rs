@@ -23,6 +23,8 @@ pub enum RecipeError {
     },
     #[error("configuration: {0}")]
     Config(String),
+    #[error("recovering from a failure: {why}")]
+    Recovery { why: String },
 }
 
 impl From<troupe::Error> for RecipeError {

@@ -65,6 +65,11 @@ pub struct GrpoConfig {
     /// Truncated importance sampling against the engine, capped here (None: off). `new`
     /// leaves it None; `with_rollout_engine` turns it on for vLLM.
     pub tis_cap: Option<f64>,
+    /// The trainers' whole state is written every this many steps (0: never), for a run whose
+    /// trainers all restart to go back to; a single restarted trainer takes a peer's state.
+    pub checkpoint_every: usize,
+    /// Actors the run kills while given steps run, to show it survives them.
+    pub faults: Vec<super::faults::Fault>,
 }
 
 impl GrpoConfig {
@@ -95,6 +100,8 @@ impl GrpoConfig {
             warm_start_from: None,
             rollout_engine: RolloutEngine::Candle,
             tis_cap: None,
+            checkpoint_every: 20,
+            faults: Vec::new(),
         }
     }
 
@@ -197,6 +204,12 @@ impl GrpoConfig {
         if self.rewards.is_empty() {
             return bad("at least one reward function is needed".to_string());
         }
+        if let Some(late) = self.faults.iter().find(|fault| fault.step > self.steps) {
+            return bad(format!(
+                "--inject-fault {}@{}: the run has {} steps",
+                late.role, late.step, self.steps
+            ));
+        }
         // The task's parameters are checked here, before any cluster or actor starts.
         self.task.build()?;
         Ok(())
@@ -257,6 +270,11 @@ pub struct GrpoReport {
     pub warm_start_from: Option<PathBuf>,
     pub metrics: PathBuf,
     pub plot: PathBuf,
+    /// Every failure the run survived: what failed, when, and what it cost.
+    pub recoveries: Vec<super::recovery::RecoveryEvent>,
+    /// Steps run again and seconds lost, over all recoveries.
+    pub steps_redone: usize,
+    pub seconds_lost: f64,
 }
 
 impl GrpoReport {
@@ -312,7 +330,18 @@ impl GrpoReport {
             warm_start_from: sft.loaded_from.clone(),
             metrics: log.metrics_path(),
             plot: PathBuf::new(),
+            recoveries: Vec::new(),
+            steps_redone: 0,
+            seconds_lost: 0.0,
         }
+    }
+
+    /// The failures the run survived.
+    pub fn with_recoveries(mut self, events: &[super::recovery::RecoveryEvent]) -> Self {
+        self.steps_redone = events.iter().map(|event| event.steps_redone).sum();
+        self.seconds_lost = events.iter().map(|event| event.seconds_lost).sum();
+        self.recoveries = events.to_vec();
+        self
     }
 
     /// What the rollouts' engines reported at the end of the run.
@@ -417,6 +446,15 @@ pub fn summary(report: &GrpoReport) -> String {
             (
                 "weight sync, mean",
                 format!("{:.1} ms", report.weight_sync_ms_mean),
+            ),
+            (
+                "failures survived: steps redone, seconds lost",
+                format!(
+                    "{}: {} / {:.1} s",
+                    report.recoveries.len(),
+                    report.steps_redone,
+                    report.seconds_lost
+                ),
             ),
             (
                 "bytes per step: driver / stages",

@@ -28,11 +28,27 @@ impl MetricsLog {
 
     /// Writes `row` as one line and flushes it.
     pub fn append(&mut self, row: Value) -> std::io::Result<()> {
-        let line = serde_json::to_string(&row).map_err(std::io::Error::other)?;
-        writeln!(self.file, "{line}")?;
-        self.file.flush()?;
+        self.write_line(&row)?;
         self.rows.push(row);
         Ok(())
+    }
+
+    /// Writes `event` as one line (a recovery, say) without counting it as a step.
+    pub fn note(&mut self, event: Value) -> std::io::Result<()> {
+        self.write_line(&event)
+    }
+
+    fn write_line(&mut self, value: &Value) -> std::io::Result<()> {
+        let line = serde_json::to_string(value).map_err(std::io::Error::other)?;
+        writeln!(self.file, "{line}")?;
+        self.file.flush()
+    }
+
+    /// Forgets the rows of steps after `step` (they will be run again); the file keeps them,
+    /// followed by the rows of the steps run again.
+    pub fn forget_after(&mut self, step: usize) {
+        self.rows
+            .retain(|row| row["step"].as_u64().is_none_or(|s| s as usize <= step));
     }
 
     pub fn path(&self) -> &Path {

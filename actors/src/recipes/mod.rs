@@ -7,6 +7,7 @@
 //! (`ppo`).
 
 pub mod error;
+pub mod faults;
 pub mod glyphs;
 pub mod grpo;
 pub mod metrics;
@@ -14,6 +15,7 @@ pub mod plot;
 pub mod policy;
 pub mod ppo;
 pub mod progress;
+pub mod recovery;
 pub mod run_log;
 pub mod saved_warm_start;
 pub mod warm_start;

@@ -9,6 +9,8 @@ use crate::roles::rollout::{Rollout, RolloutEngine, RolloutHandle};
 use crate::roles::trainer::{Trainer, TrainerConfig, TrainerHandle};
 use crate::roles::ModelSource;
 use crate::tasks::TaskSpec;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 use troupe::pipeline::{SyncOutcome, WeightSyncEdge};
 use troupe::{ActorGroup, BoxFuture, Cluster, SpawnOptions};
@@ -21,6 +23,10 @@ pub async fn start_cluster(address: Option<&str>, cpus: f64) -> Result<Cluster> 
         None => Cluster::local_builder().cpus(cpus).start().await?,
     })
 }
+
+/// Restarts each role's actor gets: a run survives a worker's crash (its recovery brings the
+/// restarted actor back to where the run is).
+pub const ROLE_MAX_RESTARTS: i32 = 3;
 
 /// A name unique to this run, for actor names and collective groups.
 pub fn run_id(recipe: &str) -> String {
@@ -37,6 +43,8 @@ pub struct PolicyActors {
     pub run: String,
     pub trainers: ActorGroup<TrainerHandle>,
     pub rollouts: ActorGroup<RolloutHandle>,
+    /// How many times the trainers' all-reduce group was formed (each time under a new name).
+    data_parallel_formed: Arc<AtomicU64>,
 }
 
 impl PolicyActors {
@@ -61,7 +69,9 @@ impl PolicyActors {
         let trainer_group = ActorGroup::spawn(
             cluster,
             trainers,
-            SpawnOptions::new().num_cpus(1.0),
+            SpawnOptions::new()
+                .num_cpus(1.0)
+                .max_restarts(ROLE_MAX_RESTARTS),
             |rank, _, options| {
                 let config = trainer_config.clone();
                 async move {
@@ -79,7 +89,9 @@ impl PolicyActors {
         let rollout_group = ActorGroup::spawn(
             cluster,
             rollouts,
-            SpawnOptions::new().num_cpus(1.0),
+            SpawnOptions::new()
+                .num_cpus(1.0)
+                .max_restarts(ROLE_MAX_RESTARTS),
             |rank, _, options| {
                 let (source, engine) = (source.clone(), engine.clone());
                 async move {
@@ -96,26 +108,39 @@ impl PolicyActors {
         )
         .await?
         .named("rollout");
-        if trainers > 1 {
-            let group = format!("{run}/data-parallel");
-            trainer_group
-                .per_rank((0..trainers).collect(), |trainer, rank| {
-                    let group = group.clone();
-                    async move { trainer.join_data_parallel(group, rank, trainers).await }
-                })
-                .await?;
-        }
-        Ok(PolicyActors {
+        let actors = PolicyActors {
             run: run.to_string(),
             trainers: trainer_group,
             rollouts: rollout_group,
-        })
+            data_parallel_formed: Arc::new(AtomicU64::new(0)),
+        };
+        actors.form_data_parallel().await?;
+        Ok(actors)
+    }
+
+    /// Joins the trainers in an all-reduce group (a new one each call, as after a trainer
+    /// restarted: the survivors leave the old group for it). Nothing to do for one trainer.
+    pub async fn form_data_parallel(&self) -> Result<()> {
+        let world = self.trainers.world_size();
+        if world < 2 {
+            return Ok(());
+        }
+        let formed = self.data_parallel_formed.fetch_add(1, Ordering::SeqCst);
+        let group = format!("{}/data-parallel/{formed}", self.run);
+        self.trainers
+            .per_rank((0..world).collect(), |trainer, rank| {
+                let group = group.clone();
+                async move { trainer.join_data_parallel(group, rank, world).await }
+            })
+            .await?;
+        Ok(())
     }
 
     /// The edge a pipeline owns to move the trainers' weights to the rollouts.
     pub fn weight_sync(&self) -> PolicyWeightSync {
         PolicyWeightSync {
             group: format!("{}/weight-sync", self.run),
+            formed: Arc::new(AtomicU64::new(0)),
             trainers: self.trainers.clone(),
             rollouts: self.rollouts.clone(),
         }
@@ -243,6 +268,7 @@ impl PolicyActors {
             run: "checkpoint-check".to_string(),
             trainers: ActorGroup::from_handles(Vec::new()),
             rollouts: group,
+            data_parallel_formed: Arc::new(AtomicU64::new(0)),
         };
         let accuracy = loaded.heldout_accuracy(task).await;
         let _ = cluster.kill(&rollout).await;
@@ -259,6 +285,8 @@ impl PolicyActors {
 /// group; the rollouts then serve the trainers' version.
 pub struct PolicyWeightSync {
     group: String,
+    /// Groups formed so far: each connection gets a new name (`GROUP/N`).
+    formed: Arc<AtomicU64>,
     trainers: ActorGroup<TrainerHandle>,
     rollouts: ActorGroup<RolloutHandle>,
 }
@@ -273,8 +301,9 @@ impl WeightSyncEdge for PolicyWeightSync {
     }
 
     fn connect(&self) -> BoxFuture<troupe::Result<()>> {
+        let formed = self.formed.fetch_add(1, Ordering::SeqCst);
         let (group, trainers, rollouts) = (
-            self.group.clone(),
+            format!("{}/{formed}", self.group),
             self.trainers.clone(),
             self.rollouts.clone(),
         );

@@ -159,6 +159,35 @@ impl RunLog {
             .map_err(|err| RecipeError::io(format!("writing {}", self.log.path().display()), err))
     }
 
+    /// Steps recorded so far (the index of the step in flight, 0-based).
+    pub fn steps_recorded(&self) -> usize {
+        self.log.rows().len()
+    }
+
+    /// Notes a recovery in `metrics.jsonl` (as `{"recovery": ...}`) and forgets the steps after
+    /// `resumed_at` (0-based: the steps done when the run went on), which run again. Steps that
+    /// trained before the failure but whose report it lost (it struck during their weight sync)
+    /// get a row saying so.
+    pub fn recovered(&mut self, event: &super::recovery::RecoveryEvent) -> Result<()> {
+        let done = event.resumed_at_step;
+        self.log.forget_after(done);
+        self.heldout_curve.retain(|point| point.step <= done);
+        let path = self.log.path().to_path_buf();
+        let write_error = |err| RecipeError::io(format!("writing {}", path.display()), err);
+        self.log
+            .note(serde_json::json!({ "recovery": event }))
+            .map_err(write_error)?;
+        for step in self.log.rows().len()..done {
+            self.log
+                .append(serde_json::json!({
+                    "step": step + 1,
+                    "report_lost_in_recovery": true,
+                }))
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
     /// `(step, value)` of a recorded figure, for plots.
     pub fn series(&self, key: &str) -> Vec<(f64, f64)> {
         self.log.series(key)

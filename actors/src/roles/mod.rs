@@ -19,6 +19,7 @@ pub mod reward_model;
 pub mod rollout;
 mod source;
 pub mod trainer;
+mod trainer_state;
 pub mod weight_sync;
 
 pub use batch::{NamedTensor, ResponseBatch, WeightSet};

@@ -7,6 +7,7 @@
 use super::optimizer::Updater;
 pub use super::policy_batch::{Advantages, PolicyBatch};
 pub use super::policy_objective::PolicyConfig;
+pub use super::trainer_state::{TrainingPhase, TrainingState};
 use super::weight_sync::{SyncSide, WeightSync};
 use super::{ModelSource, ResponseBatch, WeightSet};
 use crate::error::{ModelError, Result};
@@ -89,15 +90,15 @@ pub struct StepStats {
 }
 
 pub struct Trainer {
-    model: Decoder,
-    updater: Updater,
-    config: TrainerConfig,
+    pub(super) model: Decoder,
+    pub(super) updater: Updater,
+    pub(super) config: TrainerConfig,
     /// The data-parallel group this trainer averages gradients with, once joined.
     data_parallel: Option<troupe::collective::TcpCommunicator>,
     /// The group it sends weights to rollouts through, once joined.
     weight_sync: Option<WeightSync>,
     /// Updates applied since the model was built, over every phase: the weights' version.
-    version: u64,
+    pub(super) version: u64,
 }
 
 impl StepStats {
@@ -360,6 +361,42 @@ impl Trainer {
         Ok((update.lr, update.grad_norm))
     }
 
+    async fn policy_step_inner(&mut self, batch: PolicyBatch) -> Result<StepStats> {
+        let batch = if self.config.policy.skip_zero_advantage {
+            batch.without_zero_advantages()
+        } else {
+            batch
+        };
+        // The loss is a mean over all ranks' rows: each rank divides its sums by the ranks'
+        // mean counts, so the average of the ranks' gradients is that of the whole step.
+        let mut counts = [batch.tokens() as f64, batch.rows() as f64];
+        if let Some(comm) = &self.data_parallel {
+            super::data_parallel::average_values(comm, &mut counts).await?;
+        }
+        let over = LossDenominator {
+            tokens: counts[0],
+            rows: counts[1],
+        };
+        let (grads, stats) = if batch.rows() == 0 {
+            (self.updater.zero_gradients()?, StepStats::default())
+        } else {
+            self.policy_gradients_over(&batch, over)?
+        };
+        let mut stats = self.step_with(grads, stats).await?;
+        stats.nothing_trained = over.tokens == 0.0;
+        Ok(stats)
+    }
+
+    /// After a step failed part-way (an input could not be fetched, a peer vanished), this rank
+    /// leaves its data-parallel group, so the other ranks stop waiting for it at once instead
+    /// of at their deadline; the group must then be formed again (`join_data_parallel`).
+    fn leave_group_on_failure<T>(&self, outcome: Result<T>) -> Result<T> {
+        if let (Err(err), Some(comm)) = (&outcome, &self.data_parallel) {
+            comm.abort(&format!("this trainer's step failed: {err}"));
+        }
+        outcome
+    }
+
     /// Averages gradients and step figures over the data-parallel group, if any, then steps.
     async fn step_with(&mut self, mut grads: Gradients, mut stats: StepStats) -> Result<StepStats> {
         if let Some(comm) = &self.data_parallel {
@@ -426,13 +463,6 @@ impl Trainer {
             accumulate(&mut total, self.updater.gradients(&(loss * share)?)?)?;
         }
         Ok((total, stats))
-    }
-
-    fn checkpoint_paths(dir: &std::path::Path) -> (PathBuf, PathBuf) {
-        (
-            dir.join("optimizer.safetensors"),
-            dir.join("trainer_state.json"),
-        )
     }
 }
 
@@ -509,12 +539,11 @@ impl Trainer {
         schedule: LrSchedule,
         max_grad_norm: f64,
     ) {
-        self.updater.adam = AdamW::new(optimizer);
-        self.updater.schedule = schedule;
-        self.updater.max_grad_norm = max_grad_norm;
-        self.config.optimizer = optimizer;
-        self.config.schedule = schedule;
-        self.config.max_grad_norm = max_grad_norm;
+        self.set_phase(TrainingPhase {
+            optimizer,
+            schedule,
+            max_grad_norm,
+        });
     }
 
     /// Sets the policy objective (clip, aggregation, KL, entropy bonus) for the steps that
@@ -532,36 +561,18 @@ impl Trainer {
     /// bonus keeps diverse the groups that still teach); a step where no rank has a row left
     /// still updates (AdamW's momentum moves the weights) so that versions advance in step.
     pub async fn policy_step(&mut self, batch: PolicyBatch) -> Result<StepStats> {
-        let batch = if self.config.policy.skip_zero_advantage {
-            batch.without_zero_advantages()
-        } else {
-            batch
-        };
-        // The loss is a mean over all ranks' rows: each rank divides its sums by the ranks'
-        // mean counts, so the average of the ranks' gradients is that of the whole step.
-        let mut counts = [batch.tokens() as f64, batch.rows() as f64];
-        if let Some(comm) = &self.data_parallel {
-            super::data_parallel::average_values(comm, &mut counts).await?;
-        }
-        let over = LossDenominator {
-            tokens: counts[0],
-            rows: counts[1],
-        };
-        let (grads, stats) = if batch.rows() == 0 {
-            (self.updater.zero_gradients()?, StepStats::default())
-        } else {
-            self.policy_gradients_over(&batch, over)?
-        };
-        let mut stats = self.step_with(grads, stats).await?;
-        stats.nothing_trained = over.tokens == 0.0;
-        Ok(stats)
+        let outcome = self.policy_step_inner(batch).await;
+        self.leave_group_on_failure(outcome)
     }
 
     /// Stage `train`: one PPO-clip step on this member's rows of the step (`prompt`, `response`,
     /// `old_logprob`, `advantage`, and `ref_logprob` for the KL penalty); the step's figures
     /// leave as step scalars, nothing per row.
     pub async fn train(&mut self, mut call: StageCall) -> Result<StageReceipt> {
-        let batch = call.inputs().await?;
+        let batch = match call.inputs().await {
+            Ok(batch) => batch,
+            Err(err) => return self.leave_group_on_failure(Err(err.into())),
+        };
         let stats = self.policy_step(PolicyBatch::from_columns(&batch)?).await?;
         let mut out = Batch::new(batch.rows());
         stats.write_to(out.step_meta_mut());
@@ -575,7 +586,8 @@ impl Trainer {
         targets: Vec<Vec<u32>>,
     ) -> Result<StepStats> {
         let (grads, stats) = self.sft_gradients(&prompts, &targets)?;
-        self.step_with(grads, stats).await
+        let outcome = self.step_with(grads, stats).await;
+        self.leave_group_on_failure(outcome)
     }
 
     /// Per-token log-probabilities of responses under the current policy.
@@ -602,35 +614,26 @@ impl Trainer {
         self.updater.adam.step
     }
 
-    /// Writes the model (Hugging Face layout), the optimizer state and the step to `dir`.
+    /// Writes the model (Hugging Face layout), the optimizer state, the step, the version and
+    /// the training phase to `dir`.
     pub fn save_checkpoint(&self, dir: PathBuf) -> Result<()> {
-        crate::weights::save_pretrained(&self.model, &dir, None)?;
-        let (optimizer, state) = Self::checkpoint_paths(&dir);
-        let tensors: std::collections::HashMap<String, Tensor> =
-            self.updater.adam.state_tensors().into_iter().collect();
-        candle_core::safetensors::save(&tensors, &optimizer)?;
-        let json = serde_json::json!({ "step": self.updater.adam.step, "version": self.version });
-        std::fs::write(&state, json.to_string())
-            .map_err(|err| ModelError::io(format!("writing {}", state.display()), err))
+        self.write_checkpoint(&dir)
     }
 
-    /// Restores what `save_checkpoint` wrote.
+    /// Restores what `save_checkpoint` wrote (weights, moments, step, version, phase); returns
+    /// the optimizer step.
     pub fn load_checkpoint(&mut self, dir: PathBuf) -> Result<u64> {
-        let tensors = crate::weights::read_tensors(&dir, self.model.device())?;
-        self.model.load_tensors(&tensors, false)?;
-        let (optimizer, state) = Self::checkpoint_paths(&dir);
-        let text = std::fs::read_to_string(&state)
-            .map_err(|err| ModelError::io(format!("reading {}", state.display()), err))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|err| ModelError::Checkpoint(format!("{}: {err}", state.display())))?;
-        let step = json["step"]
-            .as_u64()
-            .ok_or_else(|| ModelError::Checkpoint(format!("{} has no step", state.display())))?;
-        let moments = candle_core::safetensors::load(&optimizer, self.model.device())?;
-        self.updater
-            .adam
-            .load_state(step, moments.into_iter().collect())?;
-        self.version = json["version"].as_u64().unwrap_or(step);
-        Ok(step)
+        self.read_checkpoint(&dir)
+    }
+
+    /// Everything this trainer is (weights, optimizer moments, step, version, phase,
+    /// objective), for a restarted data-parallel peer to take over.
+    pub fn training_state(&self) -> Result<TrainingState> {
+        self.export_state()
+    }
+
+    /// Becomes the trainer `state` was taken from; returns the weight version.
+    pub fn restore_training_state(&mut self, state: TrainingState) -> Result<u64> {
+        self.import_state(state)
     }
 }

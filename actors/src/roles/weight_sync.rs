@@ -200,7 +200,14 @@ impl WeightSync {
                 execute(&self.plan, &self.comm, self.ranks, Some(&buffer), None).await
             }
         };
-        moved.map_err(|err| sync_error("sending", err))
+        moved.map_err(|err| self.leave(sync_error("sending", err)))
+    }
+
+    /// After a failed sync this member leaves the group, so the others stop waiting for it at
+    /// once (the group must be joined again).
+    fn leave(&self, err: ModelError) -> ModelError {
+        self.comm.abort(&err.to_string());
+        err
     }
 
     /// Receives the whole model from the sources and loads it.
@@ -213,7 +220,7 @@ impl WeightSync {
         let mut buffer = vec![0_u8; self.plan.dst_bytes[index] as usize];
         let moved = execute(&self.plan, &self.comm, self.ranks, None, Some(&mut buffer))
             .await
-            .map_err(|err| sync_error("receiving", err))?;
+            .map_err(|err| self.leave(sync_error("receiving", err)))?;
         unflatten(model, &buffer)?;
         Ok(moved)
     }

@@ -17,6 +17,14 @@ pub struct ActorRef {
     client: Option<Arc<Client>>,
 }
 
+/// An untyped reference is a handle too: code that watches actors of many types (their state,
+/// their restarts) takes them all as `ActorRef`s.
+impl crate::actor::ActorHandle for ActorRef {
+    fn actor_ref(&self) -> &ActorRef {
+        self
+    }
+}
+
 impl ActorRef {
     pub(crate) fn new(id: &str, type_name: &str, client: Arc<Client>) -> Self {
         ActorRef {

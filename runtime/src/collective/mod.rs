@@ -24,6 +24,16 @@ pub enum CollectiveError {
     Rendezvous { group: String, why: String },
     #[error("peer {peer}: {why}")]
     Peer { peer: usize, why: String },
+    /// A member of a group failed (its connection broke: it died or its machine went away; it
+    /// sent what was not expected; or it did not answer in time), named so the failure can be
+    /// traced: the group, the member's rank, and who it is (actor and node).
+    #[error("group `{group}`: rank {rank} ({member}): {why}")]
+    PeerFailed {
+        group: String,
+        rank: usize,
+        member: String,
+        why: String,
+    },
     #[error("rank {rank} is not in a group of {world}")]
     BadRank { rank: usize, world: usize },
     #[error("{0}")]

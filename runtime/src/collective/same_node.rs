@@ -81,6 +81,11 @@ impl InFlight {
         self.waiters().clear();
     }
 
+    /// Whether the peer's side of the connection is gone (it exited, or left the group).
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn waiters(
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<u64, tokio::sync::oneshot::Sender<bool>>> {

@@ -21,7 +21,9 @@ pub trait WeightSyncEdge: Send + Sync + 'static {
     fn learning_group(&self) -> &str;
     /// The group that generates with the weights.
     fn generating_group(&self) -> &str;
-    /// Joins what the sync needs; called once by `Pipeline::connect` (must be idempotent).
+    /// Joins what the sync needs; called once by `Pipeline::connect`, and again by
+    /// `Pipeline::reconnect` after a member restarted: each call must form its groups anew
+    /// (under new names), since a restarted member is in none of the old ones.
     fn connect(&self) -> BoxFuture<crate::Result<()>>;
     /// Moves the learners' current weights to every generator.
     fn sync(&self) -> BoxFuture<crate::Result<SyncOutcome>>;

@@ -93,7 +93,12 @@ pub enum PipelineError {
     },
     #[error("stage `{stage}`: {why}")]
     Run { stage: String, why: String },
+    #[error("{what} did not finish within {seconds:.0} s (the pipeline's stage deadline)")]
+    Deadline { what: String, seconds: f64 },
 }
+
+/// How long a stage's calls (or a weight sync) may take by default before the step fails.
+pub const DEFAULT_STAGE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(1800);
 
 /// Collects groups, stages and the weight-sync edge, then checks them in `build`.
 #[derive(Default)]
@@ -103,6 +108,7 @@ pub struct PipelineBuilder {
     stages: Vec<Stage>,
     weight_sync: Option<Arc<dyn WeightSyncEdge>>,
     keep_steps: u64,
+    stage_deadline: Option<std::time::Duration>,
     error: Option<PipelineError>,
 }
 
@@ -186,6 +192,14 @@ impl PipelineBuilder {
     /// itself).
     pub fn keep_steps(mut self, steps: u64) -> Self {
         self.keep_steps = steps;
+        self
+    }
+
+    /// How long one stage's calls (all members together), or one weight sync, may take before
+    /// the step fails with `PipelineError::Deadline` (default 30 minutes): a member that hangs
+    /// is reported, not waited for forever.
+    pub fn stage_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.stage_deadline = Some(deadline);
         self
     }
 
@@ -273,7 +287,8 @@ impl PipelineBuilder {
             } else {
                 self.keep_steps
             },
-            connected: tokio::sync::OnceCell::new(),
+            stage_deadline: self.stage_deadline.unwrap_or(DEFAULT_STAGE_DEADLINE),
+            connected: tokio::sync::Mutex::new(false),
             wired: std::sync::Mutex::new(BTreeMap::new()),
             next_step: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -300,7 +315,9 @@ pub struct Pipeline {
     pub(crate) source_columns: Vec<String>,
     pub(crate) weight_sync: Option<Arc<dyn WeightSyncEdge>>,
     pub(crate) keep_steps: u64,
-    pub(crate) connected: tokio::sync::OnceCell<()>,
+    pub(crate) stage_deadline: std::time::Duration,
+    /// Whether the weight-sync edge is connected (a member's restart undoes it: `reconnect`).
+    pub(crate) connected: tokio::sync::Mutex<bool>,
     /// The wiring hash each (stage, rank) member last acknowledged.
     pub(crate) wired: std::sync::Mutex<BTreeMap<(usize, usize), u64>>,
     /// The index `run_step` gives its next step.

@@ -291,7 +291,18 @@ impl Pipeline {
                 source,
             }));
         }
-        let outcome = (stage.run)(calls).await;
+        let outcome = match tokio::time::timeout(self.stage_deadline, (stage.run)(calls)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                if let Ok(mut wired) = self.wired.lock() {
+                    wired.retain(|(stage_index, _), _| *stage_index != index);
+                }
+                return Err(PipelineError::Deadline {
+                    what: format!("stage `{}` (group `{}`)", stage.name, stage.group),
+                    seconds: self.stage_deadline.as_secs_f64(),
+                });
+            }
+        };
         let mut receipts = match outcome {
             Ok(receipts) => receipts,
             Err(source) => {
@@ -344,23 +355,53 @@ impl Pipeline {
         Ok((receipts, timing, rows))
     }
 
-    /// Joins the weight-sync edge (once; later calls return at once).
+    /// Joins the weight-sync edge (once; later calls return at once, until `reconnect`).
     pub async fn connect(&self) -> Result<(), PipelineError> {
         let Some(edge) = &self.weight_sync else {
             return Ok(());
         };
-        self.connected
-            .get_or_try_init(|| async {
-                edge.connect()
-                    .await
-                    .map_err(|source| PipelineError::WeightSync {
-                        from: edge.learning_group().to_string(),
-                        to: edge.generating_group().to_string(),
-                        source: Box::new(source),
-                    })
-            })
-            .await?;
+        let mut connected = self.connected.lock().await;
+        if *connected {
+            return Ok(());
+        }
+        let what = format!(
+            "connecting the weight sync from `{}` to `{}`",
+            edge.learning_group(),
+            edge.generating_group()
+        );
+        self.within_deadline(what, edge.connect())
+            .await?
+            .map_err(|source| PipelineError::WeightSync {
+                from: edge.learning_group().to_string(),
+                to: edge.generating_group().to_string(),
+                source: Box::new(source),
+            })?;
+        *connected = true;
         Ok(())
+    }
+
+    /// Joins the weight-sync edge again (after a member restarted and lost its place in the
+    /// old group), and forgets which members have the stages' wiring, so every member is sent
+    /// it again.
+    pub async fn reconnect(&self) -> Result<(), PipelineError> {
+        *self.connected.lock().await = false;
+        if let Ok(mut wired) = self.wired.lock() {
+            wired.clear();
+        }
+        self.connect().await
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        what: String,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, PipelineError> {
+        tokio::time::timeout(self.stage_deadline, work)
+            .await
+            .map_err(|_| PipelineError::Deadline {
+                what,
+                seconds: self.stage_deadline.as_secs_f64(),
+            })
     }
 
     /// Runs the weight-sync edge now (connecting it first if needed).
@@ -373,8 +414,13 @@ impl Pipeline {
                 why: "the pipeline has no weight-sync edge".to_string(),
             })?;
         self.connect().await?;
-        edge.sync()
-            .await
+        let what = format!(
+            "the weight sync from `{}` to `{}`",
+            edge.learning_group(),
+            edge.generating_group()
+        );
+        self.within_deadline(what, edge.sync())
+            .await?
             .map_err(|source| PipelineError::WeightSync {
                 from: edge.learning_group().to_string(),
                 to: edge.generating_group().to_string(),

@@ -68,6 +68,25 @@ impl Pipeline {
     where
         I: Fn(usize) -> Batch,
     {
+        self.run_observed_from(0, steps, max_staleness, start_version, input, observer)
+            .await
+    }
+
+    /// As `run_observed`, for steps `first_step..steps` only: a run that goes on after a
+    /// failure (from the step that failed, or from the step of the checkpoint it went back to)
+    /// with weights of `start_version`.
+    pub async fn run_observed_from<I>(
+        &self,
+        first_step: usize,
+        steps: usize,
+        max_staleness: usize,
+        start_version: u64,
+        input: I,
+        observer: &mut dyn StepObserver,
+    ) -> Result<Vec<StepReport>, PipelineError>
+    where
+        I: Fn(usize) -> Batch,
+    {
         let trainer = self
             .weight_sync
             .as_ref()
@@ -100,10 +119,10 @@ impl Pipeline {
         // Experience of step i must stay on its members until step i trains.
         let keep_steps = self.keep_steps.max(max_staleness as u64 + 2);
         // trained: how many learning steps have finished; version: the weights experience uses.
-        let (trained_tx, mut trained_rx) = watch::channel((0_usize, start_version));
+        let (trained_tx, mut trained_rx) = watch::channel((first_step, start_version));
         let (states_tx, mut states_rx) = mpsc::channel::<StepState>(max_staleness + 1);
         let producing = async move {
-            for step in 0..steps {
+            for step in first_step..steps {
                 // Wait until this step is within `max_staleness` of the learning side.
                 let version = loop {
                     let (trained, version) = *trained_rx.borrow_and_update();
@@ -125,8 +144,8 @@ impl Pipeline {
             Ok::<(), PipelineError>(())
         };
         let learning_side = async move {
-            let mut reports = Vec::with_capacity(steps);
-            for _ in 0..steps {
+            let mut reports = Vec::with_capacity(steps.saturating_sub(first_step));
+            for _ in first_step..steps {
                 let Some(mut state) = states_rx.recv().await else {
                     break;
                 };

@@ -25,6 +25,9 @@ use tokio::sync::Mutex;
 
 /// A group's members connected over TCP (and shared memory between members on one machine).
 pub struct TcpCommunicator {
+    /// The group's name, and who each rank is ("actor ID on node ID"), for errors.
+    group: String,
+    members: Vec<String>,
     rank: usize,
     world: usize,
     outgoing: HashMap<usize, Mutex<OwnedWriteHalf>>,
@@ -43,6 +46,10 @@ pub struct TcpCommunicator {
     next_direct_id: AtomicU64,
     /// Peers whose connection fell out of step (a send stopped waiting for their answer).
     broken: std::sync::Mutex<HashSet<usize>>,
+    /// Every connection's socket, for `abort` (valid while the halves above live).
+    sockets: Vec<std::os::fd::RawFd>,
+    /// Why this rank gave up on the group, once it did.
+    aborted: std::sync::Mutex<Option<String>>,
     /// This rank refuses every offer to read in place (the bytes then come another way).
     refuse_in_place: AtomicBool,
     shared_memory_sent: AtomicU64,
@@ -54,24 +61,88 @@ pub struct TcpCommunicator {
 struct Published {
     address: String,
     shared_memory: bool,
+    /// Which machine (boot and namespaces), to decide on shared memory.
     node: String,
+    /// Who the rank is: "actor ID on node ID" in a worker, "driver PID on HOST" elsewhere.
+    member: String,
 }
 
 impl Published {
     fn encode(&self) -> String {
         let mode = if self.shared_memory { "shm" } else { "tcp" };
-        format!("{} {mode} {}", self.address, self.node)
+        let node = if self.node.is_empty() {
+            "-"
+        } else {
+            &self.node
+        };
+        format!("{} {mode} {node} {}", self.address, self.member)
     }
 
     fn decode(text: &str) -> Self {
-        let mut fields = text.split_whitespace();
+        let mut fields = text.splitn(4, ' ');
         let address = fields.next().unwrap_or_default().to_string();
         let shared_memory = fields.next() == Some("shm");
-        let node = fields.next().unwrap_or_default().to_string();
+        let node = match fields.next().unwrap_or_default() {
+            "-" => String::new(),
+            node => node.to_string(),
+        };
+        let member = fields
+            .next()
+            .unwrap_or("a member that did not say who it is");
         Published {
             address,
             shared_memory,
             node,
+            member: member.to_string(),
+        }
+    }
+}
+
+/// Who this process is, for the errors of its peers: its actor and node in a worker.
+fn member_label() -> String {
+    let actor = std::env::var(crate::node::service_env::ACTOR_ID).unwrap_or_default();
+    let node = std::env::var(crate::node::service_env::NODE_ID).unwrap_or_default();
+    if actor.is_empty() {
+        format!("driver process {}", std::process::id())
+    } else {
+        format!("actor {actor} on node {node}")
+    }
+}
+
+/// Seconds a connection of a group may stay silent before the kernel probes it, and how often
+/// and how many times it probes: a peer whose machine vanished (no reset ever comes) is found
+/// dead within about 8 s, even while nothing is being sent.
+const KEEPALIVE_IDLE_S: libc::c_int = 5;
+const KEEPALIVE_INTERVAL_S: libc::c_int = 1;
+const KEEPALIVE_PROBES: libc::c_int = 3;
+
+/// Turns on TCP keep-alive probes for `stream` (best effort: a refusal is logged).
+fn keep_alive(stream: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let options = [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
+    ];
+    for (level, name, value) in options {
+        // SAFETY: `fd` is an open socket owned by `stream` for the duration of the call, and the
+        // option value is a c_int of the size given.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if result != 0 {
+            tracing::debug!(
+                error = %std::io::Error::last_os_error(),
+                "could not set a keep-alive option on a collective connection"
+            );
         }
     }
 }
@@ -122,7 +193,10 @@ impl TcpCommunicator {
             address,
             shared_memory,
             node: node.clone(),
+            member: member_label(),
         };
+        let mut members = vec![String::new(); world];
+        members[rank] = mine.member.clone();
         cluster
             .kv_put(
                 &format!("collective/{group}/{rank}"),
@@ -132,6 +206,7 @@ impl TcpCommunicator {
             .await
             .map_err(|err| fail(err.to_string()))?;
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut sockets = Vec::with_capacity(2 * world);
         let mut outgoing = HashMap::new();
         let mut in_flight = HashMap::new();
         let mut same_node_peers = HashSet::new();
@@ -143,6 +218,7 @@ impl TcpCommunicator {
                 .map_err(|err| fail(err.to_string()))?
                 .ok_or_else(|| fail(format!("rank {peer} did not join within {timeout:?}")))?;
             let published = Published::decode(&String::from_utf8_lossy(&value));
+            members[peer] = published.member.clone();
             let peer_address = published.address;
             let same_node = !node.is_empty() && published.node == node;
             if same_node {
@@ -166,6 +242,8 @@ impl TcpCommunicator {
             stream
                 .set_nodelay(true)
                 .map_err(|err| fail(err.to_string()))?;
+            keep_alive(&stream);
+            sockets.push(std::os::fd::AsRawFd::as_raw_fd(&stream));
             let (reader, mut writer) = stream.into_split();
             writer
                 .write_all(&(rank as u64).to_le_bytes())
@@ -195,6 +273,8 @@ impl TcpCommunicator {
             stream
                 .set_nodelay(true)
                 .map_err(|err| fail(err.to_string()))?;
+            keep_alive(&stream);
+            sockets.push(std::os::fd::AsRawFd::as_raw_fd(&stream));
             let mut hello = [0_u8; 8];
             tokio::time::timeout(remaining, stream.read_exact(&mut hello))
                 .await
@@ -212,6 +292,8 @@ impl TcpCommunicator {
             }
         }
         Ok(TcpCommunicator {
+            group: group.to_string(),
+            members,
             rank,
             world,
             outgoing,
@@ -222,6 +304,8 @@ impl TcpCommunicator {
             in_flight,
             direct_reads: AtomicBool::new(false),
             broken: std::sync::Mutex::new(HashSet::new()),
+            sockets,
+            aborted: std::sync::Mutex::new(None),
             refuse_in_place: AtomicBool::new(false),
             next_direct_id: AtomicU64::new(1),
             shared_memory_sent: AtomicU64::new(0),
@@ -263,6 +347,70 @@ impl TcpCommunicator {
     /// another process's memory, the first refusal turns it off again.
     pub fn enable_direct_reads(&self) {
         self.direct_reads.store(true, Ordering::Relaxed);
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Who rank `rank` is ("actor ID on node ID"), as it said at rendezvous.
+    pub fn member(&self, rank: usize) -> Option<&str> {
+        self.members.get(rank).map(String::as_str)
+    }
+
+    /// Gives up on the group (this rank failed in the middle of a collective, say): shuts every
+    /// connection down, so that peers waiting on this rank get an error at once instead of at
+    /// their deadline (what NCCL's `ncclCommAbort` is for). Later calls on this communicator
+    /// fail with `why`; the group must be formed again.
+    pub fn abort(&self, why: &str) {
+        if let Ok(mut aborted) = self.aborted.lock() {
+            if aborted.is_some() {
+                return;
+            }
+            *aborted = Some(why.to_string());
+        }
+        tracing::warn!(
+            group = self.group,
+            rank = self.rank,
+            why,
+            "leaving the group"
+        );
+        for fd in &self.sockets {
+            // SAFETY: the fd belongs to a connection half this communicator still owns, so it is
+            // open; shutdown(2) only ends the connection, it does not close the descriptor.
+            unsafe {
+                libc::shutdown(*fd, libc::SHUT_RDWR);
+            }
+        }
+    }
+
+    /// The error for a call made after `abort`.
+    fn check_not_aborted(&self, peer: usize) -> Result<(), CollectiveError> {
+        let aborted = self.aborted.lock().ok().and_then(|why| why.clone());
+        match aborted {
+            Some(why) => Err(CollectiveError::Peer {
+                peer,
+                why: format!("this rank left the group earlier ({why})"),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// `err` with the group and the peer's identity, when it is about one peer.
+    fn named(&self, err: CollectiveError) -> CollectiveError {
+        match err {
+            CollectiveError::Peer { peer, why } => CollectiveError::PeerFailed {
+                group: self.group.clone(),
+                rank: peer,
+                member: self
+                    .member(peer)
+                    .unwrap_or("a rank outside the group")
+                    .to_string(),
+                why,
+            },
+            other => other,
+        }
     }
 
     /// Whether messages to `peer` go through shared memory (from `shared_memory_min_bytes`).
@@ -353,30 +501,23 @@ async fn connect(address: &str) -> std::io::Result<TcpStream> {
     socket_for(address)?.connect(address).await
 }
 
-impl Communicator for TcpCommunicator {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn world_size(&self) -> usize {
-        self.world
-    }
-
-    async fn send(&self, peer: usize, message: Bytes) -> Result<(), CollectiveError> {
-        self.send_parts(peer, &[&message]).await
-    }
-
-    async fn send_parts(&self, peer: usize, parts: &[&[u8]]) -> Result<(), CollectiveError> {
+impl TcpCommunicator {
+    async fn send_parts_unnamed(
+        &self,
+        peer: usize,
+        parts: &[&[u8]],
+    ) -> Result<(), CollectiveError> {
         let writer = self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
             rank: peer,
             world: self.world,
         })?;
         let mut writer = writer.lock().await;
         self.check_usable(peer)?;
-        self.send_parts_locked(&mut writer, peer, parts).await
+        self.within_deadline(peer, self.send_parts_locked(&mut writer, peer, parts))
+            .await
     }
 
-    async fn send_shared(
+    async fn send_shared_unnamed(
         &self,
         peer: usize,
         shared: &crate::objects::SharedBuffer,
@@ -404,10 +545,32 @@ impl Communicator for TcpCommunicator {
             }
         }
         // Refused (the bytes must come next, under the same lock) or not on this machine.
-        self.send_parts_locked(&mut writer, peer, &parts).await
+        self.within_deadline(peer, self.send_parts_locked(&mut writer, peer, &parts))
+            .await
     }
 
-    async fn recv(&self, peer: usize) -> Result<Bytes, CollectiveError> {
+    /// Runs a send with the group's deadline (`recv_timeout`); one that runs out leaves the
+    /// connection out of step, so the peer is marked broken.
+    async fn within_deadline(
+        &self,
+        peer: usize,
+        send: impl std::future::Future<Output = Result<(), CollectiveError>>,
+    ) -> Result<(), CollectiveError> {
+        match tokio::time::timeout(self.recv_timeout, send).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                if let Ok(mut broken) = self.broken.lock() {
+                    broken.insert(peer);
+                }
+                Err(CollectiveError::Peer {
+                    peer,
+                    why: format!("did not take a message within {:?}", self.recv_timeout),
+                })
+            }
+        }
+    }
+
+    async fn recv_unnamed(&self, peer: usize) -> Result<Bytes, CollectiveError> {
         let reader = self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
             rank: peer,
             world: self.world,
@@ -464,7 +627,7 @@ impl Communicator for TcpCommunicator {
         }
     }
 
-    async fn recv_into(
+    async fn recv_into_unnamed(
         &self,
         peer: usize,
         targets: &mut [&mut [u8]],
@@ -520,5 +683,54 @@ impl Communicator for TcpCommunicator {
                 why: format!("no message within {:?}", self.recv_timeout),
             }),
         }
+    }
+}
+
+impl Communicator for TcpCommunicator {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.world
+    }
+
+    async fn send(&self, peer: usize, message: Bytes) -> Result<(), CollectiveError> {
+        self.send_parts(peer, &[&message]).await
+    }
+
+    async fn send_parts(&self, peer: usize, parts: &[&[u8]]) -> Result<(), CollectiveError> {
+        self.check_not_aborted(peer)?;
+        self.send_parts_unnamed(peer, parts)
+            .await
+            .map_err(|err| self.named(err))
+    }
+
+    async fn send_shared(
+        &self,
+        peer: usize,
+        shared: &crate::objects::SharedBuffer,
+        ranges: &[(usize, usize)],
+    ) -> Result<(), CollectiveError> {
+        self.check_not_aborted(peer)?;
+        self.send_shared_unnamed(peer, shared, ranges)
+            .await
+            .map_err(|err| self.named(err))
+    }
+
+    async fn recv(&self, peer: usize) -> Result<Bytes, CollectiveError> {
+        self.check_not_aborted(peer)?;
+        self.recv_unnamed(peer).await.map_err(|err| self.named(err))
+    }
+
+    async fn recv_into(
+        &self,
+        peer: usize,
+        targets: &mut [&mut [u8]],
+    ) -> Result<(), CollectiveError> {
+        self.check_not_aborted(peer)?;
+        self.recv_into_unnamed(peer, targets)
+            .await
+            .map_err(|err| self.named(err))
     }
 }

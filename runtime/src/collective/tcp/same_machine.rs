@@ -48,6 +48,18 @@ impl TcpCommunicator {
                     .to_string(),
             });
         }
+        if self
+            .in_flight
+            .get(&peer)
+            .is_some_and(|in_flight| in_flight.is_closed())
+        {
+            return Err(CollectiveError::Peer {
+                peer,
+                why: "its side of the connection is closed (its process exited, or it left the \
+                      group)"
+                    .to_string(),
+            });
+        }
         Ok(())
     }
 
