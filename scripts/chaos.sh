@@ -52,6 +52,8 @@ cleanup() {
   if [ "$keep" = 1 ]; then echo "kept $dir"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
+# A failure keeps the logs for a look.
+trap 'keep=1' ERR
 
 start_head() {
   local port="$1"
@@ -83,16 +85,24 @@ done
 
 status_json() { "$bin/troupe" status --head "$address" --json 2>/dev/null || echo '{}'; }
 
-# Reads the pid (or node) of the live actor whose name ends with $1.
+# Reads the pid (or node) of the live actor whose name ends with $1, waiting (30 s at most) for
+# one that is restarting.
 actor_field() {
-  status_json | python3 -c '
+  local value=""
+  for _ in $(seq 1 150); do
+    value="$(status_json | python3 -c '
 import json, sys
 suffix, field = sys.argv[1], sys.argv[2]
 status = json.load(sys.stdin)
 for actor in status.get("actors", []):
-    if actor["name"].endswith(suffix) and actor["state"] == "alive":
+    if actor["name"].endswith(suffix) and actor["state"] == "alive" and actor[field]:
         print(actor[field]); break
-' "$1" "$2"
+' "$1" "$2")"
+    [ -n "$value" ] && { echo "$value"; return 0; }
+    sleep 0.2
+  done
+  echo "FAILED: no live actor named *$1 (with its $2) within 30 s" >&2
+  return 1
 }
 
 # The `index` label of node $1.
@@ -119,7 +129,15 @@ print(max([r["step"] for r in rows if "step" in r], default=0))
 wait_for_step() {
   local want="$1"
   while [ "$(steps_done)" -lt "$want" ]; do
-    kill -0 "$recipe_pid" 2>/dev/null || { echo "the recipe ended before step $want" >&2; return 1; }
+    kill -0 "$recipe_pid" 2>/dev/null || {
+      echo "FAILED: the recipe ended before step $want; last lines of $dir/recipe.log:" >&2
+      tail -20 "$dir/recipe.log" >&2
+      return 1
+    }
+    if [ "$(date +%s)" -gt "$deadline" ]; then
+      echo "FAILED: step $want not reached within $limit_s s; see $dir/recipe.log" >&2
+      return 1
+    fi
     sleep 0.2
   done
 }
@@ -130,6 +148,7 @@ started=$(date +%s.%N)
   --json "$dir/run/report.json" "${recipe_flags[@]}" >"$dir/recipe.log" 2>&1 &
 recipe_pid=$!
 pids+=("$recipe_pid")
+deadline=$(( $(date +%s) + limit_s ))
 faults="$dir/faults.txt"
 : >"$faults"
 
@@ -138,22 +157,23 @@ pid="$(actor_field /rollout-0 pid)"
 at="$(steps_done)"
 echo "(a) step $at: kill -9 rollout-0's worker (pid $pid)"
 kill -9 "$pid"
-echo "rollout-worker $at" >>"$faults"
+echo "rollout-worker $at rollout-0" >>"$faults"
 
 wait_for_step "${fault_steps[1]}"
 pid="$(actor_field /trainer-1 pid)"
 at="$(steps_done)"
 echo "(b) step $at: kill -9 trainer-1's worker (pid $pid)"
 kill -9 "$pid"
-echo "trainer-worker $at" >>"$faults"
+echo "trainer-worker $at trainer-1" >>"$faults"
 
 wait_for_step "${fault_steps[2]}"
 node="$(actor_field /reference node)"
 index="$(node_index "$node")"
+[ -n "$index" ] || { echo "FAILED: node $node has no index label" >&2; exit 1; }
 at="$(steps_done)"
 echo "(c) step $at: kill -9 node agent $index ($node, the reference's) with its workers"
 kill -9 "${node_pids[$index]}"
-echo "node-agent $at" >>"$faults"
+echo "node-agent $at $node" >>"$faults"
 # A replacement node joins, as an autoscaler or a restarted machine would.
 "$bin/troupe" node --head "$address" --cpus 4 --label "index=3" \
   --work-dir "$dir/node-3" >>"$dir/node-3.log" 2>&1 &
@@ -165,12 +185,11 @@ wait_for_step "${fault_steps[3]}"
 at="$(steps_done)"
 echo "(d) step $at: kill -9 the head; started again on port $port 2 s later"
 kill -9 "$head_pid"
-echo "head $at" >>"$faults"
+echo "head $at -" >>"$faults"
 sleep 2
 start_head "$port"
 
 echo "== chaos: waiting for the run to finish"
-deadline=$(( $(date +%s) + limit_s ))
 while kill -0 "$recipe_pid" 2>/dev/null; do
   if [ "$(date +%s)" -gt "$deadline" ]; then
     echo "FAILED: the run did not finish within $limit_s s; see $dir/recipe.log" >&2
@@ -194,30 +213,51 @@ left="$(status_json | python3 -c '
 import json, sys
 print(sum(1 for a in json.load(sys.stdin).get("actors", []) if a["state"] != "dead"))')"
 for pid in "${node_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-sleep 2
+# The agents stop their workers as they exit; give them 10 s, then look for anything left.
+for _ in $(seq 1 100); do
+  alive=0
+  for pid in "${node_pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+  [ "$alive" = 0 ] && break
+  sleep 0.1
+done
+sleep 0.5
 orphans="$(pgrep -f "$dir/node-" | grep -v "^$$\$" || true)"
 
 python3 - "$dir/run/report.json" "$faults" "$started" "$ended" "$left" "$orphans" "${min_gain:-0}" "$mode" <<'EOF'
 import json, sys
 report_path, faults_path, started, ended, left, orphans, min_gain, mode = sys.argv[1:9]
 report = json.load(open(report_path))
-# (kind, the step metrics.jsonl had reached when it was injected)
-faults = [(kind, int(step)) for kind, step in (l.split() for l in open(faults_path) if l.strip())]
+# (kind, the step metrics.jsonl had reached when it was injected, what it killed: a role, or
+# the node whose agent died)
+faults = [(kind, int(step), what) for kind, step, what in (l.split() for l in open(faults_path) if l.strip())]
 events = report["recoveries"]
 failed = []
 print(f"run: {report['steps']} GRPO steps, held-out {100*report['heldout_accuracy_sft']:.1f}% -> "
       f"{100*report['heldout_accuracy_final']:.1f}% ({report['improvement_points']:+.1f} points), "
       f"{float(ended) - float(started):.0f} s; {len(events)} recoveries")
 print(f"{'fault':<15} {'at step':>7} {'recoveries':>10} {'steps redone':>12} {'seconds lost':>12}  restarted")
-for i, (kind, at) in enumerate(faults):
-    until = faults[i + 1][1] if i + 1 < len(faults) else 10**9
-    # The recoveries of the steps after this fault and before the next one.
-    mine = [e for e in events if at < e["step"] + 1 <= until]
+def caused_by(event, kind, what):
+    """Whether a recovery brought back what the fault killed."""
+    if kind == "node-agent":
+        return any(f"on node {what}," in actor for actor in event["restarted"])
+    return any(actor.startswith(what + " ") for actor in event["restarted"])
+
+claimed = set()
+for kind, at, what in faults:
+    # The recoveries after this fault that brought back what it killed (the head's restart
+    # needs none: calls between actors go on without it).
+    mine = [e for i, e in enumerate(events)
+            if i not in claimed and e["step"] + 1 >= at and kind != "head" and caused_by(e, kind, what)]
+    claimed.update(i for i, e in enumerate(events) if any(e is m for m in mine))
     restarted = "; ".join(r for e in mine for r in e["restarted"]) or "-"
     print(f"{kind:<15} {at:>7} {len(mine):>10} {sum(e['steps_redone'] for e in mine):>12} "
           f"{sum(e['seconds_lost'] for e in mine):>12.1f}  {restarted}")
     if kind != "head" and not mine:
         failed.append(f"{kind}: no recovery seen")
+unexplained = [e for i, e in enumerate(events) if i not in claimed]
+for e in unexplained:
+    print(f"{'(other)':<15} {e['step'] + 1:>7} {1:>10} {e['steps_redone']:>12} {e['seconds_lost']:>12.1f}  "
+          f"{'; '.join(e['restarted'])}")
 if float(min_gain) > 0 and report["improvement_points"] < float(min_gain):
     failed.append(f"learned {report['improvement_points']:+.1f} points, below +{min_gain}")
 if int(left) != 0:

@@ -29,10 +29,13 @@ use troupe::{ActorHandle, ActorRef, Cluster};
 
 /// How long a recovery waits for the run's actors to be back (placed and constructed).
 const BACK_WITHIN: Duration = Duration::from_secs(180);
+/// How long the check after each step waits for the head.
+const HEAD_CHECK_PATIENCE: Duration = Duration::from_millis(500);
 /// Tries at bringing the run back (another actor may die during one).
 const RESTORE_ATTEMPTS: usize = 3;
 /// How long a failure may go without any actor showing a restart before it counts as one no
-/// restart explains (longer than a node timeout, so a node's death is seen).
+/// restart explains (twice the head's default node timeout, so a node's death is seen; a head
+/// with a longer timeout still has restarts caught after each step, `step_done`).
 const RESTART_SHOWS_WITHIN: Duration = Duration::from_secs(10);
 
 /// One recovery, as the run's report and metrics show it.
@@ -194,9 +197,36 @@ impl Recovery {
         self
     }
 
-    /// Called after each step: notes progress and writes a checkpoint when one is due. Each
-    /// checkpoint replaces the one before.
+    /// Called after each step: checks that no actor restarted unseen (between steps, without
+    /// failing a call: it would serve its initial state), notes progress, and writes a
+    /// checkpoint when one is due, replacing the one before. An actor that restarted is
+    /// returned as an error, which the run recovers from like any other failure.
     pub async fn step_done(&mut self, step: usize) -> Result<()> {
+        for watched in &self.watched {
+            // While the head is away (restarting), no actor can restart either: the check is
+            // skipped rather than waited for, so the run goes on through a head outage.
+            let Ok(info) =
+                tokio::time::timeout(HEAD_CHECK_PATIENCE, self.cluster.actor_info(&watched.actor))
+                    .await
+            else {
+                tracing::debug!(
+                    "the head did not answer; restarts are checked after the next step"
+                );
+                break;
+            };
+            let info = info?;
+            if info.incarnation != watched.incarnation {
+                return Err(RecipeError::Recovery {
+                    why: format!(
+                        "{} ({}) restarted between steps (incarnation {} -> {})",
+                        watched.role,
+                        watched.actor.id(),
+                        watched.incarnation,
+                        info.incarnation
+                    ),
+                });
+            }
+        }
         self.last_progress = Instant::now();
         let done = step + 1;
         self.step_ends.insert(done, self.last_progress);
@@ -393,7 +423,15 @@ impl Recovery {
             (false, Some(peer)) => {
                 let state = trainers[peer].training_state().await?;
                 let version = state.weights.version;
-                for rank in &lost {
+                // Survivors normally agree (a failed all-reduce applies no update anywhere);
+                // if one applied an update the others did not, every rank takes the peer's.
+                let mut targets = lost.clone();
+                for rank in (0..trainers.len()).filter(|r| !lost.contains(r) && *r != peer) {
+                    if trainers[rank].weight_version().await? != version {
+                        targets.push(rank);
+                    }
+                }
+                for rank in &targets {
                     trainers[*rank]
                         .restore_training_state(state.clone())
                         .await?;

@@ -97,10 +97,13 @@ impl Trainer {
             .iter()
             .map(|tensor| Ok((tensor.name.clone(), tensor.to_tensor(&device)?)))
             .collect::<Result<Vec<(String, Tensor)>>>()?;
-        // Checked before anything changes: the weights fit the model.
+        // Everything that can be refused is checked before anything changes: the moments load
+        // into an optimizer of their own, the weights are checked against the model as they load.
+        let mut adam = AdamW::new(state.phase.optimizer);
+        adam.load_state(state.step, moments)?;
         state.weights.apply_to(&self.model)?;
         self.set_phase(state.phase);
-        self.updater.adam.load_state(state.step, moments)?;
+        self.updater.adam = adam;
         self.config.policy = state.policy;
         self.version = state.weights.version;
         Ok(self.version)

@@ -136,12 +136,17 @@ impl Client {
     /// Opens the driver session: while this client lives, its non-detached actors live. When the
     /// head goes away (it restarted), the session is opened again as soon as the head answers.
     pub(crate) async fn open_session(self: &Arc<Self>) -> Result<()> {
-        let events = self.start_session_stream().await?;
+        let events = self.start_session_stream(false).await?;
         tokio::spawn(keep_session(Arc::downgrade(self), events));
         Ok(())
     }
 
-    async fn start_session_stream(&self) -> Result<tonic::Streaming<troupe_proto::SessionEvent>> {
+    /// Opens the session stream. `reopening`: only if the session is still wanted (it may have
+    /// been closed meanwhile, and must then stay closed).
+    async fn start_session_stream(
+        &self,
+        reopening: bool,
+    ) -> Result<tonic::Streaming<troupe_proto::SessionEvent>> {
         let (pings, outgoing) = mpsc::channel(4);
         pings
             .send(SessionPing {
@@ -156,6 +161,10 @@ impl Client {
             .map_err(|status| Error::rpc("opening the driver session", status))?
             .into_inner();
         if let Ok(mut keepalive) = self.session_keepalive.lock() {
+            if reopening && keepalive.is_none() {
+                // Closed while this stream was opening: dropping `pings` ends it.
+                return Err(Error::NoCluster);
+            }
             *keepalive = Some(pings);
         }
         Ok(events)
@@ -204,7 +213,7 @@ async fn keep_session(
                 );
                 warned = true;
             }
-            match live.start_session_stream().await {
+            match live.start_session_stream(true).await {
                 Ok(events) => {
                     tracing::info!(head = live.head_address, "session with the head open again");
                     break events;

@@ -223,12 +223,20 @@ impl Cluster {
         } else {
             format!("looking up actor {}", request.id)
         };
-        let mut actors = self.client.actors.clone();
-        Ok(actors
-            .get_actor(request)
-            .await
-            .map_err(|status| Error::rpc(what, status))?
-            .into_inner())
+        // A read: it waits for a head that is restarting.
+        Ok(crate::rpc::while_head_unavailable(
+            "looking up an actor",
+            crate::rpc::HEAD_OUTAGE_PATIENCE,
+            crate::rpc::Resend::Idempotent,
+            || {
+                let mut actors = self.client.actors.clone();
+                let request = request.clone();
+                async move { actors.get_actor(request).await }
+            },
+        )
+        .await
+        .map_err(|status| Error::rpc(what, status))?
+        .into_inner())
     }
 
     /// Stops an actor for good; calls in flight fail with `Error::Died { restarting: false }`.

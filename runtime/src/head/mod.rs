@@ -153,6 +153,12 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
     })?;
     state.scheduler = crate::scheduler::Scheduler::with_policy(policy);
     state.scheduler.track_holder_changes();
+    // The scheduler's clock goes on from the cluster's first start (claims restored below
+    // count the time their work has held its resources from it).
+    state.epoch = Some(state::instant_of(
+        state_store.epoch_unix_ms()?,
+        Instant::now(),
+    ));
     let restored = state.restore(snapshot, session_grace(&config), Instant::now())?;
     if restored != state::Restored::default() {
         tracing::info!(
@@ -370,8 +376,11 @@ impl Head {
     }
 }
 
+/// The head's refusal when its state is not on disk. `INTERNAL`, not `UNAVAILABLE`: the head
+/// did answer (clients resend only what never reached a head), and the request may have
+/// changed its state in memory, so sending it again would not be safe.
 fn unwritable(why: &str) -> tonic::Status {
-    tonic::Status::unavailable(format!(
+    tonic::Status::internal(format!(
         "the head cannot write its state ({why}), so it takes no new work: free the disk or fix \
          --data-dir, then restart the head (what it acknowledged before is on disk)"
     ))

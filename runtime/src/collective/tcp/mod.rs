@@ -111,10 +111,12 @@ fn member_label() -> String {
 
 /// Seconds a connection of a group may stay silent before the kernel probes it, and how often
 /// and how many times it probes: a peer whose machine vanished (no reset ever comes) is found
-/// dead within about 8 s, even while nothing is being sent.
+/// dead within about 8 s while nothing is being sent...
 const KEEPALIVE_IDLE_S: libc::c_int = 5;
 const KEEPALIVE_INTERVAL_S: libc::c_int = 1;
 const KEEPALIVE_PROBES: libc::c_int = 3;
+/// ...and within 30 s while data it has not acknowledged waits (TCP_USER_TIMEOUT, ms).
+const UNACKNOWLEDGED_LIMIT_MS: libc::c_int = 30_000;
 
 /// Turns on TCP keep-alive probes for `stream` (best effort: a refusal is logged).
 fn keep_alive(stream: &TcpStream) {
@@ -125,6 +127,11 @@ fn keep_alive(stream: &TcpStream) {
         (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S),
         (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S),
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES),
+        (
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            UNACKNOWLEDGED_LIMIT_MS,
+        ),
     ];
     for (level, name, value) in options {
         // SAFETY: `fd` is an open socket owned by `stream` for the duration of the call, and the
@@ -389,10 +396,13 @@ impl TcpCommunicator {
     fn check_not_aborted(&self, peer: usize) -> Result<(), CollectiveError> {
         let aborted = self.aborted.lock().ok().and_then(|why| why.clone());
         match aborted {
-            Some(why) => Err(CollectiveError::Peer {
-                peer,
-                why: format!("this rank left the group earlier ({why})"),
-            }),
+            Some(why) => Err(CollectiveError::Invalid(format!(
+                "group `{}`: rank {} ({}) left the group earlier ({why}), so it cannot reach \
+                 rank {peer}; the group must be formed again",
+                self.group,
+                self.rank,
+                self.member(self.rank).unwrap_or("this process")
+            ))),
             None => Ok(()),
         }
     }

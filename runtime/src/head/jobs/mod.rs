@@ -173,11 +173,11 @@ impl Head {
         // The record of the placement is on disk before the entrypoint can run: a head that
         // crashes now does not place the job a second time after its restart.
         if let Err(status) = self.durable().await {
-            tracing::error!(
-                job = id,
-                why = status.message(),
-                "starting a job whose placement is not on disk"
-            );
+            let why = status.message().to_string();
+            tracing::error!(job = id, %why, "not starting a job whose placement is not on disk");
+            self.update(|state| ((), state.job_start_failed(&id, &why, Instant::now())));
+            self.logs_changed.send_modify(|version| *version += 1);
+            return;
         }
         let outcome = match self.agent(&node_address) {
             Ok(mut agent) => {

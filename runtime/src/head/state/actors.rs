@@ -315,6 +315,15 @@ impl HeadState {
             .actors
             .get_mut(actor_id)
             .ok_or_else(|| Status::not_found(format!("no actor with id {actor_id}")))?;
+        // The same report again (its answer was lost): already done.
+        if actor.info.incarnation == incarnation
+            && actor.info.state() == ActorState::Alive
+            && actor.info.pid == pid
+            && actor.info.worker_address == address
+            && constructor_error.is_empty()
+        {
+            return Ok(Vec::new());
+        }
         if actor.info.incarnation != incarnation || actor.info.state() != ActorState::Starting {
             return Err(Status::failed_precondition(format!(
                 "actor {actor_id} incarnation {incarnation} is stale (current {})",

@@ -51,6 +51,8 @@ struct StoredNode {
     hostname: String,
     /// `NodeResources`, protobuf.
     resources: Vec<u8>,
+    /// False once the node was declared dead (kept for status, never placed on).
+    alive: bool,
 }
 
 /// What a restore found, for the head's log.
@@ -108,7 +110,9 @@ fn unix_ms(at: Instant, now: Instant) -> u64 {
         .unwrap_or(0)
 }
 
-fn instant_of(unix_ms: u64, now: Instant) -> Instant {
+/// The instant of a wall-clock time (`now` for times in the future, or before the monotonic
+/// clock's start).
+pub(crate) fn instant_of(unix_ms: u64, now: Instant) -> Instant {
     let wall = UNIX_EPOCH + Duration::from_millis(unix_ms);
     let ago = SystemTime::now().duration_since(wall).unwrap_or_default();
     now.checked_sub(ago).unwrap_or(now)
@@ -191,6 +195,7 @@ impl HeadState {
                     address: node.address.clone(),
                     hostname: node.hostname.clone(),
                     resources: node.resources.encode_to_vec(),
+                    alive: node.alive,
                 })
             });
             changes.push(Change {
@@ -241,7 +246,12 @@ impl HeadState {
         for (id, bytes) in &node_rows {
             let stored: StoredNode = decode_stored(Table::Nodes, id, bytes)?;
             let resources: NodeResources = decode_proto(Table::Nodes, id, &stored.resources)?;
-            self.scheduler.add_node(id, super::capacity_of(&resources));
+            if stored.alive {
+                self.scheduler.add_node(id, super::capacity_of(&resources));
+                self.unconfirmed_after_restore
+                    .insert(id.clone(), Vec::new());
+                restored.nodes += 1;
+            }
             self.nodes.restore(
                 id.clone(),
                 NodeRecord {
@@ -249,12 +259,10 @@ impl HeadState {
                     address: stored.address,
                     hostname: stored.hostname,
                     resources,
-                    alive: true,
+                    alive: stored.alive,
                     last_heartbeat: now,
-                    awaiting_first_heartbeat: true,
                 },
             );
-            restored.nodes += 1;
         }
         self.next_node = self.nodes.len() as u64;
         for (id, bytes) in &holder_rows {
@@ -323,6 +331,11 @@ impl HeadState {
                 }
                 if !spec.detached {
                     owners.push(spec.owner_session.clone());
+                }
+            }
+            if matches!(state, ActorState::Alive | ActorState::Starting) {
+                if let Some(workers) = self.unconfirmed_after_restore.get_mut(&info.node_id) {
+                    workers.push((id.clone(), info.incarnation));
                 }
             }
             next_seq = next_seq.max(stored.seq + 1);

@@ -276,3 +276,53 @@ fn a_record_that_does_not_decode_is_refused_by_name() {
     assert!(err.contains("actor-broken"), "{err}");
     assert!(err.contains("actors"), "{err}");
 }
+
+#[test]
+fn a_dead_node_stays_dead_after_a_restore() {
+    let mut world = world();
+    let (second, _) = register(
+        &mut world.state,
+        "127.0.0.1:2",
+        "h2",
+        node_resources(4),
+        world.now,
+    );
+    world.disk.apply(world.state.take_changes(world.now));
+    let later = world.now + Duration::from_secs(60);
+    // Only the first node keeps heartbeating.
+    let running = vec![
+        format!("{}:1", world.trainer),
+        format!("{}:1", world.detached),
+    ];
+    world.state.heartbeat(&world.node, &running, later);
+    world.state.check_nodes(later, Duration::from_secs(5));
+    assert!(!world.state.nodes[&second].alive);
+    world.disk.apply(world.state.take_changes(later));
+    let new = restored(&world.disk, later);
+    assert!(!new.nodes[&second].alive, "restored as dead");
+    assert!(!new.scheduler.has_node(&second), "never placed on");
+    assert!(new.scheduler.has_node(&world.node));
+}
+
+#[test]
+fn work_placed_after_a_restore_waits_for_its_start_as_usual() {
+    let world = world();
+    let mut new = restored(&world.disk, world.now);
+    // Room for one more 1-GPU actor: placed on the restored node before it heartbeats.
+    let (fresh, orders) = new
+        .create_actor(spec(1000, 0, "driver"), world.now)
+        .expect("create");
+    assert!(
+        orders
+            .iter()
+            .any(|order| matches!(order, Order::Start { .. })),
+        "{orders:?}"
+    );
+    assert_eq!(new.actors[&fresh.id].info.state(), ActorState::Starting);
+    // The node's first heartbeat does not list it yet (its start order is on the way): it is
+    // not failed, while the trainer, which the records had there, is.
+    let running = vec![format!("{}:1", world.detached)];
+    new.heartbeat(&world.node, &running, world.now);
+    assert_eq!(new.actors[&fresh.id].info.state(), ActorState::Starting);
+    assert_eq!(new.actors[&world.trainer].info.restarts, 1);
+}

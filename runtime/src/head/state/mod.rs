@@ -16,7 +16,7 @@ mod placement;
 mod preemption;
 mod tracked;
 
-pub(crate) use durable::Restored;
+pub(crate) use durable::{instant_of, Restored};
 pub(crate) use jobs::JobExit;
 use tracked::Tracked;
 
@@ -60,9 +60,6 @@ pub(crate) struct NodeRecord {
     pub resources: NodeResources,
     pub alive: bool,
     pub last_heartbeat: Instant,
-    /// Restored from disk after a head restart, and not heard from since: its first heartbeat
-    /// settles which of its workers still run.
-    pub awaiting_first_heartbeat: bool,
 }
 
 pub(crate) struct ActorRecord {
@@ -150,6 +147,9 @@ pub(crate) struct HeadState {
     pub session_grace_until: Option<Instant>,
     /// Spawns by their caller-chosen id, so a request sent again gets the same actor.
     pub spawns: HashMap<String, String>,
+    /// After a restart, per node not heard from since: the workers (actor, incarnation) it ran
+    /// by the records. Its first heartbeat settles them: those it does not list are gone.
+    pub unconfirmed_after_restore: HashMap<String, Vec<(String, u64)>>,
     /// The rendezvous key-value store.
     pub kv: Tracked<HashMap<String, bytes::Bytes>>,
     pub counters: Counters,

@@ -55,7 +55,6 @@ impl HeadState {
                 resources,
                 alive: true,
                 last_heartbeat: now,
-                awaiting_first_heartbeat: false,
             },
         );
         orders.extend(self.claim_jobs(&id, address, running_jobs, now));
@@ -79,9 +78,13 @@ impl HeadState {
             return (true, Vec::new());
         }
         node.last_heartbeat = now;
-        // The first word from a node since the head restarted: what it does not list is gone.
-        let first_since_restore = std::mem::take(&mut node.awaiting_first_heartbeat);
         let address = node.address.clone();
+        // The first word from a node since the head restarted: the workers the records had
+        // there that it does not list are gone (work placed since waits as usual).
+        let unconfirmed = self
+            .unconfirmed_after_restore
+            .remove(node_id)
+            .unwrap_or_default();
         let mut orders = Vec::new();
         let mut listed = Vec::new();
         for entry in running {
@@ -115,7 +118,10 @@ impl HeadState {
             .actors
             .values()
             .filter(|actor| {
-                let settled = if first_since_restore {
+                let restored = unconfirmed
+                    .iter()
+                    .any(|(id, inc)| *id == actor.info.id && *inc == actor.info.incarnation);
+                let settled = if restored {
                     matches!(actor.info.state(), ActorState::Alive | ActorState::Starting)
                 } else {
                     actor.info.state() == ActorState::Alive
@@ -132,7 +138,10 @@ impl HeadState {
             .map(|actor| (actor.info.id.clone(), actor.info.incarnation))
             .collect();
         for (actor_id, incarnation) in vanished {
-            let failure = Failure::exited(if first_since_restore {
+            let restored = unconfirmed
+                .iter()
+                .any(|(id, inc)| *id == actor_id && *inc == incarnation);
+            let failure = Failure::exited(if restored {
                 format!("its worker was gone from node {node_id} when the head restarted")
             } else {
                 format!("its worker is gone from node {node_id}")

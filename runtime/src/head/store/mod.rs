@@ -63,6 +63,7 @@ pub(crate) type Snapshot = BTreeMap<Table, Vec<(String, Vec<u8>)>>;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format";
+const EPOCH_KEY: &str = "epoch_unix_ms";
 /// Bumped whenever a record's encoding changes in a way older heads cannot read.
 pub(crate) const FORMAT: &str = "troupe-head-state/1";
 /// The file name under the data directory.
@@ -90,11 +91,19 @@ impl StateStore {
         let existed = path.exists();
         let db = Database::create(&path).map_err(|err| Error::Invalid {
             what: format!("head state file {}", path.display()),
-            why: format!(
-                "redb cannot open it ({err}). It is damaged or not a troupe state file. Restore it \
-                 from a backup, or move it aside to start the head with an empty cluster (every \
-                 actor, placement group, name and job it recorded is then forgotten)"
-            ),
+            why: match err {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "another head (or process) has it open: two heads cannot share a data \
+                     directory. Stop the other head, or give this one its own --data-dir"
+                        .to_string()
+                }
+                err => format!(
+                    "redb cannot open it ({err}). It is damaged or not a troupe state file. \
+                     Restore it from a backup, or move it aside to start the head with an empty \
+                     cluster (every actor, placement group, name and job it recorded is then \
+                     forgotten)"
+                ),
+            },
         })?;
         let store = StateStore { db, path };
         store.check_or_write_format(existed)?;
@@ -228,6 +237,50 @@ impl StateStore {
             "moved job records of an older head into {FILE_NAME}"
         );
         Ok(())
+    }
+
+    /// When this data directory's cluster began, in wall-clock milliseconds (written at the first
+    /// start), so the scheduler's clock (how long work has held its resources) goes on across
+    /// restarts.
+    pub(crate) fn epoch_unix_ms(&self) -> Result<u64> {
+        let read = self
+            .db
+            .begin_read()
+            .map_err(|err| store_error(&self.path, "starting a read", err))?;
+        let meta = read
+            .open_table(META)
+            .map_err(|err| store_error(&self.path, "opening the meta table", err))?;
+        if let Some(value) = meta
+            .get(EPOCH_KEY)
+            .map_err(|err| store_error(&self.path, "reading the epoch", err))?
+        {
+            let bytes: [u8; 8] = value.value().try_into().map_err(|_| Error::Invalid {
+                what: format!("head state file {}", self.path.display()),
+                why: "its epoch record is not 8 bytes: the file is damaged".to_string(),
+            })?;
+            return Ok(u64::from_le_bytes(bytes));
+        }
+        drop(meta);
+        drop(read);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0);
+        let write = self
+            .db
+            .begin_write()
+            .map_err(|err| store_error(&self.path, "starting a write", err))?;
+        {
+            let mut meta = write
+                .open_table(META)
+                .map_err(|err| store_error(&self.path, "opening the meta table", err))?;
+            meta.insert(EPOCH_KEY, now.to_le_bytes().as_slice())
+                .map_err(|err| store_error(&self.path, "writing the epoch", err))?;
+        }
+        write
+            .commit()
+            .map_err(|err| store_error(&self.path, "committing", err))?;
+        Ok(now)
     }
 
     /// Every record, by table.
