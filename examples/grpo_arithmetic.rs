@@ -28,14 +28,15 @@ use troupe::pipeline::{Dispatch, PipelineBuilder};
 use troupe::{ActorGroup, ActorHandle, SpawnOptions};
 use troupe_actors::engines::vllm::python_env;
 use troupe_actors::generate::SamplingConfig;
-use troupe_actors::recipes::faults::{check_roles, GuardedObserver};
+use troupe_actors::recipes::faults::check_roles;
 use troupe_actors::recipes::grpo::{summary, GrpoConfig, GrpoReport};
 use troupe_actors::recipes::metrics::MetricsLog;
 use troupe_actors::recipes::policy::{
     run_id, small_model, start_cluster, PolicyActors, ROLE_MAX_RESTARTS,
 };
 use troupe_actors::recipes::recovery::{Checkpoints, Recovery};
-use troupe_actors::recipes::run_log::{Observer, RunLog};
+use troupe_actors::recipes::resilient::{run_recovering, RunParts};
+use troupe_actors::recipes::run_log::RunLog;
 use troupe_actors::recipes::saved_warm_start::{self, SavedWarmStart};
 use troupe_actors::recipes::warm_start::warm_start;
 use troupe_actors::roles::columns::*;
@@ -300,42 +301,21 @@ async fn grpo_on(
             })
             .started_at(started);
         check_roles(&config.faults, &recovery)?;
-        let mut fired = vec![false; config.faults.len()];
-        let (mut first_step, mut version) = (0, sft.version);
-        loop {
-            let mut observer = GuardedObserver {
-                inner: Observer {
-                    log: &mut log,
-                    policy: &policy,
-                    task: &config.task,
-                    message_keys: &["reward_mean", "kl"],
-                },
-                recovery: &mut recovery,
+        run_recovering(
+            &pipeline,
+            RunParts {
                 cluster,
+                policy: &policy,
+                task: &config.task,
+                message_keys: &["reward_mean", "kl"],
                 faults: &config.faults,
-                fired: &mut fired,
-                last_end: Instant::now(),
-            };
-            let outcome = pipeline
-                .run_observed_from(
-                    first_step,
-                    config.steps,
-                    config.max_staleness,
-                    version,
-                    |_| Batch::new(0),
-                    &mut observer,
-                )
-                .await;
-            let Err(failure) = outcome else { break };
-            let failed_step = log.steps_recorded();
-            let resume = recovery
-                .recover(&pipeline, failed_step, failure.into())
-                .await?;
-            if let Some(event) = recovery.events.last() {
-                log.recovered(event)?;
-            }
-            (first_step, version) = (resume.step, resume.version);
-        }
+            },
+            (config.steps, config.max_staleness, sft.version),
+            |_| Batch::new(0),
+            &mut log,
+            &mut recovery,
+        )
+        .await?;
         let phase = log.finish();
 
         // 5. Report: the checkpoint (reloaded into a fresh rollout and measured), a plot, figures.

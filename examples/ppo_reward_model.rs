@@ -12,6 +12,7 @@
 
 use clap::Parser;
 use std::path::PathBuf;
+use troupe_actors::recipes::faults::parse_faults;
 use troupe_actors::recipes::ppo::{run, PpoConfig};
 use troupe_actors::recipes::warm_start::WarmStartConfig;
 use troupe_actors::tasks::arithmetic::AdditionTask;
@@ -56,6 +57,14 @@ struct Args {
     /// ... or after this many supervised steps.
     #[arg(long, default_value_t = WarmStartConfig::default().max_steps)]
     warm_start_max_steps: usize,
+    /// Keep the trainers' and the critic's state every this many steps (0: never), for the run
+    /// to go back to when they restart.
+    #[arg(long, default_value_t = PpoConfig::default().checkpoint_every)]
+    checkpoint_every: usize,
+    /// Kill actors while given steps run, to see the run survive: `ROLE@STEP[,...]` with ROLE
+    /// one of trainer-N, rollout-N, reference, reward-model, critic, prompts.
+    #[arg(long)]
+    inject_fault: Option<String>,
     /// Also write the run's figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -80,6 +89,11 @@ async fn main() -> anyhow::Result<()> {
             target_accuracy: args.warm_start_target,
             max_steps: args.warm_start_max_steps,
             ..WarmStartConfig::default()
+        },
+        checkpoint_every: args.checkpoint_every,
+        faults: match &args.inject_fault {
+            Some(text) => parse_faults(text)?,
+            None => Vec::new(),
         },
         ..PpoConfig::default()
     };

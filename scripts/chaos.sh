@@ -41,7 +41,8 @@ else
 fi
 
 echo "== chaos ($mode): building troupe and grpo_arithmetic ($profile)"
-cargo build "${build_flags[@]}" -p troupe-cli -p troupe-actors --example grpo_arithmetic
+cargo build "${build_flags[@]}" -p troupe-cli --bin troupe
+cargo build "${build_flags[@]}" -p troupe-actors --example grpo_arithmetic
 bin="$PWD/target/$profile"
 
 dir="$(mktemp -d /tmp/troupe-chaos-XXXXXX)"

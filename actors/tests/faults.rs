@@ -8,7 +8,9 @@
 //!   reference, then both trainers at once) finishes every step: a restarted trainer takes a
 //!   surviving peer's state, two restarted trainers go back to the latest checkpoint, the
 //!   rollouts are brought to the trainers' version; the report and `metrics.jsonl` say what
-//!   failed and what it cost.
+//!   failed and what it cost;
+//! - a short PPO run whose critic, reward model and a trainer are killed finishes every step,
+//!   the critic and reward model restored from what the run kept.
 //!
 //! Run: `cargo test -p troupe-actors --test faults`
 
@@ -20,6 +22,8 @@ use std::time::{Duration, Instant};
 use troupe::{Cluster, SpawnOptions};
 use troupe_actors::recipes::faults::parse_faults;
 use troupe_actors::recipes::grpo::GrpoConfig;
+use troupe_actors::recipes::ppo::preferences::PreferenceConfig;
+use troupe_actors::recipes::ppo::{self, PpoConfig};
 use troupe_actors::recipes::warm_start::WarmStartConfig;
 use troupe_actors::roles::reward::RewardSpec;
 use troupe_actors::roles::rollout::{Rollout, RolloutEngine, RolloutHandle};
@@ -275,14 +279,62 @@ async fn grpo_survives_killed_actors() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Six PPO steps with the critic, the reward model and a trainer killed at steps 2, 3 and 5.
+async fn ppo_survives_killed_actors() -> anyhow::Result<()> {
+    let out = std::env::temp_dir().join(format!("troupe-faults-ppo-{}", std::process::id()));
+    let config = PpoConfig {
+        task: AdditionTask::spec(200, 0),
+        steps: 6,
+        batch: 4,
+        samples: 2,
+        eval_every: 6,
+        checkpoint_every: 2,
+        faults: parse_faults("critic@2,reward-model@3,trainer-1@5")?,
+        out: out.clone(),
+        warm_start: WarmStartConfig {
+            batch: 16,
+            max_steps: 3,
+            eval_every: 3,
+            target_accuracy: 1.0,
+            ..WarmStartConfig::default()
+        },
+        preferences: PreferenceConfig {
+            batch: 8,
+            max_steps: 2,
+            eval_every: 2,
+            ..PreferenceConfig::default()
+        },
+        ..PpoConfig::default()
+    };
+    let report = ppo::run(&config).await?;
+    anyhow::ensure!(report.steps == 6, "{} steps recorded", report.steps);
+    for role in ["critic", "reward-model", "trainer-1"] {
+        anyhow::ensure!(
+            report
+                .recoveries
+                .iter()
+                .any(|e| e.restarted.iter().any(|r| r.starts_with(role))),
+            "{role} never restarted: {:#?}",
+            report.recoveries
+        );
+    }
+    println!(
+        "test ppo_survives_killed_actors ... ok ({} recoveries)",
+        report.recoveries.len()
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     troupe::init();
-    troupe::testing::run_tests(3, Duration::from_secs(900), async {
+    troupe::testing::run_tests(4, Duration::from_secs(900), async {
         troupe::testing::with_local_cluster(Some(8.0), |cluster| async move {
             a_rollout_killed_during_a_weight_sync(&cluster).await?;
             a_trainer_killed_during_a_weight_sync(&cluster).await
         })
         .await?;
-        grpo_survives_killed_actors().await
+        grpo_survives_killed_actors().await?;
+        ppo_survives_killed_actors().await
     })
 }

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod ppo;
 pub mod progress;
 pub mod recovery;
+pub mod resilient;
 pub mod run_log;
 pub mod saved_warm_start;
 pub mod warm_start;

@@ -9,8 +9,9 @@
 //! - the trainers form a new all-reduce group, and trainers and rollouts a new weight-sync
 //!   group (a restarted actor is in none of the old ones), then the rollouts are brought to the
 //!   trainers' weight version before they generate again;
-//! - a restarted reference gets its frozen weights again; the reward and prompt actors keep no
-//!   state between steps.
+//! - a restarted reference gets its frozen weights again; other roles with state have a
+//!   `Keeper` that takes it at each checkpoint and puts it back (PPO's critic and reward model);
+//!   the reward and prompt actors keep no state between steps.
 //!
 //! A failure in which no actor restarted (bad input, a bug) is not retried: the run stops with
 //! it. Each recovery is recorded: what failed, when, which actors restarted, where the trainers'
@@ -20,6 +21,7 @@ use super::error::{RecipeError, Result};
 use super::policy::PolicyActors;
 use crate::roles::reference::ReferenceHandle;
 use crate::roles::WeightSet;
+use futures::future::BoxFuture;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -76,6 +78,17 @@ pub struct Resume {
     pub version: u64,
 }
 
+/// An async action of a keeper.
+pub type KeeperAction = Box<dyn Fn() -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// Keeps a role's state for its restart: `snapshot` takes it (when the role is added and at
+/// every checkpoint; `None` for a role whose state never changes), `restore` puts it back
+/// into the restarted actor.
+pub struct Keeper {
+    pub snapshot: Option<KeeperAction>,
+    pub restore: KeeperAction,
+}
+
 /// One actor the run watches, with its role's name.
 struct Watched {
     role: String,
@@ -89,8 +102,8 @@ pub struct Recovery {
     cluster: Cluster,
     policy: PolicyActors,
     watched: Vec<Watched>,
-    /// The reference and its frozen weights, to load again if it restarts.
-    reference: Option<(ReferenceHandle, WeightSet)>,
+    /// What brings back roles with state other than the trainers', by role.
+    keepers: Vec<(String, Keeper)>,
     checkpoints: Option<Checkpoints>,
     /// The latest checkpoint: (steps done when it was written, its directory).
     latest: Option<(usize, PathBuf)>,
@@ -150,7 +163,7 @@ impl Recovery {
             cluster: cluster.clone(),
             policy: policy.clone(),
             watched,
-            reference: None,
+            keepers: Vec::new(),
             checkpoints: None,
             latest: None,
             start_version,
@@ -179,9 +192,34 @@ impl Recovery {
     }
 
     /// A restarted reference gets `frozen` again.
-    pub fn with_reference(mut self, reference: ReferenceHandle, frozen: WeightSet) -> Self {
-        self.reference = Some((reference, frozen));
+    pub fn with_reference(self, reference: ReferenceHandle, frozen: WeightSet) -> Self {
+        self.with_keeper(
+            "reference",
+            Keeper {
+                snapshot: None,
+                restore: Box::new(move || {
+                    let (reference, frozen) = (reference.clone(), frozen.clone());
+                    Box::pin(async move { Ok(reference.load_weights(frozen).await?) })
+                }),
+            },
+        )
+    }
+
+    /// The watched role `role` restarts with what `keeper` kept (take the first snapshot with
+    /// `snapshot_all` once every keeper is added).
+    pub fn with_keeper(mut self, role: &str, keeper: Keeper) -> Self {
+        self.keepers.push((role.to_string(), keeper));
         self
+    }
+
+    /// Every keeper takes its role's state now.
+    pub async fn snapshot_all(&self) -> Result<()> {
+        for (_, keeper) in &self.keepers {
+            if let Some(snapshot) = &keeper.snapshot {
+                snapshot().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes the trainers' state every `every` steps under `dir` (0 turns it off), so a run
@@ -238,6 +276,7 @@ impl Recovery {
         }
         let dir = checkpoints.dir.join(format!("step-{done}"));
         let written = self.policy.save_checkpoint(&dir).await?;
+        self.snapshot_all().await?;
         if let Some((_, previous)) = self.latest.replace((done, written)) {
             if previous != dir {
                 let _ = std::fs::remove_dir_all(&previous);
@@ -346,9 +385,9 @@ impl Recovery {
             .map(|index| self.watched[*index].role.as_str())
             .collect();
         let (trainers_from, resume) = self.restore_trainers(&restarted_roles).await?;
-        if let Some((reference, frozen)) = &self.reference {
-            if restarted_roles.contains(&"reference") {
-                reference.load_weights(frozen.clone()).await?;
+        for (role, keeper) in &self.keepers {
+            if restarted_roles.contains(&role.as_str()) {
+                (keeper.restore)().await?;
             }
         }
         pipeline.reconnect().await?;

@@ -176,6 +176,16 @@ impl Critic {
         weights.apply_to(&self.model)
     }
 
+    /// Everything it learned (decoder, value head, optimizer), for a restart to take back.
+    pub fn state(&self) -> Result<super::headed_state::HeadedState> {
+        super::headed_state::export(&self.updater)
+    }
+
+    /// Becomes the critic `state` was taken from.
+    pub fn restore_state(&mut self, state: super::headed_state::HeadedState) -> Result<()> {
+        super::headed_state::import(&mut self.updater, state)
+    }
+
     /// One step towards `returns` (per response token); `old_values` anchor the clipping.
     pub fn train(
         &mut self,

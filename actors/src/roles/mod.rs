@@ -9,6 +9,7 @@ pub mod columns;
 pub mod critic;
 mod data_parallel;
 mod head;
+pub mod headed_state;
 mod optimizer;
 pub mod policy_batch;
 mod policy_objective;

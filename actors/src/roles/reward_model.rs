@@ -87,6 +87,16 @@ impl RewardModel {
         weights.apply_to(&self.model)
     }
 
+    /// Everything it learned (decoder, score head, optimizer), for a restart to take back.
+    pub fn state(&self) -> Result<super::headed_state::HeadedState> {
+        super::headed_state::export(&self.updater)
+    }
+
+    /// Becomes the reward model `state` was taken from.
+    pub fn restore_state(&mut self, state: super::headed_state::HeadedState) -> Result<()> {
+        super::headed_state::import(&mut self.updater, state)
+    }
+
     /// One Bradley-Terry step on pairs (chosen[i] preferred over rejected[i]).
     pub fn train_pairs(
         &mut self,

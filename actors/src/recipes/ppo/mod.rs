@@ -4,13 +4,16 @@
 //! reward model's scores, with a critic (GAE advantages) and a per-token KL penalty to the
 //! reference folded into the rewards. The reward model never sees the task's verdicts during PPO.
 
+mod keepers;
 pub mod preferences;
 pub mod stages;
 
 use super::error::{RecipeError, Result};
+use super::faults::check_roles;
 use super::metrics::{summary_table, MetricsLog};
 use super::policy::{run_id, small_model, start_cluster, PolicyActors};
-use super::run_log::{HeldoutPoint, Observer, RunLog};
+use super::resilient::{run_recovering, RunParts};
+use super::run_log::{HeldoutPoint, RunLog};
 use super::warm_start::{warm_start, WarmStartConfig};
 use crate::generate::SamplingConfig;
 use crate::roles::critic::{Critic, GaeSettings};
@@ -57,6 +60,11 @@ pub struct PpoConfig {
     pub rollouts: usize,
     pub warm_start: WarmStartConfig,
     pub preferences: PreferenceConfig,
+    /// The trainers' and the critic's state are kept every this many steps (0: never), for
+    /// the run to go back to when they restart.
+    pub checkpoint_every: usize,
+    /// Actors the run kills while given steps run, to show it survives them.
+    pub faults: Vec<super::faults::Fault>,
 }
 
 impl Default for PpoConfig {
@@ -82,6 +90,8 @@ impl Default for PpoConfig {
             rollouts: 2,
             warm_start: WarmStartConfig::default(),
             preferences: PreferenceConfig::default(),
+            checkpoint_every: 20,
+            faults: Vec::new(),
         }
     }
 }
@@ -153,6 +163,8 @@ pub struct PpoReport {
     pub checkpoint_heldout_accuracy: Option<f64>,
     pub metrics: PathBuf,
     pub plot: PathBuf,
+    /// Every failure the run survived: what failed, when, and what it cost.
+    pub recoveries: Vec<super::recovery::RecoveryEvent>,
 }
 
 /// Runs the recipe: cluster, actors, warm start, reward model, PPO, checkpoint, plot.
@@ -198,6 +210,7 @@ async fn run_on(cluster: &Cluster, config: &PpoConfig, started: Instant) -> Resu
     let options = |cpus: f64, role: &str| {
         SpawnOptions::new()
             .num_cpus(cpus)
+            .max_restarts(super::policy::ROLE_MAX_RESTARTS)
             .name(format!("{run}/{role}"))
     };
     let source = PromptSource::spawn(
@@ -282,7 +295,7 @@ async fn train(
         .reward_model
         .load_decoder_weights(weights.clone())
         .await?;
-    actors.critic.load_decoder_weights(weights).await?;
+    actors.critic.load_decoder_weights(weights.clone()).await?;
 
     let mut rm_log = create_log(&config.out.join("reward_model_metrics.jsonl"))?;
     let preference = train_reward_model(
@@ -324,21 +337,28 @@ async fn train(
         started,
         sft.heldout_accuracy,
     )?;
-    let mut observer = Observer {
-        log: &mut log,
-        policy,
-        task: &config.task,
-        message_keys: &["rm_score_mean", "kl_sampled"],
-    };
-    pipeline
-        .run_observed(
-            config.steps,
-            config.max_staleness,
-            sft.version,
-            |_| Batch::new(0).with_step_meta(calibration.clone()),
-            &mut observer,
-        )
-        .await?;
+    // A step that fails because actors died runs again once they are back: the trainers from
+    // a peer or the latest checkpoint, the critic from its state kept at that checkpoint, the
+    // reference and the reward model (frozen from here on) from what they were now.
+    let mut recovery = keepers::recovery(cluster, config, policy, actors, weights, sft.version)
+        .await?
+        .started_at(started);
+    check_roles(&config.faults, &recovery)?;
+    run_recovering(
+        &pipeline,
+        RunParts {
+            cluster,
+            policy,
+            task: &config.task,
+            message_keys: &["rm_score_mean", "kl_sampled"],
+            faults: &config.faults,
+        },
+        (config.steps, config.max_staleness, sft.version),
+        |_| Batch::new(0).with_step_meta(calibration.clone()),
+        &mut log,
+        &mut recovery,
+    )
+    .await?;
     let phase = log.finish();
     let checkpoint = policy
         .save_checkpoint(&config.out.join("checkpoint"))
@@ -402,6 +422,7 @@ async fn train(
         checkpoint_heldout_accuracy,
         metrics: log.metrics_path(),
         plot: plot_path,
+        recoveries: recovery.events.clone(),
     };
     println!("{}", summary(&report));
     Ok(report)

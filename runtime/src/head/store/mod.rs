@@ -142,28 +142,33 @@ impl StateStore {
                       cluster"
                     .to_string(),
             }),
-            None => {
-                let write = self
-                    .db
-                    .begin_write()
-                    .map_err(|err| store_error(&self.path, "starting a write", err))?;
-                {
-                    let mut meta = write
-                        .open_table(META)
-                        .map_err(|err| store_error(&self.path, "creating the meta table", err))?;
-                    meta.insert(FORMAT_KEY, FORMAT.as_bytes())
-                        .map_err(|err| store_error(&self.path, "writing the format", err))?;
-                    for table in Table::ALL {
-                        write
-                            .open_table(table.definition())
-                            .map_err(|err| store_error(&self.path, "creating a table", err))?;
-                    }
+            None => self.put_meta(FORMAT_KEY, FORMAT.as_bytes(), true),
+        }
+    }
+
+    /// Writes one `meta` entry (and, with `create_tables`, every table, so a new file has them).
+    fn put_meta(&self, key: &str, value: &[u8], create_tables: bool) -> Result<()> {
+        let write = self
+            .db
+            .begin_write()
+            .map_err(|err| store_error(&self.path, "starting a write", err))?;
+        {
+            let mut meta = write
+                .open_table(META)
+                .map_err(|err| store_error(&self.path, "opening the meta table", err))?;
+            meta.insert(key, value)
+                .map_err(|err| store_error(&self.path, &format!("writing `{key}`"), err))?;
+            if create_tables {
+                for table in Table::ALL {
+                    write
+                        .open_table(table.definition())
+                        .map_err(|err| store_error(&self.path, "creating a table", err))?;
                 }
-                write
-                    .commit()
-                    .map_err(|err| store_error(&self.path, "committing", err))
             }
         }
+        write
+            .commit()
+            .map_err(|err| store_error(&self.path, "committing", err))
     }
 
     fn has_records(&self) -> Result<bool> {
@@ -266,20 +271,7 @@ impl StateStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|elapsed| elapsed.as_millis() as u64)
             .unwrap_or(0);
-        let write = self
-            .db
-            .begin_write()
-            .map_err(|err| store_error(&self.path, "starting a write", err))?;
-        {
-            let mut meta = write
-                .open_table(META)
-                .map_err(|err| store_error(&self.path, "opening the meta table", err))?;
-            meta.insert(EPOCH_KEY, now.to_le_bytes().as_slice())
-                .map_err(|err| store_error(&self.path, "writing the epoch", err))?;
-        }
-        write
-            .commit()
-            .map_err(|err| store_error(&self.path, "committing", err))?;
+        self.put_meta(EPOCH_KEY, &now.to_le_bytes(), false)?;
         Ok(now)
     }
 
