@@ -48,13 +48,13 @@ bin="$PWD/target/$profile"
 dir="$(mktemp -d /tmp/troupe-chaos-XXXXXX)"
 pids=()
 cleanup() {
+  # Any failure keeps the logs for a look.
+  [ "$?" -ne 0 ] && keep=1
   for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   pkill -9 -f "$dir" 2>/dev/null || true
   if [ "$keep" = 1 ]; then echo "kept $dir"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
-# A failure keeps the logs for a look.
-trap 'keep=1' ERR
 
 start_head() {
   local port="$1"
@@ -116,14 +116,23 @@ for node in json.load(sys.stdin).get("nodes", []):
 ' "$1"
 }
 
+# The step of the last row of metrics.jsonl (after a recovery that went back, the run's rows
+# start again from there; a line still being written is skipped).
 steps_done() {
   python3 -c '
 import json, sys
+step = 0
 try:
-    rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+    for line in open(sys.argv[1]):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if "step" in row:
+            step = row["step"]
 except OSError:
-    rows = []
-print(max([r["step"] for r in rows if "step" in r], default=0))
+    pass
+print(step)
 ' "$dir/run/metrics.jsonl"
 }
 
@@ -244,12 +253,18 @@ def caused_by(event, kind, what):
     return any(actor.startswith(what + " ") for actor in event["restarted"])
 
 claimed = set()
-for kind, at, what in faults:
-    # The recoveries after this fault that brought back what it killed (the head's restart
+found = {}
+# A node agent's death restarts every actor on its node (maybe the rollout or the trainer the
+# other faults name): its recoveries are attributed first.
+for kind, at, what in sorted(faults, key=lambda fault: fault[0] != "node-agent"):
+    # The first recovery after this fault that brought back what it killed (the head's restart
     # needs none: calls between actors go on without it).
-    mine = [e for i, e in enumerate(events)
-            if i not in claimed and e["step"] + 1 >= at and kind != "head" and caused_by(e, kind, what)]
-    claimed.update(i for i, e in enumerate(events) if any(e is m for m in mine))
+    mine = [(i, e) for i, e in enumerate(events)
+            if i not in claimed and e["step"] + 1 >= at and kind != "head" and caused_by(e, kind, what)][:1]
+    claimed.update(i for i, _ in mine)
+    found[kind] = [e for _, e in mine]
+for kind, at, what in faults:
+    mine = found[kind]
     restarted = "; ".join(r for e in mine for r in e["restarted"]) or "-"
     print(f"{kind:<15} {at:>7} {len(mine):>10} {sum(e['steps_redone'] for e in mine):>12} "
           f"{sum(e['seconds_lost'] for e in mine):>12.1f}  {restarted}")

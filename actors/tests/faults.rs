@@ -25,6 +25,7 @@ use troupe_actors::recipes::grpo::GrpoConfig;
 use troupe_actors::recipes::ppo::preferences::PreferenceConfig;
 use troupe_actors::recipes::ppo::{self, PpoConfig};
 use troupe_actors::recipes::warm_start::WarmStartConfig;
+use troupe_actors::roles::critic::Critic;
 use troupe_actors::roles::reward::RewardSpec;
 use troupe_actors::roles::rollout::{Rollout, RolloutEngine, RolloutHandle};
 use troupe_actors::roles::trainer::{PolicyConfig, Trainer, TrainerConfig, TrainerHandle};
@@ -197,6 +198,51 @@ async fn a_trainer_killed_during_a_weight_sync(cluster: &Cluster) -> anyhow::Res
     Ok(())
 }
 
+/// A critic that restarts loses what it learned, and takes it all back from a kept state (as
+/// PPO's recovery does).
+async fn a_restarted_critic_takes_its_state_back(cluster: &Cluster) -> anyhow::Result<()> {
+    let source = ModelSource::fresh(ModelConfig::tiny(25, 16, 1, 2, 2), 4);
+    let critic = Critic::spawn(
+        cluster,
+        SpawnOptions::new().num_cpus(0.5).max_restarts(1),
+        source,
+        0,
+        1e-2,
+        Some(0.2),
+    )
+    .await?;
+    critic
+        .train(
+            vec![vec![1, 2, 3]],
+            vec![vec![4, 5]],
+            vec![vec![1.0, 0.5]],
+            vec![vec![0.0, 0.0]],
+        )
+        .await?;
+    let kept = critic.state().await?;
+    anyhow::ensure!(kept.step == 1, "{} optimizer steps", kept.step);
+    let before = cluster.actor_info(&critic).await?;
+    cluster.restart(&critic).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.actor_info(&critic).await?.incarnation == before.incarnation
+        || cluster.actor_info(&critic).await?.state() != troupe::proto::ActorState::Alive
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the critic did not come back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = critic.state().await?;
+    anyhow::ensure!(fresh.step == 0, "the restart kept {} steps", fresh.step);
+    critic.restore_state(kept.clone()).await?;
+    let back = critic.state().await?;
+    anyhow::ensure!(back.step == kept.step && back.moments.len() == kept.moments.len());
+    for (a, b) in kept.params.iter().zip(&back.params) {
+        anyhow::ensure!(a.name == b.name && a.data == b.data, "`{}` differs", a.name);
+    }
+    println!("test a_restarted_critic_takes_its_state_back ... ok");
+    cluster.kill(&critic).await?;
+    Ok(())
+}
+
 /// Ten GRPO steps of 4 prompts x 4 samples with actors killed at steps 3, 5, 7 and 9 (both
 /// trainers at 9), checkpoints every 2 steps.
 async fn grpo_survives_killed_actors() -> anyhow::Result<()> {
@@ -328,10 +374,11 @@ async fn ppo_survives_killed_actors() -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     troupe::init();
-    troupe::testing::run_tests(4, Duration::from_secs(900), async {
+    troupe::testing::run_tests(5, Duration::from_secs(900), async {
         troupe::testing::with_local_cluster(Some(8.0), |cluster| async move {
             a_rollout_killed_during_a_weight_sync(&cluster).await?;
-            a_trainer_killed_during_a_weight_sync(&cluster).await
+            a_trainer_killed_during_a_weight_sync(&cluster).await?;
+            a_restarted_critic_takes_its_state_back(&cluster).await
         })
         .await?;
         grpo_survives_killed_actors().await?;

@@ -89,6 +89,13 @@ pub struct Keeper {
     pub restore: KeeperAction,
 }
 
+/// A watched actor found restarted: its new incarnation and node, as seen then.
+struct Restarted {
+    index: usize,
+    incarnation: u64,
+    node: String,
+}
+
 /// One actor the run watches, with its role's name.
 struct Watched {
     role: String,
@@ -152,6 +159,18 @@ impl Recovery {
         let mut watched = Vec::with_capacity(actors.len());
         for (role, actor) in actors {
             let info = cluster.actor_info(&actor).await?;
+            if info.restarts > 0 {
+                // Its state (a warm start, a trained reward model) was lost before anything
+                // kept it: going on would be silently wrong.
+                return Err(RecipeError::Recovery {
+                    why: format!(
+                        "{role} ({}) restarted {} time(s) before the run began, losing what it \
+                         had learned",
+                        actor.id(),
+                        info.restarts
+                    ),
+                });
+            }
             watched.push(Watched {
                 role,
                 actor,
@@ -240,6 +259,9 @@ impl Recovery {
     /// checkpoint when one is due, replacing the one before. An actor that restarted is
     /// returned as an error, which the run recovers from like any other failure.
     pub async fn step_done(&mut self, step: usize) -> Result<()> {
+        self.last_progress = Instant::now();
+        let done = step + 1;
+        self.step_ends.insert(done, self.last_progress);
         for watched in &self.watched {
             // While the head is away (restarting), no actor can restart either: the check is
             // skipped rather than waited for, so the run goes on through a head outage.
@@ -265,9 +287,6 @@ impl Recovery {
                 });
             }
         }
-        self.last_progress = Instant::now();
-        let done = step + 1;
-        self.step_ends.insert(done, self.last_progress);
         let Some(checkpoints) = &self.checkpoints else {
             return Ok(());
         };
@@ -328,19 +347,20 @@ impl Recovery {
                 }
             }
         };
+        // The incarnations brought back are those seen when the recovery began: one that
+        // restarted again since is caught after the next step.
         let mut described = Vec::with_capacity(restarted.len());
-        for index in &restarted {
-            let info = self.cluster.actor_info(&self.watched[*index].actor).await?;
-            let watched = &mut self.watched[*index];
+        for found in restarted {
+            let watched = &mut self.watched[found.index];
             described.push(format!(
                 "{} ({}, on node {}, now on {})",
                 watched.role,
                 watched.actor.id(),
                 watched.node,
-                info.node_id
+                found.node
             ));
-            watched.incarnation = info.incarnation;
-            watched.node = info.node_id;
+            watched.incarnation = found.incarnation;
+            watched.node = found.node;
         }
         let event = RecoveryEvent {
             step,
@@ -367,12 +387,18 @@ impl Recovery {
         );
         self.events.push(event);
         self.last_progress = Instant::now();
+        // The steps from `resume.step` on are run again: their time counts from now.
+        self.step_ends.retain(|done, _| *done < resume.step);
+        self.step_ends.insert(resume.step, self.last_progress);
         Ok(resume)
     }
 
     /// Waits for the restarted actors and brings them back: the trainers' state, the reference's
     /// weights, the groups formed again, the rollouts synced. `None` when no actor restarted.
-    async fn restore(&self, pipeline: &Pipeline) -> Result<Option<(Vec<usize>, String, Resume)>> {
+    async fn restore(
+        &self,
+        pipeline: &Pipeline,
+    ) -> Result<Option<(Vec<Restarted>, String, Resume)>> {
         let restarted = self
             .wait_for_restarts()
             .await
@@ -382,7 +408,7 @@ impl Recovery {
         }
         let restarted_roles: Vec<&str> = restarted
             .iter()
-            .map(|index| self.watched[*index].role.as_str())
+            .map(|found| self.watched[found.index].role.as_str())
             .collect();
         let (trainers_from, resume) = self.restore_trainers(&restarted_roles).await?;
         for (role, keeper) in &self.keepers {
@@ -405,7 +431,7 @@ impl Recovery {
 
     /// Waits until every watched actor is alive; returns the indexes of those that restarted
     /// since last seen (empty when none did within `RESTART_SHOWS_WITHIN`).
-    async fn wait_for_restarts(&self) -> std::result::Result<Vec<usize>, String> {
+    async fn wait_for_restarts(&self) -> std::result::Result<Vec<Restarted>, String> {
         let began = Instant::now();
         loop {
             let mut all_alive = true;
@@ -429,7 +455,11 @@ impl Recovery {
                     _ => all_alive = false,
                 }
                 if info.incarnation != watched.incarnation {
-                    restarted.push(index);
+                    restarted.push(Restarted {
+                        index,
+                        incarnation: info.incarnation,
+                        node: info.node_id,
+                    });
                 }
             }
             if all_alive && !restarted.is_empty() {
@@ -457,27 +487,30 @@ impl Recovery {
             .filter(|rank| restarted_roles.contains(&format!("trainer-{rank}").as_str()))
             .collect();
         let survivor = (0..trainers.len()).find(|rank| !lost.contains(rank));
-        let (from, version) = match (lost.is_empty(), survivor) {
-            (true, _) => ("kept".to_string(), trainers[0].weight_version().await?),
-            (false, Some(peer)) => {
-                let state = trainers[peer].training_state().await?;
-                let version = state.weights.version;
+        let (from, version) = match survivor {
+            Some(peer) => {
+                let version = trainers[peer].weight_version().await?;
                 // Survivors normally agree (a failed all-reduce applies no update anywhere);
-                // if one applied an update the others did not, every rank takes the peer's.
+                // if one applied an update the others did not, it takes the peer's state too.
                 let mut targets = lost.clone();
                 for rank in (0..trainers.len()).filter(|r| !lost.contains(r) && *r != peer) {
                     if trainers[rank].weight_version().await? != version {
                         targets.push(rank);
                     }
                 }
-                for rank in &targets {
-                    trainers[*rank]
-                        .restore_training_state(state.clone())
-                        .await?;
+                if targets.is_empty() {
+                    ("kept".to_string(), version)
+                } else {
+                    let state = trainers[peer].training_state().await?;
+                    for rank in &targets {
+                        trainers[*rank]
+                            .restore_training_state(state.clone())
+                            .await?;
+                    }
+                    (format!("peer trainer-{peer}"), state.weights.version)
                 }
-                (format!("peer trainer-{peer}"), version)
             }
-            (false, None) => {
+            None => {
                 let Some((done, dir)) = &self.latest else {
                     return Err(RecipeError::Recovery {
                         why: "every trainer restarted and no checkpoint was written yet \

@@ -1,8 +1,10 @@
 //! What a PPO run keeps to bring its actors back after a failure: besides the policy (the
 //! trainers, from a peer or a checkpoint; the rollouts, from the trainers), the reference's
 //! frozen weights, the reward model's trained state (frozen during PPO), and the critic's state,
-//! taken again at every checkpoint (a restarted critic goes back to it: its value function is at
-//! most `checkpoint_every` steps old, which PPO's advantages tolerate).
+//! taken as PPO begins and again right after every checkpoint (the critic's stage runs with the
+//! experience side, so it may be a step or two past the checkpoint then). A restarted critic
+//! goes back to it: its value function is then some steps older than the policy, which PPO's
+//! advantages tolerate.
 
 use super::stages::PpoActors;
 use super::PpoConfig;

@@ -338,8 +338,8 @@ async fn train(
         sft.heldout_accuracy,
     )?;
     // A step that fails because actors died runs again once they are back: the trainers from
-    // a peer or the latest checkpoint, the critic from its state kept at that checkpoint, the
-    // reference and the reward model (frozen from here on) from what they were now.
+    // a peer or the latest checkpoint, the critic from its state kept after that checkpoint,
+    // the reference and the reward model (frozen from here on) from what they were now.
     let mut recovery = keepers::recovery(cluster, config, policy, actors, weights, sft.version)
         .await?
         .started_at(started);

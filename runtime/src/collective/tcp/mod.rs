@@ -115,8 +115,11 @@ fn member_label() -> String {
 const KEEPALIVE_IDLE_S: libc::c_int = 5;
 const KEEPALIVE_INTERVAL_S: libc::c_int = 1;
 const KEEPALIVE_PROBES: libc::c_int = 3;
-/// ...and within 30 s while data it has not acknowledged waits (TCP_USER_TIMEOUT, ms).
-const UNACKNOWLEDGED_LIMIT_MS: libc::c_int = 30_000;
+/// ...and within 10 s while data it has not acknowledged waits (TCP_USER_TIMEOUT, ms). With
+/// this set, Linux also ends an idle connection whose keep-alive probes go unanswered after
+/// these 10 s (instead of after the probe count). A live peer that reads slowly answers the
+/// window probes, so only a vanished one is cut.
+const UNACKNOWLEDGED_LIMIT_MS: libc::c_int = 10_000;
 
 /// Turns on TCP keep-alive probes for `stream` (best effort: a refusal is logged).
 fn keep_alive(stream: &TcpStream) {

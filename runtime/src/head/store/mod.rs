@@ -65,7 +65,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const FORMAT_KEY: &str = "format";
 const EPOCH_KEY: &str = "epoch_unix_ms";
 /// Bumped whenever a record's encoding changes in a way older heads cannot read.
-pub(crate) const FORMAT: &str = "troupe-head-state/1";
+pub(crate) const FORMAT: &str = "troupe-head-state/2";
 /// The file name under the data directory.
 pub(crate) const FILE_NAME: &str = "state.redb";
 /// Job records of heads before the durable control plane (format 0), moved in on first start.
