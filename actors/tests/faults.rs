@@ -33,6 +33,17 @@ use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
 use troupe_actors::ModelConfig;
 
+/// Three supervised steps: the recipes' tests need a warm start, not a good one.
+fn short_warm_start() -> WarmStartConfig {
+    WarmStartConfig {
+        batch: 16,
+        max_steps: 3,
+        eval_every: 3,
+        target_accuracy: 1.0,
+        ..WarmStartConfig::default()
+    }
+}
+
 /// Longest a survivor may take to report a dead peer.
 const REPORTED_WITHIN: Duration = Duration::from_secs(15);
 
@@ -255,13 +266,7 @@ async fn grpo_survives_killed_actors() -> anyhow::Result<()> {
         checkpoint_every: 2,
         faults: parse_faults("trainer-1@3,rollout-0@5,reference@7,trainer-0@9,trainer-1@9")?,
         out: out.clone(),
-        warm_start: WarmStartConfig {
-            batch: 16,
-            max_steps: 3,
-            eval_every: 3,
-            target_accuracy: 1.0,
-            ..WarmStartConfig::default()
-        },
+        warm_start: short_warm_start(),
         ..GrpoConfig::new(
             AdditionTask::spec(200, 0),
             vec![
@@ -337,13 +342,7 @@ async fn ppo_survives_killed_actors() -> anyhow::Result<()> {
         checkpoint_every: 2,
         faults: parse_faults("critic@2,reward-model@3,trainer-1@5")?,
         out: out.clone(),
-        warm_start: WarmStartConfig {
-            batch: 16,
-            max_steps: 3,
-            eval_every: 3,
-            target_accuracy: 1.0,
-            ..WarmStartConfig::default()
-        },
+        warm_start: short_warm_start(),
         preferences: PreferenceConfig {
             batch: 8,
             max_steps: 2,

@@ -5,8 +5,6 @@
 use super::batch::NamedTensor;
 use super::optimizer::Updater;
 use crate::error::{ModelError, Result};
-use crate::train::optim::AdamW;
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Parameters (decoder and head), optimizer moments and step.
@@ -24,15 +22,9 @@ pub(super) fn export(updater: &Updater) -> Result<HeadedState> {
         .iter()
         .map(|(name, var)| NamedTensor::from_tensor(name, var.as_tensor()))
         .collect::<Result<Vec<_>>>()?;
-    let moments = updater
-        .adam
-        .state_tensors()
-        .iter()
-        .map(|(name, tensor)| NamedTensor::from_tensor(name, tensor))
-        .collect::<Result<Vec<_>>>()?;
     Ok(HeadedState {
         params,
-        moments,
+        moments: updater.moments()?,
         step: updater.adam.step,
     })
 }
@@ -69,13 +61,7 @@ pub(super) fn import(updater: &mut Updater, state: HeadedState) -> Result<()> {
         .first()
         .map(|(_, var)| var.device().clone())
         .unwrap_or(candle_core::Device::Cpu);
-    let moments = state
-        .moments
-        .iter()
-        .map(|tensor| Ok((tensor.name.clone(), tensor.to_tensor(&device)?)))
-        .collect::<Result<Vec<(String, Tensor)>>>()?;
-    let mut adam = AdamW::new(updater.adam.config);
-    adam.load_state(state.step, moments)?;
+    let adam = Updater::adam_with(updater.adam.config, state.step, &state.moments, &device)?;
     for ((_, var), value) in updater.vars.iter().zip(values) {
         var.set(&value)?;
     }

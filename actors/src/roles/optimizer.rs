@@ -47,6 +47,32 @@ impl Updater {
         Ok(Update { lr, grad_norm })
     }
 
+    /// AdamW's moments as named tensors, for a peer or a restarted actor to take over.
+    pub fn moments(&self) -> Result<Vec<super::batch::NamedTensor>> {
+        self.adam
+            .state_tensors()
+            .iter()
+            .map(|(name, tensor)| super::batch::NamedTensor::from_tensor(name, tensor))
+            .collect()
+    }
+
+    /// An AdamW of `config` holding `moments` at `step`, built aside so that a state that does
+    /// not load changes nothing.
+    pub fn adam_with(
+        config: crate::train::optim::AdamWConfig,
+        step: u64,
+        moments: &[super::batch::NamedTensor],
+        device: &candle_core::Device,
+    ) -> Result<AdamW> {
+        let moments = moments
+            .iter()
+            .map(|tensor| Ok((tensor.name.clone(), tensor.to_tensor(device)?)))
+            .collect::<Result<Vec<(String, Tensor)>>>()?;
+        let mut adam = AdamW::new(config);
+        adam.load_state(step, moments)?;
+        Ok(adam)
+    }
+
     /// Gradients of `loss`, then one update.
     pub fn step(&mut self, loss: &Tensor) -> Result<Update> {
         let grads = self.gradients(loss)?;

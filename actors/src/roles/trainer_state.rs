@@ -5,6 +5,7 @@
 //! where the other one was: same weights, moments, step, version, schedule and objective.
 
 use super::batch::NamedTensor;
+use super::optimizer::Updater;
 use super::trainer::{PolicyConfig, Trainer};
 use super::WeightSet;
 use crate::error::{ModelError, Result};
@@ -72,16 +73,9 @@ impl Trainer {
 
     /// This trainer's whole state, for a peer to take over.
     pub(super) fn export_state(&self) -> Result<TrainingState> {
-        let moments = self
-            .updater
-            .adam
-            .state_tensors()
-            .iter()
-            .map(|(name, tensor)| NamedTensor::from_tensor(name, tensor))
-            .collect::<Result<Vec<_>>>()?;
         Ok(TrainingState {
             weights: WeightSet::from_model(&self.model, self.version)?,
-            moments,
+            moments: self.updater.moments()?,
             step: self.updater.adam.step,
             phase: self.phase(),
             policy: self.config.policy.clone(),
@@ -91,16 +85,14 @@ impl Trainer {
     /// Becomes the trainer `state` describes; a state for another model changes nothing.
     pub(super) fn import_state(&mut self, state: TrainingState) -> Result<u64> {
         state.policy.validate()?;
-        let device = self.model.device().clone();
-        let moments = state
-            .moments
-            .iter()
-            .map(|tensor| Ok((tensor.name.clone(), tensor.to_tensor(&device)?)))
-            .collect::<Result<Vec<(String, Tensor)>>>()?;
         // Everything that can be refused is checked before anything changes: the moments load
         // into an optimizer of their own, the weights are checked against the model as they load.
-        let mut adam = AdamW::new(state.phase.optimizer);
-        adam.load_state(state.step, moments)?;
+        let adam = Updater::adam_with(
+            state.phase.optimizer,
+            state.step,
+            &state.moments,
+            self.model.device(),
+        )?;
         state.weights.apply_to(&self.model)?;
         self.set_phase(state.phase);
         self.updater.adam = adam;

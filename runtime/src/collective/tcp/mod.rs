@@ -515,16 +515,44 @@ async fn connect(address: &str) -> std::io::Result<TcpStream> {
 }
 
 impl TcpCommunicator {
+    /// The connection this rank sends to `peer` on.
+    fn writer(&self, peer: usize) -> Result<&Mutex<OwnedWriteHalf>, CollectiveError> {
+        self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
+            rank: peer,
+            world: self.world,
+        })
+    }
+
+    /// The connection this rank receives from `peer` on.
+    fn reader(&self, peer: usize) -> Result<&Mutex<OwnedReadHalf>, CollectiveError> {
+        self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
+            rank: peer,
+            world: self.world,
+        })
+    }
+
+    /// Runs a receive from `peer` with the group's deadline (`recv_timeout`).
+    async fn receive_within_deadline<T>(
+        &self,
+        peer: usize,
+        read: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, CollectiveError> {
+        match tokio::time::timeout(self.recv_timeout, read).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(why)) => Err(CollectiveError::Peer { peer, why }),
+            Err(_) => Err(CollectiveError::Peer {
+                peer,
+                why: format!("no message within {:?}", self.recv_timeout),
+            }),
+        }
+    }
+
     async fn send_parts_unnamed(
         &self,
         peer: usize,
         parts: &[&[u8]],
     ) -> Result<(), CollectiveError> {
-        let writer = self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
-            rank: peer,
-            world: self.world,
-        })?;
-        let mut writer = writer.lock().await;
+        let mut writer = self.writer(peer)?.lock().await;
         self.check_usable(peer)?;
         self.within_deadline(peer, self.send_parts_locked(&mut writer, peer, parts))
             .await
@@ -538,11 +566,7 @@ impl TcpCommunicator {
     ) -> Result<(), CollectiveError> {
         let parts = super::shared_slices(shared, ranges)?;
         let total: usize = parts.iter().map(|part| part.len()).sum();
-        let writer = self.outgoing.get(&peer).ok_or(CollectiveError::BadRank {
-            rank: peer,
-            world: self.world,
-        })?;
-        let mut writer = writer.lock().await;
+        let mut writer = self.writer(peer)?.lock().await;
         self.check_usable(peer)?;
         let in_place = self
             .in_flight
@@ -584,11 +608,7 @@ impl TcpCommunicator {
     }
 
     async fn recv_unnamed(&self, peer: usize) -> Result<Bytes, CollectiveError> {
-        let reader = self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
-            rank: peer,
-            world: self.world,
-        })?;
-        let mut reader = reader.lock().await;
+        let mut reader = self.reader(peer)?.lock().await;
         let read = async {
             let (length, kind) = loop {
                 let (length, kind) = read_header(&mut reader).await?;
@@ -630,14 +650,7 @@ impl TcpCommunicator {
             }
             Ok(body.freeze())
         };
-        match tokio::time::timeout(self.recv_timeout, read).await {
-            Ok(Ok(frame)) => Ok(frame),
-            Ok(Err(why)) => Err(CollectiveError::Peer { peer, why }),
-            Err(_) => Err(CollectiveError::Peer {
-                peer,
-                why: format!("no message within {:?}", self.recv_timeout),
-            }),
-        }
+        self.receive_within_deadline(peer, read).await
     }
 
     async fn recv_into_unnamed(
@@ -645,11 +658,7 @@ impl TcpCommunicator {
         peer: usize,
         targets: &mut [&mut [u8]],
     ) -> Result<(), CollectiveError> {
-        let reader = self.incoming.get(&peer).ok_or(CollectiveError::BadRank {
-            rank: peer,
-            world: self.world,
-        })?;
-        let mut reader = reader.lock().await;
+        let mut reader = self.reader(peer)?.lock().await;
         let expected: usize = targets.iter().map(|target| target.len()).sum();
         let read = async {
             loop {
@@ -688,14 +697,7 @@ impl TcpCommunicator {
                 }
             }
         };
-        match tokio::time::timeout(self.recv_timeout, read).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(CollectiveError::Peer { peer, why }),
-            Err(_) => Err(CollectiveError::Peer {
-                peer,
-                why: format!("no message within {:?}", self.recv_timeout),
-            }),
-        }
+        self.receive_within_deadline(peer, read).await
     }
 }
 

@@ -412,9 +412,7 @@ impl HeadState {
             state.as_str_name(),
             reasons.join("; ")
         );
-        if let Some(actor) = self.actors.get_mut(actor_id) {
-            actor.info.pending_reason = why;
-        }
+        self.note_actor(actor_id, &why);
         Outcome::Waiting(None)
     }
 

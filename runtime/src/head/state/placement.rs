@@ -121,15 +121,31 @@ impl HeadState {
 
     fn note_item(&mut self, item: &Pending, why: &str) {
         match item {
-            Pending::Actor(id) => {
-                if let Some(actor) = self.actors.get_mut(id) {
-                    actor.info.pending_reason = why.to_string();
+            Pending::Actor(id) => self.note_actor(id, why),
+            Pending::Group(id) => {
+                if self
+                    .groups
+                    .get(id)
+                    .is_some_and(|group| group.info.pending_reason != why)
+                {
+                    if let Some(group) = self.groups.get_mut(id) {
+                        group.info.pending_reason = why.to_string();
+                    }
                 }
             }
-            Pending::Group(id) => {
-                if let Some(group) = self.groups.get_mut(id) {
-                    group.info.pending_reason = why.to_string();
-                }
+        }
+    }
+
+    /// Sets why an actor waits. Its record counts as changed (and goes to disk) only when the
+    /// words do: every scheduling pass says why each waiting actor still waits.
+    pub(super) fn note_actor(&mut self, id: &str, why: &str) {
+        if self
+            .actors
+            .get(id)
+            .is_some_and(|actor| actor.info.pending_reason != why)
+        {
+            if let Some(actor) = self.actors.get_mut(id) {
+                actor.info.pending_reason = why.to_string();
             }
         }
     }
@@ -140,7 +156,7 @@ impl HeadState {
         now: Instant,
         gangs_tried: &mut BTreeSet<String>,
     ) -> Outcome {
-        let Some(actor) = self.actors.get_mut(actor_id) else {
+        let Some(actor) = self.actors.get(actor_id) else {
             self.pending.remove(&Pending::Actor(actor_id.to_string()));
             return Outcome::Skip;
         };
@@ -155,8 +171,14 @@ impl HeadState {
             if not_before > now {
                 return Outcome::Skip;
             }
-            actor.not_before = None;
+            // The back-off is not part of the record on disk.
+            if let Some(actor) = self.actors.get_mut_untracked(actor_id) {
+                actor.not_before = None;
+            }
         }
+        let Some(actor) = self.actors.get(actor_id) else {
+            return Outcome::Skip;
+        };
         if !actor.spec.placement_group_id.is_empty() {
             return self.place_in_group(actor_id, now);
         }
@@ -194,9 +216,7 @@ impl HeadState {
                 Outcome::Placed(self.launch(actor_id, allocation, now).into_iter().collect())
             }
             Err(err) => {
-                if let Some(actor) = self.actors.get_mut(actor_id) {
-                    actor.info.pending_reason = err.to_string();
-                }
+                self.note_actor(actor_id, &err.to_string());
                 Outcome::Waiting(preemptable(&err, vec![request], Strategy::Pack, claim))
             }
         }
@@ -283,9 +303,7 @@ impl HeadState {
                 Outcome::Placed(self.launch(actor_id, allocation, now).into_iter().collect())
             }
             Err(err) => {
-                if let Some(actor) = self.actors.get_mut(actor_id) {
-                    actor.info.pending_reason = format!("gang member's bundle: {err}");
-                }
+                self.note_actor(actor_id, &format!("gang member's bundle: {err}"));
                 Outcome::Waiting(preemptable(&err, vec![request], Strategy::Pack, claim))
             }
         }
@@ -293,9 +311,7 @@ impl HeadState {
 
     fn note_members(&mut self, members: &[(String, String)], why: &str) {
         for (id, _) in members {
-            if let Some(actor) = self.actors.get_mut(id) {
-                actor.info.pending_reason = why.to_string();
-            }
+            self.note_actor(id, why);
         }
     }
 
