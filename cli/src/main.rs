@@ -8,6 +8,7 @@ mod format;
 mod job;
 mod processes;
 mod sim;
+mod sim_autoscale;
 mod status;
 mod up;
 
@@ -17,6 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use troupe::server::autoscaler::AutoscalerConfig;
 use troupe::server::head::{self, HeadConfig};
 use troupe::server::node::{self, resources, NodeConfig};
 use troupe::server::rpc::{Token, TOKEN_FILE_NAME};
@@ -62,6 +64,10 @@ enum Command {
         /// Placement policy: fragmentation (default), fgd, best-fit, gpu-packing or random.
         #[arg(long, default_value = "fragmentation")]
         policy: String,
+        /// Grow and shrink the cluster with demand: node types, rules and provider in this
+        /// TOML file (docs/autoscaling.md).
+        #[arg(long)]
+        autoscaler: Option<PathBuf>,
         /// Dead actors kept for status and lookups; the oldest beyond this are forgotten.
         #[arg(long, default_value_t = 1000)]
         dead_actor_history: usize,
@@ -224,6 +230,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             node_timeout_ms,
             policy,
             dead_actor_history,
+            autoscaler,
         } => {
             let bind: SocketAddr = format!("{host}:{port}")
                 .parse()
@@ -236,6 +243,9 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             config.node_timeout = Duration::from_millis(node_timeout_ms.max(500));
             config.policy = policy;
             config.dead_actor_history = dead_actor_history;
+            if let Some(path) = autoscaler {
+                config.autoscaler = Some(AutoscalerConfig::read(&path)?);
+            }
             config.metrics_bind = match metrics_port {
                 Some(port) => Some(format!("{host}:{port}").parse()?),
                 None => None,

@@ -1,5 +1,7 @@
-//! `troupe sim`: replays a GPU-cluster trace through the scheduler and prints each policy's GPU
-//! allocation ratio (mean over seeds) and the wall time of one run; `--json` writes the same.
+//! `troupe sim`: replays a GPU-cluster trace through the scheduler. `openb` prints each placement
+//! policy's GPU allocation ratio (mean over seeds) and the wall time of one run; `autoscale`
+//! (in `sim_autoscale.rs`) replays the trace in time against autoscaled clusters. `--json`
+//! writes the same figures.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -32,6 +34,25 @@ pub(crate) enum SimCommand {
         /// Runs at once (default: the machine's cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Also write the results here as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The openb pod list replayed in time (arrivals, departures, LS above BE) against an
+    /// autoscaled cluster of the node list's types; baselines in the same run.
+    Autoscale {
+        /// The folder with openb_node_list_gpu_node.csv and openb_pod_list_default.csv.
+        #[arg(long)]
+        trace_dir: PathBuf,
+        /// Another pod list of the same format, with qos, creation_time and deletion_time.
+        #[arg(long)]
+        pods: Option<PathBuf>,
+        /// Another node list of the same format (its rows become node types and their max).
+        #[arg(long)]
+        nodes: Option<PathBuf>,
+        /// Seconds from a launch to a usable node.
+        #[arg(long, default_value_t = 120.0)]
+        boot_delay_s: f64,
         /// Also write the results here as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -69,7 +90,49 @@ pub(crate) fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
 }
 
 pub(crate) fn run(command: SimCommand) -> anyhow::Result<i32> {
-    let SimCommand::Openb {
+    match command {
+        SimCommand::Openb {
+            trace_dir,
+            policy,
+            seeds,
+            tune,
+            pods,
+            nodes,
+            threads,
+            json,
+        } => openb(OpenbArgs {
+            trace_dir,
+            policy,
+            seeds,
+            tune,
+            pods,
+            nodes,
+            threads,
+            json,
+        }),
+        SimCommand::Autoscale {
+            trace_dir,
+            pods,
+            nodes,
+            boot_delay_s,
+            json,
+        } => crate::sim_autoscale::run(&trace_dir, pods, nodes, boot_delay_s, json),
+    }
+}
+
+struct OpenbArgs {
+    trace_dir: PathBuf,
+    policy: String,
+    seeds: String,
+    tune: f64,
+    pods: Option<PathBuf>,
+    nodes: Option<PathBuf>,
+    threads: Option<usize>,
+    json: Option<PathBuf>,
+}
+
+fn openb(args: OpenbArgs) -> anyhow::Result<i32> {
+    let OpenbArgs {
         trace_dir,
         policy,
         seeds,
@@ -78,7 +141,7 @@ pub(crate) fn run(command: SimCommand) -> anyhow::Result<i32> {
         nodes,
         threads,
         json,
-    } = command;
+    } = args;
     if !(tune.is_finite() && tune > 0.0 && tune <= 100.0) {
         bail!("--tune {tune}: expected a positive number up to 100");
     }

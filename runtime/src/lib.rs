@@ -32,6 +32,7 @@
 //! and the multi-process tests need of it is re-exported, hidden, under `server`.
 
 pub mod actor;
+pub(crate) mod autoscaler;
 mod client;
 mod cluster;
 pub mod codec;

@@ -27,6 +27,11 @@ pub mod private_fs {
     pub use crate::private_fs::{check_own_file, ensure_private_dir};
 }
 
+/// The autoscaler's configuration file, for `troupe head --autoscaler`.
+pub mod autoscaler {
+    pub use crate::autoscaler::config::{AutoscalerConfig, ConfigError};
+}
+
 /// The pure scheduler, as the head drives it (for benches and simulations).
 pub mod scheduler {
     pub use crate::scheduler::*;
@@ -34,5 +39,8 @@ pub mod scheduler {
 
 /// Replaying GPU-cluster traces through the scheduler (`troupe sim`).
 pub mod sim {
-    pub use crate::sim::{read_nodes, read_pods, run_openb, OpenbRun, Pod, TraceError, Workload};
+    pub use crate::sim::{
+        node_types_of, policies, read_nodes, read_pods, read_timed_pods, run_autoscale, run_openb,
+        AutoscaleRun, OpenbRun, Pod, SimPolicy, TraceError, Workload,
+    };
 }

@@ -129,6 +129,7 @@ pub struct NodeProcess {
 pub struct Fixture {
     pub dir: PathBuf,
     pub head: std::sync::Mutex<Child>,
+    pub head_extra: Vec<String>,
     pub head_address: String,
     pub metrics_address: String,
     pub nodes: std::sync::Mutex<Vec<NodeProcess>>,
@@ -142,10 +143,15 @@ impl Fixture {
     /// Starts a head, then one node agent per entry of `node_args` (each also gets
     /// `--label index=I`), and waits until all registered.
     pub fn start(node_args: &[Vec<&str>]) -> anyhow::Result<Fixture> {
+        Self::start_with(&[], node_args)
+    }
+
+    /// As `start`, with more arguments for `troupe head`.
+    pub fn start_with(head_extra: &[String], node_args: &[Vec<&str>]) -> anyhow::Result<Fixture> {
         let dir = std::env::temp_dir().join(format!("troupe-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let (head, text) = start_head(&dir, "0")?;
+        let (head, text) = start_head(&dir, "0", head_extra)?;
         // Every client this test starts (status commands, drivers, node agents) reads it here.
         std::env::set_var("TROUPE_TOKEN_FILE", dir.join("head").join("token"));
         let mut lines = text.lines();
@@ -154,6 +160,7 @@ impl Fixture {
         let fixture = Fixture {
             dir: dir.clone(),
             head: std::sync::Mutex::new(head),
+            head_extra: head_extra.to_vec(),
             head_address,
             metrics_address,
             nodes: std::sync::Mutex::new(Vec::new()),
@@ -187,7 +194,7 @@ impl Fixture {
             .map(|(_, port)| port.to_string())
             .unwrap_or_default();
         let mut head = self.head.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let (fresh, _) = start_head(&self.dir, &port)?;
+        let (fresh, _) = start_head(&self.dir, &port, &self.head_extra)?;
         *head = fresh;
         Ok(())
     }
@@ -195,7 +202,11 @@ impl Fixture {
 
 /// Starts `troupe head` with its data in `dir/head`; returns it and what it wrote to its address
 /// file (the gRPC address, then the metrics address).
-fn start_head(dir: &std::path::Path, port: &str) -> anyhow::Result<(Child, String)> {
+fn start_head(
+    dir: &std::path::Path,
+    port: &str,
+    extra: &[String],
+) -> anyhow::Result<(Child, String)> {
     let address_file = dir.join("head.address");
     let _ = std::fs::remove_file(&address_file);
     let head_args: Vec<String> = [
@@ -211,6 +222,7 @@ fn start_head(dir: &std::path::Path, port: &str) -> anyhow::Result<(Child, Strin
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(extra.iter().cloned())
     .collect();
     let log = dir.join(format!("head-{}.log", next_head_log()));
     let head = spawn_process(troupe_bin(), &head_args, &log)?;

@@ -266,20 +266,58 @@ class GpuUsage(_message.Message):
     def __init__(self, index: _Optional[int] = ..., model: _Optional[str] = ..., milli_used: _Optional[int] = ..., actor_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClusterStatusReply(_message.Message):
-    __slots__ = ("nodes", "actors", "jobs", "placement_groups", "pending_demand", "policy")
+    __slots__ = ("nodes", "actors", "jobs", "placement_groups", "pending_demand", "policy", "autoscaler")
     NODES_FIELD_NUMBER: _ClassVar[int]
     ACTORS_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_GROUPS_FIELD_NUMBER: _ClassVar[int]
     PENDING_DEMAND_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    AUTOSCALER_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeStatus]
     actors: _containers.RepeatedCompositeFieldContainer[_common_pb2.ActorInfo]
     jobs: _containers.RepeatedCompositeFieldContainer[_jobs_pb2.JobInfo]
     placement_groups: _containers.RepeatedCompositeFieldContainer[PlacementGroupInfo]
     pending_demand: PendingDemand
     policy: str
-    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.JobInfo, _Mapping]]] = ..., placement_groups: _Optional[_Iterable[_Union[PlacementGroupInfo, _Mapping]]] = ..., pending_demand: _Optional[_Union[PendingDemand, _Mapping]] = ..., policy: _Optional[str] = ...) -> None: ...
+    autoscaler: AutoscalerStatus
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeStatus, _Mapping]]] = ..., actors: _Optional[_Iterable[_Union[_common_pb2.ActorInfo, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[_jobs_pb2.JobInfo, _Mapping]]] = ..., placement_groups: _Optional[_Iterable[_Union[PlacementGroupInfo, _Mapping]]] = ..., pending_demand: _Optional[_Union[PendingDemand, _Mapping]] = ..., policy: _Optional[str] = ..., autoscaler: _Optional[_Union[AutoscalerStatus, _Mapping]] = ...) -> None: ...
+
+class AutoscalerStatus(_message.Message):
+    __slots__ = ("provider", "nodes", "decisions", "waiting", "launches", "terminations", "launch_failures")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHES_FIELD_NUMBER: _ClassVar[int]
+    TERMINATIONS_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    nodes: _containers.RepeatedCompositeFieldContainer[AutoscaledNode]
+    decisions: _containers.RepeatedScalarFieldContainer[str]
+    waiting: _containers.RepeatedScalarFieldContainer[str]
+    launches: int
+    terminations: int
+    launch_failures: int
+    def __init__(self, provider: _Optional[str] = ..., nodes: _Optional[_Iterable[_Union[AutoscaledNode, _Mapping]]] = ..., decisions: _Optional[_Iterable[str]] = ..., waiting: _Optional[_Iterable[str]] = ..., launches: _Optional[int] = ..., terminations: _Optional[int] = ..., launch_failures: _Optional[int] = ...) -> None: ...
+
+class AutoscaledNode(_message.Message):
+    __slots__ = ("launch_id", "node_type", "phase", "node_id", "for_s", "reason", "attempts")
+    LAUNCH_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    FOR_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    launch_id: str
+    node_type: str
+    phase: str
+    node_id: str
+    for_s: float
+    reason: str
+    attempts: int
+    def __init__(self, launch_id: _Optional[str] = ..., node_type: _Optional[str] = ..., phase: _Optional[str] = ..., node_id: _Optional[str] = ..., for_s: _Optional[float] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class PendingDemand(_message.Message):
     __slots__ = ("shapes", "cpu_milli", "memory_bytes", "gpu_milli")

@@ -99,6 +99,7 @@ pub(super) fn status_of(state: &mut HeadState) -> ClusterStatusReply {
         placement_groups,
         pending_demand: Some(pending_demand),
         policy: state.scheduler.policy_name().to_string(),
+        autoscaler: None,
     }
 }
 
@@ -261,10 +262,13 @@ pub(super) async fn serve(
                 let line = String::from_utf8_lossy(&request[..read]);
                 let path = line.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-                    (
-                        "200 OK",
-                        head.read(|state| render(state, head.started.elapsed())),
-                    )
+                    ("200 OK", {
+                        let mut text = head.read(|state| render(state, head.started.elapsed()));
+                        if let Some(autoscaler) = &head.autoscaler {
+                            autoscaler.render_metrics(&mut text);
+                        }
+                        text
+                    })
                 } else {
                     ("404 Not Found", "not found: try /metrics\n".to_string())
                 };

@@ -4,6 +4,7 @@
 //! head starts on the same directory), watches node heartbeats, sends start and stop orders to
 //! node agents, stores uploaded executables and packages, and serves Prometheus metrics.
 
+mod autoscale;
 mod binaries;
 mod jobs;
 pub(crate) use binaries::is_sha256_hex;
@@ -43,6 +44,10 @@ pub struct HeadConfig {
     /// Dead actors kept for `troupe status` and lookups; beyond this many, the oldest are
     /// forgotten, so a long run's head does not grow without bound.
     pub dead_actor_history: usize,
+    /// Node types, rules and provider of the autoscaler, if the cluster grows and shrinks.
+    pub autoscaler: Option<crate::autoscaler::AutoscalerConfig>,
+    /// The `troupe` executable the local provider starts nodes with (default: this process's).
+    pub troupe_binary: Option<PathBuf>,
 }
 
 impl HeadConfig {
@@ -56,6 +61,8 @@ impl HeadConfig {
             node_timeout: Duration::from_secs(5),
             policy: crate::scheduler::POLICY_NAMES[0].to_string(),
             dead_actor_history: state::DEFAULT_DEAD_ACTOR_HISTORY,
+            autoscaler: None,
+            troupe_binary: None,
         }
     }
 }
@@ -78,6 +85,8 @@ pub(crate) struct Head {
     agents: Mutex<HashMap<String, NodeAgentClient<AuthChannel>>>,
     /// The cluster token: every RPC to the head, node agents and workers carries it.
     token: Token,
+    /// The autoscaler, when the head runs one.
+    autoscaler: Option<Arc<autoscale::Autoscaler>>,
 }
 
 /// A running head; dropping it stops the server.
@@ -137,6 +146,14 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         jobs::MAX_PACKAGE_BYTES,
         Some(jobs::check_package),
     )?;
+    let autoscaler = match &config.autoscaler {
+        Some(autoscaler) => Some(Arc::new(autoscale::Autoscaler::new(
+            autoscaler.clone(),
+            &config.data_dir,
+            config.troupe_binary.clone(),
+        )?)),
+        None => None,
+    };
     let state_store = store::StateStore::open(&config.data_dir)?;
     let snapshot = state_store.load()?;
     let job_logs = jobs::LogFiles::open(config.data_dir.join("job-logs"))
@@ -166,6 +183,14 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
             "restored the cluster's state from a previous head"
         );
     }
+    if let Some(config) = &config.autoscaler {
+        let types: Vec<_> = config
+            .node_types
+            .iter()
+            .map(|(name, t)| (name.clone(), t.capacity(name), t.max))
+            .collect();
+        state.set_node_types(&types);
+    }
     let state_writer = store::StateWriter::start(state_store)?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
@@ -186,9 +211,17 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         token: token.clone(),
         started: Instant::now(),
         agents: Mutex::new(HashMap::new()),
+        autoscaler: autoscaler.clone(),
     });
     let mut tasks = vec![tokio::spawn(service::serve(head.clone(), listener))];
     tasks.push(tokio::spawn(watch_nodes(head.clone())));
+    if let Some(autoscaler) = autoscaler {
+        tasks.push(tokio::spawn(autoscale::run(
+            head.clone(),
+            autoscaler,
+            address.to_string(),
+        )));
+    }
     let mut metrics_address = None;
     if let Some(bind) = config.metrics_bind {
         let (bound, task) = metrics::serve(head.clone(), bind).await?;

@@ -265,6 +265,17 @@ impl Scheduler {
         self.enter_class(index);
     }
 
+    /// Whether anything holds resources on a node (a holder with a bundle there, or any use).
+    pub fn holds_anything(&self, node_id: &str) -> bool {
+        self.slot_of(node_id).is_some_and(|slot| {
+            !slot.holders.is_empty()
+                || slot.usage.cpu_milli > 0
+                || slot.usage.memory_bytes > 0
+                || slot.usage.gpu_milli.iter().any(|g| *g > 0)
+                || slot.usage.custom.values().any(|q| *q > 0.0)
+        })
+    }
+
     pub fn has_node(&self, node_id: &str) -> bool {
         self.index_of.contains_key(node_id)
     }

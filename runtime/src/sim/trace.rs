@@ -204,6 +204,71 @@ pub fn read_pods(path: &Path) -> Result<Vec<Pod>, TraceError> {
     Ok(pods)
 }
 
+/// How much a pod matters in a time replay: the trace's `qos` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Qos {
+    /// Best effort (`BE`, and Kubernetes' `Burstable`): lower priority, preemptible.
+    BestEffort,
+    /// Latency sensitive (`LS`, and Kubernetes' `Guaranteed`): higher priority, never preempted.
+    LatencySensitive,
+}
+
+impl Qos {
+    pub fn name(self) -> &'static str {
+        match self {
+            Qos::LatencySensitive => "LS",
+            Qos::BestEffort => "BE",
+        }
+    }
+}
+
+/// A pod with its place in time: it arrives at `arrival_s` and, once placed, runs `duration_s`.
+#[derive(Debug, Clone)]
+pub struct TimedPod {
+    pub pod: Pod,
+    pub qos: Qos,
+    pub arrival_s: f64,
+    pub duration_s: f64,
+}
+
+/// Pods of a pod list with `qos`, `creation_time` and `deletion_time` (seconds), for replay in
+/// time. A `qos` other than LS, BE, Guaranteed or Burstable is refused by line.
+pub fn read_timed_pods(path: &Path) -> Result<Vec<TimedPod>, TraceError> {
+    let pods = read_pods(path)?;
+    let table = Table::read(path, &["qos", "creation_time", "deletion_time"])?;
+    let mut timed = Vec::with_capacity(pods.len());
+    for (pod, row) in pods.into_iter().zip(&table.rows) {
+        let bad = |message: String| TraceError::Bad {
+            path: table.path.clone(),
+            line: row.0,
+            message,
+        };
+        let qos = match table.field(row, "qos")? {
+            "LS" | "Guaranteed" => Qos::LatencySensitive,
+            "BE" | "Burstable" => Qos::BestEffort,
+            other => {
+                return Err(bad(format!(
+                    "qos `{other}`: expected LS, BE, Guaranteed or Burstable"
+                )))
+            }
+        };
+        let created = table.number(row, "creation_time")?;
+        let deleted = table.number(row, "deletion_time")?;
+        if deleted < created {
+            return Err(bad(format!(
+                "deletion_time {deleted} is before creation_time {created}"
+            )));
+        }
+        timed.push(TimedPod {
+            pod,
+            qos,
+            arrival_s: created as f64,
+            duration_s: (deleted - created) as f64,
+        });
+    }
+    Ok(timed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +318,37 @@ mod tests {
         );
         let err = read_pods(&shared).expect_err("2 GPUs at 0.5").to_string();
         assert!(err.contains("num_gpu 2 with gpu_milli 500"), "{err}");
+        let timed = write(
+            &dir,
+            "timed.csv",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,creation_time,deletion_time\np0,1,0,1,500,,LS,10,70\np1,1,0,0,0,,Burstable,20,20\n",
+        );
+        let timed = read_timed_pods(&timed).expect("timed");
+        assert_eq!(timed[0].qos, Qos::LatencySensitive);
+        assert_eq!((timed[0].arrival_s, timed[0].duration_s), (10.0, 60.0));
+        assert_eq!(timed[1].qos, Qos::BestEffort);
+        let odd = write(
+            &dir,
+            "odd.csv",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,creation_time,deletion_time\np0,1,0,1,500,,Gold,10,70\n",
+        );
+        let err = read_timed_pods(&odd).expect_err("odd qos").to_string();
+        assert!(
+            err.contains("odd.csv:2") && err.contains("qos `Gold`"),
+            "{err}"
+        );
+        let backwards = write(
+            &dir,
+            "back.csv",
+            "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,creation_time,deletion_time\np0,1,0,1,500,,LS,70,10\n",
+        );
+        let err = read_timed_pods(&backwards)
+            .expect_err("backwards")
+            .to_string();
+        assert!(
+            err.contains("deletion_time 10 is before creation_time 70"),
+            "{err}"
+        );
         let headerless = write(&dir, "nohead.csv", "a,b\n1,2\n");
         let err = read_nodes(&headerless).expect_err("columns").to_string();
         assert!(err.contains("lacks column `sn`"), "{err}");

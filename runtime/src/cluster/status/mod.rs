@@ -4,6 +4,7 @@
 //! (`table`) and the JSON object `troupe status --json` prints (`to_json`), for drivers and
 //! scripts alike. The placement-group and demand parts are in `status/scheduling.rs`.
 
+mod autoscaler;
 mod scheduling;
 
 use serde_json::{json, Value};
@@ -130,6 +131,7 @@ fn to_json(status: &ClusterStatusReply) -> Value {
         "placement_groups": groups,
         "policy": policy,
         "pending_demand": demand,
+        "autoscaler": autoscaler::to_json(status),
     })
 }
 
@@ -227,5 +229,6 @@ fn to_table(status: &ClusterStatusReply) -> String {
         out.push_str(&crate::jobs::table(&status.jobs));
     }
     out.push_str(&scheduling::to_table(status));
+    out.push_str(&autoscaler::to_table(status));
     out
 }

@@ -34,9 +34,9 @@ impl Cluster for HeadService {
         &self,
         _request: Request<Empty>,
     ) -> Result<Response<ClusterStatusReply>, Status> {
-        Ok(Response::new(
-            self.0.inspect(crate::head::metrics::status_of),
-        ))
+        let mut reply = self.0.inspect(crate::head::metrics::status_of);
+        reply.autoscaler = self.0.autoscaler.as_ref().map(|a| a.status());
+        Ok(Response::new(reply))
     }
 
     type SessionStream = ReceiverStream<Result<SessionEvent, Status>>;

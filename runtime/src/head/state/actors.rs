@@ -66,8 +66,7 @@ impl HeadState {
         }
         let request = request_of(&spec);
         if spec.placement_group_id.is_empty() {
-            if let Err(PlacementError::Infeasible(reason)) = self.scheduler.check_feasible(&request)
-            {
+            if let Err(PlacementError::Infeasible(reason)) = self.could_ever_fit(&request) {
                 return Err(Status::failed_precondition(format!(
                     "cannot place actor of type {}: {reason}",
                     spec.type_name

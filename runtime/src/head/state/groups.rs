@@ -225,7 +225,7 @@ impl HeadState {
                 )));
             }
         }
-        if let Err(err) = self.scheduler.check_group_feasible(&bundles, strategy) {
+        if let Err(err) = self.could_ever_fit_group(&bundles, strategy) {
             return Err(Status::failed_precondition(format!(
                 "cannot place placement group: {err}"
             )));

@@ -64,7 +64,7 @@ impl HeadState {
             )));
         }
         let request = request_of_job(&spec);
-        if let Err(PlacementError::Infeasible(reason)) = self.scheduler.check_feasible(&request) {
+        if let Err(PlacementError::Infeasible(reason)) = self.could_ever_fit(&request) {
             if !self.scheduler_is_empty() {
                 return Err(Status::failed_precondition(format!(
                     "no node could ever run this entrypoint: {reason}"

@@ -135,6 +135,9 @@ pub(crate) struct HeadState {
     pub groups_placed: u64,
     /// The scheduler's clock starts here.
     pub epoch: Option<Instant>,
+    /// With an autoscaler: one empty node of each node type it may launch (up to 64 of each),
+    /// so that work no node has room for yet, but a launched one would, is accepted.
+    pub node_type_probe: Option<crate::scheduler::Scheduler>,
     /// Starts of preempting actors waiting for their victims' workers to exit.
     pub deferred_starts: Vec<preemption::DeferredStart>,
     /// Driver (and worker) sessions whose stream is open (or, after a restart, that may still

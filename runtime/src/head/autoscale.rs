@@ -1,0 +1,573 @@
+//! The head's autoscaler loop: every period it ties registered node agents to their launches
+//! (label `troupe.io/launch-id`), asks the planner what to launch and drain, has the provider
+//! start and stop node agents, retries failed or silent launches with backoff, and keeps what
+//! `troupe status` and the metrics show: each node's phase and why, the latest decisions, why
+//! waiting work launches nothing, and counters. A provider failure never stops the head.
+
+use super::Head;
+use crate::autoscaler::command::CommandProvider;
+use crate::autoscaler::config::{
+    AutoscalerConfig, ProviderConfig, LAUNCH_ID_LABEL, NODE_TYPE_LABEL,
+};
+use crate::autoscaler::local::LocalProvider;
+use crate::autoscaler::provider::{LaunchSpec, NodeProvider};
+use crate::autoscaler::{ManagedNode, NodePhase, Planner};
+use crate::error::{Error, Result};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use troupe_proto::{AutoscaledNode, AutoscalerStatus};
+
+/// Decisions kept for status.
+const DECISIONS_KEPT: usize = 50;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    /// The provider's create call is under way.
+    Requested,
+    /// Created; waiting for the agent to register.
+    Launching,
+    /// A try failed; the next starts at `until`.
+    BackingOff {
+        until: Instant,
+    },
+    /// Every try failed; the capacity rests until `until`, then is planned again.
+    Failed {
+        until: Instant,
+    },
+    Running,
+    Draining,
+    /// The provider's delete call is under way.
+    Stopping,
+}
+
+impl Phase {
+    fn name(&self) -> &'static str {
+        match self {
+            Phase::Requested => "requested",
+            Phase::Launching => "launching",
+            Phase::BackingOff { .. } => "backing-off",
+            Phase::Failed { .. } => "failed",
+            Phase::Running => "running",
+            Phase::Draining => "draining",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LaunchRecord {
+    node_type: String,
+    phase: Phase,
+    since: Instant,
+    attempts: u32,
+    reason: String,
+    node_id: Option<String>,
+    idle_since: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Book {
+    launches: BTreeMap<String, LaunchRecord>,
+    decisions: VecDeque<String>,
+    waiting: Vec<String>,
+    launched: u64,
+    terminated: u64,
+    failures: u64,
+    next: u64,
+}
+
+impl Book {
+    fn decide(&mut self, text: String) {
+        tracing::info!(decision = %text, "autoscaler");
+        let stamp = humantime_now();
+        self.decisions.push_back(format!("{stamp} {text}"));
+        while self.decisions.len() > DECISIONS_KEPT {
+            self.decisions.pop_front();
+        }
+    }
+}
+
+fn humantime_now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let secs = ms / 1000 % 86_400;
+    format!("{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// The autoscaler of one head.
+pub(crate) struct Autoscaler {
+    config: AutoscalerConfig,
+    planner: Planner,
+    provider: Arc<dyn NodeProvider>,
+    token_file: PathBuf,
+    book: Mutex<Book>,
+}
+
+impl Autoscaler {
+    /// Checks what only the head can check and builds the provider.
+    pub fn new(
+        config: AutoscalerConfig,
+        data_dir: &std::path::Path,
+        troupe_binary: Option<PathBuf>,
+    ) -> Result<Self> {
+        let invalid = |why: String| Error::Invalid {
+            what: "autoscaler config".to_string(),
+            why,
+        };
+        if config.consolidation.is_some() {
+            return Err(invalid(
+                "`consolidation` is only simulated (`troupe sim autoscale`); the head does not yet move running actors off a node".to_string(),
+            ));
+        }
+        let provider: Arc<dyn NodeProvider> = match &config.provider {
+            ProviderConfig::Local { log_dir } => {
+                let binary = match troupe_binary {
+                    Some(binary) => binary,
+                    None => std::env::current_exe().map_err(|e| invalid(format!("cannot find the troupe executable for the local provider: {e}")))?,
+                };
+                let log_dir = log_dir.clone().unwrap_or_else(|| data_dir.join("autoscaled-nodes"));
+                Arc::new(LocalProvider::new(binary, log_dir))
+            }
+            ProviderConfig::Command { create, delete, list, timeout_s } => Arc::new(CommandProvider {
+                create: create.clone(),
+                delete: delete.clone(),
+                list: list.clone(),
+                timeout: Duration::from_secs_f64(*timeout_s),
+            }),
+            ProviderConfig::Kubernetes { .. } => {
+                return Err(invalid(
+                    "the kubernetes provider is not built into this head yet; use the command provider with kubectl (see docs/autoscaling.md)".to_string(),
+                ))
+            }
+        };
+        Ok(Self {
+            planner: Planner::new(&config),
+            config,
+            provider,
+            token_file: data_dir.join(crate::rpc::auth::TOKEN_FILE_NAME),
+            book: Mutex::new(Book::default()),
+        })
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        match self.book.lock() {
+            Ok(book) => book,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn backoff(&self, attempts: u32) -> Duration {
+        let factor = 2f64.powi(attempts.saturating_sub(1).min(30) as i32);
+        Duration::from_secs_f64(
+            (self.config.backoff_initial_s * factor).min(self.config.backoff_max_s),
+        )
+    }
+
+    /// What `troupe status` shows.
+    pub fn status(&self) -> AutoscalerStatus {
+        let book = self.book();
+        let now = Instant::now();
+        AutoscalerStatus {
+            provider: self.provider.kind().to_string(),
+            nodes: book
+                .launches
+                .iter()
+                .map(|(id, record)| AutoscaledNode {
+                    launch_id: id.clone(),
+                    node_type: record.node_type.clone(),
+                    phase: if record.phase == Phase::Running && record.idle_since.is_some() {
+                        "idle".to_string()
+                    } else {
+                        record.phase.name().to_string()
+                    },
+                    node_id: record.node_id.clone().unwrap_or_default(),
+                    for_s: now
+                        .duration_since(
+                            record
+                                .idle_since
+                                .filter(|_| record.phase == Phase::Running)
+                                .unwrap_or(record.since),
+                        )
+                        .as_secs_f64(),
+                    reason: record.reason.clone(),
+                    attempts: record.attempts,
+                })
+                .collect(),
+            decisions: book.decisions.iter().cloned().collect(),
+            waiting: book.waiting.clone(),
+            launches: book.launched,
+            terminations: book.terminated,
+            launch_failures: book.failures,
+        }
+    }
+
+    /// Prometheus lines.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let book = self.book();
+        for (name, help, value) in [
+            (
+                "troupe_autoscaler_launches_total",
+                "Node launches the autoscaler asked for.",
+                book.launched,
+            ),
+            (
+                "troupe_autoscaler_terminations_total",
+                "Nodes the autoscaler drained and stopped.",
+                book.terminated,
+            ),
+            (
+                "troupe_autoscaler_launch_failures_total",
+                "Launch tries that failed or never registered.",
+                book.failures,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {value}");
+        }
+        let mut by_phase: BTreeMap<&str, u64> = BTreeMap::new();
+        for record in book.launches.values() {
+            *by_phase.entry(record.phase.name()).or_default() += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP troupe_autoscaler_nodes Autoscaled nodes by phase."
+        );
+        let _ = writeln!(out, "# TYPE troupe_autoscaler_nodes gauge");
+        for (phase, count) in by_phase {
+            let _ = writeln!(out, "troupe_autoscaler_nodes{{phase=\"{phase}\"}} {count}");
+        }
+    }
+}
+
+/// The loop; runs until the head stops.
+pub(super) async fn run(head: Arc<Head>, autoscaler: Arc<Autoscaler>, head_address: String) {
+    adopt_existing(&autoscaler).await;
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(autoscaler.config.period_s));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        round(&head, &autoscaler, &head_address).await;
+    }
+}
+
+/// Launches the provider lists that this head has no record of (it restarted) are taken back
+/// as launching; they register or time out like any other.
+async fn adopt_existing(autoscaler: &Autoscaler) {
+    match autoscaler.provider.list().await {
+        Ok(ids) => {
+            let mut book = autoscaler.book();
+            for id in ids {
+                let node_type = id
+                    .rsplit_once('-')
+                    .map_or(id.clone(), |(t, _)| t.to_string());
+                if autoscaler.planner.capacity(&node_type).is_none() {
+                    continue;
+                }
+                book.launches.entry(id).or_insert(LaunchRecord {
+                    node_type,
+                    phase: Phase::Launching,
+                    since: Instant::now(),
+                    attempts: 1,
+                    reason: "found at the provider when the head started".to_string(),
+                    node_id: None,
+                    idle_since: None,
+                });
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "autoscaler: listing the provider's nodes failed"),
+    }
+}
+
+async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &str) {
+    let now = Instant::now();
+    let config = &autoscaler.config;
+    let launch_timeout = Duration::from_secs_f64(config.launch_timeout_s);
+    // 1. Registrations, deaths, timeouts and retries.
+    let registered: BTreeMap<String, (String, bool, String)> = head.read(|state| {
+        state
+            .nodes
+            .values()
+            .filter_map(|node| {
+                let launch = node.resources.labels.get(LAUNCH_ID_LABEL)?;
+                let node_type = node
+                    .resources
+                    .labels
+                    .get(NODE_TYPE_LABEL)
+                    .cloned()
+                    .unwrap_or_default();
+                Some((launch.clone(), (node.id.clone(), node.alive, node_type)))
+            })
+            .collect()
+    });
+    let mut to_create: Vec<String> = Vec::new();
+    let mut to_delete: Vec<String> = Vec::new();
+    {
+        let mut book = autoscaler.book();
+        for (launch, (node_id, alive, node_type)) in &registered {
+            if !*alive {
+                if let Some(record) = book.launches.remove(launch) {
+                    if !matches!(record.phase, Phase::Stopping) {
+                        book.decide(format!("node {node_id} ({launch}) died; forgotten"));
+                        to_delete.push(launch.clone());
+                    }
+                }
+                continue;
+            }
+            let record = book
+                .launches
+                .entry(launch.clone())
+                .or_insert_with(|| LaunchRecord {
+                    node_type: node_type.clone(),
+                    phase: Phase::Launching,
+                    since: now,
+                    attempts: 1,
+                    reason: "registered; launched by an earlier head".to_string(),
+                    node_id: None,
+                    idle_since: None,
+                });
+            if matches!(
+                record.phase,
+                Phase::Requested
+                    | Phase::Launching
+                    | Phase::BackingOff { .. }
+                    | Phase::Failed { .. }
+            ) {
+                let took = now.duration_since(record.since).as_secs_f64();
+                record.phase = Phase::Running;
+                record.since = now;
+                record.node_id = Some(node_id.clone());
+                record.reason = format!("registered as {node_id} after {took:.1} s");
+            }
+        }
+        let mut failed_now = Vec::new();
+        for (launch, record) in book.launches.iter_mut() {
+            match record.phase {
+                Phase::Launching if now.duration_since(record.since) > launch_timeout => {
+                    failed_now.push((
+                        launch.clone(),
+                        format!("did not register within {:.0} s", config.launch_timeout_s),
+                    ));
+                    to_delete.push(launch.clone());
+                }
+                Phase::BackingOff { until } if now >= until => {
+                    record.phase = Phase::Requested;
+                    record.since = now;
+                    to_create.push(launch.clone());
+                }
+                _ => {}
+            }
+        }
+        for (launch, why) in failed_now {
+            fail_attempt(autoscaler, &mut book, &launch, why);
+        }
+        book.launches
+            .retain(|_, r| !matches!(r.phase, Phase::Failed { until } if now >= until));
+    }
+    // 2. Plan on the live scheduler.
+    let plan_and_empty = head.inspect(|state| {
+        let mut book = autoscaler.book();
+        let mut managed = Vec::new();
+        let mut empty_draining = Vec::new();
+        for (launch, record) in book.launches.iter_mut() {
+            let phase = match record.phase {
+                Phase::Running => NodePhase::Running,
+                Phase::Draining | Phase::Stopping => NodePhase::Draining,
+                _ => NodePhase::Launching,
+            };
+            let mut idle_for_s = 0.0;
+            if let Some(node_id) = &record.node_id {
+                if state.node_holds_anything(node_id) {
+                    record.idle_since = None;
+                } else {
+                    let since = *record.idle_since.get_or_insert(now);
+                    idle_for_s = now.duration_since(since).as_secs_f64();
+                    if record.phase == Phase::Draining {
+                        empty_draining.push((launch.clone(), node_id.clone()));
+                    }
+                }
+            }
+            managed.push(ManagedNode {
+                id: record.node_id.clone().unwrap_or_else(|| launch.clone()),
+                node_type: record.node_type.clone(),
+                phase,
+                idle_for_s,
+                low_use_for_s: 0.0,
+                movable: Vec::new(),
+            });
+        }
+        let pending = state.pending_sets();
+        let plan = autoscaler
+            .planner
+            .plan(&mut state.scheduler, &managed, &pending);
+        for drain in &plan.drains {
+            state.scheduler.set_schedulable(&drain.node_id, false);
+        }
+        (plan, empty_draining)
+    });
+    let (plan, empty_draining) = plan_and_empty;
+    // 3. Record the decisions.
+    {
+        let mut book = autoscaler.book();
+        book.waiting = plan
+            .waiting
+            .iter()
+            .map(|w| format!("{}: {}", w.set, w.why))
+            .collect();
+        for launch in &plan.launches {
+            for _ in 0..launch.count {
+                book.next += 1;
+                let id = format!(
+                    "{}-{}",
+                    launch.node_type,
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
+                book.launches.insert(
+                    id.clone(),
+                    LaunchRecord {
+                        node_type: launch.node_type.clone(),
+                        phase: Phase::Requested,
+                        since: now,
+                        attempts: 0,
+                        reason: launch.reason.clone(),
+                        node_id: None,
+                        idle_since: None,
+                    },
+                );
+                to_create.push(id);
+            }
+            book.decide(format!(
+                "launch {} x {} {}",
+                launch.count, launch.node_type, launch.reason
+            ));
+        }
+        for drain in &plan.drains {
+            if let Some((_, record)) = book
+                .launches
+                .iter_mut()
+                .find(|(_, r)| r.node_id.as_deref() == Some(&drain.node_id))
+            {
+                record.phase = Phase::Draining;
+                record.since = now;
+                record.reason = drain.reason.clone();
+            }
+            book.decide(format!("drain {}: {}", drain.node_id, drain.reason));
+        }
+        for (launch, _) in &empty_draining {
+            if let Some(record) = book.launches.get_mut(launch) {
+                record.phase = Phase::Stopping;
+                record.since = now;
+            }
+        }
+    }
+    // 4. Carry them out; none of this holds a lock across a provider call.
+    for launch in to_create {
+        let autoscaler = autoscaler.clone();
+        let Some(spec) = ({
+            let book = autoscaler.book();
+            book.launches.get(&launch).and_then(|record| {
+                Some(LaunchSpec {
+                    launch_id: launch.clone(),
+                    node_type_name: record.node_type.clone(),
+                    node_type: config.node_types.get(&record.node_type)?.clone(),
+                    head_address: config
+                        .head_address
+                        .clone()
+                        .unwrap_or_else(|| head_address.to_string()),
+                    token_file: autoscaler.token_file.clone(),
+                })
+            })
+        }) else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let result = autoscaler.provider.create(spec).await;
+            let mut book = autoscaler.book();
+            match result {
+                Ok(()) => {
+                    book.launched += 1;
+                    if let Some(record) = book.launches.get_mut(&launch) {
+                        record.attempts += 1;
+                        if record.phase == Phase::Requested {
+                            record.phase = Phase::Launching;
+                            record.since = Instant::now();
+                        }
+                    }
+                }
+                Err(e) => {
+                    if let Some(record) = book.launches.get_mut(&launch) {
+                        record.attempts += 1;
+                    }
+                    fail_attempt(&autoscaler, &mut book, &launch, e.to_string());
+                }
+            }
+        });
+    }
+    for (launch, node_id) in empty_draining {
+        let autoscaler = autoscaler.clone();
+        let head = head.clone();
+        tokio::spawn(async move {
+            match autoscaler.provider.delete(launch.clone()).await {
+                Ok(()) => {
+                    head.update(|state| {
+                        state.retire_node(&node_id);
+                        ((), Vec::new())
+                    });
+                    let mut book = autoscaler.book();
+                    book.launches.remove(&launch);
+                    book.terminated += 1;
+                    book.decide(format!("stopped {node_id} ({launch})"));
+                }
+                Err(e) => {
+                    let mut book = autoscaler.book();
+                    if let Some(record) = book.launches.get_mut(&launch) {
+                        record.phase = Phase::Draining;
+                        record.reason = format!("stopping failed, will retry: {e}");
+                    }
+                    book.decide(format!("stopping {node_id} failed: {e}"));
+                }
+            }
+        });
+    }
+    for launch in to_delete {
+        let autoscaler = autoscaler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = autoscaler.provider.delete(launch).await {
+                tracing::warn!(error = %e, "autoscaler: cleaning up a failed launch");
+            }
+        });
+    }
+}
+
+/// One try of a launch failed: back off, or give up after the last try and rest the capacity.
+fn fail_attempt(autoscaler: &Autoscaler, book: &mut Book, launch: &str, why: String) {
+    let config = &autoscaler.config;
+    book.failures += 1;
+    let Some(record) = book.launches.get_mut(launch) else {
+        return;
+    };
+    let now = Instant::now();
+    let attempts = record.attempts.max(1);
+    if attempts >= config.max_launch_attempts {
+        let rest = Duration::from_secs_f64(config.backoff_max_s);
+        record.phase = Phase::Failed { until: now + rest };
+        record.reason = format!(
+            "gave up after {attempts} tries (resting {:.0} s): {why}",
+            rest.as_secs_f64()
+        );
+    } else {
+        let wait = autoscaler.backoff(attempts);
+        record.phase = Phase::BackingOff { until: now + wait };
+        record.reason = format!(
+            "try {attempts} failed, next in {:.0} s: {why}",
+            wait.as_secs_f64()
+        );
+    }
+    record.since = now;
+    let text = format!("launch {launch}: {}", record.reason);
+    book.decide(text);
+}
