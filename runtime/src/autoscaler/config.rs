@@ -284,16 +284,17 @@ impl AutoscalerConfig {
                 return bad(format!("{here}: labels {NODE_TYPE_LABEL} and {LAUNCH_ID_LABEL} are set by the autoscaler"));
             }
         }
-        for (what, value) in [
-            ("idle_timeout_s", self.idle_timeout_s),
-            ("launch_timeout_s", self.launch_timeout_s),
-            ("backoff_initial_s", self.backoff_initial_s),
-            ("backoff_max_s", self.backoff_max_s),
-            ("period_s", self.period_s),
+        const WEEK_S: f64 = 7.0 * 86_400.0;
+        for (what, value, low, high) in [
+            ("idle_timeout_s", self.idle_timeout_s, 0.1, WEEK_S),
+            ("launch_timeout_s", self.launch_timeout_s, 1.0, WEEK_S),
+            ("backoff_initial_s", self.backoff_initial_s, 0.01, WEEK_S),
+            ("backoff_max_s", self.backoff_max_s, 0.01, WEEK_S),
+            ("period_s", self.period_s, 0.05, 3600.0),
         ] {
-            if !(value.is_finite() && value > 0.0) {
+            if !(value.is_finite() && (low..=high).contains(&value)) {
                 return bad(format!(
-                    "{what} = {value}: expected a positive number of seconds"
+                    "{what} = {value}: expected seconds between {low} and {high}"
                 ));
             }
         }
@@ -332,9 +333,9 @@ impl AutoscalerConfig {
                         return bad(format!("provider.{what} is empty"));
                     }
                 }
-                if !(timeout_s.is_finite() && *timeout_s > 0.0) {
+                if !(timeout_s.is_finite() && (0.1..=86_400.0).contains(timeout_s)) {
                     return bad(format!(
-                        "provider.timeout_s {timeout_s}: expected a positive number"
+                        "provider.timeout_s {timeout_s}: expected seconds between 0.1 and 86400"
                     ));
                 }
             }
@@ -439,6 +440,14 @@ max = 2
             (
                 GOOD.replace("idle_timeout_s = 60", "idle_timeout_s = -5"),
                 "idle_timeout_s = -5",
+            ),
+            (
+                GOOD.replace("idle_timeout_s = 60", "period_s = 1e-12"),
+                "expected seconds between 0.05 and 3600",
+            ),
+            (
+                GOOD.replace("idle_timeout_s = 60", "launch_timeout_s = 1e20"),
+                "launch_timeout_s = 100000000000000000000",
             ),
             (
                 GOOD.replace("[node_types.cpu]", "[node_types.\"c p u\"]"),

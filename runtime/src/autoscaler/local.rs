@@ -1,6 +1,7 @@
 //! The `local` provider: node agents as `troupe node` processes on this machine, each in its
 //! own process group, stopped with SIGTERM (then SIGKILL) and never left behind: dropping the
-//! provider stops every agent it started.
+//! provider stops every agent it started, and an agent gets SIGTERM when the head's process
+//! dies, however it dies.
 
 use super::provider::{LaunchSpec, NodeProvider, ProviderError};
 use futures::future::BoxFuture;
@@ -42,7 +43,16 @@ impl LocalProvider {
             .map_err(|e| format!("creating {}: {e}", log_path.display()))?;
         let err_log = log.try_clone().map_err(|e| e.to_string())?;
         let work_dir = self.log_dir.join(&spec.launch_id);
-        let child = std::process::Command::new(&self.binary)
+        let mut command = std::process::Command::new(&self.binary);
+        // SAFETY: prctl is async-signal-safe. The agent (and, through its own stop, its
+        // workers) goes when the head's process does, even on SIGKILL: no orphaned agents.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command
             .args(spec.node_args())
             .arg("--work-dir")
             .arg(&work_dir)
@@ -100,7 +110,18 @@ impl NodeProvider for LocalProvider {
     fn delete(&self, launch_id: String) -> BoxFuture<'_, Result<(), ProviderError>> {
         Box::pin(async move {
             let child = self.children().remove(&launch_id);
-            if let Some(child) = child {
+            let Some(child) = child else {
+                // Not started by this provider (an earlier head's agent, whose process group
+                // outlived it): say so rather than report a stop that did not happen.
+                return Err(ProviderError::Failed {
+                    provider: "local",
+                    action: "stop",
+                    launch_id,
+                    why: "not started by this head; stop that `troupe node` process by hand"
+                        .to_string(),
+                });
+            };
+            {
                 tokio::task::spawn_blocking(move || Self::stop(child, Duration::from_secs(10)))
                     .await
                     .map_err(|e| ProviderError::Failed {

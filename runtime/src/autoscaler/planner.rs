@@ -103,6 +103,8 @@ pub struct Planner {
     pub preemptible_gpu_budget: Option<u32>,
     /// A cap on nodes launched in one round (a runaway guard).
     pub max_launches_per_round: u32,
+    /// `fill_share` by (type, request shape): it takes up to 256 trial placements.
+    fills: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(String, String), f64>>>,
 }
 
 const TRIAL_PREFIX: &str = "\u{1}planned-";
@@ -120,6 +122,7 @@ impl Planner {
             consolidation: config.consolidation,
             preemptible_gpu_budget: config.preemptible_gpu_budget,
             max_launches_per_round: 1000,
+            fills: Default::default(),
         }
     }
 
@@ -307,11 +310,21 @@ impl Planner {
             let id = trial.add_node(scheduler, capacity);
             added.push((id, name));
             if score.complete {
-                let allocations = scheduler
-                    .place_all(&set.bundles, set.strategy)
-                    .expect("the trial just placed it");
-                trial.allocations.extend(allocations);
-                return Ok(added.into_iter().map(|(_, t)| t).collect());
+                // Placed again for real: a policy with randomness may choose differently.
+                match scheduler.place_all(&set.bundles, set.strategy) {
+                    Ok(allocations) => {
+                        trial.allocations.extend(allocations);
+                        return Ok(added.into_iter().map(|(_, t)| t).collect());
+                    }
+                    Err(e) => {
+                        return fail(
+                            scheduler,
+                            trial,
+                            &added,
+                            format!("the trial placement did not repeat: {e}"),
+                        )
+                    }
+                }
             }
             placed_before = score.placed;
         }
@@ -358,7 +371,7 @@ impl Planner {
                 (-idle_gpus, cpu_used)
             }
             TypeChoice::PackingAware => {
-                let fill = fill_share(capacity, &set.bundles[0]);
+                let fill = self.fill_share_cached(capacity, &set.bundles[0]);
                 let idle_gpus = capacity.gpus.len() as f64 * (1.0 - gpu_used);
                 ((fill * 20.0).floor(), -idle_gpus)
             }
@@ -383,6 +396,20 @@ impl Planner {
             fit_b,
             cheapness: -t.price_per_hour,
         }
+    }
+
+    fn fill_share_cached(&self, capacity: &NodeCapacity, request: &Request) -> f64 {
+        let key = (format!("{capacity:?}"), format!("{request:?}"));
+        let mut fills = match self.fills.lock() {
+            Ok(fills) => fills,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if fills.len() > 10_000 {
+            fills.clear();
+        }
+        *fills
+            .entry(key)
+            .or_insert_with(|| fill_share(capacity, request))
     }
 
     /// Why no node type, even empty, could hold one of the set's bundles (None: each fits some).
@@ -412,7 +439,8 @@ impl Planner {
                 .map_or(0, |(_, t, _)| t.min)
         };
         for node in nodes.iter().filter(|n| n.phase == NodePhase::Running) {
-            if node.idle_for_s >= self.idle_timeout_s {
+            // Idle until now, but this round's plan may have put waiting work there.
+            if node.idle_for_s >= self.idle_timeout_s && !scheduler.holds_anything(&node.id) {
                 let count = left.entry(node.node_type.as_str()).or_default();
                 if *count > min_of(&node.node_type) {
                     *count -= 1;

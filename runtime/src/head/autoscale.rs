@@ -75,7 +75,6 @@ struct Book {
     launched: u64,
     terminated: u64,
     failures: u64,
-    next: u64,
 }
 
 impl Book {
@@ -287,9 +286,10 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
     let now = Instant::now();
     let config = &autoscaler.config;
     let launch_timeout = Duration::from_secs_f64(config.launch_timeout_s);
-    // 1. Registrations, deaths, timeouts and retries.
-    let registered: BTreeMap<String, (String, bool, String)> = head.read(|state| {
-        state
+    // 1. Registrations, deaths, timeouts and retries: read with the state locked, then the
+    // book (the one lock order), so a node retired meanwhile is never taken for a new one.
+    let (mut to_create, to_delete) = head.inspect(|state| {
+        let registered: BTreeMap<String, (String, bool, String)> = state
             .nodes
             .values()
             .filter_map(|node| {
@@ -302,11 +302,9 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                     .unwrap_or_default();
                 Some((launch.clone(), (node.id.clone(), node.alive, node_type)))
             })
-            .collect()
-    });
-    let mut to_create: Vec<String> = Vec::new();
-    let mut to_delete: Vec<String> = Vec::new();
-    {
+            .collect();
+        let mut to_create: Vec<String> = Vec::new();
+        let mut to_delete: Vec<String> = Vec::new();
         let mut book = autoscaler.book();
         for (launch, (node_id, alive, node_type)) in &registered {
             if !*alive {
@@ -318,6 +316,11 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                 }
                 continue;
             }
+            if autoscaler.planner.capacity(node_type).is_none()
+                && !book.launches.contains_key(launch)
+            {
+                continue; // not a type of this config: capacity the autoscaler leaves alone
+            }
             let record = book
                 .launches
                 .entry(launch.clone())
@@ -326,7 +329,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                     phase: Phase::Launching,
                     since: now,
                     attempts: 1,
-                    reason: "registered; launched by an earlier head".to_string(),
+                    reason: "registered; launched by an earlier head or an earlier try".to_string(),
                     node_id: None,
                     idle_since: None,
                 });
@@ -345,7 +348,8 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             }
         }
         let mut failed_now = Vec::new();
-        for (launch, record) in book.launches.iter_mut() {
+        let mut retries = Vec::new();
+        for (launch, record) in book.launches.iter() {
             match record.phase {
                 Phase::Launching if now.duration_since(record.since) > launch_timeout => {
                     failed_now.push((
@@ -354,20 +358,28 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                     ));
                     to_delete.push(launch.clone());
                 }
-                Phase::BackingOff { until } if now >= until => {
-                    record.phase = Phase::Requested;
-                    record.since = now;
-                    to_create.push(launch.clone());
-                }
+                Phase::BackingOff { until } if now >= until => retries.push(launch.clone()),
                 _ => {}
             }
         }
         for (launch, why) in failed_now {
             fail_attempt(autoscaler, &mut book, &launch, why);
         }
+        // Each try gets its own launch id, so a late agent of an earlier try, or the stop of
+        // one, can never be taken for this one.
+        for old in retries {
+            if let Some(mut record) = book.launches.remove(&old) {
+                let id = new_launch_id(&record.node_type);
+                record.phase = Phase::Requested;
+                record.since = now;
+                book.launches.insert(id.clone(), record);
+                to_create.push(id);
+            }
+        }
         book.launches
             .retain(|_, r| !matches!(r.phase, Phase::Failed { until } if now >= until));
-    }
+        (to_create, to_delete)
+    });
     // 2. Plan on the live scheduler.
     let plan_and_empty = head.inspect(|state| {
         let mut book = autoscaler.book();
@@ -381,6 +393,10 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             };
             let mut idle_for_s = 0.0;
             if let Some(node_id) = &record.node_id {
+                if phase == NodePhase::Draining {
+                    // Kept off even if the agent registered again (which makes it schedulable).
+                    state.scheduler.set_schedulable(node_id, false);
+                }
                 if state.node_holds_anything(node_id) {
                     record.idle_since = None;
                 } else {
@@ -420,12 +436,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             .collect();
         for launch in &plan.launches {
             for _ in 0..launch.count {
-                book.next += 1;
-                let id = format!(
-                    "{}-{}",
-                    launch.node_type,
-                    &uuid::Uuid::new_v4().simple().to_string()[..8]
-                );
+                let id = new_launch_id(&launch.node_type);
                 book.launches.insert(
                     id.clone(),
                     LaunchRecord {
@@ -511,12 +522,19 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
         let autoscaler = autoscaler.clone();
         let head = head.clone();
         tokio::spawn(async move {
+            // Work may have landed between the plan and now (the node stays unschedulable,
+            // but a registration race could have let something in): then it is not stopped.
+            if head.read(|state| state.node_holds_anything(&node_id)) {
+                let mut book = autoscaler.book();
+                if let Some(record) = book.launches.get_mut(&launch) {
+                    record.phase = Phase::Draining;
+                    record.reason = "work arrived while draining; stopped once it ends".to_string();
+                }
+                return;
+            }
             match autoscaler.provider.delete(launch.clone()).await {
                 Ok(()) => {
-                    head.update(|state| {
-                        state.retire_node(&node_id);
-                        ((), Vec::new())
-                    });
+                    head.update(|state| ((), state.retire_node(&node_id, Instant::now())));
                     let mut book = autoscaler.book();
                     book.launches.remove(&launch);
                     book.terminated += 1;
@@ -541,6 +559,14 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             }
         });
     }
+}
+
+/// A fresh launch id: the type, a dash and 8 hex digits (the type is read back from it).
+fn new_launch_id(node_type: &str) -> String {
+    format!(
+        "{node_type}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// One try of a launch failed: back off, or give up after the last try and rest the capacity.

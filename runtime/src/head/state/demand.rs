@@ -1,5 +1,5 @@
 //! Pending demand for autoscalers: the requests of everything pending, in queue order (a gang
-//! or a group as one all-or-nothing set, with its priority), handed to the scheduler, which
+//! or a group as one all-or-nothing set, with its priority; job entrypoints after them), handed to the scheduler, which
 //! reports what would not fit on the cluster as it is; and the autoscaler's view of a node
 //! (what holds it) and of a node it stopped.
 
@@ -67,6 +67,18 @@ impl HeadState {
                 }
             }
         }
+        for id in &self.pending_jobs {
+            let Some(spec) = self.jobs.get(id).and_then(|job| job.info.spec.as_ref()) else {
+                continue;
+            };
+            sets.push(PendingSet {
+                name: format!("job {id}"),
+                bundles: vec![super::jobs::request_of_job(spec)],
+                strategy: Strategy::Pack,
+                priority: 0,
+                preemptible: false,
+            });
+        }
         sets
     }
 
@@ -130,11 +142,19 @@ impl HeadState {
         self.scheduler.holds_anything(node_id)
     }
 
-    /// A node the autoscaler drained and stopped: gone, with nothing to fail (it held nothing).
-    pub fn retire_node(&mut self, node_id: &str) {
+    /// A node the autoscaler drained and stopped leaves the cluster. It should hold nothing;
+    /// anything it does hold is failed (and restarted elsewhere) as on any node's death.
+    pub fn retire_node(&mut self, node_id: &str, now: std::time::Instant) -> Vec<super::Order> {
+        let mut orders = Vec::new();
         if let Some(node) = self.nodes.get_mut(node_id) {
             node.alive = false;
         }
-        self.scheduler.remove_node(node_id);
+        let reason = format!("node {node_id} was stopped by the autoscaler");
+        let hit = self.scheduler.remove_node(node_id);
+        orders.extend(self.groups_lost_node(&hit, node_id, now));
+        orders.extend(self.fail_node_actors(node_id, &reason));
+        orders.extend(self.fail_node_jobs(node_id, &reason, &Default::default(), now));
+        orders.extend(self.schedule(now));
+        orders
     }
 }
