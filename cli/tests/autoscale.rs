@@ -56,7 +56,11 @@ struct World {
 }
 
 fn scenarios<'a>() -> Vec<support::Scenario<'a, World>> {
-    vec![scenario!(scale_up_and_down), scenario!(impossible_work)]
+    vec![
+        scenario!(scale_up_and_down),
+        scenario!(impossible_work),
+        scenario!(command_provider_retries_a_failed_launch),
+    ]
 }
 
 async fn autoscaler_status(world: &World) -> anyhow::Result<serde_json::Value> {
@@ -162,6 +166,122 @@ async fn impossible_work(world: &World) -> anyhow::Result<()> {
     );
     println!("  refused: {err}");
     Ok(())
+}
+
+/// A second head whose `command` provider starts `troupe node` in the background: its first
+/// create fails (as a cloud out of quota would); the head reports it, backs off, tries again,
+/// and the work runs; the idle node is then stopped through the delete command.
+async fn command_provider_retries_a_failed_launch(world: &World) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = world.fixture.dir.join("command-head");
+    let nodes = dir.join("nodes");
+    std::fs::create_dir_all(dir.join("head"))?;
+    std::fs::create_dir_all(&nodes)?;
+    // The same token as the first head, so this test's driver and workers can use either.
+    let token = dir.join("head").join("token");
+    std::fs::copy(world.fixture.dir.join("head").join("token"), &token)?;
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600))?;
+    let d = nodes.display();
+    let config = format!(
+        r#"
+idle_timeout_s = 2
+period_s = 0.3
+launch_timeout_s = 30
+backoff_initial_s = 0.5
+backoff_max_s = 2
+max_launch_attempts = 3
+[provider]
+kind = "command"
+create = """
+if [ ! -e {d}/failed-once ]; then touch {d}/failed-once; echo "quota exceeded for T4 in zone a" >&2; exit 3; fi
+(eval "exec {bin} $TROUPE_NODE_ARGS --token-file {token} --work-dir {d}/$TROUPE_LAUNCH_ID") > {d}/$TROUPE_LAUNCH_ID.log 2>&1 &
+echo $! > {d}/$TROUPE_LAUNCH_ID.pid
+"""
+delete = "kill $(cat {d}/$TROUPE_LAUNCH_ID.pid) && rm {d}/$TROUPE_LAUNCH_ID.pid"
+list = "cd {d} && for f in *.pid; do [ -e \"$f\" ] && basename \"$f\" .pid; done; true"
+[node_types.gpu-1x]
+cpus = 1
+memory_gib = 1
+gpus = 1
+gpu_model = "T4"
+max = 1
+"#,
+        bin = troupe_bin(),
+        token = token.display(),
+    );
+    let config_path = dir.join("autoscaler.toml");
+    std::fs::write(&config_path, config)?;
+    let address_file = dir.join("head.address");
+    let args: Vec<String> = vec![
+        "head".into(),
+        "--port".into(),
+        "0".into(),
+        "--data-dir".into(),
+        dir.join("head").display().to_string(),
+        "--address-file".into(),
+        address_file.display().to_string(),
+        "--autoscaler".into(),
+        config_path.display().to_string(),
+    ];
+    let mut head = support::spawn_process(troupe_bin(), &args, &dir.join("head.log"))?;
+    let outcome = async {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let address = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                if let Some(line) = text.lines().next().filter(|l| !l.is_empty()) {
+                    break line.to_string();
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the second head did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let cluster = Cluster::connect(&address).await?;
+        let probe = Probe::spawn(&cluster, SpawnOptions::new().num_cpus(0.5).num_gpus(1.0)).await?;
+        wait_for_state(&cluster, &probe, ActorState::Alive, Duration::from_secs(40)).await?;
+        let status = cluster.status().await?.to_json()["autoscaler"].clone();
+        let decisions = status["decisions"].to_string();
+        anyhow::ensure!(
+            decisions.contains("try 1 failed") && decisions.contains("quota exceeded for T4"),
+            "the failed try is reported with the provider's words: {status:#}"
+        );
+        anyhow::ensure!(status["launch_failures"] == 1, "{status:#}");
+        println!("  a failed create was reported, retried after its backoff, and the actor ran");
+        cluster.kill(&probe).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = cluster.status().await?.to_json()["autoscaler"].clone();
+            let pid_files = std::fs::read_dir(&nodes)?
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+                .count();
+            if status["terminations"] == 1 && pid_files == 0 {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the idle node was not deleted: {status:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster.shutdown().await;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = head.kill();
+    let _ = head.wait();
+    // Agents the delete command did not reach.
+    for entry in std::fs::read_dir(&nodes)?.flatten() {
+        if entry.path().extension().is_some_and(|x| x == "pid") {
+            if let Ok(pid) = std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .trim()
+                .parse::<u32>()
+            {
+                support::kill9(pid);
+            }
+        }
+    }
+    outcome
 }
 
 /// A config with a mistake: the head refuses to start and names it.
