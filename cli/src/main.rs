@@ -130,6 +130,11 @@ enum Command {
         /// Where the cluster's state and logs go (default: $TROUPE_HOME or /tmp/troupe-up).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Run the head with this autoscaler config (docs/autoscaling.md); with the `local`
+        /// provider, node agents come and go on this machine as work needs them (add
+        /// `--nodes 0` to start with none).
+        #[arg(long)]
+        autoscale: Option<PathBuf>,
     },
     /// Stop the cluster that `troupe up` started.
     Down {
@@ -344,8 +349,21 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             port,
             metrics_port,
             dir,
+            autoscale,
         } => {
+            let autoscale = match autoscale {
+                Some(path) => {
+                    // Refused here, before anything starts, with what is wrong.
+                    AutoscalerConfig::read(&path)?;
+                    Some(
+                        std::fs::canonicalize(&path)
+                            .with_context(|| format!("{}", path.display()))?,
+                    )
+                }
+                None => None,
+            };
             up::up(up::UpOptions {
+                autoscale,
                 nodes,
                 gpus_per_node,
                 cpus_per_node,

@@ -18,6 +18,8 @@ pub(crate) struct UpOptions {
     pub port: u16,
     pub metrics_port: Option<u16>,
     pub dir: PathBuf,
+    /// The head's autoscaler config, if any.
+    pub autoscale: Option<PathBuf>,
 }
 
 fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
@@ -42,8 +44,8 @@ fn spawn_detached(args: &[String], log: &Path) -> anyhow::Result<u32> {
 }
 
 pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
-    if options.nodes == 0 {
-        bail!("--nodes must be at least 1");
+    if options.nodes == 0 && options.autoscale.is_none() {
+        bail!("--nodes must be at least 1 (or 0 with --autoscale, which launches them)");
     }
     if let Some(state) = read_state(&options.dir) {
         if processes::alive(state.head_pid) {
@@ -69,6 +71,9 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     ];
     if let Some(port) = options.metrics_port {
         head_args.extend(["--metrics-port".to_string(), port.to_string()]);
+    }
+    if let Some(config) = &options.autoscale {
+        head_args.extend(["--autoscaler".to_string(), config.display().to_string()]);
     }
     let head_pid = spawn_detached(&head_args, &options.dir.join("head.log"))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
