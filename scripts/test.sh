@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, clippy, the runtime's `cuda` feature
 # (must compile without CUDA), unit tests, the multi-process integration tests, the check that
-# the committed Python stubs match proto/, the short chaos run (scripts/chaos.sh --short), and the
+# the committed Python stubs match proto/, the short chaos run (scripts/chaos.sh --short), the
+# Kubernetes manifests and rendered pods against the API schemas, the multi-host test in network
+# namespaces (skipped where the kernel refuses them), and the
 # Python client's tests against a real head and
 # node agent, the parity of the decoder with Hugging Face transformers, and a real vLLM engine
 # driven through the rollout role. Installs what it
@@ -12,11 +14,13 @@ cd "$(dirname "$0")/.."
 
 # The model tests compare against an independent NumPy forward pass; the Python client's tests
 # need grpcio, protobuf and pytest. The venv is refreshed when the pinned versions change.
-wanted="$(cat python/requirements-dev.txt; echo numpy)"
+# kubernetes-validate (deploy/kubernetes/requirements.txt) checks the manifests.
+wanted="$(cat python/requirements-dev.txt deploy/kubernetes/requirements.txt; echo numpy)"
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.troupe-requirements 2>/dev/null)" != "$wanted" ]; then
-  echo "== setting up .venv (numpy, python/requirements-dev.txt, the troupe client)"
+  echo "== setting up .venv (numpy, python/requirements-dev.txt, kubernetes-validate, the troupe client)"
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check numpy -r python/requirements-dev.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check numpy -r python/requirements-dev.txt \
+    -r deploy/kubernetes/requirements.txt
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -e python/
   printf '%s' "$wanted" > .venv/.troupe-requirements
 fi
@@ -41,6 +45,8 @@ echo "== cargo test"
 cargo test --workspace
 echo "== chaos (short): GRPO on a head and 3 node agents while a rollout, a trainer, a node agent and the head are killed"
 bash scripts/chaos.sh --short
+echo "== Kubernetes manifests and the pods the kubernetes provider renders, against the API schemas"
+PYTHON=.venv/bin/python TROUPE=target/debug/troupe bash deploy/kubernetes/validate.sh
 echo "== Python stubs up to date"
 PYTHON=.venv/bin/python bash python/scripts/check_stubs.sh
 echo "== pytest python/tests (real head and node agent from target/debug/troupe)"

@@ -3,6 +3,7 @@
 //! node agent); `connect.rs` finds and reaches a running cluster, `format.rs` prints what the
 //! job commands show, and each other command has a file of its own.
 
+mod autoscaler_cmd;
 mod connect;
 mod format;
 mod job;
@@ -163,6 +164,11 @@ enum Command {
         #[command(subcommand)]
         command: sim::SimCommand,
     },
+    /// Check an autoscaler config, or print the pod its kubernetes provider would create.
+    Autoscaler {
+        #[command(subcommand)]
+        command: autoscaler_cmd::AutoscalerCommand,
+    },
 }
 
 fn parse_quantity(text: &str) -> Result<(String, f64), String> {
@@ -202,10 +208,17 @@ fn main() {
 /// Parses the command line and runs the command; returns the process's exit code.
 fn run_command_line() -> anyhow::Result<i32> {
     let cli = Cli::parse();
-    if let Command::Sim { command } = cli.command {
-        troupe::init_logging("warn");
-        return sim::run(command);
-    }
+    let cli = match cli.command {
+        Command::Sim { command } => {
+            troupe::init_logging("warn");
+            return sim::run(command);
+        }
+        Command::Autoscaler { command } => {
+            troupe::init_logging("warn");
+            return autoscaler_cmd::run(command);
+        }
+        command => Cli { command },
+    };
     let quiet = matches!(cli.command, Command::Job { .. } | Command::Status { .. });
     troupe::init_logging(if quiet { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -225,7 +238,9 @@ async fn run(command: Command) -> anyhow::Result<i32> {
 async fn run_service(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Job { .. } => bail!("job commands are run by `run`"),
-        Command::Sim { .. } => bail!("sim commands are run by `run_command_line`"),
+        Command::Sim { .. } | Command::Autoscaler { .. } => {
+            bail!("sim and autoscaler commands are run by `run_command_line`")
+        }
         Command::Head {
             port,
             host,
@@ -249,7 +264,9 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             config.policy = policy;
             config.dead_actor_history = dead_actor_history;
             if let Some(path) = autoscaler {
-                config.autoscaler = Some(AutoscalerConfig::read(&path)?);
+                let autoscaler = AutoscalerConfig::read(&path)?;
+                config.provider = autoscaler_cmd::external_provider(&autoscaler)?;
+                config.autoscaler = Some(autoscaler);
             }
             config.metrics_bind = match metrics_port {
                 Some(port) => Some(format!("{host}:{port}").parse()?),

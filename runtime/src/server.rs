@@ -27,9 +27,15 @@ pub mod private_fs {
     pub use crate::private_fs::{check_own_file, ensure_private_dir};
 }
 
-/// The autoscaler's configuration file, for `troupe head --autoscaler`.
+/// The autoscaler's configuration file, for `troupe head --autoscaler`, and what a node provider
+/// built outside this crate (the `kubernetes` one) implements.
 pub mod autoscaler {
-    pub use crate::autoscaler::config::{AutoscalerConfig, ConfigError};
+    pub use crate::autoscaler::config::{
+        AutoscalerConfig, ConfigError, NodeType, ProviderConfig, LAUNCH_ID_LABEL, NODE_TYPE_LABEL,
+    };
+    pub use crate::autoscaler::provider::{
+        ExternalProvider, LaunchSpec, NodeProvider, ProviderError,
+    };
 }
 
 /// The pure scheduler, as the head drives it (for benches and simulations).

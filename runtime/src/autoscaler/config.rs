@@ -347,6 +347,15 @@ impl AutoscalerConfig {
                 if image.trim().is_empty() {
                     return bad("provider.image is empty".to_string());
                 }
+                if let Some(name) = self
+                    .node_types
+                    .keys()
+                    .find(|n| n.chars().any(|c| c.is_ascii_uppercase()))
+                {
+                    return bad(format!(
+                        "node type `{name}`: with the kubernetes provider, names are lowercase (they become pod names)"
+                    ));
+                }
                 if let Some(unknown) = node_selectors
                     .keys()
                     .find(|t| !self.node_types.contains_key(*t))

@@ -104,6 +104,17 @@ pub trait NodeProvider: Send + Sync {
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>>;
 }
 
+/// A provider built outside the runtime (the `kubernetes` one, in crate `troupe-kubernetes`),
+/// handed to the head in `HeadConfig::provider`.
+#[derive(Clone)]
+pub struct ExternalProvider(pub std::sync::Arc<dyn NodeProvider>);
+
+impl std::fmt::Debug for ExternalProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ExternalProvider({})", self.0.kind())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

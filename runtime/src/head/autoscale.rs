@@ -111,6 +111,7 @@ impl Autoscaler {
         config: AutoscalerConfig,
         data_dir: &std::path::Path,
         troupe_binary: Option<PathBuf>,
+        external: Option<crate::autoscaler::provider::ExternalProvider>,
     ) -> Result<Self> {
         let invalid = |why: String| Error::Invalid {
             what: "autoscaler config".to_string(),
@@ -121,8 +122,9 @@ impl Autoscaler {
                 "`consolidation` is only simulated (`troupe sim autoscale`); the head does not yet move running actors off a node".to_string(),
             ));
         }
-        let provider: Arc<dyn NodeProvider> = match &config.provider {
-            ProviderConfig::Local { log_dir } => {
+        let provider: Arc<dyn NodeProvider> = match (&config.provider, external) {
+            (_, Some(external)) => external.0,
+            (ProviderConfig::Local { log_dir }, None) => {
                 let binary = match troupe_binary {
                     Some(binary) => binary,
                     None => std::env::current_exe().map_err(|e| invalid(format!("cannot find the troupe executable for the local provider: {e}")))?,
@@ -130,15 +132,15 @@ impl Autoscaler {
                 let log_dir = log_dir.clone().unwrap_or_else(|| data_dir.join("autoscaled-nodes"));
                 Arc::new(LocalProvider::new(binary, log_dir))
             }
-            ProviderConfig::Command { create, delete, list, timeout_s } => Arc::new(CommandProvider {
+            (ProviderConfig::Command { create, delete, list, timeout_s }, None) => Arc::new(CommandProvider {
                 create: create.clone(),
                 delete: delete.clone(),
                 list: list.clone(),
                 timeout: Duration::from_secs_f64(*timeout_s),
             }),
-            ProviderConfig::Kubernetes { .. } => {
+            (ProviderConfig::Kubernetes { .. }, None) => {
                 return Err(invalid(
-                    "the kubernetes provider is not built into this head yet; use the command provider with kubectl (see docs/autoscaling.md)".to_string(),
+                    "the kubernetes provider lives in crate troupe-kubernetes: pass it as HeadConfig::provider (the `troupe` command does)".to_string(),
                 ))
             }
         };

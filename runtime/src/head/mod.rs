@@ -48,6 +48,9 @@ pub struct HeadConfig {
     pub autoscaler: Option<crate::autoscaler::AutoscalerConfig>,
     /// The `troupe` executable the local provider starts nodes with (default: this process's).
     pub troupe_binary: Option<PathBuf>,
+    /// The autoscaler's provider when it is built outside this crate (the `kubernetes` one);
+    /// it replaces the one the config names.
+    pub provider: Option<crate::autoscaler::provider::ExternalProvider>,
 }
 
 impl HeadConfig {
@@ -63,6 +66,7 @@ impl HeadConfig {
             dead_actor_history: state::DEFAULT_DEAD_ACTOR_HISTORY,
             autoscaler: None,
             troupe_binary: None,
+            provider: None,
         }
     }
 }
@@ -151,6 +155,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
             autoscaler.clone(),
             &config.data_dir,
             config.troupe_binary.clone(),
+            config.provider.clone(),
         )?)),
         None => None,
     };
