@@ -237,7 +237,21 @@ max = 1
         };
         let cluster = Cluster::connect(&address).await?;
         let probe = Probe::spawn(&cluster, SpawnOptions::new().num_cpus(0.5).num_gpus(1.0)).await?;
-        wait_for_state(&cluster, &probe, ActorState::Alive, Duration::from_secs(40)).await?;
+        // While the first try backs off (0.5 s), the waiting work says why.
+        let mut seen_waiting = String::new();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let status = cluster.status().await?.to_json()["autoscaler"].clone();
+            let waiting = status["waiting"].to_string();
+            if waiting.contains("waits:") {
+                seen_waiting = waiting;
+            }
+            if cluster.actor_info(&probe).await?.state() == ActorState::Alive {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the actor never ran: {status:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let status = cluster.status().await?.to_json()["autoscaler"].clone();
         let decisions = status["decisions"].to_string();
         anyhow::ensure!(
@@ -245,6 +259,10 @@ max = 1
             "the failed try is reported with the provider's words: {status:#}"
         );
         anyhow::ensure!(status["launch_failures"] == 1, "{status:#}");
+        anyhow::ensure!(
+            seen_waiting.contains("waits: try 1 failed") && seen_waiting.contains("quota exceeded"),
+            "while the launch backed off, the waiting work said why: {seen_waiting}"
+        );
         println!("  a failed create was reported, retried after its backoff, and the actor ran");
         cluster.kill(&probe).await?;
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -431,11 +431,24 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
     // 3. Record the decisions.
     {
         let mut book = autoscaler.book();
-        book.waiting = plan
+        let mut waiting: Vec<String> = plan
             .waiting
             .iter()
             .map(|w| format!("{}: {}", w.set, w.why))
             .collect();
+        // Work counted on a launch that keeps failing waits for that launch: say why.
+        for (launch, record) in &book.launches {
+            if matches!(
+                record.phase,
+                Phase::BackingOff { .. } | Phase::Failed { .. }
+            ) {
+                waiting.push(format!(
+                    "work planned on launch {launch} ({}) waits: {}",
+                    record.node_type, record.reason
+                ));
+            }
+        }
+        book.waiting = waiting;
         for launch in &plan.launches {
             for _ in 0..launch.count {
                 let id = new_launch_id(&launch.node_type);
