@@ -79,6 +79,9 @@ impl KubernetesProvider {
         let namespace = self.settings.namespace.clone();
         self.client
             .get_or_try_init(|| async move {
+                // The TLS stack needs one crypto provider for the process; another part of the
+                // program may have installed one already, which is as good.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let client = kube::Client::try_default().await.map_err(|e| {
                     Self::failed(
                         action,

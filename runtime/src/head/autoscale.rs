@@ -252,7 +252,16 @@ pub(super) async fn run(head: Arc<Head>, autoscaler: Arc<Autoscaler>, head_addre
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        round(&head, &autoscaler, &head_address).await;
+        // A round that panics (a bug, or a library's) is reported and the next one runs: the
+        // autoscaler must not stop silently while the head goes on.
+        let (this_head, this_autoscaler, address) =
+            (head.clone(), autoscaler.clone(), head_address.clone());
+        let outcome =
+            tokio::spawn(async move { round(&this_head, &this_autoscaler, &address).await }).await;
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "an autoscaler round failed; the next one runs as usual");
+            autoscaler.book().decide(format!("a round failed: {e}"));
+        }
     }
 }
 
