@@ -22,6 +22,14 @@ prefix="${2:?a name prefix, such as demo}"
 case "$action" in
   up)
     subnet="${3:?a /24 prefix such as 10.213.7}"
+    for host in head a b sw; do
+      if [ -e "/run/netns/$prefix-$host" ]; then
+        echo "namespace $prefix-$host exists already; choose another prefix" >&2
+        exit 1
+      fi
+    done
+    # Part-way failures remove what this call made.
+    trap 'for h in head a b sw; do ip netns del "$prefix-$h" 2>/dev/null || true; done' ERR
     ip netns add "$prefix-sw"
     ip -n "$prefix-sw" link add br0 type bridge
     ip -n "$prefix-sw" link set br0 up

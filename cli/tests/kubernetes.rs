@@ -299,6 +299,9 @@ async fn scenario(fixture: &Fixture, api: &Shared) -> anyhow::Result<()> {
         owner["kind"] == "StatefulSet" && owner["uid"] == "uid-statefulset",
         "{pod:#}"
     );
+    // An owner, not a controller: the StatefulSet would release pods it controls but does not
+    // select.
+    anyhow::ensure!(owner["controller"].is_null(), "{pod:#}");
     let launch = pod["metadata"]["labels"]["troupe.io/launch-id"]
         .as_str()
         .unwrap_or_default()

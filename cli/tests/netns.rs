@@ -63,8 +63,20 @@ fn cannot_run(prefix: &str) -> Option<String> {
             String::from_utf8_lossy(&out.stderr).trim()
         )),
         Ok(_) => {
+            let veth = Command::new("ip")
+                .args([
+                    "-n", &probe, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+                ])
+                .output();
             let _ = Command::new("ip").args(["netns", "del", &probe]).output();
-            None
+            match veth {
+                Ok(out) if out.status.success() => None,
+                Ok(out) => Some(format!(
+                    "the kernel refused a veth pair: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(e) => Some(format!("cannot run `ip`: {e}")),
+            }
         }
     }
 }
@@ -98,7 +110,17 @@ fn in_namespace(ns: &str, args: &[String]) -> Vec<String> {
 
 fn orchestrate() -> anyhow::Result<bool> {
     let pid = std::process::id();
-    let prefix = format!("tr{}", pid % 100_000);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    // Short (interface and namespace names are limited) and this run's own.
+    let prefix = format!("tr{:05x}", (pid ^ nanos) & 0xfffff);
+    if ["head", "a", "b", "sw"]
+        .iter()
+        .any(|h| std::path::Path::new(&format!("/run/netns/{prefix}-{h}")).exists())
+    {
+        anyhow::bail!("namespaces named {prefix}-* exist already; not touching them");
+    }
     if let Some(why) = cannot_run(&prefix) {
         println!("test netns ... skipped: {why}");
         return Ok(true);
@@ -106,6 +128,8 @@ fn orchestrate() -> anyhow::Result<bool> {
     let subnet = format!("10.{}.{}", 200 + pid % 50, (pid / 50) % 250);
     let dir = std::env::temp_dir().join(format!("troupe-netns-{pid}"));
     std::fs::create_dir_all(&dir)?;
+    // From here on, the namespaces are this run's (scripts/netns.sh removes what it made if it
+    // fails part-way), and they are removed however the test ends.
     let mut hosts = Hosts {
         prefix: prefix.clone(),
         children: Vec::new(),
@@ -182,7 +206,10 @@ fn orchestrate() -> anyhow::Result<bool> {
         namespaces.push(named_namespace(&format!("{prefix}-{host}"))?);
         hosts.children.push(child);
     }
-    let driver = Command::new("ip")
+    // A hung driver is stopped, so the namespaces are always removed.
+    let driver = Command::new("timeout")
+        .arg("120")
+        .arg("ip")
         .args(in_namespace(
             &format!("{prefix}-head"),
             &[

@@ -15,7 +15,9 @@ use troupe::server::autoscaler::{LaunchSpec, NodeProvider, ProviderError, LAUNCH
 pub struct KubernetesProvider {
     settings: PodSettings,
     node_selectors: BTreeMap<String, BTreeMap<String, String>>,
-    client: OnceCell<(kube::Client, Option<OwnerReference>)>,
+    client: OnceCell<kube::Client>,
+    /// The head's owner once found (`Some(None)`: there is none to find, outside a cluster).
+    owner: tokio::sync::Mutex<Option<Option<OwnerReference>>>,
 }
 
 impl KubernetesProvider {
@@ -48,6 +50,7 @@ impl KubernetesProvider {
             },
             node_selectors,
             client: OnceCell::new(),
+            owner: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -75,8 +78,7 @@ impl KubernetesProvider {
         &self,
         action: &'static str,
         launch_id: &str,
-    ) -> Result<&(kube::Client, Option<OwnerReference>), ProviderError> {
-        let namespace = self.settings.namespace.clone();
+    ) -> Result<&kube::Client, ProviderError> {
         self.client
             .get_or_try_init(|| async move {
                 // The TLS stack needs one crypto provider for the process; another part of the
@@ -89,10 +91,20 @@ impl KubernetesProvider {
                         format!("no Kubernetes API (in-cluster config or kubeconfig): {e}"),
                     )
                 })?;
-                let owner = owner_of_head(&client, &namespace).await;
-                Ok((client, owner))
+                Ok(client)
             })
             .await
+    }
+
+    /// The owner for new pods; looked up again on the next create if the lookup failed.
+    async fn owner(&self, client: &kube::Client) -> Option<OwnerReference> {
+        let mut owner = self.owner.lock().await;
+        if owner.is_none() {
+            if let Ok(found) = owner_of_head(client, &self.settings.namespace).await {
+                *owner = Some(found);
+            }
+        }
+        owner.clone().flatten()
     }
 
     fn pods(&self, client: &kube::Client) -> Api<Pod> {
@@ -101,15 +113,20 @@ impl KubernetesProvider {
 }
 
 /// The head's controller (its StatefulSet), else its own pod, from `POD_NAME`; none outside a
-/// cluster. Pods it owns are deleted with it.
-async fn owner_of_head(client: &kube::Client, namespace: &str) -> Option<OwnerReference> {
-    let name = std::env::var("POD_NAME").ok()?;
+/// cluster (no `POD_NAME`). Pods it owns are deleted with it. `Err`: the lookup failed (logged).
+async fn owner_of_head(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<Option<OwnerReference>, ()> {
+    let Ok(name) = std::env::var("POD_NAME") else {
+        return Ok(None);
+    };
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let head = match pods.get(&name).await {
         Ok(head) => head,
         Err(e) => {
-            tracing::warn!(error = %e, pod = name, "cannot read the head's pod; launched pods get no owner");
-            return None;
+            tracing::warn!(error = %e, pod = name, "cannot read the head's pod; this launch gets no owner, the next tries again");
+            return Err(());
         }
     };
     if let Some(controller) = head
@@ -119,19 +136,22 @@ async fn owner_of_head(client: &kube::Client, namespace: &str) -> Option<OwnerRe
         .into_iter()
         .find(|o| o.controller == Some(true))
     {
-        return Some(OwnerReference {
+        // Not its controller: a StatefulSet would release pods it controls that its selector
+        // does not match. An owner that does not control still garbage-collects them.
+        return Ok(Some(OwnerReference {
             block_owner_deletion: None,
+            controller: None,
             ..controller
-        });
+        }));
     }
-    Some(OwnerReference {
+    Ok(Some(OwnerReference {
         api_version: "v1".to_string(),
         kind: "Pod".to_string(),
         name,
-        uid: head.metadata.uid?,
+        uid: head.metadata.uid.ok_or(())?,
         controller: None,
         block_owner_deletion: None,
-    })
+    }))
 }
 
 impl NodeProvider for KubernetesProvider {
@@ -141,12 +161,13 @@ impl NodeProvider for KubernetesProvider {
 
     fn create(&self, spec: LaunchSpec) -> BoxFuture<'_, Result<(), ProviderError>> {
         Box::pin(async move {
-            let (client, owner) = self.client("create", &spec.launch_id).await?;
+            let client = self.client("create", &spec.launch_id).await?;
+            let owner = self.owner(client).await;
             let mut pod = self
                 .render(&spec)
                 .map_err(|e| Self::failed("create", &spec.launch_id, e))?;
             if let Some(owner) = owner {
-                pod.metadata.owner_references = Some(vec![owner.clone()]);
+                pod.metadata.owner_references = Some(vec![owner]);
             }
             self.pods(client)
                 .create(&PostParams::default(), &pod)
@@ -158,7 +179,7 @@ impl NodeProvider for KubernetesProvider {
 
     fn delete(&self, launch_id: String) -> BoxFuture<'_, Result<(), ProviderError>> {
         Box::pin(async move {
-            let (client, _) = self.client("delete", &launch_id).await?;
+            let client = self.client("delete", &launch_id).await?;
             match self
                 .pods(client)
                 .delete(
@@ -176,7 +197,7 @@ impl NodeProvider for KubernetesProvider {
 
     fn list(&self) -> BoxFuture<'_, Result<Vec<String>, ProviderError>> {
         Box::pin(async move {
-            let (client, _) = self.client("list", "(all)").await?;
+            let client = self.client("list", "(all)").await?;
             let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
             let pods = self
                 .pods(client)

@@ -142,6 +142,25 @@ impl Planner {
         pending: &[PendingSet],
     ) -> Plan {
         let mut trial = Trial::default();
+        // The trial is undone even if planning panics: trial nodes left in the live scheduler
+        // could be given real work.
+        let planned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.plan_on_trial(scheduler, &mut trial, nodes, pending)
+        }));
+        trial.undo(scheduler);
+        match planned {
+            Ok(plan) => plan,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    fn plan_on_trial(
+        &self,
+        scheduler: &mut Scheduler,
+        trial: &mut Trial,
+        nodes: &[ManagedNode],
+        pending: &[PendingSet],
+    ) -> Plan {
         let mut counts: BTreeMap<&str, u32> = BTreeMap::new();
         let mut gpus_total: u64 = scheduler.gpu_allocation().1 / 1000;
         for node in nodes {
@@ -163,14 +182,7 @@ impl Planner {
                 trial.allocations.extend(allocations);
                 continue;
             }
-            match self.launch_for(
-                scheduler,
-                &mut trial,
-                set,
-                &counts,
-                gpus_total,
-                launches_left,
-            ) {
+            match self.launch_for(scheduler, trial, set, &counts, gpus_total, launches_left) {
                 Ok(types) => {
                     for name in types {
                         let t = self.node_type(&name);
@@ -207,7 +219,6 @@ impl Planner {
             });
         }
         self.scale_down(scheduler, nodes, &counts, &plan.waiting, &mut plan.drains);
-        trial.undo(scheduler);
         plan
     }
 
@@ -591,12 +602,12 @@ impl Trial {
         self.nodes.retain(|n| n != id);
     }
 
-    fn undo(self, scheduler: &mut Scheduler) {
-        for allocation in &self.allocations {
-            scheduler.release(allocation);
+    fn undo(&mut self, scheduler: &mut Scheduler) {
+        for allocation in std::mem::take(&mut self.allocations) {
+            scheduler.release(&allocation);
         }
-        for id in &self.nodes {
-            scheduler.remove_node(id);
+        for id in std::mem::take(&mut self.nodes) {
+            scheduler.remove_node(&id);
         }
     }
 }

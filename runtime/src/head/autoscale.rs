@@ -13,7 +13,7 @@ use crate::autoscaler::local::LocalProvider;
 use crate::autoscaler::provider::{LaunchSpec, NodeProvider};
 use crate::autoscaler::{ManagedNode, NodePhase, Planner};
 use crate::error::{Error, Result};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ use troupe_proto::{AutoscaledNode, AutoscalerStatus};
 
 /// Decisions kept for status.
 const DECISIONS_KEPT: usize = 50;
+/// How often the provider's list is compared with the book.
+const LIST_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
@@ -67,6 +69,24 @@ struct LaunchRecord {
     idle_since: Option<Instant>,
 }
 
+/// A stop still to be made.
+#[derive(Debug, Clone)]
+struct Reap {
+    tries: u32,
+    next_at: Instant,
+    last_error: String,
+}
+
+impl Reap {
+    fn new() -> Self {
+        Reap {
+            tries: 0,
+            next_at: Instant::now(),
+            last_error: String::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Book {
     launches: BTreeMap<String, LaunchRecord>,
@@ -75,6 +95,13 @@ struct Book {
     launched: u64,
     terminated: u64,
     failures: u64,
+    /// Launches to stop at the provider (failed tries, stopped nodes whose stop failed), asked
+    /// again with backoff until the provider says they are gone or the tries run out.
+    reap: BTreeMap<String, Reap>,
+    /// Those whose stop is under way.
+    reaping: BTreeSet<String>,
+    /// When the provider's list was last compared with the book.
+    listed_at: Option<Instant>,
 }
 
 impl Book {
@@ -196,6 +223,18 @@ impl Autoscaler {
                     reason: record.reason.clone(),
                     attempts: record.attempts,
                 })
+                .chain(book.reap.iter().map(|(id, reap)| AutoscaledNode {
+                    launch_id: id.clone(),
+                    node_type: type_of_launch(id),
+                    phase: "stopping".to_string(),
+                    reason: if reap.last_error.is_empty() {
+                        "asked the provider to stop it".to_string()
+                    } else {
+                        format!("stop failed, asking again: {}", reap.last_error)
+                    },
+                    attempts: reap.tries,
+                    ..AutoscaledNode::default()
+                }))
                 .collect(),
             decisions: book.decisions.iter().cloned().collect(),
             waiting: book.waiting.clone(),
@@ -247,7 +286,7 @@ impl Autoscaler {
 
 /// The loop; runs until the head stops.
 pub(super) async fn run(head: Arc<Head>, autoscaler: Arc<Autoscaler>, head_address: String) {
-    adopt_existing(&autoscaler).await;
+    reconcile(&head, &autoscaler).await;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(autoscaler.config.period_s));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -265,32 +304,52 @@ pub(super) async fn run(head: Arc<Head>, autoscaler: Arc<Autoscaler>, head_addre
     }
 }
 
-/// Launches the provider lists that this head has no record of (it restarted) are taken back
-/// as launching; they register or time out like any other.
-async fn adopt_existing(autoscaler: &Autoscaler) {
-    match autoscaler.provider.list().await {
-        Ok(ids) => {
-            let mut book = autoscaler.book();
-            for id in ids {
-                let node_type = id
-                    .rsplit_once('-')
-                    .map_or(id.clone(), |(t, _)| t.to_string());
-                if autoscaler.planner.capacity(&node_type).is_none() {
-                    continue;
-                }
-                book.launches.entry(id).or_insert(LaunchRecord {
+/// Compares the provider's list with the book: launches it has that the book does not (the head
+/// restarted, or a stop was lost) are taken back as launching, so they register or time out and
+/// are stopped; launches of retired nodes it still has are stopped again.
+async fn reconcile(head: &Arc<Head>, autoscaler: &Autoscaler) {
+    let ids = match autoscaler.provider.list().await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "autoscaler: listing the provider's nodes failed");
+            return;
+        }
+    };
+    head.inspect(|state| {
+        let mut book = autoscaler.book();
+        for id in ids {
+            if book.launches.contains_key(&id) || book.reap.contains_key(&id) {
+                continue;
+            }
+            if state.retired_launches.contains(&id) {
+                book.reap.insert(id, Reap::new());
+                continue;
+            }
+            let node_type = type_of_launch(&id);
+            if autoscaler.planner.capacity(&node_type).is_none() {
+                continue;
+            }
+            book.launches.insert(
+                id,
+                LaunchRecord {
                     node_type,
                     phase: Phase::Launching,
                     since: Instant::now(),
                     attempts: 1,
-                    reason: "found at the provider when the head started".to_string(),
+                    reason: "found at the provider, not in this head's records".to_string(),
                     node_id: None,
                     idle_since: None,
-                });
-            }
+                },
+            );
         }
-        Err(e) => tracing::warn!(error = %e, "autoscaler: listing the provider's nodes failed"),
-    }
+        book.listed_at = Some(Instant::now());
+    });
+}
+
+/// The node type in a launch id (`TYPE-xxxxxxxx`).
+fn type_of_launch(id: &str) -> String {
+    id.rsplit_once('-')
+        .map_or(id.to_string(), |(t, _)| t.to_string())
 }
 
 async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &str) {
@@ -299,7 +358,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
     let launch_timeout = Duration::from_secs_f64(config.launch_timeout_s);
     // 1. Registrations, deaths, timeouts and retries: read with the state locked, then the
     // book (the one lock order), so a node retired meanwhile is never taken for a new one.
-    let (mut to_create, to_delete) = head.inspect(|state| {
+    let mut to_create = head.inspect(|state| {
         let registered: BTreeMap<String, (String, bool, String)> = state
             .nodes
             .values()
@@ -315,14 +374,16 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             })
             .collect();
         let mut to_create: Vec<String> = Vec::new();
-        let mut to_delete: Vec<String> = Vec::new();
         let mut book = autoscaler.book();
         for (launch, (node_id, alive, node_type)) in &registered {
+            if state.retired_launches.contains(launch) {
+                continue; // stopped by this autoscaler: never taken back
+            }
             if !*alive {
                 if let Some(record) = book.launches.remove(launch) {
                     if !matches!(record.phase, Phase::Stopping) {
                         book.decide(format!("node {node_id} ({launch}) died; forgotten"));
-                        to_delete.push(launch.clone());
+                        book.reap.insert(launch.clone(), Reap::new());
                     }
                 }
                 continue;
@@ -362,12 +423,13 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
         let mut retries = Vec::new();
         for (launch, record) in book.launches.iter() {
             match record.phase {
-                Phase::Launching if now.duration_since(record.since) > launch_timeout => {
+                Phase::Requested | Phase::Launching
+                    if now.duration_since(record.since) > launch_timeout =>
+                {
                     failed_now.push((
                         launch.clone(),
                         format!("did not register within {:.0} s", config.launch_timeout_s),
                     ));
-                    to_delete.push(launch.clone());
                 }
                 Phase::BackingOff { until } if now >= until => retries.push(launch.clone()),
                 _ => {}
@@ -375,6 +437,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
         }
         for (launch, why) in failed_now {
             fail_attempt(autoscaler, &mut book, &launch, why);
+            book.reap.insert(launch, Reap::new());
         }
         // Each try gets its own launch id, so a late agent of an earlier try, or the stop of
         // one, can never be taken for this one.
@@ -389,7 +452,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
         }
         book.launches
             .retain(|_, r| !matches!(r.phase, Phase::Failed { until } if now >= until));
-        (to_create, to_delete)
+        to_create
     });
     // 2. Plan on the live scheduler.
     let plan_and_empty = head.inspect(|state| {
@@ -534,10 +597,26 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                     }
                 }
                 Err(e) => {
-                    if let Some(record) = book.launches.get_mut(&launch) {
-                        record.attempts += 1;
+                    let requested = book
+                        .launches
+                        .get(&launch)
+                        .is_some_and(|record| record.phase == Phase::Requested);
+                    if requested {
+                        if let Some(record) = book.launches.get_mut(&launch) {
+                            record.attempts += 1;
+                        }
+                        fail_attempt(&autoscaler, &mut book, &launch, e.to_string());
+                    } else {
+                        // Its agent registered although the create reported an error (a
+                        // command that ran past its timeout after starting it): keep it.
+                        book.decide(format!(
+                            "launch {launch}: the provider reported an error after its agent registered; kept: {e}"
+                        ));
                     }
-                    fail_attempt(&autoscaler, &mut book, &launch, e.to_string());
+                    // Whatever a failed create left behind is stopped (a try gets a new id).
+                    if requested {
+                        book.reap.insert(launch.clone(), Reap::new());
+                    }
                 }
             }
         });
@@ -546,9 +625,16 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
         let autoscaler = autoscaler.clone();
         let head = head.clone();
         tokio::spawn(async move {
-            // Work may have landed between the plan and now (the node stays unschedulable,
-            // but a registration race could have let something in): then it is not stopped.
-            if head.read(|state| state.node_holds_anything(&node_id)) {
+            // Taken out of the cluster first, unless work landed since the plan: from here on
+            // the agent, if it registers again, gets no work and is never taken back.
+            let retired = head.update(|state| {
+                if state.node_holds_anything(&node_id) {
+                    (false, Vec::new())
+                } else {
+                    (true, state.retire_node(&node_id, Instant::now()))
+                }
+            });
+            if !retired {
                 let mut book = autoscaler.book();
                 if let Some(record) = book.launches.get_mut(&launch) {
                     record.phase = Phase::Draining;
@@ -556,32 +642,68 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                 }
                 return;
             }
-            match autoscaler.provider.delete(launch.clone()).await {
-                Ok(()) => {
-                    head.update(|state| ((), state.retire_node(&node_id, Instant::now())));
-                    let mut book = autoscaler.book();
-                    book.launches.remove(&launch);
-                    book.terminated += 1;
-                    book.decide(format!("stopped {node_id} ({launch})"));
-                }
+            let stopped = autoscaler.provider.delete(launch.clone()).await;
+            let mut book = autoscaler.book();
+            book.launches.remove(&launch);
+            book.terminated += 1;
+            match stopped {
+                Ok(()) => book.decide(format!("stopped {node_id} ({launch})")),
                 Err(e) => {
-                    let mut book = autoscaler.book();
-                    if let Some(record) = book.launches.get_mut(&launch) {
-                        record.phase = Phase::Draining;
-                        record.reason = format!("stopping failed, will retry: {e}");
-                    }
-                    book.decide(format!("stopping {node_id} failed: {e}"));
+                    book.reap.insert(launch.clone(), Reap::new());
+                    book.decide(format!(
+                        "{node_id} ({launch}) left the cluster; stopping it failed, asking again: {e}"
+                    ));
                 }
             }
         });
     }
-    for launch in to_delete {
+    // Stops asked of the provider, again with backoff until it says they are gone.
+    let reap: Vec<String> = {
+        let mut book = autoscaler.book();
+        let due: Vec<String> = book
+            .reap
+            .iter()
+            .filter(|(id, reap)| reap.next_at <= now && !book.reaping.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        book.reaping.extend(due.iter().cloned());
+        due
+    };
+    for launch in reap {
         let autoscaler = autoscaler.clone();
         tokio::spawn(async move {
-            if let Err(e) = autoscaler.provider.delete(launch).await {
-                tracing::warn!(error = %e, "autoscaler: cleaning up a failed launch");
+            let outcome = autoscaler.provider.delete(launch.clone()).await;
+            let mut book = autoscaler.book();
+            book.reaping.remove(&launch);
+            match outcome {
+                Ok(()) => {
+                    book.reap.remove(&launch);
+                }
+                Err(e) => {
+                    let max_tries = autoscaler.config.max_launch_attempts * 2;
+                    let Some(reap) = book.reap.get_mut(&launch) else {
+                        return;
+                    };
+                    reap.tries += 1;
+                    reap.last_error = e.to_string();
+                    reap.next_at = Instant::now() + autoscaler.backoff(reap.tries);
+                    if reap.tries >= max_tries {
+                        book.reap.remove(&launch);
+                        book.decide(format!(
+                            "gave up stopping {launch} after {max_tries} tries; stop it by hand if it exists: {e}"
+                        ));
+                    }
+                }
             }
         });
+    }
+    // Now and then, what the provider has is compared with the book.
+    let list_due = autoscaler
+        .book()
+        .listed_at
+        .is_none_or(|at| at.elapsed() > LIST_EVERY);
+    if list_due {
+        reconcile(head, autoscaler).await;
     }
 }
 

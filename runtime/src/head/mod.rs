@@ -150,6 +150,21 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         jobs::MAX_PACKAGE_BYTES,
         Some(jobs::check_package),
     )?;
+    if let Some(autoscaler) = &config.autoscaler {
+        let local = matches!(
+            autoscaler.provider,
+            crate::autoscaler::config::ProviderConfig::Local { .. }
+        );
+        if !local && autoscaler.head_address.is_none() && config.bind.ip().is_unspecified() {
+            return Err(Error::Invalid {
+                what: "autoscaler config".to_string(),
+                why: format!(
+                    "the head binds {}, which launched node agents cannot dial: set head_address (for example the head's Service name and port)",
+                    config.bind
+                ),
+            });
+        }
+    }
     let autoscaler = match &config.autoscaler {
         Some(autoscaler) => Some(Arc::new(autoscale::Autoscaler::new(
             autoscaler.clone(),

@@ -148,6 +148,13 @@ impl HeadState {
         let mut orders = Vec::new();
         if let Some(node) = self.nodes.get_mut(node_id) {
             node.alive = false;
+            if let Some(launch) = node
+                .resources
+                .labels
+                .get(crate::autoscaler::config::LAUNCH_ID_LABEL)
+            {
+                self.retired_launches.insert(launch.clone());
+            }
         }
         let reason = format!("node {node_id} was stopped by the autoscaler");
         let hit = self.scheduler.remove_node(node_id);

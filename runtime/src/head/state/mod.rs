@@ -138,6 +138,9 @@ pub(crate) struct HeadState {
     /// With an autoscaler: one empty node of each node type it may launch (up to 64 of each),
     /// so that work no node has room for yet, but a launched one would, is accepted.
     pub node_type_probe: Option<crate::scheduler::Scheduler>,
+    /// Launch ids of nodes the autoscaler stopped (not kept on disk): an agent of one that
+    /// registers again gets no work, and the autoscaler never takes it back.
+    pub retired_launches: std::collections::HashSet<String>,
     /// Starts of preempting actors waiting for their victims' workers to exit.
     pub deferred_starts: Vec<preemption::DeferredStart>,
     /// Driver (and worker) sessions whose stream is open (or, after a restart, that may still

@@ -46,6 +46,14 @@ impl HeadState {
             orders.extend(self.fail_node_jobs(&id, "the node agent restarted", running_jobs, now));
         }
         self.scheduler.add_node(&id, capacity_of(&resources));
+        let retired = resources
+            .labels
+            .get(crate::autoscaler::config::LAUNCH_ID_LABEL)
+            .is_some_and(|launch| self.retired_launches.contains(launch));
+        if retired {
+            // Its stop is under way: it takes no work.
+            self.scheduler.set_schedulable(&id, false);
+        }
         self.nodes.insert(
             id.clone(),
             NodeRecord {
