@@ -12,32 +12,7 @@ use troupe::server::sim::{read_nodes, read_pods, run_openb, OpenbRun};
 #[derive(Debug, Subcommand)]
 pub(crate) enum SimCommand {
     /// The FGD paper's "InitSchedule" experiment on Alibaba's openb GPU trace.
-    Openb {
-        /// The folder with openb_node_list_gpu_node.csv and openb_pod_list_default.csv.
-        #[arg(long)]
-        trace_dir: PathBuf,
-        /// A policy (fragmentation, fgd, best-fit, gpu-packing, random) or `all`.
-        #[arg(long, default_value = "all")]
-        policy: String,
-        /// Seeds, as FIRST-LAST or a comma-separated list.
-        #[arg(long, default_value = "42-51")]
-        seeds: String,
-        /// Inflate the workload until it asks for this multiple of the cluster's GPUs.
-        #[arg(long, default_value_t = 1.3)]
-        tune: f64,
-        /// Another pod list of the same format (default: the trace's default pod list).
-        #[arg(long)]
-        pods: Option<PathBuf>,
-        /// Another node list of the same format (default: the trace's GPU nodes).
-        #[arg(long)]
-        nodes: Option<PathBuf>,
-        /// Runs at once (default: the machine's cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Also write the results here as JSON.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
+    Openb(OpenbArgs),
     /// The openb pod list replayed in time (arrivals, departures, LS above BE) against an
     /// autoscaled cluster of the node list's types; baselines in the same run.
     Autoscale {
@@ -91,25 +66,7 @@ pub(crate) fn parse_seeds(text: &str) -> anyhow::Result<Vec<u64>> {
 
 pub(crate) fn run(command: SimCommand) -> anyhow::Result<i32> {
     match command {
-        SimCommand::Openb {
-            trace_dir,
-            policy,
-            seeds,
-            tune,
-            pods,
-            nodes,
-            threads,
-            json,
-        } => openb(OpenbArgs {
-            trace_dir,
-            policy,
-            seeds,
-            tune,
-            pods,
-            nodes,
-            threads,
-            json,
-        }),
+        SimCommand::Openb(args) => openb(args),
         SimCommand::Autoscale {
             trace_dir,
             pods,
@@ -120,14 +77,31 @@ pub(crate) fn run(command: SimCommand) -> anyhow::Result<i32> {
     }
 }
 
-struct OpenbArgs {
+#[derive(Debug, clap::Args)]
+pub(crate) struct OpenbArgs {
+    /// The folder with openb_node_list_gpu_node.csv and openb_pod_list_default.csv.
+    #[arg(long)]
     trace_dir: PathBuf,
+    /// A policy (fragmentation, fgd, best-fit, gpu-packing, random) or `all`.
+    #[arg(long, default_value = "all")]
     policy: String,
+    /// Seeds, as FIRST-LAST or a comma-separated list.
+    #[arg(long, default_value = "42-51")]
     seeds: String,
+    /// Inflate the workload until it asks for this multiple of the cluster's GPUs.
+    #[arg(long, default_value_t = 1.3)]
     tune: f64,
+    /// Another pod list of the same format (default: the trace's default pod list).
+    #[arg(long)]
     pods: Option<PathBuf>,
+    /// Another node list of the same format (default: the trace's GPU nodes).
+    #[arg(long)]
     nodes: Option<PathBuf>,
+    /// Runs at once (default: the machine's cores).
+    #[arg(long)]
     threads: Option<usize>,
+    /// Also write the results here as JSON.
+    #[arg(long)]
     json: Option<PathBuf>,
 }
 
