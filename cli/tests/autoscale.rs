@@ -197,7 +197,7 @@ if [ ! -e {d}/failed-once ]; then touch {d}/failed-once; echo "quota exceeded fo
 (eval "exec {bin} $TROUPE_NODE_ARGS --token-file {token} --work-dir {d}/$TROUPE_LAUNCH_ID") > {d}/$TROUPE_LAUNCH_ID.log 2>&1 &
 echo $! > {d}/$TROUPE_LAUNCH_ID.pid
 """
-delete = "kill $(cat {d}/$TROUPE_LAUNCH_ID.pid) && rm {d}/$TROUPE_LAUNCH_ID.pid"
+delete = "[ -e {d}/$TROUPE_LAUNCH_ID.pid ] || exit 0; kill $(cat {d}/$TROUPE_LAUNCH_ID.pid) && rm {d}/$TROUPE_LAUNCH_ID.pid"
 list = "cd {d} && for f in *.pid; do [ -e \"$f\" ] && basename \"$f\" .pid; done; true"
 [node_types.gpu-1x]
 cpus = 1

@@ -128,13 +128,6 @@ fn orchestrate() -> anyhow::Result<bool> {
     let subnet = format!("10.{}.{}", 200 + pid % 50, (pid / 50) % 250);
     let dir = std::env::temp_dir().join(format!("troupe-netns-{pid}"));
     std::fs::create_dir_all(&dir)?;
-    // From here on, the namespaces are this run's (scripts/netns.sh removes what it made if it
-    // fails part-way), and they are removed however the test ends.
-    let mut hosts = Hosts {
-        prefix: prefix.clone(),
-        children: Vec::new(),
-        dir: dir.clone(),
-    };
     let up = Command::new("bash")
         .arg(netns_script())
         .args(["up", &prefix, &subnet])
@@ -144,6 +137,13 @@ fn orchestrate() -> anyhow::Result<bool> {
         "scripts/netns.sh up failed: {}",
         String::from_utf8_lossy(&up.stderr)
     );
+    // From here on, the namespaces are this run's (scripts/netns.sh removes what it made if it
+    // fails part-way, and refuses names that exist), and they are removed however the test ends.
+    let mut hosts = Hosts {
+        prefix: prefix.clone(),
+        children: Vec::new(),
+        dir: dir.clone(),
+    };
     let head_address = format!("{subnet}.1:6380");
     let address_file = dir.join("head.address");
     let head_args: Vec<String> = [

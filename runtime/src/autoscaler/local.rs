@@ -111,15 +111,9 @@ impl NodeProvider for LocalProvider {
         Box::pin(async move {
             let child = self.children().remove(&launch_id);
             let Some(child) = child else {
-                // Not started by this provider (an earlier head's agent, whose process group
-                // outlived it): say so rather than report a stop that did not happen.
-                return Err(ProviderError::Failed {
-                    provider: "local",
-                    action: "stop",
-                    launch_id,
-                    why: "not started by this head; stop that `troupe node` process by hand"
-                        .to_string(),
-                });
+                // Never started here, or already exited and dropped: nothing runs under that
+                // id (agents of an earlier head die with it), so nothing is left to stop.
+                return Ok(());
             };
             {
                 tokio::task::spawn_blocking(move || Self::stop(child, Duration::from_secs(10)))

@@ -67,6 +67,9 @@ struct LaunchRecord {
     reason: String,
     node_id: Option<String>,
     idle_since: Option<Instant>,
+    /// Found at the provider rather than launched by this head: if it never registers it is
+    /// stopped, not launched again.
+    adopted: bool,
 }
 
 /// A stop still to be made.
@@ -102,6 +105,8 @@ struct Book {
     reaping: BTreeSet<String>,
     /// When the provider's list was last compared with the book.
     listed_at: Option<Instant>,
+    /// Launches whose stop the provider confirmed, and when (a list may still show them).
+    recently_stopped: BTreeMap<String, Instant>,
 }
 
 impl Book {
@@ -223,18 +228,23 @@ impl Autoscaler {
                     reason: record.reason.clone(),
                     attempts: record.attempts,
                 })
-                .chain(book.reap.iter().map(|(id, reap)| AutoscaledNode {
-                    launch_id: id.clone(),
-                    node_type: type_of_launch(id),
-                    phase: "stopping".to_string(),
-                    reason: if reap.last_error.is_empty() {
-                        "asked the provider to stop it".to_string()
-                    } else {
-                        format!("stop failed, asking again: {}", reap.last_error)
-                    },
-                    attempts: reap.tries,
-                    ..AutoscaledNode::default()
-                }))
+                .chain(
+                    book.reap
+                        .iter()
+                        .filter(|(id, _)| !book.launches.contains_key(*id))
+                        .map(|(id, reap)| AutoscaledNode {
+                            launch_id: id.clone(),
+                            node_type: type_of_launch(id),
+                            phase: "stopping".to_string(),
+                            reason: if reap.last_error.is_empty() {
+                                "asked the provider to stop it".to_string()
+                            } else {
+                                format!("stop failed, asking again: {}", reap.last_error)
+                            },
+                            attempts: reap.tries,
+                            ..AutoscaledNode::default()
+                        }),
+                )
                 .collect(),
             decisions: book.decisions.iter().cloned().collect(),
             waiting: book.waiting.clone(),
@@ -318,8 +328,12 @@ async fn reconcile(head: &Arc<Head>, autoscaler: &Autoscaler) {
     head.inspect(|state| {
         let mut book = autoscaler.book();
         for id in ids {
-            if book.launches.contains_key(&id) || book.reap.contains_key(&id) {
-                continue;
+            if book.launches.contains_key(&id)
+                || book.reap.contains_key(&id)
+                || book.reaping.contains(&id)
+                || book.recently_stopped.contains_key(&id)
+            {
+                continue; // known, or its stop is under way or just done (the list may lag)
             }
             if state.retired_launches.contains(&id) {
                 book.reap.insert(id, Reap::new());
@@ -339,10 +353,13 @@ async fn reconcile(head: &Arc<Head>, autoscaler: &Autoscaler) {
                     reason: "found at the provider, not in this head's records".to_string(),
                     node_id: None,
                     idle_since: None,
+                    adopted: true,
                 },
             );
         }
         book.listed_at = Some(Instant::now());
+        book.recently_stopped
+            .retain(|_, at| at.elapsed() < LIST_EVERY * 3);
     });
 }
 
@@ -379,6 +396,18 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             if state.retired_launches.contains(launch) {
                 continue; // stopped by this autoscaler: never taken back
             }
+            if *alive && book.reaping.contains(launch) {
+                // Its stop is under way: it takes no work and is not taken back.
+                state.scheduler.set_schedulable(node_id, false);
+                continue;
+            }
+            if *alive && book.reap.remove(launch).is_some() {
+                // A stop was queued (its try failed or timed out), but the agent is here and
+                // registered: keep it rather than stop a node that works.
+                book.decide(format!(
+                    "launch {launch} registered as {node_id} after its try was given up; kept"
+                ));
+            }
             if !*alive {
                 if let Some(record) = book.launches.remove(launch) {
                     if !matches!(record.phase, Phase::Stopping) {
@@ -404,6 +433,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                     reason: "registered; launched by an earlier head or an earlier try".to_string(),
                     node_id: None,
                     idle_since: None,
+                    adopted: false,
                 });
             if matches!(
                 record.phase,
@@ -436,7 +466,16 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             }
         }
         for (launch, why) in failed_now {
-            fail_attempt(autoscaler, &mut book, &launch, why);
+            let adopted = book.launches.get(&launch).is_some_and(|r| r.adopted);
+            if adopted {
+                // Not this head's launch: stopped, and left to the plan to replace if needed.
+                book.launches.remove(&launch);
+                book.decide(format!(
+                    "launch {launch}, found at the provider, {why}; stopping it"
+                ));
+            } else {
+                fail_attempt(autoscaler, &mut book, &launch, why);
+            }
             book.reap.insert(launch, Reap::new());
         }
         // Each try gets its own launch id, so a late agent of an earlier try, or the stop of
@@ -534,6 +573,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                         reason: launch.reason.clone(),
                         node_id: None,
                         idle_since: None,
+                        adopted: false,
                     },
                 );
                 to_create.push(id);
@@ -597,25 +637,31 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
                     }
                 }
                 Err(e) => {
-                    let requested = book
+                    let phase = book
                         .launches
                         .get(&launch)
-                        .is_some_and(|record| record.phase == Phase::Requested);
-                    if requested {
-                        if let Some(record) = book.launches.get_mut(&launch) {
-                            record.attempts += 1;
+                        .map(|record| record.phase.clone());
+                    match phase {
+                        Some(Phase::Requested) => {
+                            if let Some(record) = book.launches.get_mut(&launch) {
+                                record.attempts += 1;
+                            }
+                            fail_attempt(&autoscaler, &mut book, &launch, e.to_string());
+                            // Whatever the failed create left is stopped (a try gets a new id).
+                            book.reap.insert(launch.clone(), Reap::new());
                         }
-                        fail_attempt(&autoscaler, &mut book, &launch, e.to_string());
-                    } else {
-                        // Its agent registered although the create reported an error (a
-                        // command that ran past its timeout after starting it): keep it.
-                        book.decide(format!(
-                            "launch {launch}: the provider reported an error after its agent registered; kept: {e}"
-                        ));
-                    }
-                    // Whatever a failed create left behind is stopped (a try gets a new id).
-                    if requested {
-                        book.reap.insert(launch.clone(), Reap::new());
+                        Some(Phase::Running) | Some(Phase::Draining) | Some(Phase::Stopping) => {
+                            // Its agent registered although the create reported an error (a
+                            // command that ran past its timeout after starting it): kept.
+                            book.decide(format!(
+                                "launch {launch}: the provider reported an error after its agent registered; kept: {e}"
+                            ));
+                        }
+                        _ => {
+                            // Timed out and handled already: whatever it left is stopped.
+                            book.reap.insert(launch.clone(), Reap::new());
+                            book.decide(format!("launch {launch}: its create failed late: {e}"));
+                        }
                     }
                 }
             }
@@ -647,7 +693,10 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             book.launches.remove(&launch);
             book.terminated += 1;
             match stopped {
-                Ok(()) => book.decide(format!("stopped {node_id} ({launch})")),
+                Ok(()) => {
+                    book.recently_stopped.insert(launch.clone(), Instant::now());
+                    book.decide(format!("stopped {node_id} ({launch})"))
+                }
                 Err(e) => {
                     book.reap.insert(launch.clone(), Reap::new());
                     book.decide(format!(
@@ -678,6 +727,7 @@ async fn round(head: &Arc<Head>, autoscaler: &Arc<Autoscaler>, head_address: &st
             match outcome {
                 Ok(()) => {
                     book.reap.remove(&launch);
+                    book.recently_stopped.insert(launch.clone(), Instant::now());
                 }
                 Err(e) => {
                     let max_tries = autoscaler.config.max_launch_attempts * 2;
