@@ -18,13 +18,15 @@
 #[path = "../../examples/grpo_arithmetic.rs"]
 mod grpo_example;
 
+mod common;
+
+use common::short_warm_start;
 use std::time::{Duration, Instant};
 use troupe::{Cluster, SpawnOptions};
 use troupe_actors::recipes::faults::parse_faults;
 use troupe_actors::recipes::grpo::GrpoConfig;
 use troupe_actors::recipes::ppo::preferences::PreferenceConfig;
 use troupe_actors::recipes::ppo::{self, PpoConfig};
-use troupe_actors::recipes::warm_start::WarmStartConfig;
 use troupe_actors::roles::critic::Critic;
 use troupe_actors::roles::reward::RewardSpec;
 use troupe_actors::roles::rollout::{Rollout, RolloutEngine, RolloutHandle};
@@ -32,17 +34,6 @@ use troupe_actors::roles::trainer::{PolicyConfig, Trainer, TrainerConfig, Traine
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
 use troupe_actors::ModelConfig;
-
-/// Three supervised steps: the recipes' tests need a warm start, not a good one.
-fn short_warm_start() -> WarmStartConfig {
-    WarmStartConfig {
-        batch: 16,
-        max_steps: 3,
-        eval_every: 3,
-        target_accuracy: 1.0,
-        ..WarmStartConfig::default()
-    }
-}
 
 /// Longest a survivor may take to report a dead peer.
 const REPORTED_WITHIN: Duration = Duration::from_secs(15);

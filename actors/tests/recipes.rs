@@ -12,6 +12,9 @@
 #[path = "../../examples/grpo_arithmetic.rs"]
 mod grpo_example;
 
+mod common;
+
+use common::short_warm_start;
 use std::path::Path;
 use std::time::Duration;
 use troupe::pipeline::WeightSyncEdge;
@@ -20,23 +23,13 @@ use troupe_actors::recipes::grpo::GrpoConfig;
 use troupe_actors::recipes::policy::{small_model, PolicyActors};
 use troupe_actors::recipes::ppo::preferences::PreferenceConfig;
 use troupe_actors::recipes::ppo::{self, PpoConfig};
-use troupe_actors::recipes::warm_start::{supervised_parts, WarmStartConfig};
+use troupe_actors::recipes::warm_start::supervised_parts;
 use troupe_actors::roles::reward::RewardSpec;
 use troupe_actors::roles::rollout::RolloutEngine;
 use troupe_actors::roles::trainer::{PolicyConfig, TrainerConfig};
 use troupe_actors::roles::ModelSource;
 use troupe_actors::tasks::arithmetic::AdditionTask;
 use troupe_actors::train::optim::{AdamWConfig, LrSchedule};
-
-fn short_warm_start() -> WarmStartConfig {
-    WarmStartConfig {
-        batch: 16,
-        max_steps: 3,
-        eval_every: 3,
-        target_accuracy: 1.0,
-        ..WarmStartConfig::default()
-    }
-}
 
 fn lines(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     std::fs::read_to_string(path)?

@@ -11,24 +11,10 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{troupe_bin, wait_for_state, Fixture};
+use support::{troupe_bin, wait_for_state, Fixture, Probe};
 
 use troupe::proto::ActorState;
 use troupe::{Cluster, SpawnOptions};
-
-/// Says which process it runs in.
-pub struct Probe;
-
-#[troupe::actor]
-impl Probe {
-    pub fn new() -> Self {
-        Probe
-    }
-
-    pub fn pid(&self) -> u32 {
-        std::process::id()
-    }
-}
 
 const CONFIG: &str = r#"
 idle_timeout_s = 3

@@ -7,27 +7,13 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{http_get, pid_alive, run_scenarios, Fixture, Scenario};
+use support::{http_get, pid_alive, run_scenarios, Fixture, Probe, Scenario};
 use troupe::jobs::JobClient;
 use troupe::proto::{JobInfo, JobSpec, JobStatus};
 use troupe::{Cluster, SpawnOptions};
 
 /// When set, this test executable is the driver of a job (see `job_driver`).
 const JOB_DRIVER: &str = "TROUPE_JOBS_TEST_DRIVER";
-
-/// An actor a job's driver spawns.
-pub struct Probe;
-
-#[troupe::actor]
-impl Probe {
-    pub fn new() -> Self {
-        Probe
-    }
-
-    pub fn pid(&self) -> u32 {
-        std::process::id()
-    }
-}
 
 /// The job's entrypoint: connects to the cluster it runs on, spawns a probe, prints the probe's
 /// pid and waits to be stopped.

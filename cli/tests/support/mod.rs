@@ -11,6 +11,21 @@ use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// An actor that says which process it runs in: for tests that need only a worker to exist
+/// (each test binary is its own workers' executable, so it is defined here, once).
+pub struct Probe;
+
+#[troupe::actor]
+impl Probe {
+    pub fn new() -> Self {
+        Probe
+    }
+
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
 /// Starts a cluster with one node agent per entry of `$node_args`, connects this test as the
 /// driver, builds `$world { fixture, cluster }`, runs `$scenarios()` (60 s each) and shuts the
 /// driver down; evaluates to whether every scenario passed. Use inside a tokio runtime's

@@ -145,22 +145,15 @@ impl HeadState {
     /// A node the autoscaler drained and stopped leaves the cluster. It should hold nothing;
     /// anything it does hold is failed (and restarted elsewhere) as on any node's death.
     pub fn retire_node(&mut self, node_id: &str, now: std::time::Instant) -> Vec<super::Order> {
-        let mut orders = Vec::new();
-        if let Some(node) = self.nodes.get_mut(node_id) {
-            node.alive = false;
-            if let Some(launch) = node
-                .resources
+        if let Some(launch) = self.nodes.get(node_id).and_then(|node| {
+            node.resources
                 .labels
                 .get(crate::autoscaler::config::LAUNCH_ID_LABEL)
-            {
-                self.retired_launches.insert(launch.clone());
-            }
+        }) {
+            self.retired_launches.insert(launch.clone());
         }
         let reason = format!("node {node_id} was stopped by the autoscaler");
-        let hit = self.scheduler.remove_node(node_id);
-        orders.extend(self.groups_lost_node(&hit, node_id, now));
-        orders.extend(self.fail_node_actors(node_id, &reason));
-        orders.extend(self.fail_node_jobs(node_id, &reason, &Default::default(), now));
+        let mut orders = self.take_node_out(node_id, &reason, now);
         orders.extend(self.schedule(now));
         orders
     }

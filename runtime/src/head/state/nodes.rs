@@ -173,19 +173,32 @@ impl HeadState {
                 node = node_id,
                 "node missed its heartbeats: declaring it dead"
             );
-            if let Some(node) = self.nodes.get_mut(&node_id) {
-                node.alive = false;
-            }
-            let hit = self.scheduler.remove_node(&node_id);
-            orders.extend(self.groups_lost_node(&hit, &node_id, now));
             let reason = format!(
                 "node {node_id} died (no heartbeat for {} ms)",
                 timeout.as_millis()
             );
-            orders.extend(self.fail_node_actors(&node_id, &reason));
-            orders.extend(self.fail_node_jobs(&node_id, &reason, &Default::default(), now));
+            orders.extend(self.take_node_out(&node_id, &reason, now));
         }
         orders.extend(self.schedule(now));
+        orders
+    }
+
+    /// A node leaves the cluster (it died, or the autoscaler stopped it): what it held is lost,
+    /// its groups' bundles wait to be placed again, and its actors and jobs fail with `reason`
+    /// (and restart elsewhere as their policies say). The caller schedules afterwards.
+    pub(super) fn take_node_out(
+        &mut self,
+        node_id: &str,
+        reason: &str,
+        now: Instant,
+    ) -> Vec<Order> {
+        if let Some(node) = self.nodes.get_mut(node_id) {
+            node.alive = false;
+        }
+        let hit = self.scheduler.remove_node(node_id);
+        let mut orders = self.groups_lost_node(&hit, node_id, now);
+        orders.extend(self.fail_node_actors(node_id, reason));
+        orders.extend(self.fail_node_jobs(node_id, reason, &Default::default(), now));
         orders
     }
 
