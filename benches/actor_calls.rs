@@ -3,6 +3,9 @@
 //! the two side by side.
 //!
 //! - `1_1_actor_calls_sync`: one call at a time to one actor, a tiny reply;
+//! - `timeline_overhead`: the same with the actor's timeline recording switched on and off
+//!   between alternating rounds: the recording's cost in percent of a call, and
+//!   `timeline_span_cost`, the same cost measured in process (not Ray's workloads);
 //! - `1_1_actor_calls_async`: 1,000 calls in flight to one actor, then wait for all;
 //! - `1_1_actor_calls_concurrent`: the same to an actor with max_concurrency 16;
 //! - `1_n_actor_calls_async[_nN]`: one client actor makes 5,000 calls to each of N actors;
@@ -53,6 +56,11 @@ impl Server {
 
     pub fn small_value(&self) -> Vec<u8> {
         b"ok".to_vec()
+    }
+
+    /// Turns the timeline's recording in this worker on or off.
+    pub fn set_timeline(&self, on: bool) {
+        troupe::timeline::set_recording(on);
     }
 
     pub async fn small_value_arg(&self, argument: ObjectRef) -> troupe::Result<Vec<u8>> {
@@ -171,6 +179,41 @@ async fn servers(cluster: &Cluster, count: usize) -> anyhow::Result<Vec<ServerHa
     Ok(handles)
 }
 
+/// Sync calls to `actor` in `rounds` pairs of `calls` calls, its timeline recording on for one
+/// half of each pair and off (or, for a `control`, on too) for the other, alternating which goes
+/// first. Returns the median over pairs of (on - off) / off in percent, and the mean call times
+/// in microseconds of the two halves.
+async fn paired_rounds(
+    actor: &ServerHandle,
+    control: bool,
+    rounds: usize,
+    calls: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let (mut on_sum, mut off_sum, mut pairs) = (0.0, 0.0, Vec::with_capacity(rounds));
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        let mut times = [0.0f64; 2];
+        for recording in order {
+            actor.set_timeline(recording || control).await?;
+            let started = Instant::now();
+            for _ in 0..calls {
+                actor.small_value().await?;
+            }
+            times[usize::from(recording)] = started.elapsed().as_secs_f64() * 1e6 / calls as f64;
+        }
+        on_sum += times[1];
+        off_sum += times[0];
+        pairs.push((times[1] - times[0]) / times[0] * 100.0);
+    }
+    pairs.sort_by(f64::total_cmp);
+    let median = (pairs[(rounds - 1) / 2] + pairs[rounds / 2]) / 2.0;
+    Ok((median, on_sum / rounds as f64, off_sum / rounds as f64))
+}
+
 struct Bench {
     cluster: Cluster,
     round: Duration,
@@ -191,6 +234,63 @@ impl Bench {
             .push(serde_json::json!({ "name": name, "per_s": per_s, "unit": unit }));
     }
 
+    /// The timeline's cost on a 1:1 sync call: one actor whose recording is switched on and
+    /// off between short rounds (so that the machine's drift hits both alike); the overhead is
+    /// the median over round pairs of the difference of their call times, over the time without.
+    /// The same procedure with recording on in both halves (`timeline_overhead_control`) shows
+    /// what this machine's noise alone gives.
+    async fn timeline_overhead(&mut self) -> anyhow::Result<()> {
+        let actor = Server::spawn(&self.cluster, server()).await?;
+        actor.small_value().await?;
+        let (rounds, calls) = (100, 500);
+        let (overhead, with_us, without_us) = paired_rounds(&actor, false, rounds, calls).await?;
+        let (control, _, _) = paired_rounds(&actor, true, rounds, calls).await?;
+        actor.set_timeline(true).await?;
+        self.results.push(serde_json::json!({
+            "name": "timeline_overhead_control",
+            "percent": control,
+        }));
+        println!(
+            "{:<40} {control:>14.2} % (recording on in both halves: the noise floor)",
+            "timeline_overhead_control"
+        );
+        // The same cost measured in process, free of the machine's noise: what the worker adds
+        // per call, against the call's time measured above.
+        let (entry_ns, entry_and_span_ns) =
+            troupe::server::diagnostics::measure_call_bookkeeping(1_000_000);
+        let span_ns = entry_and_span_ns - entry_ns;
+        let span_percent = span_ns / (without_us * 1000.0) * 100.0;
+        let bookkeeping_percent = entry_and_span_ns / (without_us * 1000.0) * 100.0;
+        println!(
+            "{:<40} {span_ns:>14.0} ns a call = {span_percent:.2} % of a sync call (with the in-flight entry: {entry_and_span_ns:.0} ns, {bookkeeping_percent:.2} %)",
+            "timeline_span_cost"
+        );
+        self.record("1_1_actor_calls_sync_timeline_on", 1e6 / with_us, "calls/s");
+        self.record(
+            "1_1_actor_calls_sync_timeline_off",
+            1e6 / without_us,
+            "calls/s",
+        );
+        println!("{:<40} {overhead:>14.2} % of a call (median of {rounds} round pairs of {calls} calls; means {with_us:.1} us with, {without_us:.1} us without)", "timeline_overhead");
+        self.results.push(serde_json::json!({
+            "name": "timeline_overhead",
+            "percent": overhead,
+            "us_per_call_with": with_us,
+            "us_per_call_without": without_us,
+            "round_pairs": rounds,
+            "calls_per_round": calls,
+        }));
+        self.results.push(serde_json::json!({
+            "name": "timeline_span_cost",
+            "ns_per_call": span_ns,
+            "percent_of_sync_call": span_percent,
+            "ns_per_call_with_inflight_entry": entry_and_span_ns,
+            "percent_of_sync_call_with_inflight_entry": bookkeeping_percent,
+        }));
+        self.cluster.kill(&actor).await?;
+        Ok(())
+    }
+
     async fn one_to_one(&mut self) -> anyhow::Result<()> {
         let round = self.round;
         if self.wanted("1_1_actor_calls_sync") {
@@ -202,6 +302,9 @@ impl Bench {
             .await?;
             self.record("1_1_actor_calls_sync", per_s, "calls/s");
             self.cluster.kill(&actor).await?;
+        }
+        if self.wanted("timeline_overhead") {
+            self.timeline_overhead().await?;
         }
         for (name, concurrency) in [
             ("1_1_actor_calls_async", 1),

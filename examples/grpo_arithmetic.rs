@@ -36,7 +36,7 @@ use troupe_actors::recipes::policy::{
 };
 use troupe_actors::recipes::recovery::{Checkpoints, Recovery};
 use troupe_actors::recipes::resilient::{run_recovering, RunParts};
-use troupe_actors::recipes::run_log::RunLog;
+use troupe_actors::recipes::run_log::{write_timeline, RunLog};
 use troupe_actors::recipes::saved_warm_start::{self, SavedWarmStart};
 use troupe_actors::recipes::warm_start::warm_start;
 use troupe_actors::roles::columns::*;
@@ -328,6 +328,7 @@ async fn grpo_on(
                 .await
                 .map_err(|err| eprintln!("could not check the checkpoint: {err:#}"))
                 .ok();
+        let timeline = write_timeline(cluster, &config.out).await;
         let plot = config.out.join("curves.png");
         let title = format!("GRPO on {}: reward, held-out success", config.task.name);
         log.plot(
@@ -344,6 +345,7 @@ async fn grpo_on(
             GrpoReport::from_run(config, &sft, phase, &log, model.num_parameters(), started)
                 .with_engines(&engines.into_iter().flatten().collect::<Vec<_>>())
                 .with_checkpoint(checkpoint, checkpoint_heldout_accuracy, plot)
+                .with_timeline(timeline)
                 .with_recoveries(&recovery.events);
         println!("{}", summary(&report));
         Ok(report)

@@ -23,6 +23,8 @@ impl Echo {
 
     pub fn ping(&mut self, text: String) -> String {
         self.calls += 1;
+        // What its logs show (`troupe logs NAME`).
+        println!("echo got `{text}` (call {})", self.calls);
         format!("{text} #{} from pid {}", self.calls, std::process::id())
     }
 }

@@ -6,8 +6,8 @@
 # namespaces (skipped where the kernel refuses them), and the
 # Python client's tests against a real head and
 # node agent, the parity of the decoder with Hugging Face transformers, and a real vLLM engine
-# driven through the rollout role. Installs what it
-# needs (a Python venv with numpy and the client's pinned test dependencies in .venv; torch and
+# driven through the rollout role, and the web dashboard in headless chromium. Installs what it
+# needs (Debian's chromium and chromium-driver with apt-get when missing; a Python venv with numpy and the client's pinned test dependencies in .venv; torch and
 # transformers, and vLLM's CPU build, in cached venvs outside the checkout) on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,17 @@ export TROUPE_PARITY_PYTHON
 # pinned set in actors/src/engines/vllm/requirements.txt (about 6 GB, made once per machine).
 TROUPE_VLLM_PYTHON="$(bash scripts/python_env.sh --no-deps vllm actors/src/engines/vllm/requirements.txt)"
 export TROUPE_VLLM_PYTHON
+
+# The dashboard's browser test (cli/tests/dashboard.rs) drives Debian's headless chromium through
+# chromedriver; here it must run, not skip.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver (the dashboard's browser test)"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+export TROUPE_REQUIRE_BROWSER=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

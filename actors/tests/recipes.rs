@@ -51,6 +51,37 @@ fn check_png(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The run's timeline: Chrome trace JSON with the `generate` stage on the driver, the actors'
+/// calls tagged with their step, and the weight syncs.
+fn check_timeline(path: &Path) -> anyhow::Result<()> {
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    let events = trace["traceEvents"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("{} has no traceEvents", path.display()))?;
+    let complete = |cat: &'static str| {
+        events
+            .iter()
+            .filter(move |e| e["ph"] == "X" && e["cat"] == cat)
+    };
+    anyhow::ensure!(
+        complete("stage").any(|e| e["name"] == "generate" && e["args"]["step"].is_u64()),
+        "no generate stage with its step in {}",
+        path.display()
+    );
+    anyhow::ensure!(
+        complete("call")
+            .any(|e| e["args"]["step"].is_u64() && e["args"]["weight_version"].is_u64()),
+        "no actor call tagged with its step in {}",
+        path.display()
+    );
+    anyhow::ensure!(
+        complete("sync").count() > 0,
+        "no weight sync in {}",
+        path.display()
+    );
+    Ok(())
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("troupe-recipes-{name}-{}", std::process::id()))
 }
@@ -126,6 +157,8 @@ async fn grpo_run_leaves_its_outputs(max_staleness: usize) -> anyhow::Result<()>
     anyhow::ensure!(lines(&out.join("sft_metrics.jsonl"))?.len() == 3);
     check_png(&out.join("curves.png"))?;
     anyhow::ensure!(std::fs::read_to_string(out.join("pipeline.dot"))?.contains("generate"));
+    anyhow::ensure!(report.timeline == out.join("timeline.json"));
+    check_timeline(&report.timeline)?;
     for file in [
         "config.json",
         "model.safetensors",
@@ -300,6 +333,7 @@ async fn ppo_run_leaves_its_outputs() -> anyhow::Result<()> {
     }
     anyhow::ensure!(lines(&out.join("reward_model_metrics.jsonl"))?.len() == 2);
     check_png(&out.join("curves.png"))?;
+    check_timeline(&report.timeline)?;
     anyhow::ensure!(report.checkpoint_heldout_accuracy == Some(report.heldout_accuracy_final));
     std::fs::remove_dir_all(&out)?;
     println!("test ppo_run_leaves_its_outputs ... ok");

@@ -6,6 +6,7 @@
 mod autoscaler_cmd;
 mod connect;
 mod format;
+mod inspect;
 mod job;
 mod processes;
 mod sim;
@@ -56,7 +57,12 @@ enum Command {
         /// Serve Prometheus metrics on this port (0 picks a free one).
         #[arg(long)]
         metrics_port: Option<u16>,
-        /// Write the bound address here once serving (for scripts that start the head).
+        /// Serve the web dashboard on this port, on the same host as the head (0 picks a free
+        /// one); log in with the cluster token (docs/dashboard.md).
+        #[arg(long)]
+        dashboard_port: Option<u16>,
+        /// Write the bound addresses here once serving, one a line: the head's, the metrics'
+        /// (empty if none) and, with --dashboard-port, the dashboard's.
         #[arg(long)]
         address_file: Option<PathBuf>,
         /// A node silent this long is declared dead.
@@ -128,6 +134,9 @@ enum Command {
         /// Serve head metrics on this port.
         #[arg(long)]
         metrics_port: Option<u16>,
+        /// Serve the head's web dashboard on this port (0 picks a free one).
+        #[arg(long)]
+        dashboard_port: Option<u16>,
         /// Where the cluster's state and logs go (default: $TROUPE_HOME or /tmp/troupe-up).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -151,6 +160,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print an actor's output (stdout and stderr, every incarnation) or a job's log.
+    Logs(inspect::LogsArgs),
+    /// Show what a live actor is doing: calls in flight, its queue, each thread's stack.
+    Calls(inspect::CallsArgs),
+    /// Write the timeline of actor calls and pipeline stages as Chrome trace JSON (Perfetto).
+    Timeline(inspect::TimelineArgs),
     /// Submit and manage jobs.
     Job {
         /// The head's address (default: $TROUPE_ADDRESS, then the cluster `troupe up` started).
@@ -219,7 +234,14 @@ fn run_command_line() -> anyhow::Result<i32> {
         }
         command => Cli { command },
     };
-    let quiet = matches!(cli.command, Command::Job { .. } | Command::Status { .. });
+    let quiet = matches!(
+        cli.command,
+        Command::Job { .. }
+            | Command::Status { .. }
+            | Command::Logs(_)
+            | Command::Calls(_)
+            | Command::Timeline(_)
+    );
     troupe::init_logging(if quiet { "warn" } else { "info" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -231,13 +253,18 @@ fn run_command_line() -> anyhow::Result<i32> {
 async fn run(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Job { address, command } => job::run(address, command).await,
+        Command::Logs(args) => inspect::logs(args).await,
+        Command::Calls(args) => inspect::calls(args).await,
+        Command::Timeline(args) => inspect::timeline(args).await,
         other => run_service(other).await.map(|()| 0),
     }
 }
 
 async fn run_service(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Job { .. } => bail!("job commands are run by `run`"),
+        Command::Job { .. } | Command::Logs(_) | Command::Calls(_) | Command::Timeline(_) => {
+            bail!("job, logs, calls and timeline commands are run by `run`")
+        }
         Command::Sim { .. } | Command::Autoscaler { .. } => {
             bail!("sim and autoscaler commands are run by `run_command_line`")
         }
@@ -246,6 +273,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             host,
             data_dir,
             metrics_port,
+            dashboard_port,
             address_file,
             node_timeout_ms,
             policy,
@@ -272,6 +300,10 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
                 Some(port) => Some(format!("{host}:{port}").parse()?),
                 None => None,
             };
+            config.dashboard_bind = match dashboard_port {
+                Some(port) => Some(format!("{host}:{port}").parse()?),
+                None => None,
+            };
             let mut handle = head::start(config).await?;
             println!("troupe head listening on {}", handle.address);
             println!(
@@ -281,11 +313,20 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             if let Some(metrics) = handle.metrics_address {
                 println!("metrics on http://{metrics}/metrics");
             }
+            if let Some(dashboard) = handle.dashboard_address {
+                println!("dashboard on http://{dashboard}/ (log in with the cluster token)");
+            }
             if let Some(path) = address_file {
                 let mut text = handle.address.to_string();
-                if let Some(metrics) = handle.metrics_address {
+                if handle.metrics_address.is_some() || handle.dashboard_address.is_some() {
                     text.push('\n');
-                    text.push_str(&metrics.to_string());
+                    if let Some(metrics) = handle.metrics_address {
+                        text.push_str(&metrics.to_string());
+                    }
+                }
+                if let Some(dashboard) = handle.dashboard_address {
+                    text.push('\n');
+                    text.push_str(&dashboard.to_string());
                 }
                 std::fs::write(&path, text)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -365,6 +406,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
             cpus_per_node,
             port,
             metrics_port,
+            dashboard_port,
             dir,
             autoscale,
         } => {
@@ -386,6 +428,7 @@ async fn run_service(command: Command) -> anyhow::Result<()> {
                 cpus_per_node,
                 port,
                 metrics_port,
+                dashboard_port,
                 dir: connect::state_dir(dir),
             })
             .await

@@ -17,6 +17,7 @@ pub(crate) struct UpOptions {
     pub cpus_per_node: Option<f64>,
     pub port: u16,
     pub metrics_port: Option<u16>,
+    pub dashboard_port: Option<u16>,
     pub dir: PathBuf,
     /// The head's autoscaler config, if any.
     pub autoscale: Option<PathBuf>,
@@ -72,6 +73,9 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     if let Some(port) = options.metrics_port {
         head_args.extend(["--metrics-port".to_string(), port.to_string()]);
     }
+    if let Some(port) = options.dashboard_port {
+        head_args.extend(["--dashboard-port".to_string(), port.to_string()]);
+    }
     if let Some(config) = &options.autoscale {
         head_args.extend(["--autoscaler".to_string(), config.display().to_string()]);
     }
@@ -94,7 +98,14 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     };
     let mut lines = addresses.lines();
     let head_address = lines.next().unwrap_or_default().trim().to_string();
-    let metrics_address = lines.next().map(|line| line.trim().to_string());
+    let metrics_address = lines
+        .next()
+        .map(|line| line.trim().to_string())
+        .filter(|line| !line.is_empty());
+    let dashboard_address = lines
+        .next()
+        .map(|line| line.trim().to_string())
+        .filter(|line| !line.is_empty());
     let mut node_pids = Vec::new();
     for index in 0..options.nodes {
         let mut args = vec![
@@ -150,6 +161,9 @@ pub(crate) async fn up(options: UpOptions) -> anyhow::Result<()> {
     );
     if let Some(metrics) = metrics_address {
         eprintln!("metrics on http://{metrics}/metrics");
+    }
+    if let Some(dashboard) = dashboard_address {
+        eprintln!("dashboard on http://{dashboard}/ (log in with the cluster token)");
     }
     Ok(())
 }

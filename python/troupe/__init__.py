@@ -11,6 +11,7 @@ from .errors import (
     TroupeError,
     WaitTimeoutError,
 )
+from .actor_logs import IncarnationLog, LogLine
 from .job_client import JobSubmissionClient
 from .models import JobDetails, JobStatus
 
@@ -20,12 +21,14 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "HeadUnavailableError",
+    "IncarnationLog",
     "InvalidRequestError",
     "JobAlreadyExistsError",
     "JobDetails",
     "JobNotFoundError",
     "JobStatus",
     "JobSubmissionClient",
+    "LogLine",
     "PackageError",
     "TroupeError",
     "WaitTimeoutError",

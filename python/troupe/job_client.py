@@ -16,10 +16,11 @@ from .errors import (
     WaitTimeoutError,
     from_rpc_error,
 )
+from .actor_logs import READ_BYTES, IncarnationLog, parse_records, request_for
 from .logs import LogDecoder
 from .models import JobDetails, JobStatus
 from .packaging import MAX_PACKAGE_BYTES, chunks, describe_size, pack_directory, sha256_hex
-from .v1 import common_pb2, head_pb2_grpc, jobs_pb2, jobs_pb2_grpc
+from .v1 import common_pb2, head_pb2, head_pb2_grpc, jobs_pb2, jobs_pb2_grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Like the Rust client: no HTTP proxy between the client and the head.
@@ -95,6 +96,7 @@ class JobSubmissionClient:
         self._channel = grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
         self._jobs = jobs_pb2_grpc.JobsStub(self._channel)
         self._cluster = head_pb2_grpc.ClusterStub(self._channel)
+        self._actors = head_pb2_grpc.ActorsStub(self._channel)
 
     def close(self) -> None:
         """Closes the connection; the client cannot be used afterwards."""
@@ -228,6 +230,50 @@ class JobSubmissionClient:
         except JobNotFoundError:
             return False
         return True
+
+    def get_actor_logs(
+        self, actor: str, incarnation: Optional[int] = None, tail: Optional[int] = None
+    ) -> List[IncarnationLog]:
+        """An actor's stdout and stderr, by name or id, one entry per incarnation the head knows
+        (oldest first; only `incarnation` when given), read from the node agents that ran them.
+        `tail` keeps the last lines of each. An incarnation whose node died has no lines and says
+        why in `unreadable`. An unknown actor raises TroupeError naming it."""
+        listing = self._call(
+            self._actors.ReadActorLog, request_for(actor, list_only=True), timeout=self.timeout
+        )
+        chosen = [i for i in listing.incarnations if incarnation is None or i.incarnation == incarnation]
+        if incarnation is not None and not chosen:
+            known = ", ".join(str(i.incarnation) for i in listing.incarnations) or "none"
+            raise TroupeError(f"actor {listing.actor_id} has no incarnation {incarnation} (known: {known})")
+        logs = []
+        for entry in chosen:
+            log = IncarnationLog(
+                actor_id=listing.actor_id,
+                incarnation=entry.incarnation,
+                node_id=entry.node_id,
+                started_unix_ms=entry.started_unix_ms,
+                ended_unix_ms=entry.ended_unix_ms,
+                exit_reason=entry.exit_reason,
+            )
+            data = bytearray()
+            offset = 0
+            try:
+                while True:
+                    request = head_pb2.ReadActorLogRequest(
+                        id=listing.actor_id, incarnation=entry.incarnation, offset=offset, max_bytes=READ_BYTES
+                    )
+                    chunk = self._call(self._actors.ReadActorLog, request).chunk
+                    data += chunk.data
+                    if not chunk.data or chunk.next_offset >= chunk.size:
+                        break
+                    offset = chunk.next_offset
+            except TroupeError as error:
+                log.unreadable = str(error)
+            log.lines = parse_records(bytes(data))
+            if tail is not None:
+                log.lines = log.lines[len(log.lines) - min(tail, len(log.lines)) :]
+            logs.append(log)
+        return logs
 
     def get_job_logs(self, job_id: str) -> str:
         """The job's whole log so far, as text (invalid UTF-8 replaced)."""

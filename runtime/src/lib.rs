@@ -43,6 +43,7 @@ pub mod data;
 mod error;
 pub(crate) mod head;
 pub mod jobs;
+pub mod logs;
 pub(crate) mod node;
 pub mod objects;
 pub mod pipeline;
@@ -54,6 +55,7 @@ pub(crate) mod scheduler;
 #[doc(hidden)]
 pub mod server;
 pub(crate) mod sim;
+pub mod timeline;
 mod transport;
 mod worker;
 

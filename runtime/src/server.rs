@@ -11,6 +11,12 @@ pub mod head {
     pub use crate::head::{start, HeadConfig, HeadHandle};
 }
 
+/// What a worker adds to each call to track it (calls in flight, the timeline), measured in
+/// process, for the `actor_calls` bench.
+pub mod diagnostics {
+    pub use crate::worker::measure_call_bookkeeping;
+}
+
 /// Starting a node agent, and the resources a node offers.
 pub mod node {
     pub use crate::node::{resources, start, NodeConfig, NodeHandle};

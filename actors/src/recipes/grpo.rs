@@ -270,6 +270,8 @@ pub struct GrpoReport {
     pub warm_start_from: Option<PathBuf>,
     pub metrics: PathBuf,
     pub plot: PathBuf,
+    /// The run's timeline (Chrome trace JSON: every stage and actor call), beside the metrics.
+    pub timeline: PathBuf,
     /// Every failure the run survived: what failed, when, and what it cost.
     pub recoveries: Vec<super::recovery::RecoveryEvent>,
     /// Steps run again and seconds lost, over all recoveries.
@@ -330,6 +332,7 @@ impl GrpoReport {
             warm_start_from: sft.loaded_from.clone(),
             metrics: log.metrics_path(),
             plot: PathBuf::new(),
+            timeline: PathBuf::new(),
             recoveries: Vec::new(),
             steps_redone: 0,
             seconds_lost: 0.0,
@@ -364,6 +367,12 @@ impl GrpoReport {
         self.checkpoint = checkpoint;
         self.checkpoint_heldout_accuracy = accuracy;
         self.plot = plot;
+        self
+    }
+
+    /// The timeline written beside the metrics.
+    pub fn with_timeline(mut self, timeline: PathBuf) -> Self {
+        self.timeline = timeline;
         self
     }
 }
@@ -474,6 +483,7 @@ pub fn summary(report: &GrpoReport) -> String {
             ),
             ("metrics", report.metrics.display().to_string()),
             ("plot", report.plot.display().to_string()),
+            ("timeline", report.timeline.display().to_string()),
             ("checkpoint", report.checkpoint.display().to_string()),
         ],
     )

@@ -14,6 +14,26 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use troupe::pipeline::{BoxError, StepObserver, StepReport};
 
+/// Writes the cluster's timeline (this driver's stages, every live actor's calls) to
+/// `out/timeline.json`, for Perfetto, and returns its path; a failure is printed and leaves the
+/// path empty (the run's results do not depend on it).
+pub async fn write_timeline(cluster: &troupe::Cluster, out: &Path) -> PathBuf {
+    let path = out.join("timeline.json");
+    match cluster.write_timeline(&path).await {
+        Ok(spans) => {
+            println!(
+                "timeline: {spans} spans in {} (open it at https://ui.perfetto.dev)",
+                path.display()
+            );
+            path
+        }
+        Err(err) => {
+            eprintln!("could not write the timeline: {err}");
+            PathBuf::new()
+        }
+    }
+}
+
 /// One held-out measurement.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct HeldoutPoint {

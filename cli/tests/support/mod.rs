@@ -147,6 +147,8 @@ pub struct Fixture {
     pub head_extra: Vec<String>,
     pub head_address: String,
     pub metrics_address: String,
+    /// The dashboard's address, when the head was started with `--dashboard-port`.
+    pub dashboard_address: String,
     pub nodes: std::sync::Mutex<Vec<NodeProcess>>,
 }
 
@@ -172,12 +174,14 @@ impl Fixture {
         let mut lines = text.lines();
         let head_address = lines.next().unwrap_or_default().to_string();
         let metrics_address = lines.next().unwrap_or_default().to_string();
+        let dashboard_address = lines.next().unwrap_or_default().to_string();
         let fixture = Fixture {
             dir: dir.clone(),
             head: std::sync::Mutex::new(head),
             head_extra: head_extra.to_vec(),
             head_address,
             metrics_address,
+            dashboard_address,
             nodes: std::sync::Mutex::new(Vec::new()),
         };
         for (index, extra) in node_args.iter().enumerate() {
@@ -216,7 +220,7 @@ impl Fixture {
 }
 
 /// Starts `troupe head` with its data in `dir/head`; returns it and what it wrote to its address
-/// file (the gRPC address, then the metrics address).
+/// file (the gRPC address, the metrics address, then the dashboard's if it serves one).
 fn start_head(
     dir: &std::path::Path,
     port: &str,

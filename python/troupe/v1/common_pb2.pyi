@@ -105,7 +105,7 @@ class GpuAssignment(_message.Message):
     def __init__(self, index: _Optional[int] = ..., milli: _Optional[int] = ...) -> None: ...
 
 class ActorInfo(_message.Message):
-    __slots__ = ("id", "name", "type_name", "state", "node_id", "worker_address", "gpus", "restarts", "max_restarts", "incarnation", "death_reason", "detached", "owner_session", "pid", "resources", "pending_reason", "max_concurrency", "node_address", "priority", "preemptible", "placement_group_id", "preemptions")
+    __slots__ = ("id", "name", "type_name", "state", "node_id", "worker_address", "gpus", "restarts", "max_restarts", "incarnation", "death_reason", "detached", "owner_session", "pid", "resources", "pending_reason", "max_concurrency", "node_address", "priority", "preemptible", "placement_group_id", "preemptions", "history")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class ActorInfo(_message.Message):
     PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     type_name: str
@@ -150,7 +151,36 @@ class ActorInfo(_message.Message):
     preemptible: bool
     placement_group_id: str
     preemptions: int
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type_name: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., node_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuAssignment, _Mapping]]] = ..., restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., incarnation: _Optional[int] = ..., death_reason: _Optional[str] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., pid: _Optional[int] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., pending_reason: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., node_address: _Optional[str] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., placement_group_id: _Optional[str] = ..., preemptions: _Optional[int] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[Incarnation]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., type_name: _Optional[str] = ..., state: _Optional[_Union[ActorState, str]] = ..., node_id: _Optional[str] = ..., worker_address: _Optional[str] = ..., gpus: _Optional[_Iterable[_Union[GpuAssignment, _Mapping]]] = ..., restarts: _Optional[int] = ..., max_restarts: _Optional[int] = ..., incarnation: _Optional[int] = ..., death_reason: _Optional[str] = ..., detached: bool = ..., owner_session: _Optional[str] = ..., pid: _Optional[int] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., pending_reason: _Optional[str] = ..., max_concurrency: _Optional[int] = ..., node_address: _Optional[str] = ..., priority: _Optional[int] = ..., preemptible: bool = ..., placement_group_id: _Optional[str] = ..., preemptions: _Optional[int] = ..., history: _Optional[_Iterable[_Union[Incarnation, _Mapping]]] = ...) -> None: ...
+
+class Incarnation(_message.Message):
+    __slots__ = ("incarnation", "node_id", "node_address", "started_unix_ms", "ended_unix_ms", "exit_reason")
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ENDED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXIT_REASON_FIELD_NUMBER: _ClassVar[int]
+    incarnation: int
+    node_id: str
+    node_address: str
+    started_unix_ms: int
+    ended_unix_ms: int
+    exit_reason: str
+    def __init__(self, incarnation: _Optional[int] = ..., node_id: _Optional[str] = ..., node_address: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., ended_unix_ms: _Optional[int] = ..., exit_reason: _Optional[str] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("data", "offset", "next_offset", "size")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NEXT_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    offset: int
+    next_offset: int
+    size: int
+    def __init__(self, data: _Optional[bytes] = ..., offset: _Optional[int] = ..., next_offset: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
 
 class BinaryRef(_message.Message):
     __slots__ = ("hash",)

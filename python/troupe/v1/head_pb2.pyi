@@ -436,3 +436,109 @@ class KvGetReply(_message.Message):
     found: bool
     value: bytes
     def __init__(self, found: bool = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class ReadActorLogRequest(_message.Message):
+    __slots__ = ("id", "name", "incarnation", "offset", "from_end", "max_bytes", "list_only")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FROM_END_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIST_ONLY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    incarnation: int
+    offset: int
+    from_end: bool
+    max_bytes: int
+    list_only: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., incarnation: _Optional[int] = ..., offset: _Optional[int] = ..., from_end: bool = ..., max_bytes: _Optional[int] = ..., list_only: bool = ...) -> None: ...
+
+class ActorLogChunk(_message.Message):
+    __slots__ = ("actor_id", "actor_name", "incarnation", "node_id", "chunk", "running", "incarnations", "actor_state")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_NAME_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    INCARNATIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_STATE_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    actor_name: str
+    incarnation: int
+    node_id: str
+    chunk: _common_pb2.LogChunk
+    running: bool
+    incarnations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Incarnation]
+    actor_state: _common_pb2.ActorState
+    def __init__(self, actor_id: _Optional[str] = ..., actor_name: _Optional[str] = ..., incarnation: _Optional[int] = ..., node_id: _Optional[str] = ..., chunk: _Optional[_Union[_common_pb2.LogChunk, _Mapping]] = ..., running: bool = ..., incarnations: _Optional[_Iterable[_Union[_common_pb2.Incarnation, _Mapping]]] = ..., actor_state: _Optional[_Union[_common_pb2.ActorState, str]] = ...) -> None: ...
+
+class PipelineStageInfo(_message.Message):
+    __slots__ = ("name", "group", "members", "inputs", "outputs", "dispatch")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    group: str
+    members: int
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    dispatch: str
+    def __init__(self, name: _Optional[str] = ..., group: _Optional[str] = ..., members: _Optional[int] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., dispatch: _Optional[str] = ...) -> None: ...
+
+class PipelineStageTime(_message.Message):
+    __slots__ = ("stage", "seconds", "member_seconds", "fetch_seconds", "rows", "rows_per_s")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEMBER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FETCH_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    seconds: float
+    member_seconds: float
+    fetch_seconds: float
+    rows: int
+    rows_per_s: float
+    def __init__(self, stage: _Optional[str] = ..., seconds: _Optional[float] = ..., member_seconds: _Optional[float] = ..., fetch_seconds: _Optional[float] = ..., rows: _Optional[int] = ..., rows_per_s: _Optional[float] = ...) -> None: ...
+
+class PipelineStepInfo(_message.Message):
+    __slots__ = ("step", "weight_version", "synced_version", "rows", "stages", "stage_bytes", "finished_unix_ms", "sync_ms")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    STAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    SYNC_MS_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    weight_version: int
+    synced_version: int
+    rows: int
+    stages: _containers.RepeatedCompositeFieldContainer[PipelineStageTime]
+    stage_bytes: int
+    finished_unix_ms: int
+    sync_ms: float
+    def __init__(self, step: _Optional[int] = ..., weight_version: _Optional[int] = ..., synced_version: _Optional[int] = ..., rows: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[PipelineStageTime, _Mapping]]] = ..., stage_bytes: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., sync_ms: _Optional[float] = ...) -> None: ...
+
+class PipelineReport(_message.Message):
+    __slots__ = ("pipeline_id", "session", "stages", "learning_group", "generating_group", "step")
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    LEARNING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    GENERATING_GROUP_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    pipeline_id: str
+    session: str
+    stages: _containers.RepeatedCompositeFieldContainer[PipelineStageInfo]
+    learning_group: str
+    generating_group: str
+    step: PipelineStepInfo
+    def __init__(self, pipeline_id: _Optional[str] = ..., session: _Optional[str] = ..., stages: _Optional[_Iterable[_Union[PipelineStageInfo, _Mapping]]] = ..., learning_group: _Optional[str] = ..., generating_group: _Optional[str] = ..., step: _Optional[_Union[PipelineStepInfo, _Mapping]] = ...) -> None: ...

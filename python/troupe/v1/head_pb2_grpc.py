@@ -314,6 +314,11 @@ class ActorsStub(object):
                 request_serializer=troupe_dot_v1_dot_head__pb2.CallStats.SerializeToString,
                 response_deserializer=troupe_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ReadActorLog = channel.unary_unary(
+                '/troupe.v1.Actors/ReadActorLog',
+                request_serializer=troupe_dot_v1_dot_head__pb2.ReadActorLogRequest.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_head__pb2.ActorLogChunk.FromString,
+                _registered_method=True)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -510,6 +515,33 @@ class Actors(object):
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReadActorLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Actors/ReadActorLog',
+            troupe_dot_v1_dot_head__pb2.ReadActorLogRequest.SerializeToString,
+            troupe_dot_v1_dot_head__pb2.ActorLogChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ClusterStub(object):
     """Cluster-wide views and driver sessions.
@@ -570,6 +602,11 @@ class ClusterStub(object):
                 '/troupe.v1.Cluster/KvGet',
                 request_serializer=troupe_dot_v1_dot_head__pb2.KvGetRequest.SerializeToString,
                 response_deserializer=troupe_dot_v1_dot_head__pb2.KvGetReply.FromString,
+                _registered_method=True)
+        self.ReportPipeline = channel.unary_unary(
+                '/troupe.v1.Cluster/ReportPipeline',
+                request_serializer=troupe_dot_v1_dot_head__pb2.PipelineReport.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -838,6 +875,33 @@ class Cluster(object):
             '/troupe.v1.Cluster/KvGet',
             troupe_dot_v1_dot_head__pb2.KvGetRequest.SerializeToString,
             troupe_dot_v1_dot_head__pb2.KvGetReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Cluster/ReportPipeline',
+            troupe_dot_v1_dot_head__pb2.PipelineReport.SerializeToString,
+            troupe_dot_v1_dot_common__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from troupe.v1 import common_pb2 as troupe_dot_v1_dot_common__pb2
 from troupe.v1 import jobs_pb2 as troupe_dot_v1_dot_jobs__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14troupe/v1/node.proto\x12\ttroupe.v1\x1a\x16troupe/v1/common.proto\x1a\x14troupe/v1/jobs.proto\"\xfa\x01\n\x12StartWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x13\n\x0b\x62inary_hash\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x33\n\x03\x65nv\x18\x05 \x03(\x0b\x32&.troupe.v1.StartWorkerRequest.EnvEntry\x12\x0f\n\x07gpu_ids\x18\x06 \x03(\r\x12\x11\n\tcpu_milli\x18\x07 \x01(\x04\x12\x15\n\rowner_session\x18\x08 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x10StartWorkerReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x10\n\x08log_path\x18\x02 \x01(\t\"L\n\x11StopWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x10\n\x08grace_ms\x18\x02 \x01(\x04\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x32\x8c\x02\n\tNodeAgent\x12I\n\x0bStartWorker\x12\x1d.troupe.v1.StartWorkerRequest\x1a\x1b.troupe.v1.StartWorkerReply\x12<\n\nStopWorker\x12\x1c.troupe.v1.StopWorkerRequest\x1a\x10.troupe.v1.Empty\x12@\n\x08StartJob\x12\x1a.troupe.v1.StartJobRequest\x1a\x18.troupe.v1.StartJobReply\x12\x34\n\x07StopJob\x12\x17.troupe.v1.StopJobOrder\x1a\x10.troupe.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14troupe/v1/node.proto\x12\ttroupe.v1\x1a\x16troupe/v1/common.proto\x1a\x14troupe/v1/jobs.proto\"r\n\x14ReadWorkerLogRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x10\n\x08\x66rom_end\x18\x04 \x01(\x08\x12\x11\n\tmax_bytes\x18\x05 \x01(\x04\"\xfa\x01\n\x12StartWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x13\n\x0bincarnation\x18\x02 \x01(\x04\x12\x13\n\x0b\x62inary_hash\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x03(\t\x12\x33\n\x03\x65nv\x18\x05 \x03(\x0b\x32&.troupe.v1.StartWorkerRequest.EnvEntry\x12\x0f\n\x07gpu_ids\x18\x06 \x03(\r\x12\x11\n\tcpu_milli\x18\x07 \x01(\x04\x12\x15\n\rowner_session\x18\x08 \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\x10StartWorkerReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x10\n\x08log_path\x18\x02 \x01(\t\"L\n\x11StopWorkerRequest\x12\x10\n\x08\x61\x63tor_id\x18\x01 \x01(\t\x12\x10\n\x08grace_ms\x18\x02 \x01(\x04\x12\x13\n\x0bincarnation\x18\x03 \x01(\x04\x32\xd3\x02\n\tNodeAgent\x12I\n\x0bStartWorker\x12\x1d.troupe.v1.StartWorkerRequest\x1a\x1b.troupe.v1.StartWorkerReply\x12<\n\nStopWorker\x12\x1c.troupe.v1.StopWorkerRequest\x1a\x10.troupe.v1.Empty\x12@\n\x08StartJob\x12\x1a.troupe.v1.StartJobRequest\x1a\x18.troupe.v1.StartJobReply\x12\x34\n\x07StopJob\x12\x17.troupe.v1.StopJobOrder\x1a\x10.troupe.v1.Empty\x12\x45\n\rReadWorkerLog\x12\x1f.troupe.v1.ReadWorkerLogRequest\x1a\x13.troupe.v1.LogChunkb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,14 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTWORKERREQUEST_ENVENTRY']._loaded_options = None
   _globals['_STARTWORKERREQUEST_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_STARTWORKERREQUEST']._serialized_start=82
-  _globals['_STARTWORKERREQUEST']._serialized_end=332
-  _globals['_STARTWORKERREQUEST_ENVENTRY']._serialized_start=290
-  _globals['_STARTWORKERREQUEST_ENVENTRY']._serialized_end=332
-  _globals['_STARTWORKERREPLY']._serialized_start=334
-  _globals['_STARTWORKERREPLY']._serialized_end=383
-  _globals['_STOPWORKERREQUEST']._serialized_start=385
-  _globals['_STOPWORKERREQUEST']._serialized_end=461
-  _globals['_NODEAGENT']._serialized_start=464
-  _globals['_NODEAGENT']._serialized_end=732
+  _globals['_READWORKERLOGREQUEST']._serialized_start=81
+  _globals['_READWORKERLOGREQUEST']._serialized_end=195
+  _globals['_STARTWORKERREQUEST']._serialized_start=198
+  _globals['_STARTWORKERREQUEST']._serialized_end=448
+  _globals['_STARTWORKERREQUEST_ENVENTRY']._serialized_start=406
+  _globals['_STARTWORKERREQUEST_ENVENTRY']._serialized_end=448
+  _globals['_STARTWORKERREPLY']._serialized_start=450
+  _globals['_STARTWORKERREPLY']._serialized_end=499
+  _globals['_STOPWORKERREQUEST']._serialized_start=501
+  _globals['_STOPWORKERREQUEST']._serialized_end=577
+  _globals['_NODEAGENT']._serialized_start=580
+  _globals['_NODEAGENT']._serialized_end=919
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReadWorkerLogRequest(_message.Message):
+    __slots__ = ("actor_id", "incarnation", "offset", "from_end", "max_bytes")
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    INCARNATION_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    FROM_END_FIELD_NUMBER: _ClassVar[int]
+    MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    actor_id: str
+    incarnation: int
+    offset: int
+    from_end: bool
+    max_bytes: int
+    def __init__(self, actor_id: _Optional[str] = ..., incarnation: _Optional[int] = ..., offset: _Optional[int] = ..., from_end: bool = ..., max_bytes: _Optional[int] = ...) -> None: ...
+
 class StartWorkerRequest(_message.Message):
     __slots__ = ("actor_id", "incarnation", "binary_hash", "args", "env", "gpu_ids", "cpu_milli", "owner_session")
     class EnvEntry(_message.Message):

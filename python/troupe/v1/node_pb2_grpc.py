@@ -56,6 +56,11 @@ class NodeAgentStub(object):
                 request_serializer=troupe_dot_v1_dot_jobs__pb2.StopJobOrder.SerializeToString,
                 response_deserializer=troupe_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.ReadWorkerLog = channel.unary_unary(
+                '/troupe.v1.NodeAgent/ReadWorkerLog',
+                request_serializer=troupe_dot_v1_dot_node__pb2.ReadWorkerLogRequest.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_common__pb2.LogChunk.FromString,
+                _registered_method=True)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -160,6 +165,33 @@ class NodeAgent(object):
             '/troupe.v1.NodeAgent/StopJob',
             troupe_dot_v1_dot_jobs__pb2.StopJobOrder.SerializeToString,
             troupe_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadWorkerLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.NodeAgent/ReadWorkerLog',
+            troupe_dot_v1_dot_node__pb2.ReadWorkerLogRequest.SerializeToString,
+            troupe_dot_v1_dot_common__pb2.LogChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,25 +25,39 @@ _sym_db = _symbol_database.Default()
 from troupe.v1 import common_pb2 as troupe_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16troupe/v1/worker.proto\x12\ttroupe.v1\x1a\x16troupe/v1/common.proto\"\x16\n\x08ObjectId\x12\n\n\x02id\x18\x01 \x01(\t\"\x1b\n\x0bObjectChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\":\n\tCallFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\r\x12\x0c\n\x04\x61rgs\x18\x03 \x01(\x0c\"g\n\x0b\x43\x61llFailure\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.troupe.v1.FailureKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tbacktrace\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\"`\n\nReplyFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0c\n\x02ok\x18\x02 \x01(\x0cH\x00\x12(\n\x06\x66\x61iled\x18\x03 \x01(\x0b\x32\x16.troupe.v1.CallFailureH\x00\x42\t\n\x07outcome*\xbc\x01\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x41ILURE_KIND_PANIC\x10\x01\x12\x1e\n\x1a\x46\x41ILURE_KIND_BAD_ARGUMENTS\x10\x02\x12\x1f\n\x1b\x46\x41ILURE_KIND_UNKNOWN_METHOD\x10\x03\x12\x18\n\x14\x46\x41ILURE_KIND_EXITING\x10\x04\x12\x1c\n\x18\x46\x41ILURE_KIND_APPLICATION\x10\x05\x32\xe3\x01\n\x06Worker\x12\x37\n\x04\x43\x61ll\x12\x14.troupe.v1.CallFrame\x1a\x15.troupe.v1.ReplyFrame(\x01\x30\x01\x12*\n\x04Ping\x12\x10.troupe.v1.Empty\x1a\x10.troupe.v1.Empty\x12<\n\x0b\x46\x65tchObject\x12\x13.troupe.v1.ObjectId\x1a\x16.troupe.v1.ObjectChunk0\x01\x12\x36\n\rReleaseObject\x12\x13.troupe.v1.ObjectId\x1a\x10.troupe.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16troupe/v1/worker.proto\x12\ttroupe.v1\x1a\x16troupe/v1/common.proto\"$\n\x0eInspectRequest\x12\x12\n\nbacktraces\x18\x01 \x01(\x08\"\x9f\x01\n\x0cInflightCall\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x06\x63\x61ller\x18\x03 \x01(\t\x12\x12\n\nelapsed_us\x18\x04 \x01(\x04\x12\x11\n\x04step\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0eweight_version\x18\x06 \x01(\x04H\x01\x88\x01\x01\x42\x07\n\x05_stepB\x11\n\x0f_weight_version\"F\n\x0bThreadStack\x12\x0b\n\x03tid\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x66rames\x18\x03 \x03(\t\x12\x0c\n\x04note\x18\x04 \x01(\t\"\xbd\x01\n\x0cInspectReply\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12&\n\x05\x63\x61lls\x18\x02 \x03(\x0b\x32\x17.troupe.v1.InflightCall\x12\x0e\n\x06queued\x18\x03 \x01(\r\x12\x17\n\x0fmax_concurrency\x18\x04 \x01(\r\x12\x0e\n\x06served\x18\x05 \x01(\x04\x12\'\n\x07threads\x18\x06 \x03(\x0b\x32\x16.troupe.v1.ThreadStack\x12\x16\n\x0e\x62\x61\x63ktrace_note\x18\x07 \x01(\t\"?\n\x0fTimelineRequest\x12\x15\n\rsince_unix_us\x18\x01 \x01(\x04\x12\x15\n\runtil_unix_us\x18\x02 \x01(\x04\"\xa6\x02\n\x04Span\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x15\n\rstart_unix_us\x18\x05 \x01(\x04\x12\x13\n\x0b\x64uration_us\x18\x06 \x01(\x04\x12\x11\n\x04step\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0eweight_version\x18\x08 \x01(\x04H\x01\x88\x01\x01\x12\x10\n\x08\x62ytes_in\x18\t \x01(\x04\x12\x11\n\tbytes_out\x18\n \x01(\x04\x12\x0e\n\x06\x63\x61ller\x18\x0b \x01(\t\x12\x0e\n\x06\x66\x61iled\x18\x0c \x01(\x08\x12\r\n\x05group\x18\r \x01(\t\x12\x13\n\x0bincarnation\x18\x0e \x01(\x04\x42\x07\n\x05_stepB\x11\n\x0f_weight_version\"@\n\rTimelineReply\x12\x1e\n\x05spans\x18\x01 \x03(\x0b\x32\x0f.troupe.v1.Span\x12\x0f\n\x07\x64ropped\x18\x02 \x01(\x04\"\x16\n\x08ObjectId\x12\n\n\x02id\x18\x01 \x01(\t\"\x1b\n\x0bObjectChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x86\x01\n\tCallFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\r\x12\x0c\n\x04\x61rgs\x18\x03 \x01(\x0c\x12\x11\n\x04step\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x1b\n\x0eweight_version\x18\x05 \x01(\x04H\x01\x88\x01\x01\x42\x07\n\x05_stepB\x11\n\x0f_weight_version\"g\n\x0b\x43\x61llFailure\x12$\n\x04kind\x18\x01 \x01(\x0e\x32\x16.troupe.v1.FailureKind\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tbacktrace\x18\x03 \x01(\t\x12\x0e\n\x06method\x18\x04 \x01(\t\"`\n\nReplyFrame\x12\x0f\n\x07\x63\x61ll_id\x18\x01 \x01(\x04\x12\x0c\n\x02ok\x18\x02 \x01(\x0cH\x00\x12(\n\x06\x66\x61iled\x18\x03 \x01(\x0b\x32\x16.troupe.v1.CallFailureH\x00\x42\t\n\x07outcome*\xbc\x01\n\x0b\x46\x61ilureKind\x12\x1c\n\x18\x46\x41ILURE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46\x41ILURE_KIND_PANIC\x10\x01\x12\x1e\n\x1a\x46\x41ILURE_KIND_BAD_ARGUMENTS\x10\x02\x12\x1f\n\x1b\x46\x41ILURE_KIND_UNKNOWN_METHOD\x10\x03\x12\x18\n\x14\x46\x41ILURE_KIND_EXITING\x10\x04\x12\x1c\n\x18\x46\x41ILURE_KIND_APPLICATION\x10\x05\x32\xe4\x02\n\x06Worker\x12\x37\n\x04\x43\x61ll\x12\x14.troupe.v1.CallFrame\x1a\x15.troupe.v1.ReplyFrame(\x01\x30\x01\x12*\n\x04Ping\x12\x10.troupe.v1.Empty\x1a\x10.troupe.v1.Empty\x12<\n\x0b\x46\x65tchObject\x12\x13.troupe.v1.ObjectId\x1a\x16.troupe.v1.ObjectChunk0\x01\x12\x36\n\rReleaseObject\x12\x13.troupe.v1.ObjectId\x1a\x10.troupe.v1.Empty\x12=\n\x07Inspect\x12\x19.troupe.v1.InspectRequest\x1a\x17.troupe.v1.InspectReply\x12@\n\x08Timeline\x12\x1a.troupe.v1.TimelineRequest\x1a\x18.troupe.v1.TimelineReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'troupe.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FAILUREKIND']._serialized_start=378
-  _globals['_FAILUREKIND']._serialized_end=566
-  _globals['_OBJECTID']._serialized_start=61
-  _globals['_OBJECTID']._serialized_end=83
-  _globals['_OBJECTCHUNK']._serialized_start=85
-  _globals['_OBJECTCHUNK']._serialized_end=112
-  _globals['_CALLFRAME']._serialized_start=114
-  _globals['_CALLFRAME']._serialized_end=172
-  _globals['_CALLFAILURE']._serialized_start=174
-  _globals['_CALLFAILURE']._serialized_end=277
-  _globals['_REPLYFRAME']._serialized_start=279
-  _globals['_REPLYFRAME']._serialized_end=375
-  _globals['_WORKER']._serialized_start=569
-  _globals['_WORKER']._serialized_end=796
+  _globals['_FAILUREKIND']._serialized_start=1347
+  _globals['_FAILUREKIND']._serialized_end=1535
+  _globals['_INSPECTREQUEST']._serialized_start=61
+  _globals['_INSPECTREQUEST']._serialized_end=97
+  _globals['_INFLIGHTCALL']._serialized_start=100
+  _globals['_INFLIGHTCALL']._serialized_end=259
+  _globals['_THREADSTACK']._serialized_start=261
+  _globals['_THREADSTACK']._serialized_end=331
+  _globals['_INSPECTREPLY']._serialized_start=334
+  _globals['_INSPECTREPLY']._serialized_end=523
+  _globals['_TIMELINEREQUEST']._serialized_start=525
+  _globals['_TIMELINEREQUEST']._serialized_end=588
+  _globals['_SPAN']._serialized_start=591
+  _globals['_SPAN']._serialized_end=885
+  _globals['_TIMELINEREPLY']._serialized_start=887
+  _globals['_TIMELINEREPLY']._serialized_end=951
+  _globals['_OBJECTID']._serialized_start=953
+  _globals['_OBJECTID']._serialized_end=975
+  _globals['_OBJECTCHUNK']._serialized_start=977
+  _globals['_OBJECTCHUNK']._serialized_end=1004
+  _globals['_CALLFRAME']._serialized_start=1007
+  _globals['_CALLFRAME']._serialized_end=1141
+  _globals['_CALLFAILURE']._serialized_start=1143
+  _globals['_CALLFAILURE']._serialized_end=1246
+  _globals['_REPLYFRAME']._serialized_start=1248
+  _globals['_REPLYFRAME']._serialized_end=1344
+  _globals['_WORKER']._serialized_start=1538
+  _globals['_WORKER']._serialized_end=1894
 # @@protoc_insertion_point(module_scope)

@@ -55,6 +55,16 @@ class WorkerStub(object):
                 request_serializer=troupe_dot_v1_dot_worker__pb2.ObjectId.SerializeToString,
                 response_deserializer=troupe_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.Inspect = channel.unary_unary(
+                '/troupe.v1.Worker/Inspect',
+                request_serializer=troupe_dot_v1_dot_worker__pb2.InspectRequest.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_worker__pb2.InspectReply.FromString,
+                _registered_method=True)
+        self.Timeline = channel.unary_unary(
+                '/troupe.v1.Worker/Timeline',
+                request_serializer=troupe_dot_v1_dot_worker__pb2.TimelineRequest.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_worker__pb2.TimelineReply.FromString,
+                _registered_method=True)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -159,6 +169,60 @@ class Worker(object):
             '/troupe.v1.Worker/ReleaseObject',
             troupe_dot_v1_dot_worker__pb2.ObjectId.SerializeToString,
             troupe_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Inspect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Worker/Inspect',
+            troupe_dot_v1_dot_worker__pb2.InspectRequest.SerializeToString,
+            troupe_dot_v1_dot_worker__pb2.InspectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Timeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Worker/Timeline',
+            troupe_dot_v1_dot_worker__pb2.TimelineRequest.SerializeToString,
+            troupe_dot_v1_dot_worker__pb2.TimelineReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -217,7 +217,7 @@ impl Client {
                 return Ok(existing.clone());
             }
         }
-        let connection = Connection::open(address, &self.token).await?;
+        let connection = Connection::open(address, &self.token, &self.session_id).await?;
         *slot = Some(connection.clone());
         Ok(connection)
     }

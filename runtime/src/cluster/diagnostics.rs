@@ -41,3 +41,68 @@ impl Cluster {
         Ok(started.elapsed() / count.max(1))
     }
 }
+
+impl Cluster {
+    /// An actor's stdout and stderr, one entry per incarnation (each with the node it ran on and
+    /// how it ended), read through the head from the node agents that ran them. `actor` is an id
+    /// or a name (a name finds the live actor of that name, else the latest dead one). An
+    /// incarnation whose node died or left is returned with `unreadable` saying so.
+    pub async fn logs(
+        &self,
+        actor: &str,
+        query: &crate::logs::LogQuery,
+    ) -> Result<Vec<crate::logs::IncarnationLog>> {
+        let mut actors = self.client.actors.clone();
+        let key = crate::logs::ActorKey::Either(actor.to_string());
+        crate::logs::read(&mut actors, &key, query)
+            .await
+            .map_err(|status| Error::rpc(format!("reading the logs of actor `{actor}`"), status))
+    }
+}
+
+impl Cluster {
+    /// What the live actor `actor` (an id or a name) is doing now: its calls in flight (method,
+    /// caller, step, elapsed time), its queue, and, with `backtraces`, each thread's native
+    /// stack.
+    pub async fn calls(&self, actor: &str, backtraces: bool) -> Result<crate::logs::ActorActivity> {
+        let mut actors = self.client.actors.clone();
+        crate::logs::inspect(&mut actors, &self.client.token, actor, backtraces)
+            .await
+            .map_err(|status| {
+                Error::rpc(format!("asking actor `{actor}` what it is doing"), status)
+            })
+    }
+
+    /// The timeline of this driver's pipeline stages and of the calls every live actor served,
+    /// between `since` and `until` (microseconds since the Unix epoch; 0: unbounded).
+    /// `timeline::chrome::to_chrome_trace` turns it into a trace Perfetto opens.
+    pub async fn timeline(
+        &self,
+        since_unix_us: u64,
+        until_unix_us: u64,
+    ) -> Result<crate::timeline::Timeline> {
+        let mut actors = self.client.actors.clone();
+        crate::timeline::gather(
+            &mut actors,
+            &self.client.token,
+            since_unix_us,
+            until_unix_us,
+        )
+        .await
+        .map_err(|status| Error::rpc("gathering the timeline", status))
+    }
+
+    /// Writes the whole timeline as Chrome trace JSON to `path` and returns how many spans it
+    /// holds.
+    pub async fn write_timeline(&self, path: &std::path::Path) -> Result<usize> {
+        let timeline = self.timeline(0, 0).await?;
+        let trace = crate::timeline::chrome::to_chrome_trace(&timeline);
+        let text = serde_json::to_vec(&trace).map_err(|err| Error::Invalid {
+            what: "timeline".to_string(),
+            why: err.to_string(),
+        })?;
+        std::fs::write(path, text)
+            .map_err(|err| Error::io(format!("writing {}", path.display()), err))?;
+        Ok(timeline.spans.len())
+    }
+}

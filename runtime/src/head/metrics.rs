@@ -233,6 +233,17 @@ pub(super) fn render(state: &HeadState, uptime: Duration) -> String {
     out
 }
 
+impl Head {
+    /// The metrics page: the head's own and, when it runs one, the autoscaler's.
+    pub(super) fn metrics_text(&self) -> String {
+        let mut text = self.read(|state| render(state, self.started.elapsed()));
+        if let Some(autoscaler) = &self.autoscaler {
+            autoscaler.render_metrics(&mut text);
+        }
+        text
+    }
+}
+
 /// Serves `GET /metrics` (any other path is 404) on `bind`.
 pub(super) async fn serve(
     head: Arc<Head>,
@@ -262,13 +273,7 @@ pub(super) async fn serve(
                 let line = String::from_utf8_lossy(&request[..read]);
                 let path = line.split_whitespace().nth(1).unwrap_or("");
                 let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-                    ("200 OK", {
-                        let mut text = head.read(|state| render(state, head.started.elapsed()));
-                        if let Some(autoscaler) = &head.autoscaler {
-                            autoscaler.render_metrics(&mut text);
-                        }
-                        text
-                    })
+                    ("200 OK", head.metrics_text())
                 } else {
                     ("404 Not Found", "not found: try /metrics\n".to_string())
                 };

@@ -2,13 +2,18 @@
 //! services, all behind the cluster token; it owns the scheduler and the cluster's state (kept
 //! in redb under its data directory, written before callers are answered, and restored when a
 //! head starts on the same directory), watches node heartbeats, sends start and stop orders to
-//! node agents, stores uploaded executables and packages, and serves Prometheus metrics.
+//! node agents, stores uploaded executables and packages, and serves Prometheus metrics and,
+//! when asked, the web dashboard (`dashboard/`).
 
 mod autoscale;
 mod binaries;
+mod dashboard;
 mod jobs;
+mod logs;
 pub(crate) use binaries::is_sha256_hex;
+mod metric_history;
 pub(crate) mod metrics;
+mod pipelines;
 mod service;
 mod state;
 mod store;
@@ -35,6 +40,9 @@ pub struct HeadConfig {
     pub data_dir: PathBuf,
     /// Port for Prometheus metrics over HTTP, if any (0 picks a free one).
     pub metrics_bind: Option<SocketAddr>,
+    /// Where to serve the web dashboard (login with the cluster token), if anywhere (port 0
+    /// picks a free one).
+    pub dashboard_bind: Option<SocketAddr>,
     /// How often node agents heartbeat.
     pub heartbeat_interval: Duration,
     /// A node silent for this long is declared dead.
@@ -60,6 +68,7 @@ impl HeadConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
             metrics_bind: None,
+            dashboard_bind: None,
             heartbeat_interval: Duration::from_millis(500),
             node_timeout: Duration::from_secs(5),
             policy: crate::scheduler::POLICY_NAMES[0].to_string(),
@@ -91,12 +100,16 @@ pub(crate) struct Head {
     token: Token,
     /// The autoscaler, when the head runs one.
     autoscaler: Option<Arc<autoscale::Autoscaler>>,
+    /// Pipelines drivers report, for the dashboard.
+    pipelines: pipelines::Pipelines,
 }
 
 /// A running head; dropping it stops the server.
 pub struct HeadHandle {
     pub address: SocketAddr,
     pub metrics_address: Option<SocketAddr>,
+    /// Where the web dashboard serves, if it does.
+    pub dashboard_address: Option<SocketAddr>,
     /// The cluster token (also in `data_dir/token`).
     pub token: Token,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -232,6 +245,7 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         started: Instant::now(),
         agents: Mutex::new(HashMap::new()),
         autoscaler: autoscaler.clone(),
+        pipelines: pipelines::Pipelines::default(),
     });
     let mut tasks = vec![tokio::spawn(service::serve(head.clone(), listener))];
     tasks.push(tokio::spawn(watch_nodes(head.clone())));
@@ -248,10 +262,23 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
         metrics_address = Some(bound);
         tasks.push(task);
     }
+    let mut dashboard_address = None;
+    if let Some(bind) = config.dashboard_bind {
+        let history = Arc::new(metric_history::MetricHistory::default());
+        tasks.push(tokio::spawn(metric_history::run(
+            head.clone(),
+            history.clone(),
+        )));
+        let (bound, task) = dashboard::serve(head.clone(), history, bind).await?;
+        tracing::info!(address = %bound, "dashboard serving");
+        dashboard_address = Some(bound);
+        tasks.push(task);
+    }
     tracing::info!(%address, data_dir = %config.data_dir.display(), "head serving");
     Ok(HeadHandle {
         address,
         metrics_address,
+        dashboard_address,
         token,
         tasks,
         head,

@@ -233,12 +233,14 @@ async fn launch(agent: &Arc<NodeAgent>, request: StartJobRequest) -> Result<u32,
         env: environment(agent, &request),
         cwd: Some(job_dir),
         log_path: log_path.clone(),
+        records: false,
     };
     let child = agent
         .spawner
         .spawn(process)
         .await
-        .map_err(|err| Status::failed_precondition(format!("starting `sh -c`: {err}")))?;
+        .map_err(|err| Status::failed_precondition(format!("starting `sh -c`: {err}")))?
+        .child;
     let pid = child.id().unwrap_or(0);
     tracing::info!(job = id, pid, "job entrypoint started");
     if let Started::Cancelled = agent.jobs.started(&id, pid) {

@@ -4,6 +4,8 @@
 
 mod executables;
 mod jobs;
+mod output;
+mod read_log;
 pub mod resources;
 mod service;
 mod spawner;

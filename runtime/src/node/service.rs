@@ -8,8 +8,8 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 use troupe_proto::node_agent_server::{NodeAgent as NodeAgentService, NodeAgentServer};
 use troupe_proto::{
-    Empty, StartJobReply, StartJobRequest, StartWorkerReply, StartWorkerRequest, StopJobOrder,
-    StopWorkerRequest, WorkerExitedRequest,
+    Empty, LogChunk, ReadWorkerLogRequest, StartJobReply, StartJobRequest, StartWorkerReply,
+    StartWorkerRequest, StopJobOrder, StopWorkerRequest, WorkerExitedRequest,
 };
 
 /// Environment variables a worker reads at start.
@@ -245,5 +245,21 @@ impl NodeAgentService for AgentService {
             .workers
             .stop(&request.actor_id, request.incarnation, grace);
         Ok(Response::new(Empty {}))
+    }
+
+    async fn read_worker_log(
+        &self,
+        request: Request<ReadWorkerLogRequest>,
+    ) -> Result<Response<LogChunk>, Status> {
+        let request = request.into_inner();
+        check_id("actor_id", &request.actor_id)?;
+        let path = self
+            .0
+            .workers
+            .log_path(&request.actor_id, request.incarnation);
+        let chunk = tokio::task::spawn_blocking(move || super::read_log::read(&path, &request))
+            .await
+            .map_err(|err| Status::internal(format!("reading the log: {err}")))??;
+        Ok(Response::new(chunk))
     }
 }

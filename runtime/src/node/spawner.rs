@@ -17,12 +17,18 @@ pub(crate) struct Process {
     pub cwd: Option<PathBuf>,
     /// Where its stdout and stderr go (appended).
     pub log_path: PathBuf,
+    /// Write each line as a timestamped record (`crate::logs`) through pipes, rather than the
+    /// raw bytes straight into the file.
+    pub records: bool,
 }
 
-type SpawnJob = (
-    Process,
-    oneshot::Sender<std::io::Result<tokio::process::Child>>,
-);
+/// A started process; `output` fires once its captured output is all in the log (records only).
+pub(crate) struct Spawned {
+    pub child: tokio::process::Child,
+    pub output: Option<oneshot::Receiver<()>>,
+}
+
+type SpawnJob = (Process, oneshot::Sender<std::io::Result<Spawned>>);
 
 /// The spawner thread's mailbox. Cheap to clone.
 #[derive(Clone)]
@@ -50,7 +56,7 @@ impl Spawner {
     }
 
     /// Starts `process` from the spawner thread.
-    pub(crate) async fn spawn(&self, process: Process) -> std::io::Result<tokio::process::Child> {
+    pub(crate) async fn spawn(&self, process: Process) -> std::io::Result<Spawned> {
         let (reply, child) = oneshot::channel();
         self.jobs
             .lock()
@@ -96,7 +102,7 @@ pub(crate) fn kill_group(pgid: u32) {
     }
 }
 
-fn spawn_process(process: &Process) -> std::io::Result<tokio::process::Child> {
+fn spawn_process(process: &Process) -> std::io::Result<Spawned> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -109,9 +115,14 @@ fn spawn_process(process: &Process) -> std::io::Result<tokio::process::Child> {
         .args(&process.args)
         .envs(process.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
         .kill_on_drop(false);
+    if process.records {
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    } else {
+        command.stdout(log.try_clone()?).stderr(log.try_clone()?);
+    }
     let parent = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls (setpgid, prctl, getppid, _exit) between fork and exec.
     unsafe {
@@ -125,5 +136,10 @@ fn spawn_process(process: &Process) -> std::io::Result<tokio::process::Child> {
             Ok(())
         });
     }
-    command.spawn()
+    let mut child = command.spawn()?;
+    let output = match (child.stdout.take(), child.stderr.take()) {
+        (Some(stdout), Some(stderr)) => Some(super::output::capture(stdout, stderr, log)),
+        _ => None,
+    };
+    Ok(Spawned { child, output })
 }

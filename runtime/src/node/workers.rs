@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+/// How long an exit report waits for the worker's last output to reach its log.
+const OUTPUT_DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Everything needed to start one worker.
 pub(crate) struct Launch {
     pub actor_id: String,
@@ -64,7 +67,7 @@ impl WorkerTable {
         let log_path = self.log_path(&launch.actor_id, launch.incarnation);
         let actor_id = launch.actor_id.clone();
         let incarnation = launch.incarnation;
-        let mut child = self
+        let spawned = self
             .spawner
             .spawn(Process {
                 program: launch.executable,
@@ -72,8 +75,10 @@ impl WorkerTable {
                 env: launch.env,
                 cwd: None,
                 log_path: log_path.clone(),
+                records: true,
             })
             .await?;
+        let (mut child, output) = (spawned.child, spawned.output);
         let pid = child.id().unwrap_or(0);
         let stopped_already = self
             .stopped
@@ -103,6 +108,11 @@ impl WorkerTable {
         let tail_path = log_path.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
+            if let Some(output) = output {
+                // Its last words reach the log before the exit is reported (bounded: a process
+                // it started may hold the pipes open).
+                let _ = tokio::time::timeout(OUTPUT_DRAIN_WAIT, output).await;
+            }
             if let Ok(mut table) = running.lock() {
                 if table
                     .get(&actor_id)
@@ -123,7 +133,7 @@ impl WorkerTable {
                 incarnation,
                 exit_code,
                 signal,
-                log_tail: log_tail(&tail_path, 20),
+                log_tail: record_tail(&tail_path, 20),
             });
         });
         Ok((pid, exit))
@@ -191,6 +201,11 @@ impl WorkerTable {
             }
         }
     }
+}
+
+/// The text of the last `lines` records of a worker's log (reads at most its last 8 KiB).
+fn record_tail(path: &Path, lines: usize) -> String {
+    crate::logs::tail_text(&log_tail(path, lines), lines)
 }
 
 /// The last `lines` lines of a log file (reads at most its last 8 KiB).

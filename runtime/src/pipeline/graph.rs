@@ -291,6 +291,7 @@ impl PipelineBuilder {
             connected: tokio::sync::Mutex::new(false),
             wired: std::sync::Mutex::new(BTreeMap::new()),
             next_step: std::sync::atomic::AtomicUsize::new(0),
+            last_report: std::sync::Mutex::new(None),
         })
     }
 }
@@ -322,6 +323,8 @@ pub struct Pipeline {
     pub(crate) wired: std::sync::Mutex<BTreeMap<(usize, usize), u64>>,
     /// The index `run_step` gives its next step.
     pub(crate) next_step: std::sync::atomic::AtomicUsize,
+    /// The latest step report sent to the head, completed by a later `sync_weights`.
+    pub(crate) last_report: std::sync::Mutex<Option<troupe_proto::PipelineReport>>,
 }
 
 impl Pipeline {

@@ -10,6 +10,7 @@
 
 mod edge;
 mod graph;
+mod publish;
 mod run;
 mod staleness;
 mod step_data;

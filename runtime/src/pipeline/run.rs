@@ -4,9 +4,11 @@
 //! between them directly. The step's figures come back as the receipts' step scalars.
 
 use super::graph::{Dispatch, Pipeline, PipelineError};
+use super::publish::{record, DriverSpan};
 use super::step_data::{CallParts, InputWire, StageCall, StageReceipt, StageWiring};
 use super::SyncOutcome;
 use crate::data::{split_ranges, Batch, StepMeta};
+use crate::timeline::{SpanKind, StepTag};
 use petgraph::Direction;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -116,7 +118,9 @@ impl Pipeline {
         let mut state = StepState::new(step, weight_version, input, self.keep_steps);
         let all: Vec<usize> = (0..self.stages.len()).collect();
         self.run_stages(&all, &mut state).await?;
-        Ok(state.report(None))
+        let report = state.report(None);
+        self.publish(&report);
+        Ok(report)
     }
 
     pub(crate) fn check_source(&self, input: &Batch) -> Result<(), PipelineError> {
@@ -264,6 +268,11 @@ impl Pipeline {
             .map(|wired| wired.clone())
             .unwrap_or_default();
         let started = Instant::now();
+        let started_unix_us = crate::timeline::unix_us_now();
+        let tag = StepTag {
+            step: Some(state.meta.step),
+            weight_version: Some(state.meta.weight_version),
+        };
         let mut calls = Vec::with_capacity(ranges.len());
         for (rank, range) in ranges.iter().enumerate() {
             let source = match (&state.source, reads_source.is_empty()) {
@@ -291,7 +300,26 @@ impl Pipeline {
                 source,
             }));
         }
-        let outcome = match tokio::time::timeout(self.stage_deadline, (stage.run)(calls)).await {
+        let stage_calls = crate::timeline::with_step(tag, (stage.run)(calls));
+        let outcome = tokio::time::timeout(self.stage_deadline, stage_calls).await;
+        let (bytes_in, bytes_out) = match &outcome {
+            Ok(Ok(receipts)) => receipts
+                .iter()
+                .fold((0, 0), |(i, o), r| (i + r.bytes_in, o + r.bytes_out)),
+            _ => (0, 0),
+        };
+        record(DriverSpan {
+            kind: SpanKind::Stage,
+            name: &stage.name,
+            group: &stage.group,
+            start_unix_us: started_unix_us,
+            duration: started.elapsed(),
+            tag,
+            bytes_in,
+            bytes_out,
+            failed: !matches!(outcome, Ok(Ok(_))),
+        });
+        let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(_) => {
                 if let Ok(mut wired) = self.wired.lock() {
@@ -419,12 +447,33 @@ impl Pipeline {
             edge.learning_group(),
             edge.generating_group()
         );
-        self.within_deadline(what, edge.sync())
-            .await?
-            .map_err(|source| PipelineError::WeightSync {
-                from: edge.learning_group().to_string(),
-                to: edge.generating_group().to_string(),
-                source: Box::new(source),
-            })
+        let started_unix_us = crate::timeline::unix_us_now();
+        let started = Instant::now();
+        let outcome = self.within_deadline(what, edge.sync()).await;
+        let synced = match &outcome {
+            Ok(Ok(synced)) => Some(synced),
+            _ => None,
+        };
+        record(DriverSpan {
+            kind: SpanKind::Sync,
+            name: "weight_sync",
+            group: edge.generating_group(),
+            start_unix_us: started_unix_us,
+            duration: started.elapsed(),
+            tag: StepTag {
+                step: None,
+                weight_version: synced.map(|s| s.version),
+            },
+            bytes_in: 0,
+            bytes_out: synced.map_or(0, |s| s.bytes),
+            failed: synced.is_none(),
+        });
+        let synced = outcome?.map_err(|source| PipelineError::WeightSync {
+            from: edge.learning_group().to_string(),
+            to: edge.generating_group().to_string(),
+            source: Box::new(source),
+        })?;
+        self.publish_sync(&synced);
+        Ok(synced)
     }
 }

@@ -153,6 +153,7 @@ impl Pipeline {
                 let synced = self.sync_weights().await?;
                 let _ = trained_tx.send((state.step + 1, synced.version));
                 let report = state.report(Some(synced));
+                self.publish(&report);
                 observer
                     .observe(&report)
                     .await

@@ -220,6 +220,8 @@ async fn independent_stages_run_together_and_outputs_flow() {
             move |_member: Local, mut call: StageCall| async move {
                 let batch = call.inputs().await?;
                 assert_eq!(batch.step_meta().weight_version, 7);
+                // Calls a stage makes carry its step.
+                assert_eq!(crate::timeline::current_step().weight_version, Some(7));
                 let a = batch.f32_values("a")?;
                 let b = batch.f32_values("b")?;
                 let loss: Vec<f32> = a.iter().zip(&b).map(|(a, b)| 2.0 * a + b).collect();
@@ -248,6 +250,19 @@ async fn independent_stages_run_together_and_outputs_flow() {
     assert_eq!(step.weight_version, 7);
     assert_eq!(step.rows, 4);
     assert!(step.stage_bytes > 0);
+    // Each stage is a span on the driver's timeline, with its step, version, group and bytes.
+    let (spans, _) = crate::timeline::recorder().between(0, 0);
+    let train_span = spans
+        .iter()
+        .find(|span| {
+            &*span.name == "train"
+                && span.tag.weight_version == Some(7)
+                && span.tag.step == Some(step.step as u64)
+        })
+        .expect("the train stage's span");
+    assert_eq!(train_span.kind, crate::timeline::SpanKind::Stage);
+    assert_eq!(train_span.group.as_deref(), Some("trainer"));
+    assert!(train_span.bytes_in > 0 && train_span.duration_us > 0);
     let names: Vec<&str> = step.timings.iter().map(|t| t.stage.as_str()).collect();
     assert_eq!(names.len(), 3);
     assert_eq!(names[2], "train");

@@ -55,9 +55,11 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Opens the stream to the worker at `address` (host:port).
+    /// `caller` (the caller's session) is shown by the worker for the calls in flight.
     pub(crate) async fn open(
         address: &str,
         token: &crate::rpc::Token,
+        caller: &str,
     ) -> Result<Arc<Connection>, LinkError> {
         let channel = crate::rpc::connect(address, token)
             .await
@@ -66,7 +68,11 @@ impl Connection {
             .max_decoding_message_size(crate::rpc::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(crate::rpc::MAX_MESSAGE_BYTES);
         let (frames, outgoing) = mpsc::channel(1024);
-        let opening = client.call(ReceiverStream::new(outgoing));
+        let mut request = tonic::Request::new(ReceiverStream::new(outgoing));
+        if let Ok(value) = caller.parse() {
+            request.metadata_mut().insert(super::CALLER_HEADER, value);
+        }
+        let opening = client.call(request);
         let replies = tokio::time::timeout(crate::rpc::CONNECT_TIMEOUT, opening)
             .await
             .map_err(|_| {
@@ -117,10 +123,13 @@ impl Connection {
             pending.waiters.insert(call_id, waiter);
         }
         SENT.fetch_add(args.len() as u64, Ordering::Relaxed);
+        let tag = crate::timeline::current_step();
         let frame = CallFrame {
             call_id,
             method,
             args,
+            step: tag.step,
+            weight_version: tag.weight_version,
         };
         if self.frames.send(frame).await.is_err() {
             self.forget(call_id);

@@ -6,3 +6,6 @@ pub mod keep_awake;
 
 pub use connection::{bytes_received, bytes_sent};
 pub(crate) use connection::{CallOutcome, Connection, LinkError};
+
+/// The gRPC metadata key that names the caller (its session) on a call stream.
+pub(crate) const CALLER_HEADER: &str = "troupe-caller";

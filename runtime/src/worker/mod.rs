@@ -3,8 +3,11 @@
 //! the head what to construct, runs the constructor, serves the actor's calls, and exits when its
 //! node agent goes away or a method panics.
 
+mod introspect;
+pub use introspect::measure_call_bookkeeping;
 mod panics;
 mod server;
+pub(crate) mod stacks;
 
 use crate::client::Client;
 use crate::node::service_env as env;
@@ -148,7 +151,11 @@ async fn run() -> Result<(), WorkerError> {
     let context = Arc::new(server::WorkerContext::new(
         actor,
         spec.max_concurrency.max(1),
-        format!("{actor_id} on node {node_id}"),
+        server::Identity {
+            actor_id: actor_id.clone(),
+            incarnation,
+            node_id: node_id.clone(),
+        },
     ));
     let serving = tokio::spawn(server::serve(
         context.clone(),

@@ -3,43 +3,59 @@
 //! in a method becomes a failure reply carrying the message and backtrace; then the process
 //! exits, so the actor restarts from a clean constructor rather than from half-updated state.
 
+use super::introspect::{self, Inflight};
 use super::panics;
 use crate::actor::HostedActor;
+use crate::timeline::{Recorded, SpanKind, StepTag};
 use futures::FutureExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use troupe_proto::worker_server::{Worker, WorkerServer};
-use troupe_proto::{reply_frame, CallFailure, CallFrame, Empty, FailureKind, ReplyFrame};
+use troupe_proto::{
+    reply_frame, CallFailure, CallFrame, Empty, FailureKind, InspectReply, InspectRequest,
+    ReplyFrame, TimelineReply, TimelineRequest,
+};
 
 /// How long an object stream waits for its reader to take the next chunk before giving up.
 const FETCH_STALL_LIMIT: Duration = Duration::from_secs(60);
 /// How long a worker lingers after a panic so the failure reply reaches the caller.
 const PANIC_EXIT_DELAY: Duration = Duration::from_millis(100);
 
+/// Which actor incarnation a worker serves, for its spans and its log lines.
+pub(super) struct Identity {
+    pub actor_id: String,
+    pub incarnation: u64,
+    pub node_id: String,
+}
+
 pub(super) struct WorkerContext {
     actor: Box<dyn HostedActor>,
     admission: Arc<Semaphore>,
+    max_concurrency: u32,
     served: AtomicU64,
     panicked: AtomicBool,
-    description: String,
+    inflight: Inflight,
+    identity: Identity,
 }
 
 impl WorkerContext {
     pub(super) fn new(
         actor: Box<dyn HostedActor>,
         max_concurrency: u32,
-        description: String,
+        identity: Identity,
     ) -> Self {
         WorkerContext {
             actor,
             admission: Arc::new(Semaphore::new(max_concurrency as usize)),
+            max_concurrency,
             served: AtomicU64::new(0),
             panicked: AtomicBool::new(false),
-            description,
+            inflight: Inflight::default(),
+            identity,
         }
     }
 
@@ -80,6 +96,12 @@ impl Worker for WorkerService {
         &self,
         request: Request<Streaming<CallFrame>>,
     ) -> Result<Response<Self::CallStream>, Status> {
+        let caller: Arc<str> = request
+            .metadata()
+            .get(crate::transport::CALLER_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("unknown")
+            .into();
         let mut calls = request.into_inner();
         let (replies, outgoing) = mpsc::channel(1024);
         let context = self.0.clone();
@@ -97,13 +119,16 @@ impl Worker for WorkerService {
                     }
                 };
                 // Admission in arrival order: with max_concurrency 1, calls run one by one as sent.
+                let waiting = context.inflight.queued();
                 let Ok(permit) = context.admission.clone().acquire_owned().await else {
                     break;
                 };
+                drop(waiting);
                 let context = context.clone();
                 let replies = replies.clone();
+                let caller = caller.clone();
                 tokio::spawn(async move {
-                    let reply = run_call(&context, frame).await;
+                    let reply = run_call(&context, frame, caller).await;
                     drop(permit);
                     crate::transport::keep_awake::note_activity();
                     let _ = replies.send(Ok(reply)).await;
@@ -157,14 +182,94 @@ impl Worker for WorkerService {
         }
         Ok(Response::new(Empty {}))
     }
+
+    async fn inspect(
+        &self,
+        request: Request<InspectRequest>,
+    ) -> Result<Response<InspectReply>, Status> {
+        let context = &self.0;
+        let (calls, queued) = context.inflight.snapshot();
+        let (threads, backtrace_note) = if request.into_inner().backtraces {
+            introspect::thread_stacks().await
+        } else {
+            (Vec::new(), String::new())
+        };
+        Ok(Response::new(InspectReply {
+            pid: std::process::id(),
+            calls,
+            queued,
+            max_concurrency: context.max_concurrency,
+            served: context.calls_served(),
+            threads,
+            backtrace_note,
+        }))
+    }
+
+    async fn timeline(
+        &self,
+        request: Request<TimelineRequest>,
+    ) -> Result<Response<TimelineReply>, Status> {
+        let request = request.into_inner();
+        let identity = &self.0.identity;
+        let (spans, dropped) =
+            crate::timeline::recorder().between(request.since_unix_us, request.until_unix_us);
+        let spans = crate::timeline::to_wire(
+            spans,
+            &identity.actor_id,
+            identity.incarnation,
+            &identity.node_id,
+        );
+        Ok(Response::new(TimelineReply { spans, dropped }))
+    }
 }
 
-async fn run_call(context: &Arc<WorkerContext>, frame: CallFrame) -> ReplyFrame {
+async fn run_call(context: &Arc<WorkerContext>, frame: CallFrame, caller: Arc<str>) -> ReplyFrame {
     let method_name = context
         .actor
         .method_name(frame.method)
         .unwrap_or("?")
         .to_string();
+    let tag = StepTag {
+        step: frame.step,
+        weight_version: frame.weight_version,
+    };
+    let method: Arc<str> = Arc::from(method_name.as_str());
+    let bytes_in = frame.args.len() as u64;
+    let started_unix_us = crate::timeline::unix_us_now();
+    let started = Instant::now();
+    let running = context
+        .inflight
+        .begin(frame.call_id, method.clone(), caller.clone(), tag);
+    let reply = run_method(context, frame, method_name, tag).await;
+    drop(running);
+    let recorder = crate::timeline::recorder();
+    if recorder.enabled() {
+        let (bytes_out, failed) = match &reply.outcome {
+            Some(reply_frame::Outcome::Ok(bytes)) => (bytes.len() as u64, false),
+            _ => (0, true),
+        };
+        recorder.record(Recorded {
+            kind: SpanKind::Call,
+            name: method,
+            start_unix_us: started_unix_us,
+            duration_us: started.elapsed().as_micros() as u64,
+            tag,
+            bytes_in,
+            bytes_out,
+            caller,
+            failed,
+            group: None,
+        });
+    }
+    reply
+}
+
+async fn run_method(
+    context: &Arc<WorkerContext>,
+    frame: CallFrame,
+    method_name: String,
+    tag: StepTag,
+) -> ReplyFrame {
     if context.panicked.load(Ordering::SeqCst) {
         // The actor's state may be half-updated: no call runs on it any more.
         return ReplyFrame {
@@ -177,9 +282,9 @@ async fn run_call(context: &Arc<WorkerContext>, frame: CallFrame) -> ReplyFrame 
             })),
         };
     }
-    let outcome = std::panic::AssertUnwindSafe(context.actor.call(frame.method, frame.args))
-        .catch_unwind()
-        .await;
+    let call = std::panic::AssertUnwindSafe(context.actor.call(frame.method, frame.args));
+    // Calls the method makes carry its step on.
+    let outcome = crate::timeline::with_step(tag, call.catch_unwind()).await;
     context.served.fetch_add(1, Ordering::Relaxed);
     let outcome = match outcome {
         Ok(Ok(bytes)) => reply_frame::Outcome::Ok(bytes),
@@ -221,7 +326,10 @@ fn schedule_exit_after_panic(context: &Arc<WorkerContext>, method: &str) {
     if context.panicked.swap(true, Ordering::SeqCst) {
         return;
     }
-    let description = context.description.clone();
+    let description = format!(
+        "{} on node {}",
+        context.identity.actor_id, context.identity.node_id
+    );
     let method = method.to_string();
     tokio::spawn(async move {
         tokio::time::sleep(PANIC_EXIT_DELAY).await;

@@ -163,6 +163,8 @@ pub struct PpoReport {
     pub checkpoint_heldout_accuracy: Option<f64>,
     pub metrics: PathBuf,
     pub plot: PathBuf,
+    /// The run's timeline (Chrome trace JSON: every stage and actor call), beside the metrics.
+    pub timeline: PathBuf,
     /// Every failure the run survived: what failed, when, and what it cost.
     pub recoveries: Vec<super::recovery::RecoveryEvent>,
 }
@@ -373,6 +375,7 @@ async fn train(
     .await
     .map_err(|err| eprintln!("could not check the checkpoint: {err:#}"))
     .ok();
+    let timeline = super::run_log::write_timeline(cluster, &config.out).await;
     let plot_path = config.out.join("curves.png");
     log.plot(
         &plot_path,
@@ -422,6 +425,7 @@ async fn train(
         checkpoint_heldout_accuracy,
         metrics: log.metrics_path(),
         plot: plot_path,
+        timeline,
         recoveries: recovery.events.clone(),
     };
     println!("{}", summary(&report));
@@ -526,6 +530,7 @@ pub fn summary(report: &PpoReport) -> String {
             ),
             ("metrics", report.metrics.display().to_string()),
             ("plot", report.plot.display().to_string()),
+            ("timeline", report.timeline.display().to_string()),
             ("checkpoint", report.checkpoint.display().to_string()),
         ],
     )

@@ -11,7 +11,8 @@ use tonic::{Request, Response, Status};
 use troupe_proto::actors_server::Actors;
 use troupe_proto::{
     ActorInfo, ActorSpec, ActorState, CallStats, CreateActorRequest, Empty, GetActorRequest,
-    GetActorSpecRequest, KillActorRequest, ListActorsReply, WorkerReadyRequest,
+    GetActorSpecRequest, KillActorRequest, ListActorsReply, ReadActorLogRequest,
+    WorkerReadyRequest,
 };
 
 #[tonic::async_trait]
@@ -167,5 +168,13 @@ impl Actors for HeadService {
             ((), Vec::<Order>::new())
         });
         Ok(Response::new(Empty {}))
+    }
+
+    async fn read_actor_log(
+        &self,
+        request: Request<ReadActorLogRequest>,
+    ) -> Result<Response<troupe_proto::ActorLogChunk>, Status> {
+        let chunk = self.0.read_actor_log(request.into_inner()).await?;
+        Ok(Response::new(chunk))
     }
 }

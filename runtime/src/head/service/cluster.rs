@@ -1,6 +1,6 @@
 //! The `Cluster` service: what a driver asks of the cluster as a whole. Version, status, the
-//! driver session (its actors stop when it closes), executables, placement groups, and the
-//! rendezvous key-value store.
+//! driver session (its actors stop when it closes), executables, placement groups, the
+//! rendezvous key-value store, and the pipeline reports the dashboard shows.
 
 use super::validate::check_request;
 use super::{HeadService, MAX_WAIT};
@@ -13,8 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 use troupe_proto::cluster_server::Cluster;
 use troupe_proto::{
     BinaryChunk, BinaryRef, ClusterStatusReply, CreatePlacementGroupRequest, Empty, HasBinaryReply,
-    KvGetReply, KvGetRequest, KvPutRequest, PlacementGroupInfo, PlacementGroupRef, SessionEvent,
-    SessionPing, VersionReply,
+    KvGetReply, KvGetRequest, KvPutRequest, PipelineReport, PlacementGroupInfo, PlacementGroupRef,
+    SessionEvent, SessionPing, VersionReply,
 };
 
 /// Limits of the rendezvous store.
@@ -181,6 +181,16 @@ impl Cluster for HeadService {
             }
             let _ = tokio::time::timeout(deadline - now, changes.changed()).await;
         }
+    }
+
+    async fn report_pipeline(
+        &self,
+        request: Request<PipelineReport>,
+    ) -> Result<Response<Empty>, Status> {
+        let report = request.into_inner();
+        super::validate::check_pipeline_report(&report)?;
+        self.0.pipelines.report(report, Instant::now());
+        Ok(Response::new(Empty {}))
     }
 
     async fn upload_binary(

@@ -161,6 +161,12 @@ impl HeadState {
         let Some(actor) = self.actors.get_mut(actor_id) else {
             return orders;
         };
+        super::history::ended(
+            &mut actor.info,
+            incarnation,
+            &failure.reason,
+            crate::logs::unix_ms_now(),
+        );
         let never_ready = actor.info.state() == ActorState::Starting;
         actor.failed_starts = if never_ready {
             actor.failed_starts + 1

@@ -9,6 +9,7 @@ mod demand;
 mod durable;
 mod groups;
 mod histogram;
+mod history;
 mod job_recovery;
 mod jobs;
 mod nodes;

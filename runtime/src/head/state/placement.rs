@@ -395,6 +395,7 @@ impl HeadState {
                 milli: share.milli,
             })
             .collect();
+        super::history::started(&mut actor.info, crate::logs::unix_ms_now());
         let request = StartWorkerRequest {
             actor_id: actor_id.to_string(),
             incarnation: actor.info.incarnation,
