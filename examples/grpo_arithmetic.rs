@@ -328,7 +328,7 @@ async fn grpo_on(
                 .await
                 .map_err(|err| eprintln!("could not check the checkpoint: {err:#}"))
                 .ok();
-        let timeline = write_timeline(cluster, &config.out).await;
+        let timeline = write_timeline(cluster, &config.out, started).await;
         let plot = config.out.join("curves.png");
         let title = format!("GRPO on {}: reward, held-out success", config.task.name);
         log.plot(

@@ -12,6 +12,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The dashboard's browser test (cli/tests/dashboard.rs) drives Debian's headless chromium through
+# chromedriver; here it must run, not skip. Checked first, before the long Python setups, so a
+# machine that cannot install them says so at once.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver (the dashboard's browser test)"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "error: chromium and chromedriver are not on PATH, and there is no apt-get to install them;" >&2
+    echo "       install them (Debian: chromium chromium-driver) and run this again" >&2
+    exit 1
+  fi
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1 || ! sudo -n true 2>/dev/null; then
+      echo "error: installing chromium needs root, and sudo cannot run without a password here;" >&2
+      echo "       run: sudo apt-get install chromium chromium-driver, then run this again" >&2
+      exit 1
+    fi
+    sudo=(sudo -n)
+  fi
+  ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  ${sudo[@]+"${sudo[@]}"} env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+export TROUPE_REQUIRE_BROWSER=1
+
 # The model tests compare against an independent NumPy forward pass; the Python client's tests
 # need grpcio, protobuf and pytest. The venv is refreshed when the pinned versions change.
 # kubernetes-validate (deploy/kubernetes/requirements.txt) checks the manifests.
@@ -34,17 +58,6 @@ export TROUPE_PARITY_PYTHON
 # pinned set in actors/src/engines/vllm/requirements.txt (about 6 GB, made once per machine).
 TROUPE_VLLM_PYTHON="$(bash scripts/python_env.sh --no-deps vllm actors/src/engines/vllm/requirements.txt)"
 export TROUPE_VLLM_PYTHON
-
-# The dashboard's browser test (cli/tests/dashboard.rs) drives Debian's headless chromium through
-# chromedriver; here it must run, not skip.
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-  echo "== installing chromium and chromium-driver (the dashboard's browser test)"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
-export TROUPE_REQUIRE_BROWSER=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -35,6 +35,9 @@ pub(crate) struct LogsArgs {
     head: Option<String>,
 }
 
+/// The furthest back an age may reach (100 years).
+const MAX_AGE_S: u64 = 100 * 365 * 86_400;
+
 /// Parses an age like `90s`, `10m`, `2h` or `1d`.
 pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(
@@ -44,13 +47,17 @@ pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
     let value: u64 = number
         .parse()
         .map_err(|_| format!("`{text}`: expected a number and a unit, like 90s, 10m, 2h or 1d"))?;
-    let seconds = match unit {
-        "s" => value,
-        "m" => value * 60,
-        "h" => value * 3600,
-        "d" => value * 86_400,
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("`{text}`: the unit must be s, m, h or d")),
     };
+    let seconds = value
+        .checked_mul(scale)
+        .filter(|seconds| *seconds <= MAX_AGE_S)
+        .ok_or_else(|| format!("`{text}`: more than 100 years back"))?;
     Ok(Duration::from_secs(seconds))
 }
 
@@ -65,18 +72,20 @@ async fn connect(head: Option<String>) -> anyhow::Result<(String, Token, AuthCha
     Ok((address, token, channel))
 }
 
+/// Milliseconds since the Unix epoch; at least 1, since 0 means "unbounded" to the head.
 fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
+    (at.duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
+        .as_millis() as u64)
+        .max(1)
 }
 
 pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
     let (address, token, channel) = connect(args.head.clone()).await?;
     let mut actors = ActorsClient::new(channel);
     let key = ActorKey::Either(args.target.clone());
-    match troupe::logs::describe(&mut actors, &key).await {
-        Ok(_) => {}
+    let actor_id = match troupe::logs::describe(&mut actors, &key).await {
+        Ok(described) => described.actor_id,
         Err(status) if status.code() == tonic::Code::NotFound => {
             return job_logs(&address, &token, &args).await.with_context(|| {
                 format!(
@@ -91,7 +100,7 @@ pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
             args.target,
             status.message()
         ),
-    }
+    };
     let query = LogQuery {
         incarnations: match args.incarnation {
             Some(n) => troupe::logs::LogSelection::Only(n),
@@ -115,9 +124,8 @@ pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
     if !args.follow {
         return Ok(0);
     }
-    let mut follower = LogFollower::start(&mut actors, &key)
-        .await
-        .map_err(|status| anyhow::anyhow!("following `{}`: {}", args.target, status.message()))?;
+    // From where the read ended: nothing written meanwhile is lost.
+    let mut follower = LogFollower::after(&logs, &actor_id);
     loop {
         match follower.next(&mut actors).await {
             Ok(FollowEvent::Lines { lines, .. }) => lines.iter().for_each(print_line),
@@ -313,10 +321,21 @@ pub(crate) async fn calls(args: CallsArgs) -> anyhow::Result<i32> {
             println!("  ({})", thread.note);
         }
         for (depth, frame) in thread.frames.iter().enumerate() {
-            println!("  {depth:>3}: {frame}");
+            println!("  {depth:>3}: {}", shortened(frame));
         }
     }
     Ok(0)
+}
+
+/// Longest frame line in text output (`--json` keeps whole frames).
+const FRAME_CHARS: usize = 200;
+
+/// A frame cut to `FRAME_CHARS` characters (generic async frames can run to thousands).
+fn shortened(frame: &str) -> String {
+    match frame.char_indices().nth(FRAME_CHARS) {
+        Some((cut, _)) => format!("{}…", &frame[..cut]),
+        None => frame.to_string(),
+    }
 }
 
 /// `1.234s`, `2m03s`, `1h02m`.
@@ -354,8 +373,9 @@ pub(crate) async fn timeline(args: TimelineArgs) -> anyhow::Result<i32> {
         bail!("--since must reach further back than --until");
     }
     let (address, token, channel) = connect(args.head.clone()).await?;
-    let mut actors = ActorsClient::new(channel);
-    let timeline = troupe::timeline::gather(&mut actors, &token, since, until)
+    let mut actors = ActorsClient::new(channel.clone());
+    let mut cluster = troupe_proto::cluster_client::ClusterClient::new(channel);
+    let timeline = troupe::timeline::gather(&mut actors, &mut cluster, &token, since, until, None)
         .await
         .map_err(|status| {
             anyhow::anyhow!(
@@ -417,8 +437,17 @@ mod tests {
         assert!(parse_age("10").unwrap_err().contains("unit"));
         assert!(parse_age("m").unwrap_err().contains("number"));
         assert!(parse_age("5y").unwrap_err().contains("unit"));
+        assert!(parse_age("99999999999999999d")
+            .unwrap_err()
+            .contains("100 years"));
+        assert!(parse_age("99999999999999999999s")
+            .unwrap_err()
+            .contains("number"));
         assert_eq!(elapsed(1_500_000), "1.500s");
         assert_eq!(elapsed(123_000_000), "2m03s");
         assert_eq!(elapsed(3_720_000_000), "1h02m");
+        assert_eq!(shortened("ab"), "ab");
+        let long = "é".repeat(FRAME_CHARS + 5);
+        assert_eq!(shortened(&long).chars().count(), FRAME_CHARS + 1);
     }
 }

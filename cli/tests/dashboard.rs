@@ -5,7 +5,14 @@
 //! (driven by chromedriver) checks that a wrong or missing token gets the login page and no
 //! data, then logs in and loads each page, asserting on what it shows (the GPU cell held by the
 //! right actor, an actor's and a job's log line, a stage's time in seconds, the metric charts),
-//! and saves a screenshot of each under `target/dashboard-screenshots/`.
+//! and saves a screenshot of each under `target/dashboard-screenshots/` (chromedriver's log goes
+//! there too).
+//!
+//! The pages refresh themselves (the script swaps `<main>`'s children), so an element handle
+//! can go stale between finding it and reading it: the test unticks auto-refresh right after
+//! logging in (the choice persists in the browser's storage), ticks it again only to see a newer
+//! pipeline step appear without navigating, and reads what pages show in single scripts
+//! (`texts`, `attrs`), never through a handle kept across calls.
 //!
 //! Needs `chromium` and `chromedriver` (scripts/test.sh installs them); without them the test
 //! is skipped, or fails when CI=true or TROUPE_REQUIRE_BROWSER=1.
@@ -20,7 +27,7 @@ mod browser;
 mod work;
 
 use browser::Browser;
-use fantoccini::Locator;
+use fantoccini::{Client, Locator};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -52,7 +59,9 @@ async fn dashboard_in_a_browser(world: &World) -> anyhow::Result<()> {
         "the head wrote no dashboard address"
     );
     let work = start_work(&world.fixture, &world.cluster).await?;
-    let log = world.fixture.dir.join("chromedriver.log");
+    // Under target/, not the fixture's directory (removed at the end unless TROUPE_KEEP_LOGS).
+    std::fs::create_dir_all(screenshot_dir())?;
+    let log = screenshot_dir().join("chromedriver.log");
     let browser = Browser::start(&world.tools, &log, 1400, 1000).await?;
     let outcome = browse(world, &work, &browser).await;
     work.stop.store(true, Ordering::Relaxed);
@@ -65,6 +74,35 @@ async fn dashboard_in_a_browser(world: &World) -> anyhow::Result<()> {
         Ok(Err(err)) => anyhow::bail!("the pipeline's task: {err}"),
         Err(_) => anyhow::bail!("the pipeline did not stop within 30 s"),
     }
+    timeline_from_elsewhere_has_the_stages(world)
+}
+
+/// `troupe timeline`, run in another process than the pipeline's driver, holds the driver's
+/// stages and weight syncs (sent to the head with its pipeline reports) beside the actors' calls.
+fn timeline_from_elsewhere_has_the_stages(world: &World) -> anyhow::Result<()> {
+    let path = screenshot_dir().join("timeline.json");
+    let output = std::process::Command::new(support::troupe_bin())
+        .args(["timeline", "--out"])
+        .arg(&path)
+        .args(["--head", &world.fixture.head_address])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "troupe timeline failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let events = trace["traceEvents"].as_array().cloned().unwrap_or_default();
+    let has = |cat: &str, name: &str| {
+        events.iter().any(|e| {
+            e["ph"] == "X" && e["cat"] == cat && e["name"] == name && e["args"]["group"].is_string()
+        })
+    };
+    anyhow::ensure!(
+        has("stage", "generate") && has("stage", "train") && has("sync", "weight_sync"),
+        "the driver's stages and syncs are not in the timeline of another process"
+    );
+    println!("troupe timeline from another process holds the pipeline's stages and syncs");
     Ok(())
 }
 
@@ -137,13 +175,12 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         .await?
         .click()
         .await?;
-    let error = client
+    client
         .wait()
         .at_most(Duration::from_secs(10))
         .for_element(Locator::Id("login-error"))
-        .await?
-        .text()
         .await?;
+    let error = text(client, "#login-error").await?;
     anyhow::ensure!(error.contains("not the cluster token"), "error: {error}");
     anyhow::ensure!(current_path(client).await? == "/login");
     anyhow::ensure!(!client.source().await?.contains("dash-trainer"));
@@ -167,6 +204,9 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         || async { Ok((current_path(client).await? == "/").then_some(())) },
     )
     .await?;
+    // No refreshes swapping the pages under the checks below (the choice is kept for later
+    // pages too), but for the one that wants to see them.
+    set_auto_refresh(client, false).await?;
 
     // Overview: the trainer's GPU cell names it.
     let info = world.cluster.actor_info(&work.trainer).await?;
@@ -184,11 +224,7 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         Duration::from_secs(20),
         || async {
             client.goto(&format!("{base}/")).await?;
-            let holders = client.find_all(Locator::Css(&cell)).await?;
-            let mut names = Vec::new();
-            for holder in holders {
-                names.push(holder.text().await?);
-            }
+            let names = texts(client, &cell).await?;
             Ok(names.contains(&"dash-trainer".to_string()).then_some(names))
         },
     )
@@ -197,7 +233,7 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         holder == ["dash-trainer"],
         "GPU {gpu} is held by {holder:?}"
     );
-    let free_cells = client.find_all(Locator::Css(".gpu.free")).await?.len();
+    let free_cells = texts(client, ".gpu.free").await?.len();
     anyhow::ensure!(
         free_cells == 0,
         "both GPUs are held, yet {free_cells} show free"
@@ -206,68 +242,56 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
 
     // Actors: the table, the name with markup shown as text and not run.
     client.goto(&format!("{base}/actors")).await?;
-    let table = client.find(Locator::Id("actors")).await?.text().await?;
+    let table = text(client, "#actors").await?;
     for name in ["dash-trainer", "dash-generator", "dash-waiting", EVIL_NAME] {
         anyhow::ensure!(
             table.contains(name),
             "{name} missing from the actors table: {table}"
         );
     }
-    let images = client.find_all(Locator::Css("#actors img")).await?.len();
+    let images = texts(client, "#actors img").await?.len();
     anyhow::ensure!(images == 0, "an actor's name became an element");
     shoot("actors").await?;
 
     // The trainer's log, from its node, with the line its constructor printed.
+    // The stream is read from the row of that line (other lines may come first).
     let logs = format!("{base}/actors/{}/logs", info.id);
-    until(
+    let stream = until(
         "the trainer's log line",
         Duration::from_secs(30),
         || async {
             client.goto(&logs).await?;
-            let lines = client.find_all(Locator::Css("#log td.text")).await?;
-            for line in lines {
-                if line.text().await? == TRAINER_LINE {
-                    return Ok(Some(()));
-                }
-            }
-            Ok(None)
+            let stream = client
+                .execute(
+                    "const line = arguments[0];\n\
+                     const row = Array.from(document.querySelectorAll('#log tr')).find(\n\
+                       (tr) => { const td = tr.querySelector('td.text'); return td && td.textContent === line; });\n\
+                     const stream = row && row.querySelector('td.stream');\n\
+                     return stream ? stream.textContent : null;",
+                    vec![serde_json::json!(TRAINER_LINE)],
+                )
+                .await?;
+            Ok(stream.as_str().map(str::to_string))
         },
     )
     .await?;
-    let streams = client
-        .find(Locator::Css("#log td.stream"))
-        .await?
-        .text()
-        .await?;
-    anyhow::ensure!(streams == "out", "the line's stream: {streams}");
-    let incarnations = client
-        .find(Locator::Id("incarnations"))
-        .await?
-        .text()
-        .await?;
+    anyhow::ensure!(stream == "out", "the line's stream: {stream}");
+    let incarnations = text(client, "#incarnations").await?;
     anyhow::ensure!(incarnations.contains(&info.node_id), "{incarnations}");
     shoot("actor-log").await?;
 
     // Placement groups and pending demand.
     client.goto(&format!("{base}/placement-groups")).await?;
-    let groups = client.find(Locator::Css("main")).await?.text().await?;
+    let groups = text(client, "main").await?;
     anyhow::ensure!(
         groups.contains("dash-group") && groups.contains("created"),
         "{groups}"
     );
     shoot("placement-groups").await?;
     client.goto(&format!("{base}/pending")).await?;
-    let waiting = client
-        .find(Locator::Id("pending-actors"))
-        .await?
-        .text()
-        .await?;
+    let waiting = text(client, "#pending-actors").await?;
     anyhow::ensure!(waiting.contains("dash-waiting"), "{waiting}");
-    let reason = client
-        .find(Locator::Css("#pending-actors td.reason"))
-        .await?
-        .text()
-        .await?;
+    let reason = text(client, "#pending-actors td.reason").await?;
     anyhow::ensure!(
         !reason.trim().is_empty(),
         "the waiting actor shows no reason"
@@ -276,19 +300,14 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
 
     // Jobs: the list, then the job's log line.
     client.goto(&format!("{base}/jobs")).await?;
-    let jobs = client.find(Locator::Id("jobs")).await?.text().await?;
+    let jobs = text(client, "#jobs").await?;
     anyhow::ensure!(jobs.contains(&work.job_id), "{jobs}");
     shoot("jobs").await?;
     let job_page = format!("{base}/jobs/{}", work.job_id);
     until("the job's log line", Duration::from_secs(30), || async {
         client.goto(&job_page).await?;
-        let lines = client.find_all(Locator::Css("#log td.text")).await?;
-        for line in lines {
-            if line.text().await? == JOB_LINE {
-                return Ok(Some(()));
-            }
-        }
-        Ok(None)
+        let lines = texts(client, "#log td.text").await?;
+        Ok(lines.iter().any(|line| line == JOB_LINE).then_some(()))
     })
     .await?;
     shoot("job").await?;
@@ -299,13 +318,7 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         Duration::from_secs(60),
         || async {
             client.goto(&format!("{base}/pipelines")).await?;
-            let stages = client
-                .find_all(Locator::Css("g.stage[data-stage=\"generate\"] text"))
-                .await?;
-            let mut texts = Vec::new();
-            for text in stages {
-                texts.push(text.text().await?);
-            }
+            let texts = texts(client, "g.stage[data-stage=\"generate\"] text").await?;
             anyhow::ensure!(
                 texts.first().map(String::as_str) == Some("generate"),
                 "the stage box: {texts:?}"
@@ -318,33 +331,27 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         seconds >= GENERATE_MS as f64 / 1000.0 && seconds < 30.0,
         "generate took {seconds} s by the dashboard, but sleeps {GENERATE_MS} ms"
     );
-    let steps = client
-        .find(Locator::Css("table.steps"))
-        .await?
-        .text()
-        .await?;
+    let steps = text(client, "table.steps").await?;
     anyhow::ensure!(
         steps.contains("generate") && steps.contains("rows/s"),
         "{steps}"
     );
     shoot("pipelines").await?;
     // The page refreshes itself (the script swaps in the new content): newer steps appear
-    // without navigating.
+    // without navigating, once auto-refresh is ticked again.
     let newest = || async {
-        let cell = client
-            .find(Locator::Css("table.steps tbody tr td"))
-            .await?
-            .text()
-            .await?;
+        let cell = text(client, "table.steps tbody tr td").await?;
         anyhow::Ok(cell.trim().parse::<u64>()?)
     };
     let first = newest().await?;
+    set_auto_refresh(client, true).await?;
     until(
         "a newer step without reloading",
         Duration::from_secs(20),
         || async { Ok((newest().await? > first).then_some(())) },
     )
     .await?;
+    set_auto_refresh(client, false).await?;
 
     // Metrics: a chart per metric; the sampler (every 10 s) has seen the actors come alive.
     let chart = "figure.chart[data-metric=\"troupe_actors\"]";
@@ -353,13 +360,14 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         Duration::from_secs(40),
         || async {
             client.goto(&format!("{base}/metrics")).await?;
-            let figure = client.find(Locator::Css(chart)).await?;
-            let samples: usize = figure
-                .attr("data-samples")
+            let samples: usize = attrs(client, chart, "data-samples")
                 .await?
+                .into_iter()
+                .next()
+                .flatten()
                 .unwrap_or_default()
                 .parse()?;
-            let legend = figure.find(Locator::Css("ul.legend")).await?.text().await?;
+            let legend = text(client, &format!("{chart} ul.legend")).await?;
             let alive = legend
                 .split("state=\"alive\": ")
                 .nth(1)
@@ -370,14 +378,12 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
         },
     )
     .await?;
-    let charts = client.find_all(Locator::Css("figure.chart")).await?.len();
+    let charts = texts(client, "figure.chart").await?.len();
     anyhow::ensure!(charts >= 5, "{charts} charts");
-    let lines = client
-        .find_all(Locator::Css(&format!("{chart} polyline")))
-        .await?;
+    let lines = attrs(client, &format!("{chart} polyline"), "points").await?;
     anyhow::ensure!(lines.len() == 5, "troupe_actors has {} lines", lines.len());
-    for line in lines {
-        let points = line.attr("points").await?.unwrap_or_default();
+    for points in lines {
+        let points = points.unwrap_or_default();
         anyhow::ensure!(
             points.split(' ').count() >= 2,
             "a line of one point: {points}"
@@ -404,8 +410,59 @@ async fn browse(world: &World, work: &Work, browser: &Browser) -> anyhow::Result
     Ok(())
 }
 
+/// The text of every element `css` selects (trimmed; an SVG element's text content), read in
+/// one script, so no element handle outlives the call and a refresh cannot make one stale.
+async fn texts(client: &Client, css: &str) -> anyhow::Result<Vec<String>> {
+    let value = client
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0]), (element) =>\n\
+               (element instanceof HTMLElement ? element.innerText : element.textContent).trim());",
+            vec![serde_json::json!(css)],
+        )
+        .await?;
+    Ok(serde_json::from_value(value)?)
+}
+
+/// The text of the first element `css` selects; an error when there is none.
+async fn text(client: &Client, css: &str) -> anyhow::Result<String> {
+    texts(client, css)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no element matches {css}"))
+}
+
+/// Attribute `name` of every element `css` selects (null where absent), read in one script.
+async fn attrs(client: &Client, css: &str, name: &str) -> anyhow::Result<Vec<Option<String>>> {
+    let value = client
+        .execute(
+            "return Array.from(document.querySelectorAll(arguments[0]),\n\
+               (element) => element.getAttribute(arguments[1]));",
+            vec![serde_json::json!(css), serde_json::json!(name)],
+        )
+        .await?;
+    Ok(serde_json::from_value(value)?)
+}
+
+/// Ticks or unticks the header's auto-refresh box, as a click would (the page's script keeps
+/// the choice in the browser's storage for the pages loaded after).
+async fn set_auto_refresh(client: &Client, on: bool) -> anyhow::Result<()> {
+    let found = client
+        .execute(
+            "const toggle = document.getElementById('auto-refresh');\n\
+             if (!toggle) { return false; }\n\
+             toggle.checked = arguments[0];\n\
+             toggle.dispatchEvent(new Event('change'));\n\
+             return true;",
+            vec![serde_json::json!(on)],
+        )
+        .await?;
+    anyhow::ensure!(found == serde_json::json!(true), "no auto-refresh box");
+    Ok(())
+}
+
 /// The path of the page the browser shows.
-async fn current_path(client: &fantoccini::Client) -> anyhow::Result<String> {
+async fn current_path(client: &Client) -> anyhow::Result<String> {
     Ok(client.current_url().await?.path().to_string())
 }
 

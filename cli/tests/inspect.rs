@@ -82,6 +82,12 @@ async fn logs_follow_an_actor_across_restarts(world: &World) -> anyhow::Result<(
     )
     .await?;
     let first_pid = talker.say("before the crash".into()).await?;
+    // A time between the two incarnations' lines, for --since.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     kill9(first_pid);
     let deadline = Instant::now() + Duration::from_secs(30);
     let second_pid = loop {
@@ -161,6 +167,19 @@ async fn logs_follow_an_actor_across_restarts(world: &World) -> anyhow::Result<(
         .iter()
         .any(|l| l.text == "talker: before the crash"));
     anyhow::ensure!(logs[1].ended_unix_ms == 0 && logs[0].ended_unix_ms > 0);
+    let since = troupe::logs::LogQuery {
+        since_unix_ms: Some(between),
+        ..Default::default()
+    };
+    let later = cluster.logs("talker", &since).await?;
+    let texts: Vec<&str> = later
+        .iter()
+        .flat_map(|log| log.lines.iter().map(|l| l.text.as_str()))
+        .collect();
+    anyhow::ensure!(
+        texts.contains(&"talker: after the crash") && !texts.contains(&"talker: before the crash"),
+        "since a time between the incarnations gave {texts:?}"
+    );
     anyhow::ensure!(logs[0]
         .lines
         .iter()
@@ -260,8 +279,12 @@ async fn calls_show_a_stuck_sync_method(world: &World) -> anyhow::Result<()> {
     let first = tokio::spawn(troupe::timeline::with_step(tag, async move {
         hanging.hang(6_000).await
     }));
-    let queued = stuck.clone();
-    let second = tokio::spawn(async move { queued.say("queued behind".into()).await });
+    let behind: Vec<_> = (0..3)
+        .map(|n| {
+            let queued = stuck.clone();
+            tokio::spawn(async move { queued.say(format!("queued behind {n}")).await })
+        })
+        .collect();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ok, out, err) = troupe(world, &["calls", "stuck", "--json"])?;
     anyhow::ensure!(ok, "troupe calls failed: {err}");
@@ -280,8 +303,8 @@ async fn calls_show_a_stuck_sync_method(world: &World) -> anyhow::Result<()> {
         "{out}"
     );
     anyhow::ensure!(
-        report["queued"] == 1,
-        "the queued call is not counted: {out}"
+        report["queued"] == 3,
+        "the three queued calls are not counted: {out}"
     );
     let stuck_thread = report["threads"].as_array().and_then(|threads| {
         threads.iter().find(|t| {
@@ -299,12 +322,14 @@ async fn calls_show_a_stuck_sync_method(world: &World) -> anyhow::Result<()> {
     );
     let (ok, text, err) = troupe(world, &["calls", "stuck"])?;
     anyhow::ensure!(
-        ok && text.contains("hang") && text.contains("1 queued"),
+        ok && text.contains("hang") && text.contains("3 queued"),
         "{text}{err}"
     );
     println!("{text}");
     first.await??;
-    second.await??;
+    for queued in behind {
+        queued.await??;
+    }
     Ok(())
 }
 
@@ -352,7 +377,7 @@ async fn timeline_holds_the_calls_with_their_steps(world: &World) -> anyhow::Res
         "an empty range gave: {err}"
     );
     let spans = cluster
-        .write_timeline(&world.fixture.dir.join("rust-timeline.json"))
+        .write_timeline(&world.fixture.dir.join("rust-timeline.json"), 0)
         .await?;
     anyhow::ensure!(spans >= 3, "Cluster::write_timeline wrote {spans} spans");
     Ok(())

@@ -43,6 +43,9 @@ def test_a_job_drivers_actor_logs_are_read_by_name(client):
     assert "echo got `hello 0` (call 1)" in texts, texts
     assert all(line.unix_ms > 1_600_000_000_000 for line in log.lines if line.text.startswith("echo got"))
     assert client.get_actor_logs(f"{job_id}-echo-0", tail=1)[0].lines[-1].text == texts[-1]
+    assert client.get_actor_logs(f"{job_id}-echo-0", since_unix_ms=2**62)[0].lines == []
+    by_id = client.get_actor_logs(log.actor_id)
+    assert [line.text for line in by_id[0].lines] == texts
     with pytest.raises(TroupeError, match="no incarnation 5"):
         client.get_actor_logs(f"{job_id}-echo-0", incarnation=5)
     client.stop_job(job_id, grace_s=0.5)

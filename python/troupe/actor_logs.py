@@ -4,10 +4,17 @@ with the node it ran on and how it ended. A node agent writes each line as `UNIX
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+import grpc
+
 from .v1 import head_pb2
 
 #: Bytes asked for per read; the head's node agents send at most 1 MiB each.
 READ_BYTES = 1 << 20
+#: Most bytes read of one incarnation's log (its end, when it is longer).
+MAX_READ_BYTES = 64 << 20
+#: Failures that make one incarnation's log unreadable (its node is dead, gone or slow, or the
+#: log is missing) rather than failing the whole read.
+UNREADABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass(frozen=True)
@@ -53,10 +60,14 @@ def parse_records(data: bytes) -> List[LogLine]:
     return [parse_line(line) for line in lines]
 
 
+def looks_like_id(actor: str) -> bool:
+    """Whether `actor` has the shape of the ids a head gives (`actor-` and 12 hex digits)."""
+    hexpart = actor[len("actor-") :]
+    return actor.startswith("actor-") and len(hexpart) == 12 and all(c in "0123456789abcdefABCDEF" for c in hexpart)
+
+
 def request_for(actor: str, **fields) -> "head_pb2.ReadActorLogRequest":
     """A request naming `actor` by id when it has the shape of one, else by name."""
-    hexpart = actor[len("actor-") :]
-    is_id = actor.startswith("actor-") and len(hexpart) == 12 and all(c in "0123456789abcdef" for c in hexpart)
-    if is_id:
+    if looks_like_id(actor):
         return head_pb2.ReadActorLogRequest(id=actor, **fields)
     return head_pb2.ReadActorLogRequest(name=actor, **fields)

@@ -16,7 +16,16 @@ from .errors import (
     WaitTimeoutError,
     from_rpc_error,
 )
-from .actor_logs import READ_BYTES, IncarnationLog, parse_records, request_for
+from .actor_logs import (
+    MAX_READ_BYTES,
+    READ_BYTES,
+    UNREADABLE_CODES,
+    IncarnationLog,
+    LogLine,
+    looks_like_id,
+    parse_records,
+    request_for,
+)
 from .logs import LogDecoder
 from .models import JobDetails, JobStatus
 from .packaging import MAX_PACKAGE_BYTES, chunks, describe_size, pack_directory, sha256_hex
@@ -232,15 +241,28 @@ class JobSubmissionClient:
         return True
 
     def get_actor_logs(
-        self, actor: str, incarnation: Optional[int] = None, tail: Optional[int] = None
+        self,
+        actor: str,
+        incarnation: Optional[int] = None,
+        tail: Optional[int] = None,
+        since_unix_ms: Optional[int] = None,
     ) -> List[IncarnationLog]:
         """An actor's stdout and stderr, by name or id, one entry per incarnation the head knows
         (oldest first; only `incarnation` when given), read from the node agents that ran them.
-        `tail` keeps the last lines of each. An incarnation whose node died has no lines and says
-        why in `unreadable`. An unknown actor raises TroupeError naming it."""
-        listing = self._call(
-            self._actors.ReadActorLog, request_for(actor, list_only=True), timeout=self.timeout
-        )
+        `tail` keeps the last lines of each; `since_unix_ms` only lines from then on. At most
+        `MAX_READ_BYTES` are read per incarnation (its end). An incarnation whose node died or does
+        not answer has no lines and says why in `unreadable`. An unknown actor raises TroupeError
+        naming it."""
+        try:
+            listing = self._actors.ReadActorLog(
+                request_for(actor, list_only=True), timeout=self.timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND or not looks_like_id(actor):
+                raise self._error(error) from error
+            # An id-shaped name.
+            by_name = head_pb2.ReadActorLogRequest(name=actor, list_only=True)
+            listing = self._call(self._actors.ReadActorLog, by_name)
         chosen = [i for i in listing.incarnations if incarnation is None or i.incarnation == incarnation]
         if incarnation is not None and not chosen:
             known = ", ".join(str(i.incarnation) for i in listing.incarnations) or "none"
@@ -255,25 +277,44 @@ class JobSubmissionClient:
                 ended_unix_ms=entry.ended_unix_ms,
                 exit_reason=entry.exit_reason,
             )
-            data = bytearray()
-            offset = 0
+            if since_unix_ms is not None and 0 < entry.ended_unix_ms < since_unix_ms:
+                logs.append(log)
+                continue
             try:
-                while True:
-                    request = head_pb2.ReadActorLogRequest(
-                        id=listing.actor_id, incarnation=entry.incarnation, offset=offset, max_bytes=READ_BYTES
-                    )
-                    chunk = self._call(self._actors.ReadActorLog, request).chunk
-                    data += chunk.data
-                    if not chunk.data or chunk.next_offset >= chunk.size:
-                        break
-                    offset = chunk.next_offset
-            except TroupeError as error:
-                log.unreadable = str(error)
-            log.lines = parse_records(bytes(data))
+                log.lines = self._read_incarnation(listing.actor_id, entry.incarnation, tail)
+            except grpc.RpcError as error:
+                if error.code() not in UNREADABLE_CODES:
+                    raise self._error(error) from error
+                log.unreadable = error.details()
+            if since_unix_ms is not None:
+                log.lines = [line for line in log.lines if line.unix_ms >= since_unix_ms]
             if tail is not None:
                 log.lines = log.lines[len(log.lines) - min(tail, len(log.lines)) :]
             logs.append(log)
         return logs
+
+    def _read_incarnation(self, actor_id: str, incarnation: int, tail: Optional[int]) -> List[LogLine]:
+        """One incarnation's lines: its last `MAX_READ_BYTES` (about 256 bytes a line when
+        `tail` is given), read up to the size the log had at the first read."""
+        window = MAX_READ_BYTES if tail is None else min(MAX_READ_BYTES, max(4096, (tail + 1) * 256))
+
+        def read(**fields):
+            request = head_pb2.ReadActorLogRequest(id=actor_id, incarnation=incarnation, max_bytes=READ_BYTES, **fields)
+            return self._actors.ReadActorLog(request, timeout=self.timeout, metadata=self._metadata).chunk
+
+        first = read(offset=window, from_end=True)
+        data = bytearray(first.data)
+        end, offset = first.size, first.next_offset
+        while offset < end and len(data) < MAX_READ_BYTES:
+            chunk = read(offset=offset)
+            if not chunk.data:
+                break
+            data += chunk.data[: max(0, end - offset)]
+            offset = chunk.next_offset
+        if first.offset > 0:  # a read from mid-file drops its first, cut line
+            cut = data.find(b"\n")
+            data = data[cut + 1 :] if cut >= 0 else bytearray()
+        return parse_records(bytes(data))
 
     def get_job_logs(self, job_id: str) -> str:
         """The job's whole log so far, as text (invalid UTF-8 replaced)."""

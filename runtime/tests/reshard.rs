@@ -215,6 +215,24 @@ async fn reshard_pair(
         })
     });
     let results = futures::future::join_all(jobs).await;
+    // Every rank's error, not only the first in rank order: the rank that failed first is the
+    // cause, the others mostly report its connection closing.
+    let failures: Vec<String> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(rank, result)| {
+            result
+                .as_ref()
+                .err()
+                .map(|err| format!("rank {rank}: {err}"))
+        })
+        .collect();
+    anyhow::ensure!(
+        failures.is_empty(),
+        "{name}: {} of {world} ranks failed:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
     let mut destinations = 0;
     let (mut segments, mut direct) = (0, 0);
     for (rank, result) in results.into_iter().enumerate() {

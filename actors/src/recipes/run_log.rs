@@ -14,12 +14,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use troupe::pipeline::{BoxError, StepObserver, StepReport};
 
-/// Writes the cluster's timeline (this driver's stages, every live actor's calls) to
-/// `out/timeline.json`, for Perfetto, and returns its path; a failure is printed and leaves the
-/// path empty (the run's results do not depend on it).
-pub async fn write_timeline(cluster: &troupe::Cluster, out: &Path) -> PathBuf {
+/// Writes the cluster's timeline since the run started (this driver's stages, every live
+/// actor's calls) to `out/timeline.json`, for Perfetto, and returns its path; a failure is
+/// printed and leaves the path empty (the run's results do not depend on it).
+pub async fn write_timeline(cluster: &troupe::Cluster, out: &Path, started: Instant) -> PathBuf {
     let path = out.join("timeline.json");
-    match cluster.write_timeline(&path).await {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since_epoch| since_epoch.as_micros() as u64);
+    let since = now_us.saturating_sub(started.elapsed().as_micros() as u64);
+    match cluster.write_timeline(&path, since).await {
         Ok(spans) => {
             println!(
                 "timeline: {spans} spans in {} (open it at https://ui.perfetto.dev)",

@@ -1,7 +1,9 @@
 //! A real browser for tests: Debian's headless `chromium` driven over WebDriver by
 //! `chromedriver` (started on a free port, in its own process group, with a fresh profile),
 //! through the fantoccini client. `Browser::find_tools` says whether both are installed; the
-//! guard kills chromedriver and the browser it started when dropped.
+//! guard kills chromedriver and the browser it started when dropped: chromedriver's process
+//! group, then every process whose command line names this run's profile directory (chromium
+//! may leave its group), then the profile.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -65,15 +67,47 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The whole process group: chromedriver and every chromium process it started.
-        // SAFETY: kill(2) on the group of a child this guard started (its pid is the pgid).
-        unsafe {
-            libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
-        }
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-        let _ = std::fs::remove_dir_all(&self.profile);
+        stop(&mut self.driver, &self.profile);
     }
+}
+
+/// Kills chromedriver's process group (it and every chromium process it started), then any
+/// process left whose command line holds `--user-data-dir=<profile>`, and removes the profile.
+fn stop(driver: &mut Child, profile: &Path) {
+    // SAFETY: kill(2) on the group of a child this guard started (its pid is the pgid).
+    unsafe {
+        libc::kill(-(driver.id() as i32), libc::SIGKILL);
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
+    let flag = format!("--user-data-dir={}", profile.display());
+    for pid in processes_with_arg(&flag) {
+        // SAFETY: kill(2) of a process running with this run's own profile directory.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_dir_all(profile);
+}
+
+/// The pids of the processes (other than this one) with `arg` among their arguments.
+fn processes_with_arg(arg: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id() as i32;
+    entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != own)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                cmdline
+                    .split(|byte| *byte == 0)
+                    .any(|word| word == arg.as_bytes())
+            })
+        })
+        .collect()
 }
 
 impl Browser {
@@ -143,7 +177,9 @@ impl Browser {
                 .connect(&url),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("chromium did not start within 30 s"))??;
+        .map_err(|_| {
+            anyhow::anyhow!("chromium did not start within 30 s; see {}", log.display())
+        })??;
         let driver = guard
             .driver
             .take()
@@ -170,13 +206,7 @@ struct PartialBrowser {
 impl Drop for PartialBrowser {
     fn drop(&mut self) {
         if let Some(mut driver) = self.driver.take() {
-            // SAFETY: as in Browser's drop.
-            unsafe {
-                libc::kill(-(driver.id() as i32), libc::SIGKILL);
-            }
-            let _ = driver.kill();
-            let _ = driver.wait();
-            let _ = std::fs::remove_dir_all(&self.profile);
+            stop(&mut driver, &self.profile);
         }
     }
 }

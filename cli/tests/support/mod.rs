@@ -245,10 +245,14 @@ fn start_head(
     .collect();
     let log = dir.join(format!("head-{}.log", next_head_log()));
     let head = spawn_process(troupe_bin(), &head_args, &log)?;
+    // The gRPC and metrics addresses, and the dashboard's third when it serves one.
+    let dashboard =
+        |arg: &String| arg == "--dashboard-port" || arg.starts_with("--dashboard-port=");
+    let lines = if extra.iter().any(dashboard) { 3 } else { 2 };
     let deadline = Instant::now() + Duration::from_secs(15);
     let text = loop {
         if let Ok(text) = std::fs::read_to_string(&address_file) {
-            if text.lines().count() >= 2 {
+            if text.lines().count() >= lines {
                 break text;
             }
         }

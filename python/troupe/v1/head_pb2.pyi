@@ -1,5 +1,6 @@
 from troupe.v1 import common_pb2 as _common_pb2
 from troupe.v1 import jobs_pb2 as _jobs_pb2
+from troupe.v1 import worker_pb2 as _worker_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -528,17 +529,19 @@ class PipelineStepInfo(_message.Message):
     def __init__(self, step: _Optional[int] = ..., weight_version: _Optional[int] = ..., synced_version: _Optional[int] = ..., rows: _Optional[int] = ..., stages: _Optional[_Iterable[_Union[PipelineStageTime, _Mapping]]] = ..., stage_bytes: _Optional[int] = ..., finished_unix_ms: _Optional[int] = ..., sync_ms: _Optional[float] = ...) -> None: ...
 
 class PipelineReport(_message.Message):
-    __slots__ = ("pipeline_id", "session", "stages", "learning_group", "generating_group", "step")
+    __slots__ = ("pipeline_id", "session", "stages", "learning_group", "generating_group", "step", "spans")
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     LEARNING_GROUP_FIELD_NUMBER: _ClassVar[int]
     GENERATING_GROUP_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
     pipeline_id: str
     session: str
     stages: _containers.RepeatedCompositeFieldContainer[PipelineStageInfo]
     learning_group: str
     generating_group: str
     step: PipelineStepInfo
-    def __init__(self, pipeline_id: _Optional[str] = ..., session: _Optional[str] = ..., stages: _Optional[_Iterable[_Union[PipelineStageInfo, _Mapping]]] = ..., learning_group: _Optional[str] = ..., generating_group: _Optional[str] = ..., step: _Optional[_Union[PipelineStepInfo, _Mapping]] = ...) -> None: ...
+    spans: _containers.RepeatedCompositeFieldContainer[_worker_pb2.Span]
+    def __init__(self, pipeline_id: _Optional[str] = ..., session: _Optional[str] = ..., stages: _Optional[_Iterable[_Union[PipelineStageInfo, _Mapping]]] = ..., learning_group: _Optional[str] = ..., generating_group: _Optional[str] = ..., step: _Optional[_Union[PipelineStepInfo, _Mapping]] = ..., spans: _Optional[_Iterable[_Union[_worker_pb2.Span, _Mapping]]] = ...) -> None: ...

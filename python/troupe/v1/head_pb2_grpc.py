@@ -6,6 +6,7 @@ import warnings
 from troupe.v1 import common_pb2 as troupe_dot_v1_dot_common__pb2
 from troupe.v1 import head_pb2 as troupe_dot_v1_dot_head__pb2
 from troupe.v1 import jobs_pb2 as troupe_dot_v1_dot_jobs__pb2
+from troupe.v1 import worker_pb2 as troupe_dot_v1_dot_worker__pb2
 
 GRPC_GENERATED_VERSION = '1.80.1'
 GRPC_VERSION = grpc.__version__
@@ -608,6 +609,11 @@ class ClusterStub(object):
                 request_serializer=troupe_dot_v1_dot_head__pb2.PipelineReport.SerializeToString,
                 response_deserializer=troupe_dot_v1_dot_common__pb2.Empty.FromString,
                 _registered_method=True)
+        self.DriverTimeline = channel.unary_unary(
+                '/troupe.v1.Cluster/DriverTimeline',
+                request_serializer=troupe_dot_v1_dot_worker__pb2.TimelineRequest.SerializeToString,
+                response_deserializer=troupe_dot_v1_dot_worker__pb2.TimelineReply.FromString,
+                _registered_method=True)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -902,6 +908,33 @@ class Cluster(object):
             '/troupe.v1.Cluster/ReportPipeline',
             troupe_dot_v1_dot_head__pb2.PipelineReport.SerializeToString,
             troupe_dot_v1_dot_common__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DriverTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/troupe.v1.Cluster/DriverTimeline',
+            troupe_dot_v1_dot_worker__pb2.TimelineRequest.SerializeToString,
+            troupe_dot_v1_dot_worker__pb2.TimelineReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -82,20 +82,27 @@ impl Cluster {
         until_unix_us: u64,
     ) -> Result<crate::timeline::Timeline> {
         let mut actors = self.client.actors.clone();
+        let mut cluster = self.client.cluster.clone();
         crate::timeline::gather(
             &mut actors,
+            &mut cluster,
             &self.client.token,
             since_unix_us,
             until_unix_us,
+            Some(&self.client.session_id),
         )
         .await
         .map_err(|status| Error::rpc("gathering the timeline", status))
     }
 
-    /// Writes the whole timeline as Chrome trace JSON to `path` and returns how many spans it
-    /// holds.
-    pub async fn write_timeline(&self, path: &std::path::Path) -> Result<usize> {
-        let timeline = self.timeline(0, 0).await?;
+    /// Writes the timeline from `since_unix_us` on (0: all the live processes hold) as Chrome
+    /// trace JSON to `path` and returns how many spans it holds.
+    pub async fn write_timeline(
+        &self,
+        path: &std::path::Path,
+        since_unix_us: u64,
+    ) -> Result<usize> {
+        let timeline = self.timeline(since_unix_us, 0).await?;
         let trace = crate::timeline::chrome::to_chrome_trace(&timeline);
         let text = serde_json::to_vec(&trace).map_err(|err| Error::Invalid {
             what: "timeline".to_string(),

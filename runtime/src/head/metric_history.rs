@@ -2,6 +2,8 @@
 //! `SAMPLE_PERIOD` the head renders its metrics text (as `GET /metrics` serves it), parses the
 //! exposition format and appends each series' value. Memory is bounded: `SAMPLES_KEPT` points
 //! per series and at most `MAX_SERIES` series (series beyond that are counted, not kept).
+//! Histogram buckets (`*_bucket` series) are not kept at all: the charts draw a histogram's
+//! `_sum` and `_count`, and its buckets would use up the series cap.
 
 use super::Head;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -205,6 +207,9 @@ impl MetricHistory {
             unix_ms.saturating_sub(SAMPLES_KEPT as u64 * SAMPLE_PERIOD.as_millis() as u64);
         let mut refused = 0;
         for sample in exposition.samples {
+            if is_bucket(&sample.key.name) {
+                continue;
+            }
             let held = inner.series.len();
             match inner.series.get_mut(&sample.key) {
                 Some(points) => points.push_back((unix_ms, sample.value)),
@@ -251,6 +256,11 @@ impl MetricHistory {
             refused: inner.refused,
         }
     }
+}
+
+/// Whether a series is a histogram's bucket (never kept).
+pub(crate) fn is_bucket(name: &str) -> bool {
+    name.ends_with("_bucket")
 }
 
 /// The metric a histogram's or summary's series belongs to.
@@ -343,6 +353,15 @@ inf_one +Inf
         let snapshot = history.snapshot();
         assert_eq!(snapshot.series.len(), 2);
         let a = &snapshot.series[0];
+        let buckets: String = (0..MAX_SERIES)
+            .map(|i| format!("lat_bucket{{le=\"{i}\"}} 1\n"))
+            .collect();
+        history.record(&buckets, 0);
+        assert_eq!(
+            (history.snapshot().series.len(), history.snapshot().refused),
+            (2, 0),
+            "buckets are not kept, nor counted against the cap"
+        );
         assert_eq!(a.0.name, "a");
         assert_eq!(a.1.len(), SAMPLES_KEPT);
         assert_eq!(a.1.last().map(|p| p.1), Some((SAMPLES_KEPT + 39) as f64));

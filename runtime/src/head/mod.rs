@@ -256,24 +256,36 @@ pub async fn start(config: HeadConfig) -> Result<HeadHandle> {
             address.to_string(),
         )));
     }
-    let mut metrics_address = None;
-    if let Some(bind) = config.metrics_bind {
-        let (bound, task) = metrics::serve(head.clone(), bind).await?;
-        metrics_address = Some(bound);
-        tasks.push(task);
+    // The HTTP servers: if either cannot bind, the tasks spawned above (the gRPC server among
+    // them) are stopped before the error is returned, so nothing serves on after a failed start.
+    let http = async {
+        let mut metrics_address = None;
+        if let Some(bind) = config.metrics_bind {
+            let (bound, task) = metrics::serve(head.clone(), bind).await?;
+            metrics_address = Some(bound);
+            tasks.push(task);
+        }
+        let mut dashboard_address = None;
+        if let Some(bind) = config.dashboard_bind {
+            let history = Arc::new(metric_history::MetricHistory::default());
+            let (bound, task) = dashboard::serve(head.clone(), history.clone(), bind).await?;
+            tasks.push(task);
+            tasks.push(tokio::spawn(metric_history::run(head.clone(), history)));
+            tracing::info!(address = %bound, "dashboard serving");
+            dashboard_address = Some(bound);
+        }
+        Ok::<_, Error>((metrics_address, dashboard_address))
     }
-    let mut dashboard_address = None;
-    if let Some(bind) = config.dashboard_bind {
-        let history = Arc::new(metric_history::MetricHistory::default());
-        tasks.push(tokio::spawn(metric_history::run(
-            head.clone(),
-            history.clone(),
-        )));
-        let (bound, task) = dashboard::serve(head.clone(), history, bind).await?;
-        tracing::info!(address = %bound, "dashboard serving");
-        dashboard_address = Some(bound);
-        tasks.push(task);
-    }
+    .await;
+    let (metrics_address, dashboard_address) = match http {
+        Ok(addresses) => addresses,
+        Err(err) => {
+            for task in &tasks {
+                task.abort();
+            }
+            return Err(err);
+        }
+    };
     tracing::info!(%address, data_dir = %config.data_dir.display(), "head serving");
     Ok(HeadHandle {
         address,

@@ -1,12 +1,13 @@
 //! The pipelines drivers report (`Cluster.ReportPipeline`), kept in the head's memory for the
 //! dashboard: per pipeline its latest graph, its sync edge's groups and a ring of its latest
-//! steps. Nothing here is written to disk; a pipeline not reported for `STALE_AFTER` is dropped,
+//! steps, in step order; and the stage and weight-sync spans drivers send with their reports, for
+//! `troupe timeline` (the latest `DRIVER_SPANS_KEPT`). Nothing here is written to disk; a pipeline not reported for `STALE_AFTER` is dropped,
 //! and at most `MAX_PIPELINES` are kept (a new one pushes out the one reported longest ago).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use troupe_proto::{PipelineReport, PipelineStageInfo, PipelineStepInfo};
+use troupe_proto::{PipelineReport, PipelineStageInfo, PipelineStepInfo, Span};
 
 /// Steps kept per pipeline.
 pub(crate) const STEPS_KEPT: usize = 120;
@@ -14,6 +15,8 @@ pub(crate) const STEPS_KEPT: usize = 120;
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(600);
 /// Pipelines kept at once.
 pub(crate) const MAX_PIPELINES: usize = 64;
+/// Driver spans kept (the latest), over all pipelines.
+pub(crate) const DRIVER_SPANS_KEPT: usize = 50_000;
 
 /// One reported pipeline.
 #[derive(Debug, Clone)]
@@ -28,10 +31,43 @@ pub(crate) struct PipelineRecord {
     pub(crate) last_report: Instant,
 }
 
-/// Every pipeline reported and not yet stale.
+/// Every pipeline reported and not yet stale, and the stage and sync spans drivers sent.
 #[derive(Default)]
 pub(crate) struct Pipelines {
     records: Mutex<HashMap<String, PipelineRecord>>,
+    spans: Mutex<VecDeque<Span>>,
+}
+
+/// Puts a step in step order. A repeat of the same report completes the step (its sync):
+/// reports may arrive out of order, so a known sync is never taken back. A step run again, or
+/// one below those held (a run resumed from a checkpoint), drops the held steps from it on:
+/// they are redone.
+fn insert_step(steps: &mut VecDeque<PipelineStepInfo>, step: PipelineStepInfo) {
+    // The same report again (its sync added) carries the time the step finished; a step run
+    // again finished later.
+    let again = steps
+        .iter()
+        .any(|held| held.step == step.step && held.finished_unix_ms != step.finished_unix_ms);
+    if again {
+        steps.retain(|held| held.step < step.step);
+    }
+    if let Some(same) = steps.iter_mut().find(|held| held.step == step.step) {
+        let (synced, sync_ms) = (same.synced_version, same.sync_ms);
+        *same = step;
+        if same.synced_version == 0 {
+            same.synced_version = synced;
+            same.sync_ms = sync_ms;
+        }
+        return;
+    }
+    let newest = steps.back().map(|held| held.step);
+    if newest.is_some_and(|newest| step.step < newest) {
+        steps.retain(|held| held.step < step.step);
+    }
+    steps.push_back(step);
+    while steps.len() > STEPS_KEPT {
+        steps.pop_front();
+    }
 }
 
 impl Pipelines {
@@ -68,22 +104,43 @@ impl Pipelines {
         record.generating_group = report.generating_group;
         record.last_report = now;
         if let Some(step) = report.step {
-            if let Some(same) = record.steps.iter_mut().find(|held| held.step == step.step) {
-                // A repeat completes the step (its sync); reports may arrive out of order, so a
-                // known sync is never taken back.
-                let (synced, sync_ms) = (same.synced_version, same.sync_ms);
-                *same = step;
-                if same.synced_version == 0 {
-                    same.synced_version = synced;
-                    same.sync_ms = sync_ms;
+            insert_step(&mut record.steps, step);
+        }
+        drop(records);
+        if !report.spans.is_empty() {
+            let mut spans = self
+                .spans
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for span in report.spans {
+                if spans.len() >= DRIVER_SPANS_KEPT {
+                    spans.pop_front();
                 }
-            } else {
-                record.steps.push_back(step);
-                while record.steps.len() > STEPS_KEPT {
-                    record.steps.pop_front();
-                }
+                spans.push_back(span);
             }
         }
+    }
+
+    /// The drivers' spans that overlap `[since, until]` (microseconds since the Unix epoch; 0:
+    /// unbounded), oldest first.
+    pub(crate) fn spans_between(&self, since_unix_us: u64, until_unix_us: u64) -> Vec<Span> {
+        let until = if until_unix_us == 0 {
+            u64::MAX
+        } else {
+            until_unix_us
+        };
+        let spans = self
+            .spans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        spans
+            .iter()
+            .filter(|span| {
+                span.start_unix_us <= until
+                    && span.start_unix_us.saturating_add(span.duration_us) >= since_unix_us
+            })
+            .cloned()
+            .collect()
     }
 
     /// The pipelines held, by id, after dropping stale ones.
@@ -171,5 +228,51 @@ mod tests {
             "the oldest go first"
         );
         assert!(held.iter().any(|p| p.pipeline_id == "p5"));
+    }
+
+    #[test]
+    fn steps_stay_in_order_syncs_are_kept_and_driver_spans_are_ranged() {
+        let step = |n: u64, synced: u64| PipelineStepInfo {
+            step: n,
+            synced_version: synced,
+            finished_unix_ms: 1_000 + n,
+            ..PipelineStepInfo::default()
+        };
+        let mut steps = VecDeque::new();
+        for n in 0..5 {
+            insert_step(&mut steps, step(n, n + 1));
+        }
+        // A late report of step 4 without its sync keeps the sync already known.
+        insert_step(&mut steps, step(4, 0));
+        assert_eq!(
+            steps.back().map(|s| (s.step, s.synced_version)),
+            Some((4, 5))
+        );
+        // A run resumed from step 2 redoes 2..: the held 2, 3 and 4 go.
+        let mut redone = step(2, 0);
+        redone.finished_unix_ms = 9_999;
+        insert_step(&mut steps, redone);
+        let held: Vec<u64> = steps.iter().map(|s| s.step).collect();
+        assert_eq!(held, vec![0, 1, 2]);
+
+        let pipelines = Pipelines::default();
+        let span = |start: u64| Span {
+            kind: "stage".into(),
+            name: "generate".into(),
+            start_unix_us: start,
+            duration_us: 10,
+            ..Span::default()
+        };
+        let mut with_spans = report("p", Some(0));
+        with_spans.spans = (0..DRIVER_SPANS_KEPT as u64 + 5)
+            .map(|i| span(i * 100))
+            .collect();
+        pipelines.report(with_spans, Instant::now());
+        let all = pipelines.spans_between(0, 0);
+        assert_eq!(all.len(), DRIVER_SPANS_KEPT, "the latest are kept");
+        assert_eq!(all[0].start_unix_us, 500);
+        let some = pipelines.spans_between(1_005, 1_200);
+        let starts: Vec<u64> = some.iter().map(|s| s.start_unix_us).collect();
+        assert_eq!(starts, vec![1_000, 1_100, 1_200]);
     }
 }

@@ -63,6 +63,8 @@ pub struct IncarnationLog {
     pub lines: Vec<LogLine>,
     /// Why the lines could not be read (its node died, say); the lines are then empty.
     pub unreadable: Option<String>,
+    /// Where in the log the read ended: `LogFollower::after` goes on from here.
+    pub next_offset: u64,
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -11,6 +11,8 @@ use troupe_proto::{ActorLogChunk, ActorState, Incarnation, ReadActorLogRequest};
 
 /// Most bytes read of one incarnation's log (its last bytes, when it is longer).
 const MAX_READ_PER_INCARNATION: u64 = 64 << 20;
+/// Most bytes one `read` takes over all incarnations (the newest first).
+const MAX_READ_TOTAL: u64 = 256 << 20;
 /// One read's size.
 const READ_BYTES: u64 = 1 << 20;
 /// How long one request to the head may take.
@@ -133,6 +135,7 @@ pub async fn read(
     let id = ActorKey::Id(described.actor_id.clone());
     let mut logs = Vec::with_capacity(chosen.len());
     let mut wanted = query.tail;
+    let mut budget = MAX_READ_TOTAL;
     // Newest first, so that a tail stops reading once it has its lines.
     for incarnation in chosen.iter().rev() {
         let mut log = IncarnationLog {
@@ -144,12 +147,22 @@ pub async fn read(
             exit_reason: incarnation.exit_reason.clone(),
             lines: Vec::new(),
             unreadable: None,
+            next_offset: 0,
         };
-        if wanted == Some(0) {
+        if wanted == Some(0) && !logs.is_empty() {
             break;
         }
-        match read_incarnation(actors, &id, incarnation.incarnation, wanted).await {
-            Ok(mut lines) => {
+        let ended_before = query.since_unix_ms.is_some_and(|since| {
+            incarnation.ended_unix_ms != 0 && incarnation.ended_unix_ms < since
+        });
+        if ended_before || budget == 0 {
+            logs.push(log);
+            continue;
+        }
+        match read_incarnation(actors, &id, incarnation.incarnation, wanted, budget).await {
+            Ok((mut lines, next_offset, bytes)) => {
+                log.next_offset = next_offset;
+                budget = budget.saturating_sub(bytes);
                 if let Some(since) = query.since_unix_ms {
                     lines.retain(|line| line.unix_ms >= since);
                 }
@@ -160,10 +173,7 @@ pub async fn read(
                 }
                 log.lines = lines;
             }
-            Err(status) if status.code() == tonic::Code::Unavailable => {
-                log.unreadable = Some(status.message().to_string());
-            }
-            Err(status) if status.code() == tonic::Code::NotFound => {
+            Err(status) if unreadable(&status) => {
                 log.unreadable = Some(status.message().to_string());
             }
             Err(status) => return Err(status),
@@ -174,17 +184,32 @@ pub async fn read(
     Ok(logs)
 }
 
-/// One incarnation's lines: all of them (up to `MAX_READ_PER_INCARNATION` from the end), or the
-/// last `tail`.
+/// Whether a failed read means this incarnation's log cannot be had (its node is dead, gone or
+/// not answering, or the log is missing), rather than that the whole read must fail.
+fn unreadable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// One incarnation's lines: all of them (up to `MAX_READ_PER_INCARNATION`, and `budget`, from
+/// the end), or the last `tail`; with where the read ended and how many bytes it took.
 async fn read_incarnation(
     actors: &mut ActorsClient<AuthChannel>,
     key: &ActorKey,
     incarnation: u64,
     tail: Option<usize>,
-) -> Result<Vec<LogLine>, Status> {
+    budget: u64,
+) -> Result<(Vec<LogLine>, u64, u64), Status> {
+    let most = MAX_READ_PER_INCARNATION.min(budget);
     let mut window = match tail {
-        Some(lines) => ((lines as u64 + 1) * 256).clamp(4096, READ_BYTES),
-        None => MAX_READ_PER_INCARNATION,
+        Some(lines) => (lines as u64)
+            .saturating_add(1)
+            .saturating_mul(256)
+            .clamp(4096, READ_BYTES)
+            .min(most),
+        None => most,
     };
     loop {
         let mut request = key.request();
@@ -197,7 +222,7 @@ async fn read_incarnation(
         let mut data = chunk.data.to_vec();
         let mut next = chunk.next_offset;
         let end = chunk.size;
-        while next < end && (data.len() as u64) < MAX_READ_PER_INCARNATION {
+        while next < end && (data.len() as u64) < most {
             let mut request = key.request();
             request.incarnation = incarnation;
             request.offset = next;
@@ -221,10 +246,10 @@ async fn read_incarnation(
         };
         let (lines, _) = parse_records(body, true);
         let enough = tail.is_none_or(|wanted| lines.len() >= wanted);
-        if enough || from_start || window >= MAX_READ_PER_INCARNATION {
-            return Ok(lines);
+        if enough || from_start || window >= most {
+            return Ok((lines, next, data.len() as u64));
         }
-        window = (window * 4).min(MAX_READ_PER_INCARNATION);
+        window = window.saturating_mul(4).min(most);
     }
 }
 
@@ -255,7 +280,22 @@ pub struct LogFollower {
 }
 
 impl LogFollower {
-    /// Follows from the end of what `read` returned: the latest incarnation at `offset`.
+    /// Follows on from where `read` ended: the last incarnation it returned, from its
+    /// `next_offset` (so nothing written meanwhile is lost), or from the first incarnation when
+    /// there was none yet.
+    pub fn after(logs: &[IncarnationLog], actor_id: &str) -> LogFollower {
+        let (incarnation, offset) = logs
+            .last()
+            .map_or((0, 0), |log| (log.incarnation, log.next_offset));
+        LogFollower {
+            key: ActorKey::Id(actor_id.to_string()),
+            incarnation,
+            offset,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Follows from the end of the latest incarnation's log as it is now.
     pub async fn start(
         actors: &mut ActorsClient<AuthChannel>,
         key: &ActorKey,
@@ -312,12 +352,8 @@ impl LogFollower {
                         return Ok(FollowEvent::Idle);
                     }
                 }
-                // The node of an ended incarnation may be gone: move on.
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::Unavailable | tonic::Code::NotFound
-                    ) => {}
+                // The node of an ended incarnation may be gone or slow: move on, or try again.
+                Err(status) if unreadable(&status) => {}
                 Err(status) => return Err(status),
             }
         }

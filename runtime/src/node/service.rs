@@ -2,7 +2,7 @@
 
 use super::workers::Launch;
 use super::NodeAgent;
-use crate::rpc::{check_id, check_submission_id, invalid};
+use crate::rpc::{check_file_id, check_id, check_submission_id, invalid};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -185,7 +185,7 @@ impl NodeAgentService for AgentService {
         request: Request<StartWorkerRequest>,
     ) -> Result<Response<StartWorkerReply>, Status> {
         let request = request.into_inner();
-        check_id("actor_id", &request.actor_id)?;
+        check_file_id("actor_id", &request.actor_id)?;
         check_id("binary_hash", &request.binary_hash)?;
         let agent = &self.0;
         let known: Vec<u32> = agent
@@ -239,7 +239,7 @@ impl NodeAgentService for AgentService {
         request: Request<StopWorkerRequest>,
     ) -> Result<Response<Empty>, Status> {
         let request = request.into_inner();
-        check_id("actor_id", &request.actor_id)?;
+        check_file_id("actor_id", &request.actor_id)?;
         let grace = Duration::from_millis(request.grace_ms.min(60_000));
         self.0
             .workers
@@ -252,7 +252,7 @@ impl NodeAgentService for AgentService {
         request: Request<ReadWorkerLogRequest>,
     ) -> Result<Response<LogChunk>, Status> {
         let request = request.into_inner();
-        check_id("actor_id", &request.actor_id)?;
+        check_file_id("actor_id", &request.actor_id)?;
         let path = self
             .0
             .workers

@@ -108,11 +108,6 @@ impl WorkerTable {
         let tail_path = log_path.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
-            if let Some(output) = output {
-                // Its last words reach the log before the exit is reported (bounded: a process
-                // it started may hold the pipes open).
-                let _ = tokio::time::timeout(OUTPUT_DRAIN_WAIT, output).await;
-            }
             if let Ok(mut table) = running.lock() {
                 if table
                     .get(&actor_id)
@@ -120,6 +115,12 @@ impl WorkerTable {
                 {
                     table.remove(&actor_id);
                 }
+            }
+            // Only once it is out of the table (so no stop can signal a reused pid): its last
+            // words reach the log before the exit is reported (bounded: a process it started
+            // may hold the pipes open).
+            if let Some(output) = output {
+                let _ = tokio::time::timeout(OUTPUT_DRAIN_WAIT, output).await;
             }
             let (exit_code, signal) = match status {
                 Ok(status) => {

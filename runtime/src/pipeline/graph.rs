@@ -292,6 +292,7 @@ impl PipelineBuilder {
             wired: std::sync::Mutex::new(BTreeMap::new()),
             next_step: std::sync::atomic::AtomicUsize::new(0),
             last_report: std::sync::Mutex::new(None),
+            unsent_spans: std::sync::Mutex::new(Vec::new()),
         })
     }
 }
@@ -325,6 +326,8 @@ pub struct Pipeline {
     pub(crate) next_step: std::sync::atomic::AtomicUsize,
     /// The latest step report sent to the head, completed by a later `sync_weights`.
     pub(crate) last_report: std::sync::Mutex<Option<troupe_proto::PipelineReport>>,
+    /// Stage and sync spans recorded since the last report, for the head (`troupe timeline`).
+    pub(crate) unsent_spans: std::sync::Mutex<Vec<troupe_proto::Span>>,
 }
 
 impl Pipeline {

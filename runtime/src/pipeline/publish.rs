@@ -1,6 +1,7 @@
 //! What a pipeline tells others about its steps: each stage and weight sync as a timeline span
 //! on the driver (`crate::timeline`), and each step's report to the head (`ReportPipeline`),
-//! which the dashboard draws. Reporting is best effort: it runs in the background with a
+//! which the dashboard draws and which carries the spans recorded since the last report (so
+//! that `troupe timeline`, run anywhere, has the stages too). Reporting is best effort: it runs in the background with a
 //! deadline and never slows or fails a step.
 
 use super::graph::Pipeline;
@@ -26,27 +27,53 @@ pub(crate) struct DriverSpan<'a> {
     pub failed: bool,
 }
 
-/// Records a stage or sync span in this process's timeline.
-pub(crate) fn record(span: DriverSpan<'_>) {
-    let recorder = crate::timeline::recorder();
-    if !recorder.enabled() {
-        return;
-    }
-    recorder.record(Recorded {
-        kind: span.kind,
-        name: Arc::from(span.name),
-        start_unix_us: span.start_unix_us,
-        duration_us: span.duration.as_micros() as u64,
-        tag: span.tag,
-        bytes_in: span.bytes_in,
-        bytes_out: span.bytes_out,
-        caller: Arc::from("driver"),
-        failed: span.failed,
-        group: Some(Arc::from(span.group)),
-    });
-}
+/// Spans held for the next report at most (the oldest go first).
+const UNSENT_SPANS_KEPT: usize = 1024;
 
 impl Pipeline {
+    /// Records a stage or sync span in this process's timeline, and keeps it for the head.
+    pub(crate) fn record_span(&self, span: DriverSpan<'_>) {
+        let recorder = crate::timeline::recorder();
+        if !recorder.enabled() {
+            return;
+        }
+        let recorded = Recorded {
+            kind: span.kind,
+            name: Arc::from(span.name),
+            start_unix_us: span.start_unix_us,
+            duration_us: span.duration.as_micros() as u64,
+            tag: span.tag,
+            bytes_in: span.bytes_in,
+            bytes_out: span.bytes_out,
+            caller: Arc::from(
+                crate::client::current()
+                    .map(|client| client.session_id.clone())
+                    .unwrap_or_else(|| "driver".to_string()),
+            ),
+            failed: span.failed,
+            group: Some(Arc::from(span.group)),
+        };
+        if let Ok(mut unsent) = self.unsent_spans.lock() {
+            if unsent.len() >= UNSENT_SPANS_KEPT {
+                unsent.remove(0);
+            }
+            unsent.extend(crate::timeline::to_wire(
+                vec![recorded.clone()],
+                "",
+                0,
+                "driver",
+            ));
+        }
+        recorder.record(recorded);
+    }
+
+    fn take_unsent_spans(&self) -> Vec<troupe_proto::Span> {
+        self.unsent_spans
+            .lock()
+            .map(|mut unsent| std::mem::take(&mut *unsent))
+            .unwrap_or_default()
+    }
+
     /// Sends the step's report to the head in the background (when this process has a cluster).
     pub(crate) fn publish(&self, report: &StepReport) {
         let Some(client) = crate::client::current() else {
@@ -56,6 +83,8 @@ impl Pipeline {
         if let Ok(mut last) = self.last_report.lock() {
             *last = Some(message.clone());
         }
+        let mut message = message;
+        message.spans = self.take_unsent_spans();
         send(&client, message);
     }
 
@@ -68,14 +97,15 @@ impl Pipeline {
         let message = self.last_report.lock().ok().and_then(|mut last| {
             let message = last.as_mut()?;
             let step = message.step.as_mut()?;
-            if step.synced_version != 0 {
-                return None;
+            if step.synced_version == 0 {
+                step.synced_version = synced.version;
+                step.sync_ms = synced.milliseconds;
             }
-            step.synced_version = synced.version;
-            step.sync_ms = synced.milliseconds;
             Some(message.clone())
         });
-        if let Some(message) = message {
+        // Sent again with the sync span (the head keeps a known sync and replaces the rest).
+        if let Some(mut message) = message {
+            message.spans = self.take_unsent_spans();
             send(&client, message);
         }
     }
@@ -147,6 +177,7 @@ impl Pipeline {
             learning_group,
             generating_group,
             step: Some(step),
+            spans: Vec::new(),
         }
     }
 }

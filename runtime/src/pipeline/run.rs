@@ -4,7 +4,7 @@
 //! between them directly. The step's figures come back as the receipts' step scalars.
 
 use super::graph::{Dispatch, Pipeline, PipelineError};
-use super::publish::{record, DriverSpan};
+use super::publish::DriverSpan;
 use super::step_data::{CallParts, InputWire, StageCall, StageReceipt, StageWiring};
 use super::SyncOutcome;
 use crate::data::{split_ranges, Batch, StepMeta};
@@ -308,7 +308,7 @@ impl Pipeline {
                 .fold((0, 0), |(i, o), r| (i + r.bytes_in, o + r.bytes_out)),
             _ => (0, 0),
         };
-        record(DriverSpan {
+        self.record_span(DriverSpan {
             kind: SpanKind::Stage,
             name: &stage.name,
             group: &stage.group,
@@ -454,7 +454,7 @@ impl Pipeline {
             Ok(Ok(synced)) => Some(synced),
             _ => None,
         };
-        record(DriverSpan {
+        self.record_span(DriverSpan {
             kind: SpanKind::Sync,
             name: "weight_sync",
             group: edge.generating_group(),

@@ -158,6 +158,19 @@ pub fn check_id(field: &str, value: &str) -> Result<(), tonic::Status> {
     Ok(())
 }
 
+/// Checks an id that names a file (an actor's log on a node): as `check_id`, and no path
+/// separators or dot-only names, so it stays inside its directory.
+pub fn check_file_id(field: &str, value: &str) -> Result<(), tonic::Status> {
+    check_id(field, value)?;
+    if value.contains(['/', '\\']) || value.chars().all(|c| c == '.') {
+        return Err(invalid(
+            field,
+            "may not contain `/` or `\\`, or be only dots",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a job's submission id (it names files on the head and the nodes).
 pub fn check_submission_id(value: &str) -> Result<(), tonic::Status> {
     crate::jobs::check_submission_id(value).map_err(|why| invalid("submission_id", why))

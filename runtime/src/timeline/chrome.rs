@@ -28,8 +28,8 @@ pub fn to_chrome_trace(timeline: &Timeline) -> Value {
     for span in &timeline.spans {
         let next_pid = processes.len() as u64 + 1;
         let pid = *processes.entry(span.node_id.as_str()).or_insert_with(|| {
-            let label = if span.node_id == "driver" {
-                "driver".to_string()
+            let label = if span.node_id.starts_with("driver") {
+                span.node_id.clone()
             } else {
                 format!("node {}", span.node_id)
             };
@@ -43,7 +43,7 @@ pub fn to_chrome_trace(timeline: &Timeline) -> Value {
             next_track += MAX_LANES as u64;
             (base, Vec::new())
         });
-        let end = span.start_unix_us + span.duration_us;
+        let end = span.start_unix_us.saturating_add(span.duration_us);
         let free = lanes
             .iter()
             .position(|busy_until| *busy_until <= span.start_unix_us);

@@ -7,6 +7,7 @@ use crate::rpc::{AuthChannel, Token};
 use futures::StreamExt;
 use std::time::Duration;
 use troupe_proto::actors_client::ActorsClient;
+use troupe_proto::cluster_client::ClusterClient;
 use troupe_proto::worker_client::WorkerClient;
 use troupe_proto::{ActorState, Empty, Span, TimelineRequest};
 
@@ -59,12 +60,16 @@ pub struct Timeline {
 }
 
 /// Gathers spans overlapping `[since, until]` (microseconds since the Unix epoch; 0:
-/// unbounded) from this process (`driver` node) and every live worker of the cluster.
+/// unbounded) from this process (`driver`), the stages and syncs other drivers reported to the
+/// head, and every live worker of the cluster. `own_session` is this process's driver session,
+/// if it is one: its spans come from its own ring, not from the head's copy.
 pub async fn gather(
     actors: &mut ActorsClient<AuthChannel>,
+    cluster: &mut ClusterClient<AuthChannel>,
     token: &Token,
     since_unix_us: u64,
     until_unix_us: u64,
+    own_session: Option<&str>,
 ) -> Result<Timeline, tonic::Status> {
     let listed = tokio::time::timeout(WORKER_DEADLINE, actors.list_actors(Empty {}))
         .await
@@ -89,6 +94,27 @@ pub async fn gather(
         since_unix_us,
         until_unix_us,
     };
+    match tokio::time::timeout(WORKER_DEADLINE, cluster.driver_timeline(request)).await {
+        Ok(Ok(reply)) => timeline.spans.extend(
+            reply
+                .into_inner()
+                .spans
+                .into_iter()
+                .filter(|span| Some(span.caller.as_str()) != own_session)
+                .filter_map(|mut span| {
+                    span.node_id = format!("driver {}", span.caller);
+                    from_wire(span, "")
+                }),
+        ),
+        Ok(Err(status)) => timeline.unreachable.push(format!(
+            "the head's copy of the drivers' stages: {}",
+            status.message()
+        )),
+        Err(_) => timeline.unreachable.push(format!(
+            "the head's copy of the drivers' stages: no answer within {} s",
+            WORKER_DEADLINE.as_secs()
+        )),
+    }
     let answers: Vec<_> = futures::stream::iter(live)
         .map(|info| {
             let token = token.clone();

@@ -121,7 +121,15 @@ pub(super) async fn thread_stacks() -> (Vec<ThreadStack>, String) {
                 .collect(),
             String::new(),
         ),
-        Ok(Err(why)) => (Vec::new(), why.to_string()),
+        Ok(Err(why)) => {
+            let mut note = why.to_string();
+            let mut source = std::error::Error::source(&why);
+            while let Some(cause) = source {
+                note.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            (Vec::new(), note)
+        }
         Err(err) => (Vec::new(), format!("the capture failed: {err}")),
     }
 }

@@ -8,10 +8,11 @@ use super::panics;
 use crate::actor::HostedActor;
 use crate::timeline::{Recorded, SpanKind, StepTag};
 use futures::FutureExt;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use troupe_proto::worker_server::{Worker, WorkerServer};
@@ -88,6 +89,25 @@ pub(super) async fn serve(
 
 struct WorkerService(Arc<WorkerContext>);
 
+/// Calls one stream may have read and waiting for a slot; past this the stream is not read
+/// (HTTP/2 flow control holds the caller back).
+const MAX_BACKLOG: usize = 1024;
+
+/// The next call frame of a stream, or `None` once it ended.
+async fn next_frame(calls: &mut Streaming<CallFrame>) -> Option<CallFrame> {
+    match calls.message().await {
+        Ok(Some(frame)) => {
+            crate::transport::keep_awake::note_activity();
+            Some(frame)
+        }
+        Ok(None) => None,
+        Err(status) => {
+            tracing::debug!(message = status.message(), "call stream ended");
+            None
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Worker for WorkerService {
     type CallStream = ReceiverStream<Result<ReplyFrame, Status>>;
@@ -106,24 +126,9 @@ impl Worker for WorkerService {
         let (replies, outgoing) = mpsc::channel(1024);
         let context = self.0.clone();
         tokio::spawn(async move {
-            loop {
-                let frame = match calls.message().await {
-                    Ok(Some(frame)) => {
-                        crate::transport::keep_awake::note_activity();
-                        frame
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(message = status.message(), "call stream ended");
-                        break;
-                    }
-                };
-                // Admission in arrival order: with max_concurrency 1, calls run one by one as sent.
-                let waiting = context.inflight.queued();
-                let Ok(permit) = context.admission.clone().acquire_owned().await else {
-                    break;
-                };
-                drop(waiting);
+            // Calls read but not yet admitted, in arrival order: `troupe calls` counts them.
+            let mut backlog = VecDeque::new();
+            let start = |frame: CallFrame, permit: OwnedSemaphorePermit| {
                 let context = context.clone();
                 let replies = replies.clone();
                 let caller = caller.clone();
@@ -133,6 +138,33 @@ impl Worker for WorkerService {
                     crate::transport::keep_awake::note_activity();
                     let _ = replies.send(Ok(reply)).await;
                 });
+            };
+            loop {
+                if backlog.is_empty() {
+                    let Some(frame) = next_frame(&mut calls).await else {
+                        break;
+                    };
+                    // Admission in arrival order: with max_concurrency 1, calls run one by one.
+                    match context.admission.clone().try_acquire_owned() {
+                        Ok(permit) => start(frame, permit),
+                        Err(_) => backlog.push_back((frame, context.inflight.queued())),
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    permit = context.admission.clone().acquire_owned() => {
+                        let Ok(permit) = permit else { break };
+                        if let Some((frame, waiting)) = backlog.pop_front() {
+                            drop(waiting);
+                            start(frame, permit);
+                        }
+                    }
+                    frame = next_frame(&mut calls), if backlog.len() < MAX_BACKLOG => {
+                        let Some(frame) = frame else { break };
+                        backlog.push_back((frame, context.inflight.queued()));
+                    }
+                }
             }
         });
         Ok(Response::new(ReceiverStream::new(outgoing)))

@@ -375,7 +375,7 @@ async fn train(
     .await
     .map_err(|err| eprintln!("could not check the checkpoint: {err:#}"))
     .ok();
-    let timeline = super::run_log::write_timeline(cluster, &config.out).await;
+    let timeline = super::run_log::write_timeline(cluster, &config.out, started).await;
     let plot_path = config.out.join("curves.png");
     log.plot(
         &plot_path,

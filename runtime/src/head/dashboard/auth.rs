@@ -1,9 +1,11 @@
 //! The dashboard's login: the cluster token, posted to `/login`, buys a random session id in a
-//! cookie (HttpOnly, SameSite=Strict, Path=/); every page and JSON endpoint but the login page
+//! cookie (HttpOnly, SameSite=Strict, Path=/), named per head (`cookie_name`: cookies are per
+//! host, not per port, so two dashboards on one host must not share a name); every page and JSON endpoint but the login page
 //! and the static assets requires a live session, else a page request is redirected to
 //! `/login` and a JSON request answered 401, with no data either way. Sessions live in memory
 //! (a head restart logs everyone out), expire after `SESSION_TTL`, and at most `MAX_SESSIONS`
-//! are kept.
+//! are kept. `/logout` takes a POST only (the pages' button), so no link or image can log
+//! anyone out.
 
 use super::Dashboard;
 use axum::extract::{Request, State};
@@ -16,9 +18,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub(crate) const COOKIE: &str = "troupe_session";
+/// What every session cookie's name starts with.
+const COOKIE_PREFIX: &str = "troupe_session_";
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 const MAX_SESSIONS: usize = 1000;
+
+/// The session cookie's name for the head with `token`: the prefix and 8 hex digits of the
+/// token's SHA-256 (which says nothing usable about the token).
+pub(crate) fn cookie_name(token: &str) -> String {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    format!("{COOKIE_PREFIX}{}", &digest[..8])
+}
 
 /// Live sessions: id → when it expires.
 #[derive(Default)]
@@ -69,15 +80,15 @@ impl Sessions {
     }
 }
 
-/// The session id a request's cookies carry, if any.
-pub(crate) fn session_of(headers: &HeaderMap) -> Option<String> {
+/// The session id a request's cookies carry under `name`, if any.
+pub(crate) fn session_of(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(key, _)| *key == name)
         .map(|(_, value)| value.trim().to_string())
 }
 
@@ -91,7 +102,7 @@ pub(crate) async fn require_session(
     if path == "/login" || path.starts_with("/assets/") {
         return next.run(request).await;
     }
-    let live = session_of(request.headers())
+    let live = session_of(request.headers(), &dashboard.cookie)
         .is_some_and(|id| dashboard.sessions.valid(&id, Instant::now()));
     if live {
         return next.run(request).await;
@@ -132,7 +143,8 @@ pub(crate) async fn login(
     }
     let id = dashboard.sessions.open(Instant::now());
     let cookie = format!(
-        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        dashboard.cookie,
         SESSION_TTL.as_secs()
     );
     let mut response = Redirect::to("/").into_response();
@@ -146,14 +158,17 @@ pub(crate) async fn logout(
     State(dashboard): State<Arc<Dashboard>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(id) = session_of(&headers) {
+    if let Some(id) = session_of(&headers, &dashboard.cookie) {
         dashboard.sessions.close(&id);
     }
     let mut response = Redirect::to("/login").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("troupe_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    let cleared = format!(
+        "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+        dashboard.cookie
     );
+    if let Ok(value) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
@@ -173,12 +188,16 @@ mod tests {
         sessions.close(&id);
         assert!(!sessions.valid(&id, now));
 
+        let name = cookie_name("token-a");
+        assert_eq!(name.len(), COOKIE_PREFIX.len() + 8);
+        assert_ne!(name, cookie_name("token-b"), "each head its own cookie");
         let mut headers = HeaderMap::new();
+        let cookies = format!("other=1; {} =zzz; {name}=abc ; x=y", cookie_name("token-b"));
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_static("other=1; troupe_session=abc ; x=y"),
+            HeaderValue::from_str(&cookies).expect("a header value"),
         );
-        assert_eq!(session_of(&headers).as_deref(), Some("abc"));
-        assert_eq!(session_of(&HeaderMap::new()), None);
+        assert_eq!(session_of(&headers, &name).as_deref(), Some("abc"));
+        assert_eq!(session_of(&HeaderMap::new(), &name), None);
     }
 }

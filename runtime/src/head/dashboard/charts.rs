@@ -1,9 +1,11 @@
 //! The metrics page's charts: one line chart per metric over the sampled hour, drawn as inline
 //! SVG by the template from the polyline points made here (numbers only; series labels are
 //! plain text the template escapes). Histogram buckets are left out (their `_sum` and `_count`
-//! are drawn).
+//! are drawn). The y axis spans the lines drawn (at most `MAX_LINES` per chart).
 
-use crate::head::metric_history::{base_name, HistorySnapshot, SAMPLES_KEPT, SAMPLE_PERIOD};
+use crate::head::metric_history::{
+    base_name, is_bucket, HistorySnapshot, SAMPLES_KEPT, SAMPLE_PERIOD,
+};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -66,7 +68,7 @@ pub(crate) fn charts(history: &HistorySnapshot, now_ms: u64) -> ChartsView {
     let start_ms = now_ms.saturating_sub(span_ms);
     let mut by_name: BTreeMap<&str, Vec<_>> = BTreeMap::new();
     for (key, points) in &history.series {
-        if key.name.ends_with("_bucket") {
+        if is_bucket(&key.name) {
             continue;
         }
         by_name
@@ -83,8 +85,9 @@ pub(crate) fn charts(history: &HistorySnapshot, now_ms: u64) -> ChartsView {
                 .or_else(|| history.meta.get(base_name(name)))
                 .cloned()
                 .unwrap_or_default();
+            let drawn = &series[..series.len().min(MAX_LINES)];
             let finite = || {
-                series
+                drawn
                     .iter()
                     .flat_map(|(_, points)| points.iter())
                     .map(|(_, value)| *value)
@@ -101,9 +104,8 @@ pub(crate) fn charts(history: &HistorySnapshot, now_ms: u64) -> ChartsView {
             } else {
                 (0.0, 1.0)
             };
-            let lines = series
+            let lines = drawn
                 .iter()
-                .take(MAX_LINES)
                 .enumerate()
                 .map(|(index, (key, points))| Line {
                     label: if key.labels.is_empty() {
@@ -216,5 +218,22 @@ mod tests {
         history.record(text, hour_later);
         let span = charts(&history.snapshot(), hour_later + 5_000).span;
         assert_eq!(span, "60 min", "at most an hour");
+    }
+
+    #[test]
+    fn the_axis_spans_the_drawn_lines_only() {
+        let history = MetricHistory::default();
+        // Nine series: the ninth (left out) is far above the others.
+        let text: String = (0..=MAX_LINES)
+            .map(|i| {
+                let value = if i == MAX_LINES { 1000 } else { i };
+                format!("wide{{i=\"{i}\"}} {value}\n")
+            })
+            .collect();
+        history.record(&text, 1_000);
+        let view = charts(&history.snapshot(), 2_000);
+        let chart = &view.charts[0];
+        assert_eq!((chart.lines.len(), chart.left_out), (MAX_LINES, 1));
+        assert_eq!((chart.min.as_str(), chart.max.as_str()), ("0", "7"));
     }
 }

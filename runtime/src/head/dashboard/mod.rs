@@ -2,14 +2,17 @@
 //! with server-rendered pages (minijinja templates named `*.html`, so everything they print is
 //! HTML-escaped) and JSON endpoints, behind a login with the cluster token (`auth.rs`). The
 //! templates, CSS and JS are embedded in the binary; pages re-fetch themselves every few seconds
-//! (`assets/dashboard.js`), and their content is in the first HTML too. Page handlers are in
-//! `pages.rs`; what they show is built by `views.rs` (cluster), `pipeline_view.rs` (pipelines)
-//! and `charts.rs` (metrics).
+//! (`assets/dashboard.js`, as each page's `data-refresh` says), and their content is in the
+//! first HTML too. Page handlers are in `pages.rs`; what they show is built by `views.rs` and
+//! `gpu_map.rs` (cluster, from a status view shared for a second: `snapshot.rs`),
+//! `pipeline_view.rs` (pipelines) and `charts.rs` (metrics).
 
 mod auth;
 mod charts;
+mod gpu_map;
 mod pages;
 mod pipeline_view;
+mod snapshot;
 mod views;
 
 use super::metric_history::MetricHistory;
@@ -17,7 +20,7 @@ use super::Head;
 use crate::error::{Error, Result};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -25,6 +28,9 @@ use std::sync::Arc;
 
 /// Seconds between a page's refreshes.
 const REFRESH_S: u32 = 5;
+/// Seconds between refreshes of a page whose subject is not running yet (a pending job, an
+/// actor waiting for a node), and of the metrics page (sampled every 10 s).
+const SLOW_REFRESH_S: u32 = 10;
 
 /// The templates, by name; each is embedded in the binary.
 const TEMPLATES: [(&str, &str); 12] = [
@@ -49,15 +55,20 @@ pub(crate) struct Dashboard {
     head: Arc<Head>,
     history: Arc<MetricHistory>,
     sessions: auth::Sessions,
+    /// The session cookie's name (per head).
+    cookie: String,
+    views: snapshot::ViewCache,
     templates: minijinja::Environment<'static>,
 }
 
 impl Dashboard {
     fn new(head: Arc<Head>, history: Arc<MetricHistory>) -> Result<Dashboard> {
         Ok(Dashboard {
+            cookie: auth::cookie_name(head.token.as_str()),
             head,
             history,
             sessions: auth::Sessions::default(),
+            views: snapshot::ViewCache::default(),
             templates: templates()?,
         })
     }
@@ -68,6 +79,7 @@ impl Dashboard {
         let context = minijinja::context! {
             page => page,
             refresh_s => REFRESH_S,
+            slow_refresh_s => SLOW_REFRESH_S,
             ..minijinja::Value::from_serialize(context)
         };
         match self
@@ -154,7 +166,7 @@ fn router(dashboard: Arc<Dashboard>) -> Router {
         .route("/api/actors/{id}/log", get(pages::api_actor_log))
         .route("/api/jobs/{id}/log", get(pages::api_job_log))
         .route("/login", get(auth::login_page).post(auth::login))
-        .route("/logout", get(auth::logout).post(auth::logout))
+        .route("/logout", post(auth::logout))
         .route("/assets/dashboard.css", get(css))
         .route("/assets/dashboard.js", get(js))
         .fallback(not_found)
@@ -166,7 +178,7 @@ fn router(dashboard: Arc<Dashboard>) -> Router {
         .with_state(dashboard)
 }
 
-/// No caching of data, no framing, no scripts or styles but the dashboard's own.
+/// No caching of data (the assets, which carry their own `max-age`, excepted), no framing, no scripts or styles but the dashboard's own.
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(

@@ -1,7 +1,7 @@
 //! The dashboard's page and JSON handlers: each reads what it shows from the head (its status
 //! view, an actor's or job's log, the reported pipelines, the metric history) and renders a
 //! template or answers JSON. Reading a log that cannot be had (its node died, say) is shown as
-//! a message on the page, never a server error.
+//! a message on the page, never a server error. File reads (job logs) run on blocking threads.
 
 use super::charts::charts;
 use super::pipeline_view::PipelineView;
@@ -14,7 +14,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
-use troupe_proto::{ActorInfo, ClusterStatusReply, ReadActorLogRequest};
+use troupe_proto::{ActorInfo, ReadActorLogRequest};
 
 /// How much of the end of a log a page shows.
 const LOG_TAIL_BYTES: u64 = 256 * 1024;
@@ -22,14 +22,26 @@ const LOG_TAIL_BYTES: u64 = 256 * 1024;
 type Shared = State<Arc<Dashboard>>;
 
 impl Dashboard {
-    fn status(&self) -> ClusterStatusReply {
-        let mut status = self.head.inspect(crate::head::metrics::status_of);
-        status.autoscaler = self.head.autoscaler.as_ref().map(|a| a.status());
-        status
+    /// The cluster view (shared by all requests for up to a second; see `snapshot.rs`).
+    async fn cluster_view(&self) -> Option<Arc<ClusterView>> {
+        self.views.get(&self.head).await
     }
 
-    fn cluster_view(&self) -> ClusterView {
-        ClusterView::of(&self.status())
+    /// A cluster page: `template` over the cluster view.
+    async fn cluster_page(&self, template: &str, page: &str) -> Response {
+        match self.cluster_view().await {
+            Some(view) => self.render_page(template, page, &*view),
+            None => self.unavailable(),
+        }
+    }
+
+    /// The answer when the status view could not be built (a bug, logged where it happened).
+    fn unavailable(&self) -> Response {
+        self.error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Status unavailable",
+            "The head could not build its status view; see the head's log.",
+        )
     }
 
     fn pipeline_views(&self) -> Vec<PipelineView> {
@@ -44,29 +56,38 @@ impl Dashboard {
 }
 
 pub(super) async fn overview(State(dashboard): Shared) -> Response {
-    let view = dashboard.cluster_view();
-    dashboard.render_page("overview.html", "overview", view)
+    dashboard.cluster_page("overview.html", "overview").await
 }
 
 pub(super) async fn actors(State(dashboard): Shared) -> Response {
-    let view = dashboard.cluster_view();
-    dashboard.render_page("actors.html", "actors", view)
+    dashboard.cluster_page("actors.html", "actors").await
 }
 
 pub(super) async fn groups(State(dashboard): Shared) -> Response {
-    let view = dashboard.cluster_view();
-    dashboard.render_page("groups.html", "groups", view)
+    dashboard.cluster_page("groups.html", "groups").await
 }
 
 pub(super) async fn pending(State(dashboard): Shared) -> Response {
-    let view = dashboard.cluster_view();
-    dashboard.render_page("pending.html", "pending", view)
+    dashboard.cluster_page("pending.html", "pending").await
 }
 
 pub(super) async fn jobs(State(dashboard): Shared) -> Response {
-    let mut view = dashboard.cluster_view();
-    for job in &mut view.jobs {
-        job.log_bytes = dashboard.head.job_logs.len(&job.id);
+    let Some(shared) = dashboard.cluster_view().await else {
+        return dashboard.unavailable();
+    };
+    let mut view = ClusterView::clone(&shared);
+    // Each job's log size is a stat of its file: on a blocking thread, all at once.
+    let head = dashboard.head.clone();
+    let ids: Vec<String> = view.jobs.iter().map(|job| job.id.clone()).collect();
+    let sizes = tokio::task::spawn_blocking(move || {
+        ids.iter()
+            .map(|id| head.job_logs.len(id))
+            .collect::<Vec<u64>>()
+    })
+    .await
+    .unwrap_or_default();
+    for (job, size) in view.jobs.iter_mut().zip(sizes) {
+        job.log_bytes = size;
     }
     dashboard.render_page("jobs.html", "jobs", view)
 }
@@ -259,38 +280,54 @@ pub(crate) struct JobLogView {
 }
 
 impl Dashboard {
-    fn job_log(&self, id: &str) -> Option<JobLogView> {
+    /// A job's record and the end of its log (read on a blocking thread); `None` for no such
+    /// job.
+    async fn job_log(&self, id: &str) -> Option<JobLogView> {
         crate::rpc::check_submission_id(id).ok()?;
-        let mut info = self
+        let info = self
             .head
             .read(|state| state.jobs.get(id).map(|job| job.info.clone()))?;
-        let logs = &self.head.job_logs;
-        info.log_bytes = logs.len(id);
-        let start = info.log_bytes.saturating_sub(LOG_TAIL_BYTES);
-        let (lines, error) = match logs.read(id, start, LOG_TAIL_BYTES as usize) {
-            Ok(data) => {
-                let mut data: &[u8] = &data;
-                if start > 0 {
-                    if let Some(end) = data.iter().position(|byte| *byte == b'\n') {
-                        data = &data[end + 1..];
-                    }
-                }
-                let text = String::from_utf8_lossy(data);
-                (text.lines().map(strip_ansi).collect(), String::new())
+        let head = self.head.clone();
+        let read = tokio::task::spawn_blocking(move || job_log_of(&head, info)).await;
+        match read {
+            Ok(view) => Some(view),
+            Err(err) => {
+                tracing::error!(error = %err, "reading a job's log failed");
+                None
             }
-            Err(err) => (Vec::new(), format!("The log could not be read: {err}")),
-        };
-        Some(JobLogView {
-            job: views::job_view(&info),
-            lines,
-            cut: cut_text(start),
-            error,
-        })
+        }
+    }
+}
+
+/// Reads the end of `info`'s log from the head's copy (blocking file I/O).
+fn job_log_of(head: &crate::head::Head, mut info: troupe_proto::JobInfo) -> JobLogView {
+    let logs = &head.job_logs;
+    let id = info.submission_id.clone();
+    info.log_bytes = logs.len(&id);
+    let start = info.log_bytes.saturating_sub(LOG_TAIL_BYTES);
+    let (lines, error) = match logs.read(&id, start, LOG_TAIL_BYTES as usize) {
+        Ok(data) => {
+            let mut data: &[u8] = &data;
+            if start > 0 {
+                if let Some(end) = data.iter().position(|byte| *byte == b'\n') {
+                    data = &data[end + 1..];
+                }
+            }
+            let text = String::from_utf8_lossy(data);
+            (text.lines().map(strip_ansi).collect(), String::new())
+        }
+        Err(err) => (Vec::new(), format!("The log could not be read: {err}")),
+    };
+    JobLogView {
+        job: views::job_view(&info),
+        lines,
+        cut: cut_text(start),
+        error,
     }
 }
 
 pub(super) async fn job(State(dashboard): Shared, Path(id): Path<String>) -> Response {
-    match dashboard.job_log(&id) {
+    match dashboard.job_log(&id).await {
         Some(view) => dashboard.render_page("job.html", "jobs", view),
         None => dashboard.error_page(
             StatusCode::NOT_FOUND,
@@ -301,7 +338,7 @@ pub(super) async fn job(State(dashboard): Shared, Path(id): Path<String>) -> Res
 }
 
 pub(super) async fn api_job_log(State(dashboard): Shared, Path(id): Path<String>) -> Response {
-    match dashboard.job_log(&id) {
+    match dashboard.job_log(&id).await {
         Some(view) => Json(view).into_response(),
         None => api_error(
             StatusCode::NOT_FOUND,
@@ -311,7 +348,13 @@ pub(super) async fn api_job_log(State(dashboard): Shared, Path(id): Path<String>
 }
 
 pub(super) async fn api_status(State(dashboard): Shared) -> Response {
-    Json(dashboard.cluster_view()).into_response()
+    match dashboard.cluster_view().await {
+        Some(view) => Json(&*view).into_response(),
+        None => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the head could not build its status view; see its log",
+        ),
+    }
 }
 
 pub(super) async fn api_pipelines(State(dashboard): Shared) -> Response {

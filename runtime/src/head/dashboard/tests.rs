@@ -78,6 +78,7 @@ fn render(template: &str, page: &str, context: impl serde::Serialize) -> String 
             t.render(minijinja::context! {
                 page => page,
                 refresh_s => REFRESH_S,
+                slow_refresh_s => SLOW_REFRESH_S,
                 ..minijinja::Value::from_serialize(context)
             })
         })
@@ -94,7 +95,7 @@ fn assert_escaped(html: &str) {
 
 #[test]
 fn cluster_pages_render_and_escape_names() {
-    let view = ClusterView::of(&status());
+    let view = ClusterView::of(&status(), &[]);
     let overview = render("overview.html", "overview", &view);
     assert_escaped(&overview);
     assert!(
@@ -111,6 +112,23 @@ fn cluster_pages_render_and_escape_names() {
     let jobs = render("jobs.html", "jobs", &view);
     assert_escaped(&jobs);
     render("groups.html", "groups", &view);
+    assert_eq!((view.counts.gpus, view.counts.gpus_held), (2, 1));
+    assert!(
+        overview.contains("<li class=\"muted\">free</li>"),
+        "{overview}"
+    );
+
+    // A device allotted to no actor (a bundle or job the status view does not name) is held.
+    let mut reserved = status();
+    reserved.nodes[0].gpus[1].milli_used = 1000;
+    let view = ClusterView::of(&reserved, &[]);
+    assert_eq!(view.counts.gpus_held, 2);
+    let overview = render("overview.html", "overview", &view);
+    assert!(
+        overview.contains("<li class=\"muted\">reserved</li>"),
+        "{overview}"
+    );
+    assert!(!overview.contains("gpu free"), "{overview}");
 }
 
 #[test]
@@ -235,7 +253,12 @@ async fn nothing_is_served_without_a_session() {
     let page = http(address, get("/actors", "")).await;
     assert!(page.starts_with("HTTP/1.1 303"), "{page}");
     assert!(page.contains("location: /login"), "{page}");
-    let api = http(address, get("/api/status", "troupe_session=forged")).await;
+    let cookie_name = auth::cookie_name(head.token.as_str());
+    let api = http(
+        address,
+        get("/api/status", &format!("{cookie_name}=forged")),
+    )
+    .await;
     assert!(api.starts_with("HTTP/1.1 401"), "{api}");
     assert!(!api.contains("nodes"), "{api}");
 
@@ -253,6 +276,7 @@ async fn nothing_is_served_without_a_session() {
         .to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
     let session = cookie.split(';').next().unwrap_or_default().to_string();
+    assert!(session.starts_with(&format!("{cookie_name}=")), "{cookie}");
     let overview = http(address, get("/", &session)).await;
     assert!(overview.starts_with("HTTP/1.1 200"), "{overview}");
     assert!(overview.contains("content-security-policy"), "{overview}");
@@ -277,7 +301,15 @@ async fn nothing_is_served_without_a_session() {
         "{api}"
     );
 
-    let out = http(address, get("/logout", &session)).await;
+    // Only a POST logs out (a link or an image cannot).
+    let refused = http(address, get("/logout", &session)).await;
+    assert!(refused.starts_with("HTTP/1.1 405"), "{refused}");
+    let still = http(address, get("/", &session)).await;
+    assert!(still.starts_with("HTTP/1.1 200"), "{still}");
+    let post = format!(
+        "POST /logout HTTP/1.1\r\nHost: x\r\nCookie: {session}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let out = http(address, post).await;
     assert!(out.starts_with("HTTP/1.1 303"), "{out}");
     let after = http(address, get("/", &session)).await;
     assert!(
@@ -285,5 +317,32 @@ async fn nothing_is_served_without_a_session() {
         "the session ended: {after}"
     );
     drop(head);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_dashboard_that_cannot_bind_stops_the_head_it_started() {
+    let dir = std::env::temp_dir().join(format!("troupe-dashboard-{}", uuid::Uuid::new_v4()));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let grpc_address = grpc.local_addr().unwrap();
+    drop(grpc);
+    let mut config = crate::head::HeadConfig::local(dir.clone());
+    config.bind = grpc_address;
+    config.dashboard_bind = Some(taken.local_addr().unwrap());
+    let err = crate::head::start(config)
+        .await
+        .err()
+        .expect("the bind fails");
+    assert!(err.to_string().contains("dashboard"), "{err}");
+    // The gRPC server it had spawned is stopped: its port can be bound again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpListener::bind(grpc_address).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the gRPC server still holds its port"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,8 +3,8 @@
 //! pending demand and jobs. The templates and the JSON endpoints both render these; no HTML is
 //! made here (escaping is the templates' job).
 
+use super::gpu_map::{actor_link, GpuCell, Holders, JobGpus};
 use serde::Serialize;
-use std::collections::HashMap;
 use troupe_proto::{
     ActorInfo, ActorState, AutoscalerStatus, ClusterStatusReply, Incarnation, JobInfo, NodeStatus,
     PlacementGroupInfo, ResourceRequest,
@@ -16,16 +16,6 @@ pub(crate) struct ActorLink {
     pub(crate) id: String,
     pub(crate) label: String,
     pub(crate) href: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct GpuCell {
-    pub(crate) index: u32,
-    pub(crate) model: String,
-    /// Thousandths of the device in use, and as a percentage.
-    pub(crate) milli_used: u64,
-    pub(crate) percent: u64,
-    pub(crate) holders: Vec<ActorLink>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,16 +166,13 @@ pub(crate) struct Counts {
 }
 
 impl ClusterView {
-    pub(crate) fn of(status: &ClusterStatusReply) -> ClusterView {
-        let labels: HashMap<&str, &ActorInfo> = status
-            .actors
-            .iter()
-            .map(|actor| (actor.id.as_str(), actor))
-            .collect();
+    /// The view of `status`; `jobs` are the GPUs running jobs were given.
+    pub(crate) fn of(status: &ClusterStatusReply, jobs: &[JobGpus]) -> ClusterView {
+        let holders = Holders::new(&status.actors, &status.placement_groups, jobs);
         let nodes: Vec<NodeView> = status
             .nodes
             .iter()
-            .map(|node| node_view(node, &labels))
+            .map(|node| node_view(node, &holders))
             .collect();
         let actors: Vec<ActorView> = status.actors.iter().map(actor_view).collect();
         let groups: Vec<GroupView> = status.placement_groups.iter().map(group_view).collect();
@@ -238,7 +225,7 @@ impl ClusterView {
             gpus_held: nodes
                 .iter()
                 .flat_map(|node| node.gpus.iter())
-                .filter(|gpu| !gpu.holders.is_empty())
+                .filter(|gpu| gpu.held)
                 .count(),
             jobs_running: jobs.iter().filter(|job| job.status == "running").count(),
         };
@@ -254,7 +241,7 @@ impl ClusterView {
     }
 }
 
-fn node_view(node: &NodeStatus, actors: &HashMap<&str, &ActorInfo>) -> NodeView {
+fn node_view(node: &NodeStatus, holders: &Holders) -> NodeView {
     let total = node.total.clone().unwrap_or_default();
     let mut custom: Vec<String> = total
         .custom
@@ -290,33 +277,8 @@ fn node_view(node: &NodeStatus, actors: &HashMap<&str, &ActorInfo>) -> NodeView 
         memory_percent: percent(node.memory_bytes_used, total.memory_bytes),
         custom,
         labels,
-        gpus: node
-            .gpus
-            .iter()
-            .map(|gpu| GpuCell {
-                index: gpu.index,
-                model: gpu.model.clone(),
-                milli_used: gpu.milli_used,
-                percent: percent(gpu.milli_used, 1000),
-                holders: gpu
-                    .actor_ids
-                    .iter()
-                    .map(|id| actor_link(id, actors.get(id.as_str()).map(|a| a.name.as_str())))
-                    .collect(),
-            })
-            .collect(),
+        gpus: holders.cells(&node.id, &node.gpus),
         heartbeat: format!("{:.1} s ago", node.ms_since_heartbeat as f64 / 1000.0),
-    }
-}
-
-fn actor_link(id: &str, name: Option<&str>) -> ActorLink {
-    ActorLink {
-        id: id.to_string(),
-        label: match name {
-            Some(name) if !name.is_empty() => name.to_string(),
-            _ => id.to_string(),
-        },
-        href: format!("/actors/{}", path_segment(id)),
     }
 }
 

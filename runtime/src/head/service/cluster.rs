@@ -193,6 +193,21 @@ impl Cluster for HeadService {
         Ok(Response::new(Empty {}))
     }
 
+    async fn driver_timeline(
+        &self,
+        request: Request<troupe_proto::TimelineRequest>,
+    ) -> Result<Response<troupe_proto::TimelineReply>, Status> {
+        let request = request.into_inner();
+        let spans = self
+            .0
+            .pipelines
+            .spans_between(request.since_unix_us, request.until_unix_us);
+        Ok(Response::new(troupe_proto::TimelineReply {
+            spans,
+            dropped: 0,
+        }))
+    }
+
     async fn upload_binary(
         &self,
         request: Request<Streaming<BinaryChunk>>,

@@ -8,6 +8,10 @@ use troupe_proto::{CreateActorRequest, NodeResources, PipelineReport, ResourceRe
 
 /// Bounds of a pipeline report: stages, a stage's columns, and the length of names.
 const MAX_PIPELINE_STAGES: usize = 256;
+/// Largest pipeline report (graph, step and spans), encoded.
+const MAX_PIPELINE_REPORT_BYTES: usize = 1 << 20;
+/// Spans one pipeline report may carry.
+const MAX_REPORT_SPANS: usize = 4096;
 const MAX_STAGE_COLUMNS: usize = 256;
 const MAX_PIPELINE_NAME: usize = 256;
 
@@ -134,6 +138,35 @@ pub(super) fn check_request(what: &str, resources: &ResourceRequest) -> Result<(
 
 /// Checks a driver's pipeline report: names present and bounded, numbers finite.
 pub(super) fn check_pipeline_report(report: &PipelineReport) -> Result<(), Status> {
+    use prost::Message;
+    if report.encoded_len() > MAX_PIPELINE_REPORT_BYTES {
+        return Err(invalid(
+            "report",
+            format!(
+                "is {} bytes; at most {MAX_PIPELINE_REPORT_BYTES}",
+                report.encoded_len()
+            ),
+        ));
+    }
+    if report.spans.len() > MAX_REPORT_SPANS {
+        return Err(invalid(
+            "spans",
+            format!("{} spans; at most {MAX_REPORT_SPANS}", report.spans.len()),
+        ));
+    }
+    for (index, span) in report.spans.iter().enumerate() {
+        if crate::timeline::SpanKind::parse(&span.kind).is_none() {
+            return Err(invalid(
+                &format!("spans[{index}].kind"),
+                format!("`{}` is not call, stage or sync", span.kind),
+            ));
+        }
+        check_text(
+            &format!("spans[{index}].name"),
+            &span.name,
+            MAX_PIPELINE_NAME,
+        )?;
+    }
     check_name("pipeline_id", &report.pipeline_id)?;
     check_text("session", &report.session, MAX_PIPELINE_NAME)?;
     check_text("learning_group", &report.learning_group, MAX_PIPELINE_NAME)?;

@@ -273,6 +273,12 @@ impl HeadState {
             ActorState::Pending | ActorState::Restarting if !allow_restart => {
                 actor.info.state = ActorState::Dead as i32;
                 actor.info.death_reason = reason.to_string();
+                super::history::ended(
+                    &mut actor.info,
+                    incarnation,
+                    reason,
+                    crate::logs::unix_ms_now(),
+                );
                 let name = actor.info.name.clone();
                 self.pending.remove(&Pending::Actor(actor_id.to_string()));
                 self.forget_name(&name, actor_id);

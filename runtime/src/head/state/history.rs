@@ -28,7 +28,12 @@ pub(super) fn started(info: &mut ActorInfo, now_unix_ms: u64) {
     info.history.drain(..excess);
 }
 
-/// Records how `incarnation` ended (the first reason given wins).
+/// Characters of an exit reason kept per incarnation (its first line: the rest is the worker's
+/// last output, which its log holds anyway).
+const MAX_REASON_CHARS: usize = 200;
+
+/// Records how `incarnation` ended (the first reason given wins; its first line, cut to
+/// `MAX_REASON_CHARS`).
 pub(super) fn ended(info: &mut ActorInfo, incarnation: u64, reason: &str, now_unix_ms: u64) {
     if let Some(entry) = info
         .history
@@ -36,7 +41,11 @@ pub(super) fn ended(info: &mut ActorInfo, incarnation: u64, reason: &str, now_un
         .find(|i| i.incarnation == incarnation && i.ended_unix_ms == 0)
     {
         entry.ended_unix_ms = now_unix_ms;
-        entry.exit_reason = reason.to_string();
+        let first_line = reason.lines().next().unwrap_or("").trim_end_matches(':');
+        entry.exit_reason = match first_line.char_indices().nth(MAX_REASON_CHARS) {
+            Some((cut, _)) => format!("{}…", &first_line[..cut]),
+            None => first_line.to_string(),
+        };
     }
 }
 
@@ -74,6 +83,21 @@ mod tests {
         assert_eq!(
             info.history[1].exit_reason,
             "replaced by a later incarnation"
+        );
+        info.incarnation = 99;
+        started(&mut info, 1000);
+        let long = format!("killed by signal 9; last output:\n{}", "é".repeat(500));
+        ended(&mut info, 99, &long, 1001);
+        assert_eq!(
+            info.history.last().unwrap().exit_reason,
+            "killed by signal 9; last output"
+        );
+        info.incarnation = 100;
+        started(&mut info, 1002);
+        ended(&mut info, 100, &"x".repeat(300), 1003);
+        assert_eq!(
+            info.history.last().unwrap().exit_reason.chars().count(),
+            MAX_REASON_CHARS + 1
         );
     }
 }

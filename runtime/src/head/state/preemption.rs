@@ -173,6 +173,13 @@ impl HeadState {
         };
         actor.allocation = None;
         actor.gang_bundle = None;
+        let incarnation = actor.info.incarnation;
+        super::history::ended(
+            &mut actor.info,
+            incarnation,
+            &format!("preempted: {reason}"),
+            crate::logs::unix_ms_now(),
+        );
         actor.info.state = ActorState::Pending as i32;
         actor.info.preemptions += 1;
         actor.info.pending_reason = reason.to_string();

@@ -1,10 +1,11 @@
-// The troupe dashboard's only script: re-fetches the page every few seconds (the body's
-// data-refresh, 0 for never) and swaps in the new <main>. The new content is the server's own
-// escaped HTML, parsed by DOMParser (whose scripts never run) and moved node by node: no data
-// is ever written as markup from here. A session that expired sends the browser to /login.
+// The troupe dashboard's only script: re-fetches the page and swaps in the new <main>, then
+// waits as long as the fetched page's data-refresh says (seconds; 0 stops, as a finished job's
+// page does) before the next fetch. The new content is the server's own escaped HTML, parsed by
+// DOMParser (whose scripts never run) and moved node by node: no data is ever written as
+// markup from here. A session that expired sends the browser to /login. While auto-refresh is
+// unticked or the tab is hidden, nothing is fetched.
 (function () {
   "use strict";
-  const seconds = Number(document.body.dataset.refresh || "0");
   const toggle = document.getElementById("auto-refresh");
   const key = "troupe-auto-refresh";
   if (toggle) {
@@ -13,15 +14,21 @@
       window.localStorage.setItem(key, toggle.checked ? "on" : "off");
     });
   }
-  if (!(seconds > 0)) {
-    return;
+  function secondsOf(body) {
+    const seconds = Number((body && body.dataset.refresh) || "0");
+    return seconds > 0 ? seconds : 0;
   }
-  let busy = false;
+  let seconds = secondsOf(document.body);
+  function schedule() {
+    if (seconds > 0) {
+      window.setTimeout(refresh, seconds * 1000);
+    }
+  }
   async function refresh() {
-    if (busy || document.hidden || (toggle && !toggle.checked)) {
+    if (document.hidden || (toggle && !toggle.checked)) {
+      schedule();
       return;
     }
-    busy = true;
     try {
       const response = await fetch(window.location.href, {
         credentials: "same-origin",
@@ -30,13 +37,16 @@
       const url = new URL(response.url);
       if (url.pathname === "/login") {
         window.location.assign("/login");
+        seconds = 0;
         return;
       }
       if (!response.ok) {
+        // An error answer: try again later at the same pace.
         return;
       }
       const text = await response.text();
-      const fresh = new DOMParser().parseFromString(text, "text/html").getElementById("content");
+      const page = new DOMParser().parseFromString(text, "text/html");
+      const fresh = page.getElementById("content");
       const current = document.getElementById("content");
       if (!fresh || !current) {
         return;
@@ -50,15 +60,17 @@
       if (newLog && (atBottom || !log)) {
         newLog.scrollTop = newLog.scrollHeight;
       }
+      seconds = secondsOf(page.body);
+      document.body.dataset.refresh = String(seconds);
     } catch (err) {
-      // The head may be restarting: try again at the next tick.
+      // The head may be restarting: try again later.
     } finally {
-      busy = false;
+      schedule();
     }
   }
   const first = document.querySelector(".log");
   if (first) {
     first.scrollTop = first.scrollHeight;
   }
-  window.setInterval(refresh, seconds * 1000);
+  schedule();
 })();
