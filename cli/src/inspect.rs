@@ -10,6 +10,9 @@ use troupe::logs::{ActorKey, FollowEvent, IncarnationLog, LogFollower, LogLine, 
 use troupe::server::rpc::{AuthChannel, Token};
 use troupe_proto::actors_client::ActorsClient;
 
+/// Largest reply these commands take from the head (actor lists, the drivers' spans).
+const MAX_REPLY_BYTES: usize = 256 << 20;
+
 /// How often `-f` looks for new output.
 const FOLLOW_PERIOD: Duration = Duration::from_millis(500);
 
@@ -82,7 +85,7 @@ fn unix_ms(at: SystemTime) -> u64 {
 
 pub(crate) async fn logs(args: LogsArgs) -> anyhow::Result<i32> {
     let (address, token, channel) = connect(args.head.clone()).await?;
-    let mut actors = ActorsClient::new(channel);
+    let mut actors = ActorsClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES);
     let key = ActorKey::Either(args.target.clone());
     let actor_id = match troupe::logs::describe(&mut actors, &key).await {
         Ok(described) => described.actor_id,
@@ -239,7 +242,7 @@ pub(crate) struct CallsArgs {
 
 pub(crate) async fn calls(args: CallsArgs) -> anyhow::Result<i32> {
     let (_, token, channel) = connect(args.head.clone()).await?;
-    let mut actors = ActorsClient::new(channel);
+    let mut actors = ActorsClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES);
     let found = troupe::logs::inspect(&mut actors, &token, &args.actor, !args.no_stacks)
         .await
         .map_err(|status| {
@@ -373,8 +376,9 @@ pub(crate) async fn timeline(args: TimelineArgs) -> anyhow::Result<i32> {
         bail!("--since must reach further back than --until");
     }
     let (address, token, channel) = connect(args.head.clone()).await?;
-    let mut actors = ActorsClient::new(channel.clone());
-    let mut cluster = troupe_proto::cluster_client::ClusterClient::new(channel);
+    let mut actors = ActorsClient::new(channel.clone()).max_decoding_message_size(MAX_REPLY_BYTES);
+    let mut cluster = troupe_proto::cluster_client::ClusterClient::new(channel)
+        .max_decoding_message_size(MAX_REPLY_BYTES);
     let timeline = troupe::timeline::gather(&mut actors, &mut cluster, &token, since, until, None)
         .await
         .map_err(|status| {

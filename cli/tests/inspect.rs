@@ -279,6 +279,16 @@ async fn calls_show_a_stuck_sync_method(world: &World) -> anyhow::Result<()> {
     let first = tokio::spawn(troupe::timeline::with_step(tag, async move {
         hanging.hang(6_000).await
     }));
+    // The hang call first: the three calls behind it must find it running.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, _) = troupe(world, &["calls", "stuck", "--json", "--no-stacks"])?;
+        if ok && out.contains("\"hang\"") {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the hang call never ran: {out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let behind: Vec<_> = (0..3)
         .map(|n| {
             let queued = stuck.clone();

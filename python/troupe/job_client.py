@@ -294,27 +294,32 @@ class JobSubmissionClient:
         return logs
 
     def _read_incarnation(self, actor_id: str, incarnation: int, tail: Optional[int]) -> List[LogLine]:
-        """One incarnation's lines: its last `MAX_READ_BYTES` (about 256 bytes a line when
-        `tail` is given), read up to the size the log had at the first read."""
-        window = MAX_READ_BYTES if tail is None else min(MAX_READ_BYTES, max(4096, (tail + 1) * 256))
+        """One incarnation's lines: its last `MAX_READ_BYTES`, or with `tail` a window from the
+        end grown until it holds that many lines, read up to the size the log had at the first
+        read."""
 
         def read(**fields):
             request = head_pb2.ReadActorLogRequest(id=actor_id, incarnation=incarnation, max_bytes=READ_BYTES, **fields)
             return self._actors.ReadActorLog(request, timeout=self.timeout, metadata=self._metadata).chunk
 
-        first = read(offset=window, from_end=True)
-        data = bytearray(first.data)
-        end, offset = first.size, first.next_offset
-        while offset < end and len(data) < MAX_READ_BYTES:
-            chunk = read(offset=offset)
-            if not chunk.data:
-                break
-            data += chunk.data[: max(0, end - offset)]
-            offset = chunk.next_offset
-        if first.offset > 0:  # a read from mid-file drops its first, cut line
-            cut = data.find(b"\n")
-            data = data[cut + 1 :] if cut >= 0 else bytearray()
-        return parse_records(bytes(data))
+        window = MAX_READ_BYTES if tail is None else min(MAX_READ_BYTES, max(4096, (tail + 1) * 256))
+        while True:
+            first = read(offset=window, from_end=True)
+            data = bytearray(first.data)
+            end, offset = first.size, first.next_offset
+            while offset < end and len(data) < MAX_READ_BYTES:
+                chunk = read(offset=offset)
+                if not chunk.data:
+                    break
+                data += chunk.data[: max(0, end - offset)]
+                offset = chunk.next_offset
+            if first.offset > 0:  # a read from mid-file drops its first, cut line
+                cut = data.find(b"\n")
+                data = data[cut + 1 :] if cut >= 0 else bytearray()
+            lines = parse_records(bytes(data))
+            if tail is None or len(lines) >= tail or first.offset == 0 or window >= MAX_READ_BYTES:
+                return lines
+            window = min(MAX_READ_BYTES, window * 4)
 
     def get_job_logs(self, job_id: str) -> str:
         """The job's whole log so far, as text (invalid UTF-8 replaced)."""

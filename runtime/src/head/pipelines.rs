@@ -38,33 +38,39 @@ pub(crate) struct Pipelines {
     spans: Mutex<VecDeque<Span>>,
 }
 
-/// Puts a step in step order. A repeat of the same report completes the step (its sync):
-/// reports may arrive out of order, so a known sync is never taken back. A step run again, or
-/// one below those held (a run resumed from a checkpoint), drops the held steps from it on:
-/// they are redone.
+/// Puts a step in step order. A repeat of the same report (same finish time) completes the
+/// step (its sync), and a known sync is never taken back. A step that finished after the newest
+/// held one but has a number already held or below it was run again (a run resumed from a
+/// checkpoint): the held steps from its number on are dropped, they are being redone. Otherwise
+/// a report that arrives late goes in its place, and a late report of an earlier run of a step
+/// is ignored.
 fn insert_step(steps: &mut VecDeque<PipelineStepInfo>, step: PipelineStepInfo) {
-    // The same report again (its sync added) carries the time the step finished; a step run
-    // again finished later.
-    let again = steps
-        .iter()
-        .any(|held| held.step == step.step && held.finished_unix_ms != step.finished_unix_ms);
-    if again {
-        steps.retain(|held| held.step < step.step);
-    }
+    let newest_finish = steps.iter().map(|held| held.finished_unix_ms).max();
     if let Some(same) = steps.iter_mut().find(|held| held.step == step.step) {
-        let (synced, sync_ms) = (same.synced_version, same.sync_ms);
-        *same = step;
-        if same.synced_version == 0 {
-            same.synced_version = synced;
-            same.sync_ms = sync_ms;
+        if same.finished_unix_ms == step.finished_unix_ms {
+            let (synced, sync_ms) = (same.synced_version, same.sync_ms);
+            *same = step;
+            if same.synced_version == 0 {
+                same.synced_version = synced;
+                same.sync_ms = sync_ms;
+            }
+            return;
         }
-        return;
+        if step.finished_unix_ms < same.finished_unix_ms {
+            return;
+        }
     }
-    let newest = steps.back().map(|held| held.step);
-    if newest.is_some_and(|newest| step.step < newest) {
+    let newest_step = steps.back().map(|held| held.step);
+    let redone = newest_step.is_some_and(|newest| step.step <= newest)
+        && newest_finish.is_some_and(|finish| step.finished_unix_ms > finish);
+    if redone {
         steps.retain(|held| held.step < step.step);
     }
-    steps.push_back(step);
+    let at = steps
+        .iter()
+        .position(|held| held.step > step.step)
+        .unwrap_or(steps.len());
+    steps.insert(at, step);
     while steps.len() > STEPS_KEPT {
         steps.pop_front();
     }
@@ -248,6 +254,12 @@ mod tests {
             steps.back().map(|s| (s.step, s.synced_version)),
             Some((4, 5))
         );
+        // A report that arrives late goes in its place.
+        let mut late = VecDeque::new();
+        insert_step(&mut late, step(1, 0));
+        insert_step(&mut late, step(0, 0));
+        let order: Vec<u64> = late.iter().map(|s| s.step).collect();
+        assert_eq!(order, vec![0, 1]);
         // A run resumed from step 2 redoes 2..: the held 2, 3 and 4 go.
         let mut redone = step(2, 0);
         redone.finished_unix_ms = 9_999;

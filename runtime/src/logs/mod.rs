@@ -63,7 +63,8 @@ pub struct IncarnationLog {
     pub lines: Vec<LogLine>,
     /// Why the lines could not be read (its node died, say); the lines are then empty.
     pub unreadable: Option<String>,
-    /// Where in the log the read ended: `LogFollower::after` goes on from here.
+    /// Where in the log the read ended (the end of its last whole line): `LogFollower::after`
+    /// goes on from here. `u64::MAX` when this incarnation was not read (its end, then).
     pub next_offset: u64,
 }
 

@@ -13,6 +13,8 @@ use troupe_proto::{ActorLogChunk, ActorState, Incarnation, ReadActorLogRequest};
 const MAX_READ_PER_INCARNATION: u64 = 64 << 20;
 /// Most bytes one `read` takes over all incarnations (the newest first).
 const MAX_READ_TOTAL: u64 = 256 << 20;
+/// How long after an incarnation's recorded end its last lines may still be stamped.
+const ENDED_SLACK_MS: u64 = 30_000;
 /// One read's size.
 const READ_BYTES: u64 = 1 << 20;
 /// How long one request to the head may take.
@@ -147,15 +149,27 @@ pub async fn read(
             exit_reason: incarnation.exit_reason.clone(),
             lines: Vec::new(),
             unreadable: None,
-            next_offset: 0,
+            // Unread: a follower starts at its end (the node clamps the offset to the size).
+            next_offset: u64::MAX,
         };
         if wanted == Some(0) && !logs.is_empty() {
             break;
         }
+        // Lines reach the log up to a few seconds after the head records the end (grace
+        // periods, the output drain): only incarnations that ended well before are skipped.
         let ended_before = query.since_unix_ms.is_some_and(|since| {
-            incarnation.ended_unix_ms != 0 && incarnation.ended_unix_ms < since
+            incarnation.ended_unix_ms != 0
+                && incarnation.ended_unix_ms.saturating_add(ENDED_SLACK_MS) < since
         });
-        if ended_before || budget == 0 {
+        if ended_before {
+            logs.push(log);
+            continue;
+        }
+        if budget == 0 {
+            log.unreadable = Some(format!(
+                "not read: this read's {} MiB went to newer incarnations (ask for this one alone)",
+                MAX_READ_TOTAL >> 20
+            ));
             logs.push(log);
             continue;
         }
@@ -221,12 +235,13 @@ async fn read_incarnation(
         let chunk = first.chunk.unwrap_or_default();
         let mut data = chunk.data.to_vec();
         let mut next = chunk.next_offset;
+        // Up to the size at the first read: a log that grows meanwhile is not chased.
         let end = chunk.size;
         while next < end && (data.len() as u64) < most {
             let mut request = key.request();
             request.incarnation = incarnation;
             request.offset = next;
-            request.max_bytes = READ_BYTES;
+            request.max_bytes = READ_BYTES.min(end - next);
             let more = ask(actors, request).await?.chunk.unwrap_or_default();
             if more.data.is_empty() {
                 break;
@@ -236,18 +251,20 @@ async fn read_incarnation(
         }
         let from_start = chunk.offset == 0;
         // A read that started mid-file drops its first, cut line.
-        let body = if from_start {
-            &data[..]
+        let skipped = if from_start {
+            0
         } else {
-            match data.iter().position(|byte| *byte == b'\n') {
-                Some(cut) => &data[cut + 1..],
-                None => &[][..],
-            }
+            data.iter()
+                .position(|byte| *byte == b'\n')
+                .map_or(data.len(), |cut| cut + 1)
         };
-        let (lines, _) = parse_records(body, true);
+        // Every record ends with its line end: a read that stopped inside one leaves that
+        // record to the next read (`next_offset` is the end of the last whole record).
+        let (lines, used) = parse_records(&data[skipped..], false);
         let enough = tail.is_none_or(|wanted| lines.len() >= wanted);
         if enough || from_start || window >= most {
-            return Ok((lines, next, data.len() as u64));
+            let read_to = chunk.offset + (skipped + used) as u64;
+            return Ok((lines, read_to, data.len() as u64));
         }
         window = window.saturating_mul(4).min(most);
     }
@@ -338,8 +355,9 @@ impl LogFollower {
             match ask(actors, request).await {
                 Ok(reply) => {
                     let chunk = reply.chunk.unwrap_or_default();
+                    // Also when empty: an offset past the end comes back as the end.
+                    self.offset = chunk.next_offset;
                     if !chunk.data.is_empty() {
-                        self.offset = chunk.next_offset;
                         self.partial.extend_from_slice(&chunk.data);
                         let (lines, used) = parse_records(&self.partial, false);
                         self.partial.drain(..used);
@@ -352,7 +370,11 @@ impl LogFollower {
                         return Ok(FollowEvent::Idle);
                     }
                 }
-                // The node of an ended incarnation may be gone or slow: move on, or try again.
+                // A slow node: ask again next time rather than leave lines unread.
+                Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                    return Ok(FollowEvent::Idle);
+                }
+                // The node of an ended incarnation may be gone: move on.
                 Err(status) if unreadable(&status) => {}
                 Err(status) => return Err(status),
             }

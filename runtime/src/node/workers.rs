@@ -106,19 +106,21 @@ impl WorkerTable {
         let (exited, exit) = oneshot::channel();
         let running = self.running.clone();
         let tail_path = log_path.clone();
+        let actor_id_for_table = actor_id.clone();
         tokio::spawn(async move {
             let status = child.wait().await;
+            // Reaped: its pid may be reused, so no stop may signal it any more (pid 0), but it
+            // stays listed (heartbeats must not report it gone before its exit is reported).
             if let Ok(mut table) = running.lock() {
-                if table
-                    .get(&actor_id)
-                    .is_some_and(|entry| entry.incarnation == incarnation)
+                if let Some(entry) = table
+                    .get_mut(&actor_id)
+                    .filter(|entry| entry.incarnation == incarnation)
                 {
-                    table.remove(&actor_id);
+                    entry.pid = 0;
                 }
             }
-            // Only once it is out of the table (so no stop can signal a reused pid): its last
-            // words reach the log before the exit is reported (bounded: a process it started
-            // may hold the pipes open).
+            // Its last words reach the log before the exit is reported (bounded: a process it
+            // started may hold the pipes open).
             if let Some(output) = output {
                 let _ = tokio::time::timeout(OUTPUT_DRAIN_WAIT, output).await;
             }
@@ -136,6 +138,14 @@ impl WorkerTable {
                 signal,
                 log_tail: record_tail(&tail_path, 20),
             });
+            if let Ok(mut table) = running.lock() {
+                if table
+                    .get(&actor_id_for_table)
+                    .is_some_and(|entry| entry.incarnation == incarnation)
+                {
+                    table.remove(&actor_id_for_table);
+                }
+            }
         });
         Ok((pid, exit))
     }

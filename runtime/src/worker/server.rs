@@ -89,9 +89,10 @@ pub(super) async fn serve(
 
 struct WorkerService(Arc<WorkerContext>);
 
-/// Calls one stream may have read and waiting for a slot; past this the stream is not read
-/// (HTTP/2 flow control holds the caller back).
+/// Calls one stream may have read and waiting for a slot, and their argument bytes; past either
+/// the stream is not read (HTTP/2 flow control holds the caller back).
 const MAX_BACKLOG: usize = 1024;
+const MAX_BACKLOG_BYTES: usize = 64 << 20;
 
 /// The next call frame of a stream, or `None` once it ended.
 async fn next_frame(calls: &mut Streaming<CallFrame>) -> Option<CallFrame> {
@@ -128,6 +129,9 @@ impl Worker for WorkerService {
         tokio::spawn(async move {
             // Calls read but not yet admitted, in arrival order: `troupe calls` counts them.
             let mut backlog = VecDeque::new();
+            let mut backlog_bytes = 0usize;
+            // The caller stopped sending; what it sent still runs.
+            let mut ended = false;
             let start = |frame: CallFrame, permit: OwnedSemaphorePermit| {
                 let context = context.clone();
                 let replies = replies.clone();
@@ -141,29 +145,41 @@ impl Worker for WorkerService {
             };
             loop {
                 if backlog.is_empty() {
+                    if ended {
+                        break;
+                    }
                     let Some(frame) = next_frame(&mut calls).await else {
                         break;
                     };
                     // Admission in arrival order: with max_concurrency 1, calls run one by one.
                     match context.admission.clone().try_acquire_owned() {
                         Ok(permit) => start(frame, permit),
-                        Err(_) => backlog.push_back((frame, context.inflight.queued())),
+                        Err(_) => {
+                            backlog_bytes += frame.args.len();
+                            backlog.push_back((frame, context.inflight.queued()));
+                        }
                     }
                     continue;
                 }
+                let read_more =
+                    !ended && backlog.len() < MAX_BACKLOG && backlog_bytes < MAX_BACKLOG_BYTES;
                 tokio::select! {
                     biased;
                     permit = context.admission.clone().acquire_owned() => {
                         let Ok(permit) = permit else { break };
                         if let Some((frame, waiting)) = backlog.pop_front() {
                             drop(waiting);
+                            backlog_bytes -= frame.args.len();
                             start(frame, permit);
                         }
                     }
-                    frame = next_frame(&mut calls), if backlog.len() < MAX_BACKLOG => {
-                        let Some(frame) = frame else { break };
-                        backlog.push_back((frame, context.inflight.queued()));
-                    }
+                    frame = next_frame(&mut calls), if read_more => match frame {
+                        Some(frame) => {
+                            backlog_bytes += frame.args.len();
+                            backlog.push_back((frame, context.inflight.queued()));
+                        }
+                        None => ended = true,
+                    },
                 }
             }
         });

@@ -161,11 +161,15 @@ pub(super) fn check_pipeline_report(report: &PipelineReport) -> Result<(), Statu
                 format!("`{}` is not call, stage or sync", span.kind),
             ));
         }
-        check_text(
-            &format!("spans[{index}].name"),
-            &span.name,
-            MAX_PIPELINE_NAME,
-        )?;
+        for (field, value) in [
+            ("name", &span.name),
+            ("caller", &span.caller),
+            ("group", &span.group),
+            ("node_id", &span.node_id),
+            ("actor_id", &span.actor_id),
+        ] {
+            check_text(&format!("spans[{index}].{field}"), value, MAX_PIPELINE_NAME)?;
+        }
     }
     check_name("pipeline_id", &report.pipeline_id)?;
     check_text("session", &report.session, MAX_PIPELINE_NAME)?;

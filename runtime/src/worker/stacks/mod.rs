@@ -63,7 +63,8 @@ pub(crate) enum StackError {
     #[cfg(target_os = "linux")]
     #[error(
         "this C library (glibc {glibc}) has no lock-free unwind-table lookup (_dl_find_object, \
-         glibc 2.35+): walking other threads' stacks from a signal could deadlock them"
+         glibc 2.35+): walking other threads' stacks from a signal could deadlock them (whether \
+         the libgcc in use takes that path, version 12+, is not checked)"
     )]
     UnsafeUnwinder { glibc: String },
 }
