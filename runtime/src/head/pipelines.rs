@@ -130,11 +130,6 @@ impl Pipelines {
     /// The drivers' spans that overlap `[since, until]` (microseconds since the Unix epoch; 0:
     /// unbounded), oldest first.
     pub(crate) fn spans_between(&self, since_unix_us: u64, until_unix_us: u64) -> Vec<Span> {
-        let until = if until_unix_us == 0 {
-            u64::MAX
-        } else {
-            until_unix_us
-        };
         let spans = self
             .spans
             .lock()
@@ -142,8 +137,12 @@ impl Pipelines {
         spans
             .iter()
             .filter(|span| {
-                span.start_unix_us <= until
-                    && span.start_unix_us.saturating_add(span.duration_us) >= since_unix_us
+                crate::timeline::overlaps(
+                    span.start_unix_us,
+                    span.duration_us,
+                    since_unix_us,
+                    until_unix_us,
+                )
             })
             .cloned()
             .collect()

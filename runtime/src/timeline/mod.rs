@@ -121,11 +121,6 @@ impl Recorder {
     /// Spans that overlap `[since, until]` (0: unbounded), oldest first, and how many the ring
     /// dropped so far.
     pub(crate) fn between(&self, since_unix_us: u64, until_unix_us: u64) -> (Vec<Recorded>, u64) {
-        let until = if until_unix_us == 0 {
-            u64::MAX
-        } else {
-            until_unix_us
-        };
         let spans = self
             .spans
             .lock()
@@ -133,8 +128,12 @@ impl Recorder {
         let chosen = spans
             .iter()
             .filter(|span| {
-                span.start_unix_us <= until
-                    && span.start_unix_us.saturating_add(span.duration_us) >= since_unix_us
+                overlaps(
+                    span.start_unix_us,
+                    span.duration_us,
+                    since_unix_us,
+                    until_unix_us,
+                )
             })
             .cloned()
             .collect();
@@ -149,6 +148,13 @@ pub(crate) fn recorder() -> &'static Recorder {
         let enabled = std::env::var("TROUPE_TIMELINE").map_or(true, |value| value != "0");
         Recorder::new(enabled)
     })
+}
+
+/// Whether a span from `start` lasting `duration` overlaps `[since, until]` (microseconds since
+/// the Unix epoch; an `until` of 0 is unbounded).
+pub(crate) fn overlaps(start: u64, duration: u64, since: u64, until: u64) -> bool {
+    let until = if until == 0 { u64::MAX } else { until };
+    start <= until && start.saturating_add(duration) >= since
 }
 
 /// Turns this process's recording on or off (it starts on unless `TROUPE_TIMELINE=0`); spans
