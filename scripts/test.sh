@@ -3,7 +3,8 @@
 # (must compile without CUDA), unit tests, the multi-process integration tests, the check that
 # the committed Python stubs match proto/, the short chaos run (scripts/chaos.sh --short), the
 # Kubernetes manifests and rendered pods against the API schemas, the multi-host test in network
-# namespaces (skipped where the kernel refuses them), and the
+# namespaces (skipped where the kernel refuses them), the recommendation stack's online run on
+# MovieLens-100K (installed at run time by recsys/src/movielens.rs), and the
 # Python client's tests against a real head and
 # node agent, the parity of the decoder with Hugging Face transformers, and a real vLLM engine
 # driven through the rollout role, and the web dashboard in headless chromium. Installs what it
