@@ -6,7 +6,7 @@
 //! machine's power loss may lose the last batches, which the trainer's retry re-sends). A
 //! checkpoint is written beside, synced and renamed over the old one, then the log restarts.
 
-use super::{EmbeddingTable, Pending, TableConfig, TableStats, UpdateBatch};
+use super::{EmbeddingTable, RowsExport, TableConfig, TableStats, UpdateBatch};
 use crate::error::RecsysError;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,76 +21,35 @@ pub struct TableState {
     version: u64,
     event_time: u64,
     last_sweep: u64,
-    ids: Vec<u64>,
-    values: Vec<f32>,
-    accum: Vec<f32>,
-    last_seen: Vec<u64>,
-    pending: Vec<(u64, Pending)>,
+    /// Every row and every id waiting for admission.
+    rows: RowsExport,
     stats: TableStats,
 }
 
 impl EmbeddingTable {
     pub fn to_state(&self) -> TableState {
-        let width = self.config.width();
-        let mut state = TableState {
+        let all: Vec<(u64, u32)> = self.index.iter().map(|(id, slot)| (*id, *slot)).collect();
+        let mut rows = self.copy_rows(&all);
+        rows.pending = self.pending.iter().map(|(id, p)| (*id, *p)).collect();
+        TableState {
             config: self.config.clone(),
             shard: self.shard,
             shards: self.shards,
             version: self.version,
             event_time: self.event_time,
             last_sweep: self.last_sweep,
-            ids: Vec::with_capacity(self.index.len()),
-            values: Vec::with_capacity(self.index.len() * width),
-            accum: Vec::with_capacity(self.index.len() * width),
-            last_seen: Vec::with_capacity(self.index.len()),
-            pending: self.pending.iter().map(|(id, p)| (*id, *p)).collect(),
+            rows,
             stats: self.stats.clone(),
-        };
-        for (&id, &slot) in &self.index {
-            let start = slot as usize * width;
-            state.ids.push(id);
-            state
-                .values
-                .extend_from_slice(&self.values[start..start + width]);
-            state
-                .accum
-                .extend_from_slice(&self.accum[start..start + width]);
-            state.last_seen.push(self.meta[slot as usize].last_seen);
         }
-        state
     }
 
     pub fn from_state(state: TableState) -> Result<EmbeddingTable, RecsysError> {
-        let width = state.config.width();
-        let rows = state.ids.len();
-        if state.values.len() != rows * width
-            || state.accum.len() != rows * width
-            || state.last_seen.len() != rows
-        {
-            return Err(RecsysError::BadBatch(format!(
-                "checkpoint of {rows} rows holds {} values, {} accumulators and {} times (width {width})",
-                state.values.len(),
-                state.accum.len(),
-                state.last_seen.len()
-            )));
-        }
         let mut table = EmbeddingTable::new(state.config, state.shard, state.shards)?;
+        table.import(&state.rows, 0)?;
         table.version = state.version;
         table.event_time = state.event_time;
         table.last_sweep = state.last_sweep;
         table.stats = state.stats;
-        for (row, &id) in state.ids.iter().enumerate() {
-            let span = row * width..(row + 1) * width;
-            table.insert_row(
-                id,
-                &state.values[span.clone()],
-                Some(&state.accum[span]),
-                state.last_seen[row],
-                0,
-            );
-        }
-        table.pending = state.pending.into_iter().collect();
-        table.dirty.clear();
         Ok(table)
     }
 }

@@ -74,26 +74,14 @@ impl EmbeddingTable {
     }
 
     fn export_where(&mut self, leaves: impl Fn(u64) -> bool) -> RowsExport {
-        let width = self.config.width();
         let moving: Vec<(u64, u32)> = self
             .index
             .iter()
             .filter(|(id, _)| leaves(**id))
             .map(|(id, slot)| (*id, *slot))
             .collect();
-        let mut export = RowsExport::default();
-        for (id, slot) in moving {
-            let start = slot as usize * width;
-            export.ids.push(id);
-            export
-                .values
-                .extend_from_slice(&self.values[start..start + width]);
-            export
-                .accum
-                .extend_from_slice(&self.accum[start..start + width]);
-            let meta = self.meta[slot as usize];
-            export.last_seen.push(meta.last_seen);
-            export.changed_at.push(meta.changed_at);
+        let mut export = self.copy_rows(&moving);
+        for (_, slot) in moving {
             self.remove_slot(slot);
         }
         let pending_moving: Vec<u64> = self
@@ -108,6 +96,23 @@ impl EmbeddingTable {
             }
         }
         export
+    }
+
+    /// A copy of the rows in `slots` (id, slot), with everything that makes them the same rows
+    /// elsewhere; no pending ids.
+    pub(crate) fn copy_rows(&self, slots: &[(u64, u32)]) -> RowsExport {
+        let width = self.config.width();
+        let mut rows = RowsExport::default();
+        for &(id, slot) in slots {
+            let span = slot as usize * width..(slot as usize + 1) * width;
+            rows.ids.push(id);
+            rows.values.extend_from_slice(&self.values[span.clone()]);
+            rows.accum.extend_from_slice(&self.accum[span]);
+            let meta = self.meta[slot as usize];
+            rows.last_seen.push(meta.last_seen);
+            rows.changed_at.push(meta.changed_at);
+        }
+        rows
     }
 
     /// Takes rows handed over by other shards (already in this shard's layout). `synced_at` is
