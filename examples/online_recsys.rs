@@ -65,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
         shards: args.shards,
         replicas: args.replicas,
         events_per_s: args.events_per_s,
-        sync_period: Duration::from_secs_f64(args.sync_period),
+        sync_period: Duration::try_from_secs_f64(args.sync_period)
+            .map_err(|err| anyhow::anyhow!("--sync-period {}: {err}", args.sync_period))?,
         request_rate: args.request_rate,
         kill_shard_at_step: args.kill_shard_at,
         add_shard_at_step: args.add_shard_at,

@@ -37,60 +37,76 @@ pub async fn rebalance(
         ));
     }
     let mut all = shards;
-    for index in before..new_count {
-        let mut spec = spec_of(index);
-        spec.shard = index;
-        spec.shards = new_count;
-        let handle = EmbeddingShard::spawn(cluster, options(index), spec)
-            .await
-            .map_err(RecsysError::call(format!("spawning shard {index}")))?;
-        all.push(handle);
-    }
-    // Every shard gives up what is not its own in the new layout; a retiring shard, all.
-    let mut exports: Vec<RowsExport> = Vec::new();
-    for (index, handle) in all.iter().enumerate() {
-        let index = index as u32;
-        let export = if index < new_count {
-            handle.export_moving(index, new_count).await
-        } else {
-            handle.export_all().await
+    let spawned_new = all.len();
+    let moved = async {
+        for index in before..new_count {
+            let mut spec = spec_of(index);
+            spec.shard = index;
+            spec.shards = new_count;
+            let handle = EmbeddingShard::spawn(cluster, options(index), spec)
+                .await
+                .map_err(RecsysError::call(format!("spawning shard {index}")))?;
+            all.push(handle);
         }
-        .map_err(RecsysError::call(format!("rows leaving shard {index}")))?;
-        exports.push(export);
-    }
-    let width = spec_of(0).config.width();
-    let mut moved = 0u64;
-    for (to, handle) in all.iter().take(new_count as usize).enumerate() {
-        let mut part = RowsExport::default();
-        for export in &exports {
-            let piece = export.for_shard(to as u32, new_count, width);
-            moved += piece.ids.len() as u64;
-            part.append(piece);
+        // Every shard gives up what is not its own in the new layout; a retiring shard, all.
+        let mut exports: Vec<RowsExport> = Vec::new();
+        for (index, handle) in all.iter().enumerate() {
+            let index = index as u32;
+            let export = if index < new_count {
+                handle.export_moving(index, new_count).await
+            } else {
+                handle.export_all().await
+            }
+            .map_err(RecsysError::call(format!("rows leaving shard {index}")))?;
+            exports.push(export);
         }
-        handle
-            .import(part, synced_at)
-            .await
-            .map_err(RecsysError::call(format!("rows arriving at shard {to}")))?;
-    }
-    let kept: Vec<EmbeddingShardHandle> = all.iter().take(new_count as usize).cloned().collect();
-    for (index, handle) in kept.iter().enumerate() {
-        handle
-            .checkpoint()
-            .await
-            .map_err(RecsysError::call(format!("checkpoint of shard {index}")))?;
-    }
-    for (index, handle) in all.iter().enumerate().skip(new_count as usize) {
-        // The retired shard's files now hold an empty table, not rows others own.
-        handle
-            .checkpoint()
-            .await
-            .map_err(RecsysError::call(format!(
-                "checkpoint of retiring shard {index}"
-            )))?;
-        if let Err(err) = cluster.kill(handle).await {
-            tracing::warn!(%err, "a retired shard did not stop");
+        let width = spec_of(0).config.width();
+        let mut moved = 0u64;
+        for (to, handle) in all.iter().take(new_count as usize).enumerate() {
+            let mut part = RowsExport::default();
+            for export in &exports {
+                let piece = export.for_shard(to as u32, new_count, width);
+                moved += piece.ids.len() as u64;
+                part.append(piece);
+            }
+            handle
+                .import(part, synced_at)
+                .await
+                .map_err(RecsysError::call(format!("rows arriving at shard {to}")))?;
         }
+        let kept: Vec<EmbeddingShardHandle> =
+            all.iter().take(new_count as usize).cloned().collect();
+        for (index, handle) in kept.iter().enumerate() {
+            handle
+                .checkpoint()
+                .await
+                .map_err(RecsysError::call(format!("checkpoint of shard {index}")))?;
+        }
+        for (index, handle) in all.iter().enumerate().skip(new_count as usize) {
+            // The retired shard's files now hold an empty table, not rows others own.
+            handle
+                .checkpoint()
+                .await
+                .map_err(RecsysError::call(format!(
+                    "checkpoint of retiring shard {index}"
+                )))?;
+            if let Err(err) = cluster.kill(handle).await {
+                tracing::warn!(%err, "a retired shard did not stop");
+            }
+        }
+        Ok::<_, RecsysError>((kept, moved))
     }
+    .await;
+    let (kept, moved) = match moved {
+        Ok(done) => done,
+        Err(err) => {
+            // New shards that did not become part of a layout are stopped.
+            for handle in all.iter().skip(spawned_new) {
+                let _ = cluster.kill(handle).await;
+            }
+            return Err(err);
+        }
+    };
     Ok((
         kept,
         RebalanceReport {

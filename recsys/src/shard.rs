@@ -88,7 +88,7 @@ impl EmbeddingShard {
     /// Logs and applies one step's gradients; `false` when the step was applied before.
     pub fn update(&mut self, batch: UpdateBatch) -> Result<bool, RecsysError> {
         self.table.check_batch(&batch)?;
-        if batch.step <= self.table.version() {
+        if self.table.is_stale(batch.step) {
             return Ok(false);
         }
         if let Some(files) = &mut self.files {

@@ -243,6 +243,13 @@ impl Trainer {
     /// Seals every shard at the current step and keeps the dense parameters of that version.
     pub async fn seal(&mut self) -> Result<SealReport, RecsysError> {
         let version = self.step;
+        if version == 0 {
+            // Nothing trained yet: nothing to seal, no version to serve.
+            return Ok(SealReport {
+                version,
+                shards: Vec::new(),
+            });
+        }
         if let Some(last) = self
             .last_seal
             .as_ref()

@@ -48,21 +48,35 @@ pub(super) async fn spawn(
 ) -> Result<(), RecsysError> {
     let prefix = format!("recsys-{}-{}", std::process::id(), crate::unix_micros());
     let mut shards = Vec::new();
-    for shard in 0..config.shards {
-        let options = config.options().name(ShardLayout::name(&prefix, shard));
-        let handle =
-            EmbeddingShard::spawn(cluster, options, config.shard_spec(shard, config.shards))
+    let spawned = async {
+        for shard in 0..config.shards {
+            let options = config.options().name(ShardLayout::name(&prefix, shard));
+            let handle =
+                EmbeddingShard::spawn(cluster, options, config.shard_spec(shard, config.shards))
+                    .await
+                    .map_err(RecsysError::call(format!("spawning shard {shard}")))?;
+            shards.push(handle);
+        }
+        let layout = ShardLayout {
+            prefix: Some(prefix.clone()),
+            handles: shards.clone(),
+        };
+        let trainer =
+            OnlineTrainer::spawn(cluster, config.options(), config.trainer(), layout.clone())
                 .await
-                .map_err(RecsysError::call(format!("spawning shard {shard}")))?;
-        shards.push(handle);
+                .map_err(RecsysError::call("spawning the trainer"))?;
+        Ok::<_, RecsysError>((layout, trainer))
     }
-    let layout = ShardLayout {
-        prefix: Some(prefix.clone()),
-        handles: shards.clone(),
+    .await;
+    let (layout, trainer) = match spawned {
+        Ok(spawned) => spawned,
+        Err(err) => {
+            for shard in &shards {
+                let _ = cluster.kill(shard).await;
+            }
+            return Err(err);
+        }
     };
-    let trainer = OnlineTrainer::spawn(cluster, config.options(), config.trainer(), layout.clone())
-        .await
-        .map_err(RecsysError::call("spawning the trainer"))?;
     let set = actors.insert(Actors {
         prefix,
         shards,
@@ -142,23 +156,32 @@ pub(super) async fn serving_gap(
         .predict(probes.to_vec())
         .await
         .map_err(RecsysError::call("the trainer's scores of the probes"))?;
-    let mut gap = 0.0f64;
-    for address in addresses {
-        let mut client = PredictClient::connect(address)
-            .await
-            .map_err(|err| RecsysError::Data(err.to_string()))?;
-        for (probe, want) in probes.iter().zip(&expected) {
-            let reply = client
-                .predict(&PredictRequest {
-                    fields: probe.fields.clone(),
-                    min_version: version,
-                })
+    let check = async {
+        let mut gap = 0.0f64;
+        for address in addresses {
+            let mut client = PredictClient::connect(address)
                 .await
                 .map_err(|err| RecsysError::Data(err.to_string()))?;
-            gap = gap.max((f64::from(reply.score) - f64::from(*want)).abs());
+            for (probe, want) in probes.iter().zip(&expected) {
+                let reply = client
+                    .predict(&PredictRequest {
+                        fields: probe.fields.clone(),
+                        min_version: version,
+                    })
+                    .await
+                    .map_err(|err| RecsysError::Data(err.to_string()))?;
+                gap = gap.max((f64::from(reply.score) - f64::from(*want)).abs());
+            }
         }
-    }
-    Ok(gap)
+        Ok(gap)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), check)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RecsysError::Data(
+                "the replicas did not answer the final check within 30 s".to_string(),
+            ))
+        })
 }
 
 /// Kills a shard's worker process with SIGKILL (the fault the run survives).

@@ -122,55 +122,60 @@ pub async fn shard_throughput(
     let all: Vec<u64> = (0..THROUGHPUT_ROWS)
         .map(|v| FeatureId::new(1, v).expect("small").0)
         .collect();
-    let mut step = 1u64;
-    for ids in all.chunks(THROUGHPUT_BATCH) {
-        let batch = UpdateBatch {
-            step,
-            event_time: 0,
-            ids: ids.to_vec(),
-            counts: vec![1; ids.len()],
-            grads: vec![0.0; ids.len() * width],
-        };
-        shard
-            .update(batch)
-            .await
-            .map_err(RecsysError::call("filling the throughput shard"))?;
-        step += 1;
-    }
     let lookups: Vec<Vec<u64>> = (0..16)
         .map(|i| throughput_batch(width, 0, 1000 + i).ids)
         .collect();
-    let mut figures = Throughput {
-        rows: THROUGHPUT_ROWS,
-        batch: THROUGHPUT_BATCH,
-        ..Throughput::default()
-    };
-    // Lookups: one call at a time, as the trainer makes them (one per shard per step).
-    let started = Instant::now();
-    let mut done = 0usize;
-    while started.elapsed().as_secs_f64() < seconds {
-        shard
-            .lookup(lookups[done % lookups.len()].clone())
-            .await
-            .map_err(RecsysError::call("timed lookups"))?;
-        done += 1;
+    let timed = async {
+        let mut step = 1u64;
+        for ids in all.chunks(THROUGHPUT_BATCH) {
+            let batch = UpdateBatch {
+                step,
+                event_time: 0,
+                ids: ids.to_vec(),
+                counts: vec![1; ids.len()],
+                grads: vec![0.0; ids.len() * width],
+            };
+            shard
+                .update(batch)
+                .await
+                .map_err(RecsysError::call("filling the throughput shard"))?;
+            step += 1;
+        }
+        let mut figures = Throughput {
+            rows: THROUGHPUT_ROWS,
+            batch: THROUGHPUT_BATCH,
+            ..Throughput::default()
+        };
+        // Lookups: one call at a time, as the trainer makes them (one per shard per step).
+        let started = Instant::now();
+        let mut done = 0usize;
+        while started.elapsed().as_secs_f64() < seconds {
+            shard
+                .lookup(lookups[done % lookups.len()].clone())
+                .await
+                .map_err(RecsysError::call("timed lookups"))?;
+            done += 1;
+        }
+        figures.lookups_per_s = (done * THROUGHPUT_BATCH) as f64 / started.elapsed().as_secs_f64();
+        // Updates: one at a time (steps are ordered), each logged, a checkpoint every 50.
+        let started = Instant::now();
+        let mut done = 0u64;
+        while started.elapsed().as_secs_f64() < seconds {
+            shard
+                .update(throughput_batch(width, step + done, done))
+                .await
+                .map_err(RecsysError::call("timed updates"))?;
+            done += 1;
+        }
+        figures.updates_per_s =
+            (done as usize * THROUGHPUT_BATCH) as f64 / started.elapsed().as_secs_f64();
+        Ok::<_, RecsysError>(figures)
     }
-    figures.lookups_per_s = (done * THROUGHPUT_BATCH) as f64 / started.elapsed().as_secs_f64();
-    // Updates: one at a time (steps are ordered), each logged, a checkpoint every 50.
-    let started = Instant::now();
-    let mut done = 0u64;
-    while started.elapsed().as_secs_f64() < seconds {
-        shard
-            .update(throughput_batch(width, step + done, done))
-            .await
-            .map_err(RecsysError::call("timed updates"))?;
-        done += 1;
-    }
-    figures.updates_per_s =
-        (done as usize * THROUGHPUT_BATCH) as f64 / started.elapsed().as_secs_f64();
+    .await;
     if let Err(err) = cluster.kill(&shard).await {
         tracing::warn!(%err, "the throughput shard did not stop");
     }
+    let mut figures = timed?;
     // The table alone, in this process.
     let mut local = EmbeddingTable::new(table, 0, 1)?;
     for (i, ids) in all.chunks(THROUGHPUT_BATCH).enumerate() {

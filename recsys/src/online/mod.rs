@@ -183,6 +183,21 @@ impl OnlineConfig {
         if self.sync_period.is_zero() {
             return bad("sync_period must be above zero".to_string());
         }
+        match &self.shard_dir {
+            None if self.kill_shard_at_step.is_some() => {
+                return bad(
+                    "kill_shard_at_step needs shard_dir: a shard without files comes back empty"
+                        .to_string(),
+                )
+            }
+            Some(dir) if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) => {
+                return bad(format!(
+                    "shard_dir {} holds an earlier run's shards and trainer; remove it or choose another",
+                    dir.display()
+                ))
+            }
+            _ => {}
+        }
         Ok(())
     }
 

@@ -128,7 +128,10 @@ const WINDOW: usize = 2000;
 /// Also counts the pairs never served.
 fn freshness(inputs: &Inputs) -> (Vec<f64>, usize) {
     let rate = inputs.config.events_per_s;
-    let mut per_replica: BTreeMap<usize, Vec<(u64, u64)>> = BTreeMap::new();
+    // Every replica, also one that never synced: its events count as never served.
+    let mut per_replica: BTreeMap<usize, Vec<(u64, u64)>> = (0..inputs.config.replicas as usize)
+        .map(|replica| (replica, Vec::new()))
+        .collect();
     for (replica, report, _) in &inputs.syncs {
         per_replica
             .entry(*replica)

@@ -219,11 +219,17 @@ impl EmbeddingTable {
     /// `false` and changes nothing.
     pub fn apply(&mut self, batch: &UpdateBatch) -> Result<bool, RecsysError> {
         self.check_batch(batch)?;
-        if batch.step <= self.version {
+        if self.is_stale(batch.step) {
             return Ok(false);
         }
         self.apply_checked(batch);
         Ok(true)
+    }
+
+    /// Whether step `step` was applied already, or sealed without it (an update of a step the
+    /// trainer gave up on, arriving late: applying it would change rows no seal sends).
+    pub fn is_stale(&self, step: u64) -> bool {
+        step <= self.version || step <= self.sealed_version
     }
 
     /// Whether `apply` would take the batch (lengths, finite gradients, the ids' slots and

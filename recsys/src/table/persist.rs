@@ -2,9 +2,10 @@
 //! applied since. Each batch is appended (length, CRC-32, encoded batch) before it is applied, so
 //! a shard whose process dies is rebuilt exactly by loading the checkpoint and replaying the log;
 //! a record torn by the death is detected by its length or checksum, and the log is cut there.
-//! Writes go to the operating system without fsync per batch (a process death loses nothing; a
-//! machine's power loss may lose the last batches, which the trainer's retry re-sends). A
-//! checkpoint is written beside, synced and renamed over the old one, then the log restarts.
+//! Writes go to the operating system without fsync per batch: a process death loses nothing;
+//! a machine's power loss may lose the batches logged since the last checkpoint (they are not
+//! re-sent: the shard comes back at its checkpoint's step). A checkpoint is written beside,
+//! synced and renamed over the old one (the directory synced too), then the log restarts.
 
 use super::{EmbeddingTable, RowsExport, TableConfig, TableStats, UpdateBatch};
 use crate::error::RecsysError;
@@ -188,7 +189,14 @@ pub(crate) fn write_atomically(
     let mut file = File::create(&partial).map_err(io(what, &partial))?;
     file.write_all(bytes).map_err(io(what, &partial))?;
     file.sync_all().map_err(io(what, &partial))?;
-    std::fs::rename(&partial, path).map_err(io(what, path))
+    std::fs::rename(&partial, path).map_err(io(what, path))?;
+    // The rename itself survives a power loss once the directory is synced.
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io(what, dir))?;
+    }
+    Ok(())
 }
 
 /// The whole records of a log and the length they take. A record cut short by the end of the
@@ -211,7 +219,9 @@ fn read_log(path: &Path) -> Result<(Vec<UpdateBatch>, u64), RecsysError> {
     while bytes.len() - at >= 8 {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
-        if len > bytes.len() - at - 8 {
+        // A length past the end, or a zero length (no batch encodes to nothing: zeros left by a
+        // power loss), is a torn tail.
+        if len == 0 || len > bytes.len() - at - 8 {
             break;
         }
         let payload = &bytes[at + 8..at + 8 + len];

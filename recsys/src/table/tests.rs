@@ -74,6 +74,11 @@ fn a_step_applied_twice_changes_nothing() {
     let once = table.lookup(&[id(1)]).unwrap();
     assert!(!table.apply(&batch(1, 1, &[id(1)], 1.0)).unwrap());
     assert_eq!(table.lookup(&[id(1)]).unwrap(), once);
+    // Sealed at step 2 without step 2's update: a late update of step 2 is stale.
+    table.seal(2).unwrap();
+    assert!(!table.apply(&batch(2, 2, &[id(1)], 1.0)).unwrap());
+    assert_eq!(table.lookup(&[id(1)]).unwrap(), once);
+    assert!(table.apply(&batch(3, 3, &[id(1)], 1.0)).unwrap());
 }
 
 #[test]
@@ -207,6 +212,14 @@ fn checkpoint_and_log_rebuild_the_same_table_and_a_torn_record_is_cut() {
     rebuilt.apply(&next).unwrap();
     assert_eq!(rebuilt.lookup(&ids).unwrap(), table.lookup(&ids).unwrap());
     assert_eq!(std::fs::read(&log_path).unwrap().len(), bytes.len() - 6);
+    // Zeros after the last record (a power loss) are a torn tail too.
+    let mut zeros = std::fs::read(&log_path).unwrap();
+    let whole = zeros.len();
+    zeros.extend_from_slice(&[0; 24]);
+    std::fs::write(&log_path, &zeros).unwrap();
+    let (_files, reopened, _) = ShardFiles::open(dir.path(), fresh).unwrap();
+    assert_eq!(reopened.version(), 6);
+    assert_eq!(std::fs::read(&log_path).unwrap().len(), whole);
     // A whole record with a wrong checksum is refused, not cut.
     let mut bad = std::fs::read(&log_path).unwrap();
     bad[9] ^= 0xff;
