@@ -65,6 +65,23 @@ where
     }
 }
 
+/// `call` on every shard at once, each retried (see `retried`); answers in shard order.
+async fn on_every_shard<'a, T, F, Fut>(
+    handles: &'a [EmbeddingShardHandle],
+    what: &str,
+    call: F,
+) -> Result<Vec<T>, RecsysError>
+where
+    F: Fn(usize, &'a EmbeddingShardHandle) -> Fut,
+    Fut: Future<Output = troupe::Result<T>>,
+{
+    futures::future::try_join_all(handles.iter().enumerate().map(|(shard, handle)| {
+        let call = &call;
+        async move { retried(&format!("{what} of shard {shard}"), || call(shard, handle)).await }
+    }))
+    .await
+}
+
 impl Store {
     pub fn shards(&self) -> u32 {
         match self {
@@ -152,14 +169,9 @@ impl Store {
                 }
             }
             Store::Sharded(handles) => {
-                futures::future::try_join_all(handles.iter().zip(batches).enumerate().map(
-                    |(shard, (handle, batch))| async move {
-                        retried(&format!("update of shard {shard}"), || {
-                            handle.update(batch.clone())
-                        })
-                        .await
-                    },
-                ))
+                on_every_shard(handles, "update", |shard, handle| {
+                    handle.update(batches[shard].clone())
+                })
                 .await?;
             }
         }
@@ -179,12 +191,7 @@ impl Store {
                 Ok(summaries)
             }
             Store::Sharded(handles) => {
-                futures::future::try_join_all(handles.iter().enumerate().map(
-                    |(shard, handle)| async move {
-                        retried(&format!("seal of shard {shard}"), || handle.seal(version)).await
-                    },
-                ))
-                .await
+                on_every_shard(handles, "seal", |_, handle| handle.seal(version)).await
             }
         }
     }
@@ -199,12 +206,7 @@ impl Store {
                 .map(|table| table.stats())
                 .collect()),
             Store::Sharded(handles) => {
-                futures::future::try_join_all(handles.iter().enumerate().map(
-                    |(shard, handle)| async move {
-                        retried(&format!("stats of shard {shard}"), || handle.stats()).await
-                    },
-                ))
-                .await
+                on_every_shard(handles, "stats", |_, handle| handle.stats()).await
             }
         }
     }
